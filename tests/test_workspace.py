@@ -1,0 +1,128 @@
+"""The workspace keeps its promises: packages import alone, nox lists its sessions."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = sorted(p.parent for p in (ROOT / "packages").glob("*/pyproject.toml"))
+
+
+def test_every_member_is_a_src_layout_package() -> None:
+    assert [p.name for p in PACKAGES] == ["data", "eval", "models", "serve"]
+    for package in PACKAGES:
+        name = tomllib.loads((package / "pyproject.toml").read_text())["project"]["name"]
+        module = name.replace("-", "_")
+        assert (package / "src" / module / "__init__.py").is_file(), name
+        assert (package / "README.md").is_file(), name
+        assert (package / "tests").is_dir(), name
+
+
+def test_siblings_are_workspace_dependencies() -> None:
+    order = ["celestial-data", "celestial-models", "celestial-eval", "celestial-serve"]
+    allowed = {
+        "celestial-data": set(),
+        "celestial-models": {"celestial-data"},
+        "celestial-eval": {"celestial-data", "celestial-models"},
+        "celestial-serve": {"celestial-data", "celestial-models"},
+    }
+    for package in PACKAGES:
+        config = tomllib.loads((package / "pyproject.toml").read_text())
+        name = config["project"]["name"]
+        siblings = {d for d in config["project"]["dependencies"] if d in order}
+        assert siblings <= allowed[name], f"{name} may not depend on {siblings - allowed[name]}"
+        for sibling in siblings:
+            assert config["tool"]["uv"]["sources"][sibling] == {"workspace": True}
+
+
+@pytest.mark.slow
+def test_lock_is_current() -> None:
+    subprocess.run(["uv", "lock", "--check"], cwd=ROOT, check=True, capture_output=True)
+
+
+@pytest.mark.slow
+def test_nox_lists_every_session_with_a_description() -> None:
+    listing = subprocess.run(
+        [sys.executable, "-m", "nox", "-l", "--noxfile", str(ROOT / "noxfile.py")],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NO_COLOR": "1"},
+    ).stdout
+    sessions = {
+        line[2:].split(" -> ")[0]: line.split(" -> ")[-1]
+        for line in listing.splitlines()
+        if line[:2] in ("* ", "- ")
+    }
+    assert {"tests", "lint", "repro", "bench"} <= set(sessions)
+    assert all(" -> " in line for line in listing.splitlines() if line[:2] in ("* ", "- "))
+
+
+# Dependencies a package needs at run time without importing them by name.
+RUNTIME_ONLY = {
+    "celestial-serve": {"python-multipart"},  # LitServe parses uploads with it
+}
+
+
+def canonical(requirement: str) -> str:
+    """The distribution name of a requirement string, normalised."""
+    for stop in "<>=!~;[ ":
+        requirement = requirement.split(stop)[0]
+    return requirement.lower().replace("_", "-")
+
+
+def imported_distributions(source: Path) -> set[str]:
+    """Distributions providing the third-party modules a source tree imports."""
+    import ast
+    import importlib.metadata
+
+    providers = importlib.metadata.packages_distributions()
+    stdlib = sys.stdlib_module_names
+    found = set()
+    for path in source.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top in stdlib or top == "__future__":
+                    continue
+                for dist in providers.get(top, [top]):
+                    found.add(dist.lower().replace("_", "-"))
+    return found
+
+
+@pytest.mark.parametrize("package", PACKAGES, ids=lambda p: p.name)
+def test_declares_exactly_what_it_imports(package: Path) -> None:
+    config = tomllib.loads((package / "pyproject.toml").read_text())
+    name = config["project"]["name"]
+    declared = {canonical(d) for d in config["project"]["dependencies"]}
+    imported = imported_distributions(package / "src") - {name}
+    assert imported <= declared, f"{name} imports undeclared {sorted(imported - declared)}"
+    unused = declared - imported - RUNTIME_ONLY.get(name, set())
+    assert not unused, f"{name} declares unused {sorted(unused)}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("package", PACKAGES, ids=lambda p: p.name)
+def test_package_imports_on_its_own(package: Path) -> None:
+    name = tomllib.loads((package / "pyproject.toml").read_text())["project"]["name"]
+    module = name.replace("-", "_")
+    subprocess.run(
+        ["uv", "run", "--locked", "--package", name, "--no-default-groups", "--isolated",
+         "python", "-c", f"import {module}"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"},
+    )
