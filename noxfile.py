@@ -121,7 +121,11 @@ def bench(session: nox.Session) -> None:
     """Run the benchmarks under bench/ and record their figures in bench/results/."""
     sync(session, "dev")
     scripts = sorted(BENCH_DIR.glob("bench_*.py"))
-    chosen = [s for s in scripts if not session.posargs or s.stem.removeprefix("bench_") in session.posargs]
+    chosen = [
+        s
+        for s in scripts
+        if not session.posargs or s.stem.removeprefix("bench_") in session.posargs
+    ]
     if not chosen:
         session.error(f"No benchmark matches {session.posargs}; known: {[s.stem for s in scripts]}")
     (BENCH_DIR / "results").mkdir(exist_ok=True)

@@ -119,8 +119,18 @@ def test_package_imports_on_its_own(package: Path) -> None:
     name = tomllib.loads((package / "pyproject.toml").read_text())["project"]["name"]
     module = name.replace("-", "_")
     subprocess.run(
-        ["uv", "run", "--locked", "--package", name, "--no-default-groups", "--isolated",
-         "python", "-c", f"import {module}"],
+        [
+            "uv",
+            "run",
+            "--locked",
+            "--package",
+            name,
+            "--no-default-groups",
+            "--isolated",
+            "python",
+            "-c",
+            f"import {module}",
+        ],
         cwd=ROOT,
         check=True,
         capture_output=True,

@@ -1,0 +1,74 @@
+"""Turn any image Pillow reads into the uint8 array a model takes.
+
+This is the single definition of the preprocessing: `prepare` uses it on every
+raw file, and serving uses it on every upload, so the two cannot disagree.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["COLOR_MODES", "ColorMode", "channels", "decode", "to_array"]
+
+ColorMode = Literal["rgb", "grayscale"]
+COLOR_MODES: tuple[str, ...] = ("rgb", "grayscale")
+_PIL_MODE = {"rgb": "RGB", "grayscale": "L"}
+
+
+def channels(color_mode: ColorMode) -> int:
+    """Number of channels of arrays in ``color_mode`` (3 for rgb, 1 for grayscale)."""
+    return 3 if color_mode == "rgb" else 1
+
+
+def decode(source: bytes | str | Path, size: int) -> Image.Image:
+    """Open and fully decode an image, letting JPEG decode at reduced scale.
+
+    Args:
+        source: Encoded image bytes or a path.
+        size: The side the image will be resized to; JPEG draft mode may decode
+            at a smaller scale that is still at least this large.
+
+    Returns:
+        The decoded image (any mode).
+
+    Raises:
+        PIL.UnidentifiedImageError, OSError: If the data is not a readable image.
+    """
+    stream = io.BytesIO(source) if isinstance(source, bytes) else source
+    with Image.open(stream) as image:
+        if image.format == "JPEG":
+            image.draft("RGB" if image.mode != "L" else "L", (size, size))
+        image.load()
+    return image
+
+
+def to_array(image: Image.Image, size: int, color_mode: ColorMode) -> np.ndarray:
+    """Convert a decoded image to a ``(size, size, channels)`` uint8 array.
+
+    Transparent pixels are composited on black (the background of every
+    dataset here); palette, CMYK and 16-bit images are converted first.
+
+    Args:
+        image: A decoded Pillow image in any mode.
+        size: Side of the square output in pixels.
+        color_mode: ``"rgb"`` or ``"grayscale"``.
+
+    Returns:
+        An array of shape ``(size, size, channels(color_mode))`` and dtype uint8.
+    """
+    if color_mode not in _PIL_MODE:
+        raise ValueError(f"color_mode must be one of {COLOR_MODES}. Received: {color_mode!r}")
+    if image.mode in ("P", "PA", "LA", "RGBA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        image.alpha_composite(rgba)
+    converted = image.convert(_PIL_MODE[color_mode])
+    if converted.size != (size, size):
+        converted = converted.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
+    array = np.asarray(converted, dtype=np.uint8)
+    return array.reshape(size, size, channels(color_mode))
