@@ -1,19 +1,113 @@
-"""Command line of celestial-serve."""
+"""Command line of celestial-serve: serve a project's trained model over HTTP."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
+
+__all__ = ["build_parser", "main"]
+
+PROG = "celestial-serve"
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, received {value}")
+    return value
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port LitServe accepts (1024-65535)."""
+    value = int(text)
+    if not 1024 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be from 1024 to 65535, received {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """An argparse type: a number of at least 0."""
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, received {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of ``celestial-serve``."""
-    parser = argparse.ArgumentParser(prog="celestial-serve", description=__doc__)
-    parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Serve the trained model of a celestial project over HTTP: "
+        "POST /predict, GET /health, GET /info, and a web page at /.",
+    )
+    parser.add_argument("project_dir", metavar="PROJECT_DIR", help="project folder (with model/)")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        choices=["127.0.0.1", "0.0.0.0", "::"],
+        help="interface to listen on (default: 127.0.0.1, this machine only)",
+    )
+    parser.add_argument("--port", type=port_number, default=8000, help="default: 8000")
+    parser.add_argument(
+        "--workers", type=positive_int, default=1, help="inference processes (default: 1)"
+    )
+    parser.add_argument(
+        "--max-batch-size",
+        type=positive_int,
+        default=16,
+        help="most requests predicted together; 1 turns batching off (default: 16)",
+    )
+    parser.add_argument(
+        "--batch-timeout",
+        type=non_negative_float,
+        default=0.005,
+        help="seconds a worker waits for a batch to fill (default: 0.005)",
+    )
+    parser.add_argument(
+        "--max-upload-mb",
+        type=non_negative_float,
+        default=10.0,
+        help="largest request body accepted, in MiB; larger ones get 413 (default: 10)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="server log level; info logs every request (default: info)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit status."""
-    build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
+    # Imported after parsing so that --help stays fast.
+    from celestial_serve.errors import ServeError
+    from celestial_serve.project import load_card
+    from celestial_serve.server import ServerOptions, serve
+
+    options = ServerOptions(
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        max_batch_size=args.max_batch_size,
+        batch_timeout=args.batch_timeout,
+        max_upload_bytes=int(args.max_upload_mb * 2**20),
+        log_level=args.log_level,
+    )
+    try:
+        card = load_card(args.project_dir)
+        print(
+            f"{PROG}: serving project '{card.project}' (model {card.model_hash[:12]}, "
+            f"{len(card.classes)} classes) on http://{options.host}:{options.port}/ "
+            "once the model is loaded (GET /health answers 200 then)",
+            file=sys.stderr,
+            flush=True,
+        )
+        serve(card, options)
+    except ServeError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 1
     return 0

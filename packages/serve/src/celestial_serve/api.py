@@ -1,0 +1,111 @@
+"""The LitServe API: load the classifier once per worker, predict batches of images.
+
+Requests reach ``decode_request`` already checked and preprocessed by the HTTP
+side (`celestial_serve.request`), so nothing here depends on what a client sent
+and one bad upload can never fail the batch it would have joined.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import litserve as ls
+import numpy as np
+from fastapi import Depends
+
+from celestial_serve.errors import ServeError
+from celestial_serve.project import ModelCard
+from celestial_serve.request import read_prediction_request
+from celestial_serve.response import prediction
+
+__all__ = ["ClassifierAPI", "batch_buckets"]
+
+
+def batch_buckets(max_batch_size: int) -> list[int]:
+    """Batch sizes the model is run at: powers of two up to ``max_batch_size``, and it.
+
+    JAX compiles the model once per input shape; padding every batch up to one
+    of a few sizes bounds the compilations (all done at start-up) and keeps a
+    new batch size from stalling a request.
+    """
+    sizes = [1]
+    while sizes[-1] * 2 < max_batch_size:
+        sizes.append(sizes[-1] * 2)
+    if sizes[-1] != max_batch_size:
+        sizes.append(max_batch_size)
+    return sizes
+
+
+class ClassifierAPI(ls.LitAPI):
+    """Serve a `celestial_models` classifier: images in, class probabilities out."""
+
+    def __init__(self, card: ModelCard, max_batch_size: int = 16, batch_timeout: float = 0.005):
+        """Create the API for the model ``card`` describes (loaded later, in `setup`).
+
+        Args:
+            card: The model to serve.
+            max_batch_size: Most requests predicted together.
+            batch_timeout: Seconds a worker waits for a batch to fill.
+        """
+        super().__init__(
+            max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path="/predict"
+        )
+        self.card = card
+        self.classifier: Any = None
+        self.buckets = batch_buckets(max_batch_size)
+
+    def setup(self, device: str) -> None:
+        """Load the classifier (in each worker) and compile it for every batch size."""
+        from celestial_models import load_classifier
+
+        classifier = load_classifier(self.card.model_dir)
+        if classifier.model_hash != self.card.model_hash or tuple(classifier.classes) != tuple(
+            self.card.classes
+        ):
+            raise ServeError(
+                f"The model in {self.card.model_dir} changed while the server was starting "
+                "(its hash or classes differ). Restart the server."
+            )
+        self.classifier = classifier
+        blank = np.zeros((max(self.buckets), *self.card.input_shape), dtype=np.uint8)
+        for size in self.buckets:
+            classifier.predict(blank[:size])
+
+    def decode_request(
+        self,
+        request: Annotated[dict[str, Any], Depends(read_prediction_request)],
+        context: dict[str, Any],
+    ) -> np.ndarray:
+        """Take the preprocessed image of a request; keep its ``k`` for the answer."""
+        image = request["image"]
+        if image.shape != self.card.input_shape or image.dtype != np.uint8:
+            raise ValueError(
+                f"Expected a uint8 image of shape {self.card.input_shape}. "
+                f"Received {image.dtype} {image.shape}."
+            )
+        context["k"] = int(request["k"])
+        return image
+
+    def batch(self, inputs: list[np.ndarray]) -> np.ndarray:
+        """Stack single images into one ``(N, size, size, channels)`` batch."""
+        return np.stack(inputs)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities for one image ``(S, S, C)`` or a batch ``(N, S, S, C)``."""
+        single = x.ndim == 3
+        images = x[None] if single else x
+        n = len(images)
+        size = next((b for b in self.buckets if b >= n), n)
+        if size > n:
+            pad = np.zeros((size - n, *images.shape[1:]), dtype=images.dtype)
+            images = np.concatenate([images, pad])
+        probabilities = np.asarray(self.classifier.predict(images))[:n]
+        return probabilities[0] if single else probabilities
+
+    def unbatch(self, output: np.ndarray) -> list[np.ndarray]:
+        """Split batch probabilities into one row per request."""
+        return list(output)
+
+    def encode_response(self, output: np.ndarray, context: dict[str, Any]) -> dict[str, Any]:
+        """The JSON answer for one request."""
+        return prediction(output, self.card.classes, context["k"], self.card.identity)

@@ -1,0 +1,144 @@
+"""Find a project's trained model and describe it without loading it.
+
+The description (`ModelCard`) is what the HTTP side of the server needs: the
+class names and input format, to check and preprocess uploads, and the model's
+identity, to stamp every answer. Reading it costs no Keras import, so the
+server process stays light and start-up errors come before any worker starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from celestial_data import COLOR_MODES, channels
+from celestial_serve.errors import ServeError
+
+__all__ = ["METADATA_FILE", "MODEL_FILE", "ModelCard", "load_card"]
+
+MODEL_DIR = "model"
+MODEL_FILE = "model.keras"
+METADATA_FILE = "metadata.json"
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What the server knows about the model it serves."""
+
+    project: str
+    model_dir: Path
+    classes: tuple[str, ...]
+    image_size: int
+    color_mode: str
+    model_hash: str
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """Shape of one image the model takes: ``(size, size, channels)``."""
+        return (self.image_size, self.image_size, channels(self.color_mode))  # type: ignore[arg-type]
+
+    @property
+    def identity(self) -> dict[str, str]:
+        """The model's identity, returned with every prediction."""
+        return {"project": self.project, "model_hash": self.model_hash}
+
+    def info(self) -> dict[str, Any]:
+        """The JSON served at ``/info``."""
+        return {
+            **self.identity,
+            "classes": list(self.classes),
+            "image_size": self.image_size,
+            "color_mode": self.color_mode,
+            "input_shape": list(self.input_shape),
+            "metadata": self.metadata,
+        }
+
+
+def load_card(project_dir: str | Path) -> ModelCard:
+    """Describe the trained model of a project folder.
+
+    Args:
+        project_dir: A project folder whose ``model/`` holds the train stage's
+            outputs (``model.keras`` and ``metadata.json``).
+
+    Returns:
+        The model's card.
+
+    Raises:
+        ServeError: If the folder, the model or its metadata is missing or unreadable;
+            the message names the ``dvc`` command that fixes it.
+    """
+    project_dir = Path(project_dir)
+    if not project_dir.is_dir():
+        raise ServeError(
+            f"No project folder at {project_dir}. Pass the folder of a project "
+            "(for example projects/synthetic-bodies)."
+        )
+    project = project_dir.resolve().name
+    model_dir = project_dir / MODEL_DIR
+    present = {name for name in (MODEL_FILE, METADATA_FILE) if (model_dir / name).is_file()}
+    if not present:
+        raise ServeError(
+            f"Project '{project}' has no trained model yet ({model_dir / MODEL_FILE} not found). "
+            f"Run 'dvc repro' in {project_dir} to train it, or 'dvc pull' there to fetch "
+            "the trained model from the DVC remote."
+        )
+    missing = sorted({MODEL_FILE, METADATA_FILE} - present)
+    if missing:
+        raise ServeError(
+            f"Model folder {model_dir} is incomplete: {', '.join(missing)} is missing. "
+            f"Run 'dvc repro' in {project_dir} to retrain it, or 'dvc pull' there to "
+            "fetch the complete model."
+        )
+    meta = read_metadata(model_dir / METADATA_FILE)
+    return ModelCard(
+        project=project,
+        model_dir=model_dir,
+        classes=meta["classes"],
+        image_size=meta["image_size"],
+        color_mode=meta["color_mode"],
+        model_hash=file_sha256(model_dir / MODEL_FILE),
+        metadata=meta["metadata"],
+    )
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    """Read the fields the server needs from a model's ``metadata.json``.
+
+    Raises:
+        ServeError: If the file is not JSON or lacks a valid ``classes``,
+            ``image_size`` or ``color_mode``.
+    """
+    fix = "Rerun 'dvc repro' in the project to rewrite it, or 'dvc pull' to fetch it again."
+    try:
+        meta = json.loads(path.read_text())
+        classes = tuple(str(name) for name in meta["classes"])
+        image_size = int(meta["image_size"])
+        color_mode = str(meta["color_mode"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ServeError(f"Model metadata {path} is unreadable ({error!r}). {fix}") from error
+    if not classes or image_size < 1 or color_mode not in COLOR_MODES:
+        raise ServeError(
+            f"Model metadata {path} is invalid: expected classes, a positive image_size and "
+            f"a color_mode in {COLOR_MODES}; received classes={list(classes)}, "
+            f"image_size={image_size}, color_mode={color_mode!r}. {fix}"
+        )
+    return {
+        "classes": classes,
+        "image_size": image_size,
+        "color_mode": color_mode,
+        "metadata": meta,
+    }
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 hex digest of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,256 @@
+"""Read an image upload from an HTTP request, rejecting bad input with a clear 4xx.
+
+Everything here runs in the HTTP server process, before a request is queued
+for the model. That is deliberate: in LitServe an exception raised inside
+``decode_request`` fails every request of the batch it was collected in, so a
+bad upload must never reach the inference worker. What reaches it is always a
+well-formed ``(size, size, channels)`` uint8 array.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from fastapi import HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from PIL import Image
+
+from celestial_data import decode, to_array
+
+__all__ = [
+    "ACCEPTED",
+    "DEFAULT_K",
+    "BodyLimit",
+    "UploadRules",
+    "decode_image",
+    "image_from_json",
+    "parse_k",
+    "read_prediction_request",
+]
+
+DEFAULT_K = 5
+
+# ASGI types, spelled out to keep Starlette an indirect dependency.
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+ACCEPTED = (
+    "multipart/form-data with the image in field 'file', a raw body with an image/* "
+    'content type, or application/json {"image": "<base64>"}'
+)
+
+
+@dataclass(frozen=True)
+class UploadRules:
+    """What an upload must be, and how to turn it into the model's input."""
+
+    image_size: int
+    color_mode: str
+    num_classes: int
+    max_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = 40_000_000
+
+
+def bad_request(status: int, message: str) -> HTTPException:
+    """An HTTP error whose JSON body is ``{"detail": message}``."""
+    return HTTPException(status_code=status, detail=message)
+
+
+def parse_k(query: Mapping[str, str], num_classes: int) -> int:
+    """The ``k`` query parameter: how many top classes to return.
+
+    Defaults to ``DEFAULT_K``; values above the number of classes are capped.
+
+    Raises:
+        HTTPException: 400 if ``k`` is not a positive integer.
+    """
+    raw = query.get("k")
+    if raw is None:
+        return min(DEFAULT_K, num_classes)
+    try:
+        k = int(raw)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise bad_request(
+            400, f"Query parameter k must be a positive integer. Received: k={raw[:40]!r}"
+        )
+    return min(k, num_classes)
+
+
+def image_from_json(body: bytes) -> bytes:
+    """The image bytes of a JSON body ``{"image": "<base64>"}``.
+
+    A ``data:image/...;base64,`` prefix and line breaks in the base64 are accepted,
+    so both a browser's data URL and the output of ``base64`` work.
+
+    Raises:
+        HTTPException: 400 if the body is not JSON, has no string ``image``, or
+            ``image`` is not valid base64.
+    """
+    try:
+        payload = json.loads(body)
+    except ValueError as error:  # also UnicodeDecodeError
+        raise bad_request(400, f"The body is not valid JSON ({error}). Send {ACCEPTED}.") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("image"), str):
+        keys = sorted(payload)[:10] if isinstance(payload, dict) else type(payload).__name__
+        raise bad_request(
+            400,
+            'A JSON body must be an object {"image": "<base64 of the image file>"}. '
+            f"Received: {keys}",
+        )
+    text = payload["image"]
+    if text.startswith("data:") and "," in text:
+        text = text.split(",", 1)[1]
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise bad_request(
+            400, f"The 'image' field is not valid base64 ({error}). Encode the image file's bytes."
+        ) from None
+
+
+async def read_upload(request: Request) -> bytes:
+    """The encoded image a request carries, in any of the accepted forms.
+
+    Raises:
+        HTTPException: 415 for an unsupported content type, 400 for a missing
+            field, bad JSON/base64 or an empty image.
+    """
+    content_type = request.headers.get("content-type", "")
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type == "multipart/form-data":
+        data = await read_multipart(request)
+    elif media_type.startswith("image/"):
+        data = await request.body()
+    elif media_type == "application/json":
+        data = image_from_json(await request.body())
+    else:
+        received = f"'{content_type[:80]}'" if content_type else "no Content-Type"
+        raise bad_request(415, f"Unsupported content type: {received}. Send {ACCEPTED}.")
+    if not data:
+        raise bad_request(400, f"The image is empty (0 bytes). Send {ACCEPTED}.")
+    return data
+
+
+async def read_multipart(request: Request) -> bytes:
+    """The bytes of the ``file`` field of a multipart form."""
+    async with request.form(max_files=1, max_fields=10) as form:
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            fields = sorted(form.keys())[:10]
+            raise bad_request(
+                400,
+                "The multipart form has no file in field 'file' "
+                f"(fields received: {fields}). Upload the image as 'file', "
+                "e.g. curl -F file=@image.jpg",
+            )
+        return await upload.read()
+
+
+def decode_image(data: bytes, rules: UploadRules) -> np.ndarray:
+    """Decode and preprocess an encoded image exactly as training did.
+
+    Raises:
+        HTTPException: 413 if the image has more pixels than allowed, 400 if it is
+            not a readable image (unknown format, truncated, corrupt).
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            width, height = probe.size
+    except Exception:
+        # Pillow's format sniffers raise many types on malformed input.
+        raise bad_request(400, not_an_image(data)) from None
+    if width * height > rules.max_pixels:
+        raise bad_request(
+            413,
+            f"The image is {width} x {height} pixels ({width * height / 1e6:.0f} megapixels); "
+            f"the limit is {rules.max_pixels / 1e6:.0f} megapixels. Resize it before sending.",
+        )
+    try:
+        image = decode(data, rules.image_size)
+        return to_array(image, rules.image_size, rules.color_mode)  # type: ignore[arg-type]
+    except Exception:
+        # Decoders raise OSError, ValueError, SyntaxError, EOFError... on broken files.
+        raise bad_request(
+            400,
+            f"The image could not be decoded: it is truncated or corrupt ({len(data)} bytes, "
+            f"{width} x {height} pixels announced). Send the complete file.",
+        ) from None
+
+
+def not_an_image(data: bytes) -> str:
+    """The message for bytes that no image format recognises."""
+    head = data[:16]
+    return (
+        f"The upload is not an image Pillow can read ({len(data)} bytes starting with "
+        f"{head!r}). Send a JPEG, PNG, GIF, BMP, TIFF or WebP file."
+    )
+
+
+async def read_prediction_request(request: Request) -> dict[str, Any]:
+    """FastAPI dependency of ``POST /predict``: the model input and options of a request.
+
+    Reads the upload rules from ``request.app.state.upload``.
+
+    Returns:
+        ``{"image": uint8 array (size, size, channels), "k": int}``.
+    """
+    rules: UploadRules = request.app.state.upload
+    k = parse_k(request.query_params, rules.num_classes)
+    data = await read_upload(request)
+    # Decoding is CPU work: keep it off the event loop so other requests are read meanwhile.
+    image = await run_in_threadpool(decode_image, data, rules)
+    return {"image": image, "k": k}
+
+
+class BodyLimit:
+    """ASGI middleware answering 413 to request bodies larger than ``max_bytes``.
+
+    A declared ``Content-Length`` over the limit is refused before reading; a
+    body without one is counted as it streams in and cut off at the limit.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def message(self, size: str) -> str:
+        """The 413 message for a body of ``size``."""
+        return (
+            f"The request body is too large ({size}); the limit is {self.max_bytes} bytes "
+            f"({self.max_bytes / 2**20:.0f} MiB). Send a smaller image or raise --max-upload-mb."
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI connection."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            response = JSONResponse({"detail": self.message(f"{int(declared)} bytes")}, 413)
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                # Raised inside the route, where FastAPI turns it into the JSON answer.
+                raise bad_request(413, self.message(f"over {self.max_bytes} bytes"))
+            return message
+
+        await self.app(scope, counted, send)

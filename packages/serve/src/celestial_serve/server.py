@@ -1,0 +1,162 @@
+"""Assemble the LitServe server: the API, the upload rules, the page and clear errors."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import socket
+from dataclasses import dataclass
+from importlib.resources import files
+from types import FrameType
+
+import litserve as ls
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from celestial_serve.api import ClassifierAPI
+from celestial_serve.errors import ServeError
+from celestial_serve.project import ModelCard
+from celestial_serve.request import BodyLimit, UploadRules
+
+__all__ = ["ServerOptions", "build_server", "check_port", "serve"]
+
+ROUTES = "GET / (page), POST /predict, GET /health, GET /info"
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """How to run the server (the command's options)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    max_batch_size: int = 16
+    batch_timeout: float = 0.005
+    max_upload_bytes: int = 10 * 1024 * 1024
+    log_level: str = "info"
+
+
+def build_server(card: ModelCard, options: ServerOptions) -> ls.LitServer:
+    """A LitServer for ``card``'s model, with the page at ``/`` and JSON errors.
+
+    Args:
+        card: The model to serve.
+        options: Workers, batching and upload limits.
+
+    Returns:
+        The server, ready to `ls.LitServer.run`.
+    """
+    api = ClassifierAPI(card, options.max_batch_size, options.batch_timeout)
+    server = ls.LitServer(
+        api,
+        accelerator="cpu",
+        workers_per_device=options.workers,
+        model_metadata=card.info(),
+        middlewares=[(BodyLimit, {"max_bytes": options.max_upload_bytes})],
+    )
+    app = server.app
+    app.state.upload = UploadRules(
+        image_size=card.image_size,
+        color_mode=card.color_mode,
+        num_classes=len(card.classes),
+        max_bytes=options.max_upload_bytes,
+    )
+    add_page(app)
+    app.add_exception_handler(404, unknown_route)
+    app.add_exception_handler(405, wrong_method)
+    return server
+
+
+def add_page(app: FastAPI) -> None:
+    """Serve the web page at ``GET /``, in place of LitServe's plain-text greeting."""
+    app.router.routes = [
+        route for route in app.router.routes if getattr(route, "path", None) != "/"
+    ]
+    html = files("celestial_serve").joinpath("page.html").read_text(encoding="utf-8")
+
+    async def page() -> HTMLResponse:
+        return HTMLResponse(html)
+
+    app.add_api_route("/", page, methods=["GET"], include_in_schema=False)
+
+
+async def unknown_route(request: Request, exc: Exception) -> JSONResponse:
+    """404 with the routes that do exist."""
+    return JSONResponse(
+        {"detail": f"No route {request.method} {request.url.path[:200]}. Routes: {ROUTES}."},
+        status_code=404,
+    )
+
+
+async def wrong_method(request: Request, exc: Exception) -> JSONResponse:
+    """405 naming the methods a route takes."""
+    return JSONResponse(
+        {"detail": f"{request.method} is not allowed on {request.url.path}. Routes: {ROUTES}."},
+        status_code=405,
+        headers=getattr(exc, "headers", None),
+    )
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail early, and clearly, when ``host:port`` cannot be listened on.
+
+    Raises:
+        ServeError: If the port is taken or cannot be bound.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise ServeError(
+                    f"Port {port} on {host} is already in use (another server is running "
+                    "there?). Stop it, or choose a free port with --port."
+                ) from None
+            raise ServeError(f"Cannot listen on {host}:{port} ({error.strerror}).") from None
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM stop the server like Ctrl+C, workers included.
+
+    LitServe shuts its workers down on KeyboardInterrupt only; a plain SIGTERM
+    (``docker stop``, a process manager) would leave them running.
+    """
+    main = os.getpid()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != main:  # a forked child inherited the handler: die normally
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def serve(card: ModelCard, options: ServerOptions) -> None:
+    """Run the server until interrupted (Ctrl+C or SIGTERM).
+
+    Raises:
+        ServeError: If the port is taken or the model fails to load in a worker.
+    """
+    check_port(options.host, options.port)
+    server = build_server(card, options)
+    stop_on_sigterm()
+    try:
+        server.run(
+            host=options.host,
+            port=options.port,
+            log_level=options.log_level,
+            generate_client_file=False,
+        )
+    except RuntimeError as error:
+        if "workers failed to start" not in str(error):
+            raise
+        raise ServeError(
+            f"The model in {card.model_dir} could not be loaded (the worker's error is "
+            "logged above). Run 'dvc repro' in the project to rebuild it, or 'dvc pull' to "
+            "fetch it again."
+        ) from None
