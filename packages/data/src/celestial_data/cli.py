@@ -1,19 +1,131 @@
-"""Command line of celestial-data."""
+"""Command line of celestial-data: check, prepare and synthesise image datasets."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
+
+from celestial_data.errors import DataError, ParamsError
+
+PROG = "celestial-data"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of ``celestial-data``."""
-    parser = argparse.ArgumentParser(prog="celestial-data", description=__doc__)
-    parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = commands.add_parser(
+        "check",
+        help="report on a raw dataset folder; exit 1 if it has errors",
+        description="Read every image of RAW (laid out as RAW/<ClassName>/<images>) and "
+        "print its classes, counts, sizes, modes and problems. Exits 1 if it has errors.",
+    )
+    check.add_argument("raw", type=Path, metavar="RAW", help="the raw dataset folder")
+    check.add_argument(
+        "--params",
+        type=Path,
+        help="params.yaml whose prepare.on_corrupt decides if unreadable images are errors",
+    )
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    prepare = commands.add_parser(
+        "prepare",
+        help="check, split and write a raw dataset in the prepared format",
+        description="Check RAW, split it by content hash and write OUT: per-split uint8 "
+        ".npy arrays, labels, dataset.json, manifest.csv, report.json and preview.png.",
+    )
+    prepare.add_argument("raw", type=Path, metavar="RAW", help="the raw dataset folder")
+    prepare.add_argument("out", type=Path, metavar="OUT", help="the output folder")
+    prepare.add_argument(
+        "--params", type=Path, help="params.yaml to read the 'prepare' section from"
+    )
+
+    synth = commands.add_parser(
+        "synth",
+        help="render a synthetic dataset of the 10 bodies",
+        description="Render OUT/<Class>/<Class>_<i>.jpg: procedural images of the 10 "
+        "bodies of the reference dataset, deterministic per seed.",
+    )
+    synth.add_argument("out", type=Path, metavar="OUT", help="the output folder")
+    synth.add_argument("--per-class", type=int, help="images per class (default: 100)")
+    synth.add_argument("--size", type=int, help="side of the square images in pixels")
+    synth.add_argument("--seed", type=int, help="random seed")
+    synth.add_argument("--classes", nargs="+", metavar="CLASS", help="bodies to render")
+    synth.add_argument(
+        "--params", type=Path, help="params.yaml whose 'synth' section gives the defaults"
+    )
     return parser
+
+
+def _error(message: str, status: int) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return status
+
+
+def _check(args: argparse.Namespace) -> int:
+    import json
+
+    from celestial_data.check import check_dataset, format_report
+    from celestial_data.params import read_section
+    from celestial_data.prepare import DEFAULTS, validate_params
+
+    params = validate_params(read_section(args.params, "prepare", DEFAULTS))
+    report = check_dataset(args.raw, on_corrupt=params["on_corrupt"])
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(format_report(report, args.raw))
+    if not report.ok:
+        return _error(" ".join(report.errors), 1)
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from celestial_data.params import read_section
+    from celestial_data.prepare import DEFAULTS, prepare_dataset
+
+    params = read_section(args.params, "prepare", DEFAULTS)
+    start = time.perf_counter()
+    result = prepare_dataset(args.raw, args.out, params)
+    seconds = time.perf_counter() - start
+    for warning in result.report.warnings:
+        print(f"{PROG}: warning: {warning}", file=sys.stderr)
+    splits = ", ".join(f"{split} {n}" for split, n in result.dataset.splits.items())
+    print(
+        f"Prepared {result.report.total} images of {len(result.dataset.classes)} classes "
+        f"into {args.out} ({splits}) in {seconds:.1f} s."
+    )
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from celestial_data.params import read_section
+    from celestial_data.synth import DEFAULTS, synthesize
+
+    params = read_section(args.params, "synth", DEFAULTS)
+    for key in ("per_class", "size", "seed"):
+        if getattr(args, key) is not None:
+            params[key] = getattr(args, key)
+    start = time.perf_counter()
+    paths = synthesize(args.out, classes=args.classes, **params)
+    seconds = time.perf_counter() - start
+    print(f"Rendered {len(paths)} images into {args.out} in {seconds:.1f} s.")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit status."""
-    build_parser().parse_args(argv)
-    return 0
+    args = build_parser().parse_args(argv)
+    command = {"check": _check, "prepare": _prepare, "synth": _synth}[args.command]
+    try:
+        return command(args)
+    except ParamsError as error:
+        return _error(str(error), 2)
+    except DataError as error:
+        return _error(str(error), 1)
+    except KeyboardInterrupt:
+        return _error("interrupted", 130)

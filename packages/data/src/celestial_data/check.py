@@ -1,0 +1,243 @@
+"""Check a raw dataset: what it holds and what is wrong with it.
+
+`check_dataset` reads every image once and returns a `CheckReport`: classes,
+counts, sizes, modes, and the problems found. Problems are either errors (the
+dataset cannot be prepared as it is) or warnings (it can, but look).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from celestial_data.dataset import FileInfo, RawDataset, inspect_files, scan
+
+__all__ = [
+    "IMBALANCE_RATIO",
+    "ON_CORRUPT",
+    "CheckReport",
+    "build_report",
+    "check_dataset",
+    "format_report",
+]
+
+ON_CORRUPT: tuple[str, ...] = ("error", "skip")
+IMBALANCE_RATIO = 3.0
+"""Largest class over smallest class above which a warning is given."""
+
+# Decoding at a small JPEG scale still reads every byte, so it finds truncated
+# files for a fraction of the cost of a full decode.
+CHECK_DECODE_SIZE = 16
+
+
+@dataclass
+class CheckReport:
+    """What a raw dataset holds and the problems found in it."""
+
+    classes: list[str]
+    counts: dict[str, int]
+    """Readable images per class (after skipping corrupt ones)."""
+    sizes: dict[str, int]
+    """Images per original size, ``"WxH"``, most common first."""
+    modes: dict[str, int]
+    """Images per Pillow mode (``RGB``, ``L``, ``RGBA``, ...)."""
+    formats: dict[str, int]
+    ignored: list[str]
+    """Files that are not images or are hidden, relative to the root."""
+    corrupt: list[dict[str, str]]
+    """Images that cannot be read: ``{"file", "reason"}``."""
+    skipped: list[str]
+    """Corrupt images left out because ``on_corrupt`` is ``skip``."""
+    duplicates: list[list[str]]
+    """Groups of byte-identical images (each group lands in one split)."""
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the dataset can be prepared (no errors)."""
+        return not self.errors
+
+    @property
+    def total(self) -> int:
+        """Readable images over all classes."""
+        return sum(self.counts.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as plain JSON-ready data."""
+        return {
+            "classes": self.classes,
+            "total": self.total,
+            "counts": self.counts,
+            "sizes": self.sizes,
+            "modes": self.modes,
+            "formats": self.formats,
+            "ignored": self.ignored,
+            "corrupt": self.corrupt,
+            "skipped": self.skipped,
+            "duplicates": self.duplicates,
+            "errors": self.errors,
+            "warnings": self.warnings,
+        }
+
+
+def _ranked(counter: Counter[str]) -> dict[str, int]:
+    return dict(sorted(counter.items(), key=lambda item: (-item[1], item[0])))
+
+
+def _listing(names: Sequence[str], limit: int = 10) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def build_report(dataset: RawDataset, infos: list[FileInfo], on_corrupt: str) -> CheckReport:
+    """Turn what was read from each file into a report of counts and problems.
+
+    Args:
+        dataset: What `scan` found.
+        infos: One entry per image file, as `inspect_files` returns them.
+        on_corrupt: ``"error"`` (corrupt images are errors) or ``"skip"``
+            (they are left out and listed in ``skipped``).
+
+    Returns:
+        The report; ``report.errors`` is empty when the dataset can be prepared.
+    """
+    if on_corrupt not in ON_CORRUPT:
+        raise ValueError(f"on_corrupt must be one of {ON_CORRUPT}. Received: {on_corrupt!r}")
+    good = [info for info in infos if not info.error]
+    bad = sorted((info for info in infos if info.error), key=lambda info: info.file)
+    counts = Counter(dataset.classes[info.label] for info in good)
+    report = CheckReport(
+        classes=list(dataset.classes),
+        counts={name: counts.get(name, 0) for name in dataset.classes},
+        sizes=_ranked(Counter(f"{info.width}x{info.height}" for info in good)),
+        modes=_ranked(Counter(info.mode for info in good)),
+        formats=_ranked(Counter(info.format for info in good)),
+        ignored=list(dataset.ignored),
+        corrupt=[{"file": info.file, "reason": info.error} for info in bad],
+        skipped=[info.file for info in bad] if on_corrupt == "skip" else [],
+        duplicates=_duplicates(good),
+    )
+    if bad and on_corrupt == "error":
+        listed = _listing([f"{info.file} ({info.error})" for info in bad])
+        report.errors.append(
+            f"{len(bad)} image file(s) cannot be read: {listed}. Replace or delete them, "
+            "or set 'on_corrupt: skip' in the prepare section of params.yaml to leave them out."
+        )
+    elif bad:
+        report.warnings.append(
+            f"{len(bad)} unreadable image file(s) skipped: {_listing([i.file for i in bad])}."
+        )
+    for name in dataset.classes:
+        if report.counts[name] == 0:
+            report.errors.append(
+                f"Class folder '{dataset.root / name}' has no readable images "
+                f"({len(dataset.files[name])} unreadable). Add images or remove the folder."
+            )
+    report.warnings += _duplicate_warnings(report.duplicates)
+    imbalance = _imbalance_warning(report.counts)
+    if imbalance:
+        report.warnings.append(imbalance)
+    if report.ignored:
+        report.warnings.append(
+            f"{len(report.ignored)} file(s) that are not images ignored: "
+            f"{_listing(report.ignored)}."
+        )
+    return report
+
+
+def _duplicates(infos: list[FileInfo]) -> list[list[str]]:
+    groups: dict[str, list[str]] = defaultdict(list)
+    for info in infos:
+        groups[info.sha256].append(info.file)
+    return sorted(sorted(files) for files in groups.values() if len(files) > 1)
+
+
+def _duplicate_warnings(groups: list[list[str]]) -> list[str]:
+    if not groups:
+        return []
+    warnings = [
+        f"{len(groups)} group(s) of byte-identical images ({sum(map(len, groups))} files); "
+        "each group is kept whole in one split: "
+        + _listing([" = ".join(group) for group in groups], limit=5)
+        + "."
+    ]
+    conflicting = [g for g in groups if len({file.split("/", 1)[0] for file in g}) > 1]
+    if conflicting:
+        warnings.append(
+            f"{len(conflicting)} group(s) of identical images are filed under different "
+            "classes (conflicting labels): "
+            + _listing([" = ".join(group) for group in conflicting], limit=5)
+            + ". Delete the copies in the wrong class."
+        )
+    return warnings
+
+
+def _imbalance_warning(counts: dict[str, int]) -> str:
+    present = {name: n for name, n in counts.items() if n}
+    if len(present) < 2:
+        return ""
+    largest = max(present, key=lambda name: present[name])
+    smallest = min(present, key=lambda name: present[name])
+    ratio = present[largest] / present[smallest]
+    if ratio <= IMBALANCE_RATIO:
+        return ""
+    listed = ", ".join(f"{name} {n}" for name, n in counts.items())
+    return (
+        f"Classes are strongly imbalanced: {largest} has {ratio:.1f}x the images of "
+        f"{smallest} ({listed}). Add images to the small classes, or weigh them in training."
+    )
+
+
+def check_dataset(
+    root: str | Path, on_corrupt: str = "error", workers: int | None = None
+) -> CheckReport:
+    """Read every image of a raw dataset folder and report on it.
+
+    Args:
+        root: The dataset folder, laid out as ``root/<ClassName>/<image files>``.
+        on_corrupt: ``"error"`` or ``"skip"``: what unreadable images are.
+        workers: Threads to decode with (default: one per core).
+
+    Returns:
+        The report (check ``report.ok``).
+
+    Raises:
+        DatasetError: If the folder layout itself is wrong (see `scan`).
+    """
+    dataset = scan(root)
+    infos = inspect_files(dataset, decode_size=CHECK_DECODE_SIZE, workers=workers)
+    return build_report(dataset, infos, on_corrupt)
+
+
+def format_report(report: CheckReport, root: str | Path) -> str:
+    """The report as text for a terminal."""
+    width = max(len(name) for name in report.classes)
+    lines = [
+        f"Dataset {root}: {len(report.classes)} classes, {report.total} images",
+        "",
+        *(f"  {name:<{width}}  {report.counts[name]:>7}" for name in report.classes),
+        "",
+        "Sizes:   " + _inline(report.sizes),
+        "Modes:   " + _inline(report.modes),
+        "Formats: " + _inline(report.formats),
+        f"Ignored: {len(report.ignored)} file(s) that are not images",
+        f"Duplicates: {len(report.duplicates)} group(s) of byte-identical images",
+    ]
+    if report.corrupt:
+        lines.append(f"Unreadable: {len(report.corrupt)} file(s)")
+        lines += [f"  {item['file']}: {item['reason']}" for item in report.corrupt[:20]]
+        if len(report.corrupt) > 20:
+            lines.append(f"  ... ({len(report.corrupt) - 20} more)")
+    lines += ["", *(f"warning: {w}" for w in report.warnings)]
+    lines += [f"error: {e}" for e in report.errors]
+    lines.append("OK" if report.ok else f"{len(report.errors)} error(s)")
+    return "\n".join(lines)
+
+
+def _inline(counter: dict[str, int], limit: int = 5) -> str:
+    items = [f"{key} ({n})" for key, n in counter.items()]
+    return _listing(items, limit) or "none"

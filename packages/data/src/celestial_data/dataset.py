@@ -1,0 +1,243 @@
+"""Find the images of a raw dataset folder and read what each file holds.
+
+A raw dataset is laid out as ``<root>/<ClassName>/<image files>``. Class names
+are the folder names, sorted, so the label order never depends on the order a
+file system lists them in. Files are named by their path relative to the root,
+with ``/`` separators, on every platform.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import cache
+from itertools import islice
+from pathlib import Path
+from typing import TypeVar
+
+from PIL import Image
+
+from celestial_data.errors import DatasetError
+from celestial_data.image import decode
+
+__all__ = [
+    "FileInfo",
+    "RawDataset",
+    "default_workers",
+    "image_extensions",
+    "inspect_files",
+    "parallel_map",
+    "scan",
+]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# Items handed to the worker threads at a time: enough to keep both cores busy,
+# few enough that memory does not grow with the dataset.
+CHUNK = 256
+
+
+@dataclass(frozen=True)
+class RawDataset:
+    """The class folders of a raw dataset and the files found in them."""
+
+    root: Path
+    classes: tuple[str, ...]
+    files: dict[str, list[str]]
+    """For each class, the image files (relative to ``root``), sorted."""
+    ignored: list[str] = field(default_factory=list)
+    """Files that are not images (by extension) or are hidden, sorted."""
+
+    @property
+    def total(self) -> int:
+        """Number of image files over all classes."""
+        return sum(len(files) for files in self.files.values())
+
+
+@dataclass
+class FileInfo:
+    """What one image file holds; ``error`` is set when it cannot be read."""
+
+    file: str
+    label: int
+    sha256: str = ""
+    width: int = 0
+    height: int = 0
+    mode: str = ""
+    format: str = ""
+    error: str = ""
+
+
+@cache
+def image_extensions() -> frozenset[str]:
+    """Lower-case file extensions (with the dot) that Pillow can open."""
+    Image.init()
+    return frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
+
+
+def _walk(folder: Path, root: Path) -> Iterator[str]:
+    """Relative paths of every file under ``folder``, skipping hidden folders."""
+    for current, dirs, names in os.walk(folder, followlinks=True):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        base = Path(current).relative_to(root)
+        for name in names:
+            yield (base / name).as_posix()
+
+
+def scan(root: str | Path) -> RawDataset:
+    """List the classes and image files of a raw dataset folder.
+
+    Hidden files, files whose extension Pillow does not read, and loose files
+    beside the class folders are ignored and listed in ``ignored``. Images in
+    sub-folders of a class folder belong to that class.
+
+    Args:
+        root: The dataset folder, laid out as ``root/<ClassName>/<image files>``.
+
+    Returns:
+        The classes (sorted) and their files.
+
+    Raises:
+        DatasetError: If the folder is missing, has fewer than two class
+            folders, or a class folder holds no image file.
+    """
+    root = Path(root)
+    layout = f"{root}/<ClassName>/<image files>"
+    if not root.is_dir():
+        raise DatasetError(
+            f"Raw dataset folder {root} not found. Expected a folder laid out as {layout}."
+        )
+    extensions = image_extensions()
+    classes: list[str] = []
+    ignored: list[str] = []
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if entry.is_dir():
+            if not entry.name.startswith("."):
+                classes.append(entry.name)
+        else:
+            ignored.append(entry.name)
+    if not classes:
+        found = f" (found only {len(ignored)} loose files)" if ignored else ""
+        raise DatasetError(
+            f"No class folders in {root}{found}. Expected {layout}: put each class's "
+            "images in a sub-folder named after the class."
+        )
+    if len(classes) == 1:
+        raise DatasetError(
+            f"Only one class folder in {root} ('{classes[0]}'): a classifier needs at "
+            f"least two. Add one folder of images per class, as {layout}."
+        )
+    files: dict[str, list[str]] = {}
+    for name in classes:
+        images, others = [], []
+        for relative in sorted(_walk(root / name, root)):
+            leaf = relative.rsplit("/", 1)[-1]
+            is_image = Path(leaf).suffix.lower() in extensions and not leaf.startswith(".")
+            (images if is_image else others).append(relative)
+        if not images:
+            skipped = _listing(others)
+            raise DatasetError(
+                f"Class folder '{root / name}' has no image files"
+                f"{f' ({len(others)} other files ignored: {skipped})' if others else ''}. "
+                "Add images or remove the folder."
+            )
+        files[name] = images
+        ignored += others
+    return RawDataset(root=root, classes=tuple(classes), files=files, ignored=sorted(ignored))
+
+
+def _listing(names: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def default_workers() -> int:
+    """Threads to decode with: one per core this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def parallel_map(
+    function: Callable[[T], R], items: Iterable[T], workers: int | None = None
+) -> Iterator[R]:
+    """Yield ``function(item)`` for each item, in order, computed by worker threads.
+
+    Pillow releases the GIL while it decodes and resizes, so threads use every
+    core without the cost of copying arrays between processes. Items are taken
+    a chunk at a time, so results never pile up in memory.
+    """
+    workers = workers or default_workers()
+    iterator = iter(items)
+    if workers == 1:
+        yield from map(function, iterator)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as executor:
+        while chunk := list(islice(iterator, CHUNK)):
+            yield from executor.map(function, chunk)
+
+
+def read_info(root: Path, file: str, label: int, decode_size: int | None) -> FileInfo:
+    """Hash one file and read its header; with ``decode_size``, decode it too.
+
+    Decoding (at a reduced JPEG scale) is what finds truncated files; reading
+    the header alone only finds empty and unidentifiable ones.
+    """
+    info = FileInfo(file=file, label=label)
+    try:
+        with open(root / file, "rb") as stream:
+            data = stream.read()
+    except OSError as error:
+        info.error = f"cannot be read: {error.strerror or error}"
+        return info
+    info.sha256 = hashlib.sha256(data).hexdigest()
+    if not data:
+        info.error = "empty file (0 bytes)"
+        return info
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            info.width, info.height = image.size
+            info.mode, info.format = image.mode, image.format or ""
+        if decode_size is not None:
+            decode(data, decode_size)
+    except Exception as error:  # Pillow raises many types for broken files
+        info.error = describe_error(error)
+    return info
+
+
+def describe_error(error: Exception) -> str:
+    """A short reason for a file Pillow could not read."""
+    if isinstance(error, Image.UnidentifiedImageError):
+        return "not a readable image"
+    text = str(error).split("\n", 1)[0].strip() or type(error).__name__
+    return text[:120]
+
+
+def inspect_files(
+    dataset: RawDataset, decode_size: int | None = None, workers: int | None = None
+) -> list[FileInfo]:
+    """Hash and read the header of every image of ``dataset``, in parallel.
+
+    Args:
+        dataset: What `scan` found.
+        decode_size: If set, also decode each image (at a JPEG scale of at least
+            this side) to find truncated files.
+        workers: Threads to use (default: one per core).
+
+    Returns:
+        One `FileInfo` per image, by class then file name.
+    """
+    jobs = [
+        (file, label) for label, name in enumerate(dataset.classes) for file in dataset.files[name]
+    ]
+    return list(
+        parallel_map(
+            lambda job: read_info(dataset.root, job[0], job[1], decode_size), jobs, workers
+        )
+    )
