@@ -18,6 +18,7 @@ import nox
 ROOT = Path(__file__).resolve().parent
 PROJECTS_DIR = ROOT / "projects"
 BENCH_DIR = ROOT / "bench"
+WORKFLOWS_DIR = ROOT / ".github" / "workflows"
 
 nox.needs_version = ">=2025.2.9"
 nox.options.default_venv_backend = "uv"
@@ -56,10 +57,18 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """Check style and formatting with ruff."""
+    """Check style and formatting with ruff, and the GitHub workflows with jactionlint."""
     sync(session, "lint", only=True)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run("jactionlint", "--no-color", *sorted(map(str, WORKFLOWS_DIR.glob("*.yml"))))
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """Build the documentation site with MkDocs, failing on any warning (arguments pass through)."""
+    sync(session, "docs", only=True)
+    session.run("mkdocs", "build", "--strict", *session.posargs)
 
 
 @dataclass
