@@ -1,19 +1,99 @@
-"""Command line of celestial-eval."""
+"""Command line of celestial-eval: evaluate a model, compare projects, write offline reports."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+PROG = "celestial-eval"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of ``celestial-eval``."""
-    parser = argparse.ArgumentParser(prog="celestial-eval", description=__doc__)
-    parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="measure a trained model on held-out images; write metrics and plots",
+        description="Measure MODEL_DIR on the test split of PREPARED (the validation split "
+        "when there is no test split) and write metrics.json, confusion.csv, history.csv, "
+        "confusion.png, history.png, preview.png and misclassified.csv into OUT_DIR.",
+    )
+    evaluate.add_argument("model_dir", type=Path, metavar="MODEL_DIR")
+    evaluate.add_argument("prepared", type=Path, metavar="PREPARED")
+    evaluate.add_argument("out_dir", type=Path, metavar="OUT_DIR")
+    evaluate.add_argument("--params", type=Path, help="params.yaml whose 'evaluate' section to use")
+
+    leaderboard = commands.add_parser(
+        "leaderboard",
+        help="one row of headline metrics per project",
+        description="Print the headline metrics of every project folder (one holding a "
+        "dvc.yaml) under PROJECTS_DIR; projects without metrics are listed as such.",
+    )
+    leaderboard.add_argument(
+        "projects_dir", type=Path, nargs="?", default=Path("projects"), metavar="PROJECTS_DIR"
+    )
+    leaderboard.add_argument("--format", choices=("markdown", "json"), default="markdown")
+
+    report = commands.add_parser(
+        "report",
+        help="a self-contained HTML report of a project's metrics and plots",
+        description="Write an HTML page of PROJECT_DIR's metrics and plots that opens with "
+        "no network: images are embedded and charts are inline SVG.",
+    )
+    report.add_argument("project_dir", type=Path, metavar="PROJECT_DIR")
+    report.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help="output file (default: PROJECT_DIR/evaluation/report.html)",
+    )
     return parser
+
+
+def run(args: argparse.Namespace) -> None:
+    """Run the chosen command (imports stay here so ``--help`` is instant)."""
+    if args.command == "evaluate":
+        from celestial_eval.evaluate import evaluate, read_params
+
+        metrics = evaluate(args.model_dir, args.prepared, args.out_dir, read_params(args.params))
+        print(
+            f"{metrics['split']} split: accuracy {metrics['accuracy']:.4f}, loss "
+            f"{metrics['loss']:.4f}, {metrics['images']} images -> {args.out_dir}"
+        )
+        for warning in metrics["warnings"]:
+            print(f"{PROG}: warning: {warning}", file=sys.stderr)
+    elif args.command == "leaderboard":
+        from celestial_eval.leaderboard import leaderboard, to_json, to_markdown
+
+        rows = leaderboard(args.projects_dir)
+        print(to_json(rows) if args.format == "json" else to_markdown(rows), end="")
+    elif args.command == "report":
+        from celestial_eval.report import write_report
+
+        print(write_report(args.project_dir, args.output))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit status."""
-    build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
+    from celestial_data.errors import DataError, ParamsError
+    from celestial_eval.errors import EvalError
+
+    known: tuple[type[Exception], ...] = (DataError, EvalError)
+    if args.command == "evaluate":
+        from celestial_models import ModelError
+
+        known = (*known, ModelError)
+    try:
+        run(args)
+    except ParamsError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    except known as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 1
     return 0

@@ -1,0 +1,17 @@
+"""Exceptions raised by celestial-eval."""
+
+from __future__ import annotations
+
+__all__ = ["EvalError", "MismatchError", "MissingInputError"]
+
+
+class EvalError(Exception):
+    """Base class of every error celestial-eval raises on purpose."""
+
+
+class MissingInputError(EvalError):
+    """A file or folder that a command reads does not exist."""
+
+
+class MismatchError(EvalError):
+    """The model and the prepared data disagree (classes, image shape)."""

@@ -1,0 +1,321 @@
+"""The evaluate stage: measure a trained model on held-out images, write DVC metrics and plots.
+
+Everything is computed on images that neither trained the model nor chose its
+weights: the test split when the prepared data has one, else the validation
+split (``metrics.json`` names the split used).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from celestial_data import PreparedDataset, load_prepared
+from celestial_data.errors import ParamsError
+from celestial_data.params import read_section
+from celestial_eval.errors import EvalError, MismatchError, MissingInputError
+from celestial_eval.metrics import classification_metrics
+from celestial_eval.misclassified import write_misclassified_csv
+
+if TYPE_CHECKING:
+    from celestial_models import Classifier
+
+__all__ = [
+    "DEFAULTS",
+    "MODEL_FILES",
+    "OUTPUTS",
+    "check_compatible",
+    "choose_split",
+    "evaluate",
+    "read_params",
+    "write_evaluation",
+]
+
+DEFAULTS: dict[str, Any] = {
+    # Which held-out split to measure: auto (test if the data has one, else
+    # val), test or val. The training split is never accepted.
+    "split": "auto",
+    # Images per prediction call; bounds memory, not results.
+    "batch_size": 256,
+    # Images shown in preview.png (mistakes first); 0 draws an empty grid.
+    "preview_images": 24,
+}
+
+# File names in OUT_DIR; the project template's dvc.yaml declares these.
+OUTPUTS = {
+    "metrics": "metrics.json",
+    "confusion": "confusion.csv",
+    "history": "history.csv",
+    "confusion_png": "confusion.png",
+    "history_png": "history.png",
+    "preview_png": "preview.png",
+    "misclassified": "misclassified.csv",
+}
+MODEL_FILES = ("model.keras", "metadata.json", "history.json")
+SPLIT_NAMES = {"test": "test", "val": "validation"}
+
+
+def read_params(path: str | Path | None) -> dict[str, Any]:
+    """Read and check the ``evaluate`` section of ``params.yaml``.
+
+    Raises:
+        ParamsError: If a key is unknown or a value is out of range.
+    """
+    params = read_section(path, "evaluate", DEFAULTS)
+    where = f"{path or 'params'}: evaluate"
+    if params["split"] not in ("auto", "test", "val"):
+        raise ParamsError(
+            f"{where}.split must be auto, test or val (metrics on the training split would "
+            f"flatter the model). Received: {params['split']!r}"
+        )
+    for key, low in (("batch_size", 1), ("preview_images", 0)):
+        value = params[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ParamsError(f"{where}.{key} must be an integer >= {low}. Received: {value!r}")
+    return params
+
+
+def choose_split(dataset: PreparedDataset, requested: str = "auto") -> str:
+    """The split to measure: ``requested``, or for ``auto`` test if present, else val.
+
+    Raises:
+        EvalError: If the chosen split is absent or empty.
+    """
+    if requested == "auto":
+        for split in ("test", "val"):
+            if dataset.has(split):
+                return split
+        raise EvalError(
+            f"Prepared data {dataset.path} has no test or validation images (splits: "
+            f"{dataset.splits}), so nothing held out can be measured. Set prepare's "
+            "test_fraction or val_fraction above 0 in params.yaml and rerun the pipeline."
+        )
+    if not dataset.has(requested):
+        raise EvalError(
+            f"evaluate.split is '{requested}' but prepared data {dataset.path} has no "
+            f"'{requested}' images (splits: {dataset.splits}). Use split: auto or change "
+            "prepare's fractions."
+        )
+    return requested
+
+
+def check_compatible(classifier: Classifier, dataset: PreparedDataset) -> np.ndarray:
+    """Check that the model can be measured on ``dataset``.
+
+    Returns:
+        For each dataset class, the index of the model output that scores it
+        (identity unless the model lists the same classes in another order).
+
+    Raises:
+        MismatchError: If the class sets or the image shapes differ.
+    """
+    model_classes, data_classes = list(classifier.classes), list(dataset.classes)
+    if set(model_classes) != set(data_classes) or len(model_classes) != len(data_classes):
+        missing = [c for c in data_classes if c not in model_classes]
+        extra = [c for c in model_classes if c not in data_classes]
+        raise MismatchError(
+            f"The model knows {len(model_classes)} classes and the prepared data at "
+            f"{dataset.path} has {len(data_classes)}: classes only in the data: "
+            f"{', '.join(missing) or 'none'}; only in the model: {', '.join(extra) or 'none'}. "
+            "Evaluate a model trained on this dataset (rerun the train stage)."
+        )
+    if tuple(classifier.input_shape) != tuple(dataset.input_shape):
+        raise MismatchError(
+            f"The model expects images of shape {tuple(classifier.input_shape)} "
+            f"({classifier.image_size}px {classifier.color_mode}) but the prepared data at "
+            f"{dataset.path} holds {dataset.input_shape} ({dataset.image_size}px "
+            f"{dataset.color_mode}). Prepare the data with the model's image_size and "
+            "color_mode, or retrain the model on this data."
+        )
+    return np.asarray([model_classes.index(c) for c in data_classes], dtype=np.int64)
+
+
+def predict(classifier: Classifier, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """Probabilities for ``images``, predicted ``batch_size`` at a time.
+
+    Raises:
+        EvalError: If the model returns a wrong shape or non-finite values.
+    """
+    parts = [
+        np.asarray(classifier.predict(np.asarray(images[start : start + batch_size])))
+        for start in range(0, len(images), batch_size)
+    ]
+    probabilities = np.concatenate(parts).astype(np.float64)
+    if probabilities.shape != (len(images), len(classifier.classes)):
+        raise EvalError(
+            f"The model returned probabilities of shape {probabilities.shape} for "
+            f"{len(images)} images and {len(classifier.classes)} classes."
+        )
+    if not np.isfinite(probabilities).all():
+        raise EvalError(
+            "The model returned non-finite probabilities (NaN or inf): training diverged. "
+            "Lower the learning rate in params.yaml and retrain."
+        )
+    return probabilities
+
+
+def write_evaluation(
+    out_dir: str | Path,
+    *,
+    classes: Sequence[str],
+    split: str,
+    probabilities: np.ndarray,
+    actual: np.ndarray,
+    files: Sequence[str],
+    images: np.ndarray,
+    history: Mapping[str, list[float | None]],
+    preview_images: int = DEFAULTS["preview_images"],
+    extra: Mapping[str, Any] | None = None,
+    warnings: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Write every output of the evaluate stage from predictions already made.
+
+    Args:
+        out_dir: Output folder (created).
+        classes: Class names in label order.
+        split: The split measured (``test`` or ``val``).
+        probabilities: float ``(N, K)`` predicted probabilities.
+        actual: int ``(N,)`` true labels.
+        files: The N source files, in image order.
+        images: uint8 ``(N, S, S, C)`` images (read only for the preview).
+        history: The training history (see `celestial_eval.history.read_history`).
+        preview_images: How many images preview.png shows.
+        extra: More top-level entries for metrics.json (``dataset``, ``model``).
+        warnings: Warnings found before measuring (kept first in the list).
+
+    Returns:
+        The metrics written to metrics.json.
+    """
+    from celestial_eval.confusion import draw_confusion, write_confusion_csv
+    from celestial_eval.history import draw_history, write_history_csv
+    from celestial_eval.metrics import confusion_matrix
+    from celestial_eval.preview import draw_preview, select_preview
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    actual = np.asarray(actual, dtype=np.int64)
+    measured = classification_metrics(probabilities, actual, classes)
+    predicted = probabilities.argmax(axis=1)
+    matrix = confusion_matrix(actual, predicted, len(classes))
+    for k, name in enumerate(classes):
+        measured["classes"][name]["predicted"] = int(matrix[:, k].sum())
+    metrics: dict[str, Any] = {
+        "split": split,
+        **measured,
+        "never_predicted": int((matrix.sum(axis=0) == 0).sum()),
+        **(extra or {}),
+        "warnings": [*warnings, *measured["warnings"]],
+    }
+    with open(out / OUTPUTS["metrics"], "w") as stream:
+        stream.write(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+    write_confusion_csv(out / OUTPUTS["confusion"], actual, predicted, classes)
+    write_history_csv(out / OUTPUTS["history"], dict(history))
+    write_misclassified_csv(out / OUTPUTS["misclassified"], files, actual, probabilities, classes)
+
+    name, n, wrong = SPLIT_NAMES.get(split, split), len(actual), int((predicted != actual).sum())
+    draw_confusion(
+        matrix,
+        classes,
+        out / OUTPUTS["confusion_png"],
+        f"{name} split · {n} images · accuracy {metrics['accuracy']:.1%}",
+    )
+    draw_history(dict(history), out / OUTPUTS["history_png"])
+    confidence = probabilities[np.arange(n), predicted]
+    chosen = select_preview(actual, predicted, confidence, preview_images)
+    order = "mistakes first · " if wrong and len(chosen) else ""
+    draw_preview(
+        np.asarray(images[chosen]),
+        actual[chosen],
+        predicted[chosen],
+        confidence[chosen],
+        classes,
+        out / OUTPUTS["preview_png"],
+        f"{name} split · {wrong} of {n} misclassified · {order}"
+        "each tile: actual class, then prediction and confidence",
+    )
+    return metrics
+
+
+def check_model_dir(model_dir: Path) -> None:
+    """Raise `MissingInputError` naming every file of the model folder that is absent."""
+    missing = [name for name in MODEL_FILES if not (model_dir / name).is_file()]
+    if missing:
+        raise MissingInputError(
+            f"Model folder {model_dir} lacks {', '.join(missing)}. Point MODEL_DIR at the "
+            "output of 'celestial-models train' (run the project's train stage first)."
+        )
+
+
+def evaluate(
+    model_dir: str | Path,
+    prepared: str | Path,
+    out_dir: str | Path,
+    params: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Measure the model in ``model_dir`` on held-out images of ``prepared``.
+
+    Args:
+        model_dir: A folder written by ``celestial-models train``.
+        prepared: A prepared dataset folder.
+        out_dir: Where to write the outputs listed in `OUTPUTS`.
+        params: The ``evaluate`` params (default: `DEFAULTS`).
+
+    Returns:
+        The metrics written to ``metrics.json``.
+
+    Raises:
+        EvalError: If an input is missing or the model and data disagree.
+        celestial_data.DataError: If the prepared data is unreadable.
+        celestial_models.ModelError: If the model cannot be loaded.
+    """
+    from celestial_eval.history import read_history
+
+    params = {**DEFAULTS, **(params or {})}
+    model_dir = Path(model_dir)
+    check_model_dir(model_dir)
+    dataset = load_prepared(prepared)
+    split = choose_split(dataset, params["split"])
+    history = read_history(model_dir / "history.json")
+
+    from celestial_models import load_classifier
+
+    classifier = load_classifier(model_dir)
+    columns = check_compatible(classifier, dataset)
+    images = dataset.images(split)
+    probabilities = predict(classifier, images, params["batch_size"])[:, columns]
+    warnings = []
+    trained_on = classifier.metadata.get("dataset_hash")
+    if trained_on and trained_on != dataset.hash:
+        warnings.append(
+            f"The model was trained on prepared data {trained_on[:12]}, not on this data "
+            f"({dataset.hash[:12]}): the {split} images may include some it trained on."
+        )
+    extra = {
+        "dataset": {"images": sum(dataset.splits.values()), "classes": len(dataset.classes)},
+        "model": model_summary(model_dir, classifier.metadata),
+    }
+    return write_evaluation(
+        out_dir,
+        classes=dataset.classes,
+        split=split,
+        probabilities=probabilities,
+        actual=dataset.labels(split),
+        files=dataset.files(split),
+        images=images,
+        history=history,
+        preview_images=params["preview_images"],
+        extra=extra,
+        warnings=warnings,
+    )
+
+
+def model_summary(model_dir: Path, metadata: Mapping[str, Any]) -> dict[str, int]:
+    """Size of the saved model in bytes and, when recorded, its parameter count."""
+    summary = {"size_bytes": (model_dir / "model.keras").stat().st_size}
+    if isinstance(metadata.get("parameters"), int):
+        summary["parameters"] = metadata["parameters"]
+    return summary

@@ -1,0 +1,128 @@
+"""A grid of evaluated images with their true and predicted labels."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from celestial_eval.figures import COLORS, new_figure, save_png, style
+
+__all__ = ["draw_preview", "select_preview"]
+
+COLUMNS = 6
+
+
+def select_preview(
+    actual: np.ndarray, predicted: np.ndarray, confidence: np.ndarray, count: int
+) -> np.ndarray:
+    """Choose which images the preview shows, mistakes first.
+
+    Mistakes come first, the most confident ones leading (they are the most
+    surprising); the remaining places go to correct predictions taken from each
+    class in turn, so every class is seen. Ties keep image order, so the
+    choice is deterministic.
+
+    Returns:
+        Indices into the evaluated images, at most ``count`` of them.
+    """
+    wrong = np.flatnonzero(actual != predicted)
+    wrong = wrong[np.argsort(-confidence[wrong], kind="stable")][:count]
+    right = np.flatnonzero(actual == predicted)
+    queues = [list(right[actual[right] == k]) for k in np.unique(actual[right])]
+    chosen = list(wrong)
+    while len(chosen) < count and any(queues):
+        for queue in queues:
+            if queue and len(chosen) < count:
+                chosen.append(queue.pop(0))
+    return np.asarray(chosen, dtype=np.int64)
+
+
+def draw_preview(
+    images: np.ndarray,
+    actual: np.ndarray,
+    predicted: np.ndarray,
+    confidence: np.ndarray,
+    classes: Sequence[str],
+    path: str | Path,
+    subtitle: str = "",
+) -> Path:
+    """Draw the given images in a grid, each with its true class and prediction.
+
+    A red frame and a cross mark a mistake; a green tick a correct prediction.
+
+    Args:
+        images: uint8 ``(n, S, S, C)`` images, in display order.
+        actual: ``(n,)`` true label indices.
+        predicted: ``(n,)`` predicted label indices.
+        confidence: ``(n,)`` probability of the predicted class.
+        classes: Class names in label order.
+        path: Where to write the PNG.
+        subtitle: A line under the title (split, counts).
+    """
+    n = len(images)
+    columns = min(COLUMNS, max(n, 1))
+    rows = max(math.ceil(n / columns), 1)
+    tile, gap_x, gap_y, head = 1.55, 0.25, 0.62, 0.75
+    width = columns * tile + (columns + 1) * gap_x
+    height = head + rows * (tile + gap_y)
+    # Small images are enlarged pixel by pixel; large ones are smoothed down.
+    interpolation = "nearest" if images.shape[1] * 2 <= tile * 120 else "antialiased"
+    with style():
+        figure = new_figure(width, height)
+        figure.text(
+            gap_x / width,
+            1 - 0.22 / height,
+            "Predictions",
+            fontsize=11,
+            fontweight="bold",
+            va="top",
+        )
+        figure.text(gap_x / width, 1 - 0.47 / height, subtitle, color=COLORS["muted"], va="top")
+        for i in range(n):
+            row, col = divmod(i, columns)
+            left = (gap_x + col * (tile + gap_x)) / width
+            bottom = 1 - (head + row * (tile + gap_y) + gap_y + tile) / height
+            axes = figure.add_axes((left, bottom, tile / width, tile / height))
+            image = np.asarray(images[i])
+            if image.shape[-1] == 1:
+                axes.imshow(
+                    image[..., 0], cmap="gray", vmin=0, vmax=255, interpolation=interpolation
+                )
+            else:
+                axes.imshow(image, interpolation=interpolation)
+            good = actual[i] == predicted[i]
+            color = COLORS["right" if good else "wrong"]
+            axes.set_xticks([])
+            axes.set_yticks([])
+            for spine in axes.spines.values():
+                spine.set_visible(True)
+                spine.set_color(color)
+                spine.set_linewidth(1.2 if good else 3.0)
+            axes.text(
+                0,
+                1.15,
+                classes[actual[i]],
+                transform=axes.transAxes,
+                fontsize=8.5,
+                ha="left",
+                va="bottom",
+                color=COLORS["ink"],
+                clip_on=False,
+            )
+            mark = "\u2713" if good else "\u2717"
+            axes.text(
+                0,
+                1.03,
+                f"{mark} {classes[predicted[i]]} {confidence[i]:.0%}",
+                transform=axes.transAxes,
+                fontsize=8.5,
+                ha="left",
+                va="bottom",
+                color=color,
+                fontweight="normal" if good else "bold",
+                clip_on=False,
+            )
+        return save_png(figure, path)

@@ -1,0 +1,77 @@
+"""Shared fixtures: tiny hand-made evaluations that need no trained model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+CLASSES = ("Alpha", "Beta", "Gamma")
+# Class Gamma is never predicted: 4 of 8 right.
+ACTUAL = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+PREDICTED = np.array([0, 0, 1, 1, 1, 0, 1, 0])
+
+
+def hand_probabilities(predicted: np.ndarray, n_classes: int, top: float = 0.6) -> np.ndarray:
+    """Rows giving ``top`` to the predicted class and the rest shared equally."""
+    rest = (1 - top) / (n_classes - 1)
+    probabilities = np.full((len(predicted), n_classes), rest)
+    probabilities[np.arange(len(predicted)), predicted] = top
+    return probabilities
+
+
+def tiny_images(labels: np.ndarray, size: int = 16, channels: int = 3) -> np.ndarray:
+    """Deterministic images whose colour depends on the label."""
+    rng = np.random.default_rng(0)
+    base = (np.asarray(labels)[:, None, None, None] * 90 + 30).astype(np.int16)
+    noise = rng.integers(-20, 20, size=(len(labels), size, size, channels))
+    return np.clip(base + noise, 0, 255).astype(np.uint8)
+
+
+HISTORY = {
+    "loss": [1.2, 0.8, 0.6],
+    "accuracy": [0.4, 0.6, 0.7],
+    "val_loss": [1.1, 0.9, 0.95],
+    "val_accuracy": [0.45, 0.55, 0.5],
+}
+
+
+@pytest.fixture
+def case() -> SimpleNamespace:
+    """The hand-made case: classes, labels, predictions and helpers."""
+    return SimpleNamespace(
+        classes=CLASSES,
+        actual=ACTUAL.copy(),
+        predicted=PREDICTED.copy(),
+        probabilities=hand_probabilities,
+        images=tiny_images,
+        history=HISTORY,
+    )
+
+
+@pytest.fixture
+def evaluation_inputs() -> dict:
+    """Keyword arguments of `write_evaluation` for the hand-made case."""
+    probabilities = hand_probabilities(PREDICTED, len(CLASSES))
+    probabilities[6] = [0.1, 0.85, 0.05]  # the most confident mistake
+    return {
+        "classes": CLASSES,
+        "split": "test",
+        "probabilities": probabilities,
+        "actual": ACTUAL,
+        "files": [f"{CLASSES[a]}/img{i}.jpg" for i, a in enumerate(ACTUAL)],
+        "images": tiny_images(ACTUAL),
+        "history": HISTORY,
+        "extra": {"dataset": {"images": 20, "classes": 3}, "model": {"size_bytes": 12345}},
+    }
+
+
+@pytest.fixture
+def written(tmp_path: Path, evaluation_inputs: dict) -> tuple[Path, dict]:
+    """An evaluation folder written from the hand-made case, and its metrics."""
+    from celestial_eval.evaluate import write_evaluation
+
+    out = tmp_path / "evaluation"
+    return out, write_evaluation(out, **evaluation_inputs)
