@@ -5,7 +5,9 @@ side (`celestial_serve.request`), so nothing here depends on what a client sent
 and one bad upload can never fail the batch it would have joined.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here: LitServe reads the annotation of
+# ``decode_request``'s ``request`` at run time to build the FastAPI route, and it
+# must be the real ``Annotated[..., Depends(...)]`` object, not a string.
 
 from typing import Annotated, Any
 

@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Imported after parsing so that --help stays fast.
     from celestial_serve.errors import ServeError
     from celestial_serve.project import load_card
-    from celestial_serve.server import ServerOptions, serve
+    from celestial_serve.server import ServerOptions, check_port, serve
 
     options = ServerOptions(
         host=args.host,
@@ -99,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         card = load_card(args.project_dir)
+        check_port(options.host, options.port)
         print(
             f"{PROG}: serving project '{card.project}' (model {card.model_hash[:12]}, "
             f"{len(card.classes)} classes) on http://{options.host}:{options.port}/ "

@@ -1,0 +1,72 @@
+"""The LitAPI methods, called directly as LitServe's batched loop calls them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from celestial_serve.api import ClassifierAPI, batch_buckets
+from celestial_serve.project import ModelCard
+
+CLASSES = ("Earth", "Mars", "Moon")
+
+
+class FakeClassifier:
+    """Probabilities from the mean of each channel, recording the batch sizes it saw."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        self.sizes.append(len(images))
+        logits = images.reshape(len(images), -1, 3).mean(axis=1) / 255.0
+        exp = np.exp(4 * logits)
+        return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture
+def api() -> ClassifierAPI:
+    card = ModelCard("demo", Path("model"), CLASSES, 4, "rgb", "cd" * 32)
+    api = ClassifierAPI(card, max_batch_size=8)
+    api.classifier = FakeClassifier()
+    return api
+
+
+def image(channel: int) -> np.ndarray:
+    array = np.zeros((4, 4, 3), dtype=np.uint8)
+    array[..., channel] = 200
+    return array
+
+
+def test_buckets_are_powers_of_two_up_to_the_batch_size() -> None:
+    assert batch_buckets(1) == [1]
+    assert batch_buckets(8) == [1, 2, 4, 8]
+    assert batch_buckets(12) == [1, 2, 4, 8, 12]
+
+
+def test_a_batch_of_requests_gets_one_answer_each_in_order(api: ClassifierAPI) -> None:
+    requests = [{"image": image(c), "k": k} for c, k in [(1, 1), (0, 2), (2, 3)]]
+    contexts = [{} for _ in requests]
+    inputs = [api.decode_request(r, context=c) for r, c in zip(requests, contexts, strict=True)]
+    outputs = api.unbatch(api.predict(api.batch(inputs)))
+    answers = [api.encode_response(o, context=c) for o, c in zip(outputs, contexts, strict=True)]
+    assert [a["label"] for a in answers] == ["Mars", "Earth", "Moon"]
+    assert [len(a["top_k"]) for a in answers] == [1, 2, 3]
+    assert all(a["model"] == {"project": "demo", "model_hash": "cd" * 32} for a in answers)
+    # Three images are run as a padded batch of four, a size compiled at start-up.
+    assert api.classifier.sizes == [4]
+
+
+def test_batched_and_single_predictions_agree(api: ClassifierAPI) -> None:
+    images = np.stack([image(c) for c in (0, 1, 2, 1, 0)])
+    batched = api.predict(images)
+    singles = np.stack([api.predict(one) for one in images])
+    np.testing.assert_allclose(batched, singles, rtol=1e-6)
+    assert batched.shape == (5, 3)
+
+
+def test_an_image_of_the_wrong_shape_never_reaches_the_model(api: ClassifierAPI) -> None:
+    with pytest.raises(ValueError, match=r"Expected a uint8 image of shape \(4, 4, 3\)"):
+        api.decode_request({"image": np.zeros((5, 5, 3), np.uint8), "k": 1}, context={})

@@ -1,0 +1,109 @@
+"""Upload parsing and checks, called directly."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import numpy as np
+import pytest
+from fastapi import HTTPException
+from PIL import Image
+
+from celestial_data import decode, to_array
+from celestial_serve.request import UploadRules, decode_image, image_from_json, parse_k
+
+RULES = UploadRules(image_size=16, color_mode="rgb", num_classes=4)
+
+
+def encoded(fmt: str = "PNG", size: tuple[int, int] = (40, 30), mode: str = "RGB") -> bytes:
+    rng = np.random.default_rng(0)
+    channels = {"RGB": 3, "RGBA": 4}.get(mode)
+    shape = (size[1], size[0], channels) if channels else (size[1], size[0])
+    image = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode)
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def status_of(call) -> tuple[int, str]:
+    with pytest.raises(HTTPException) as caught:
+        call()
+    return caught.value.status_code, caught.value.detail
+
+
+def test_k_defaults_to_five_capped_at_the_number_of_classes() -> None:
+    assert parse_k({}, 10) == 5
+    assert parse_k({}, 3) == 3
+    assert parse_k({"k": "2"}, 10) == 2
+    assert parse_k({"k": "50"}, 10) == 10
+
+
+@pytest.mark.parametrize("k", ["0", "-1", "two", "1.5", ""])
+def test_k_must_be_a_positive_integer(k: str) -> None:
+    status, detail = status_of(lambda: parse_k({"k": k}, 10))
+    assert status == 400
+    assert "positive integer" in detail
+
+
+def test_json_image_is_base64_with_or_without_data_url_and_line_breaks() -> None:
+    data = encoded()
+    text = base64.b64encode(data).decode()
+    wrapped = "\n".join(text[i : i + 76] for i in range(0, len(text), 76))
+    for value in (text, wrapped, f"data:image/png;base64,{text}"):
+        assert image_from_json(json.dumps({"image": value}).encode()) == data
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"\xff\xfe\x00", "not valid JSON"),
+        (b"[1, 2]", "must be an object"),
+        (b'{"img": "aGk="}', "must be an object"),
+        (b'{"image": 3}', "must be an object"),
+        (b'{"image": "@@@not base64"}', "not valid base64"),
+        (b'{"image": "aGk"}', "not valid base64"),
+    ],
+)
+def test_bad_json_bodies_are_400_with_the_reason(body: bytes, expected: str) -> None:
+    status, detail = status_of(lambda: image_from_json(body))
+    assert status == 400
+    assert expected in detail
+
+
+@pytest.mark.parametrize(("fmt", "mode"), [("PNG", "RGB"), ("JPEG", "RGB"), ("PNG", "RGBA")])
+def test_decoding_is_the_training_preprocessing(fmt: str, mode: str) -> None:
+    data = encoded(fmt, mode=mode)
+    expected = to_array(decode(data, 16), 16, "rgb")
+    array = decode_image(data, RULES)
+    assert array.dtype == np.uint8
+    assert array.shape == (16, 16, 3)
+    np.testing.assert_array_equal(array, expected)
+
+
+def test_grayscale_models_get_one_channel() -> None:
+    rules = UploadRules(image_size=8, color_mode="grayscale", num_classes=2)
+    assert decode_image(encoded(), rules).shape == (8, 8, 1)
+
+
+def test_bytes_that_are_no_image_are_400() -> None:
+    status, detail = status_of(lambda: decode_image(b"hello, not an image", RULES))
+    assert status == 400
+    assert "not an image" in detail
+    assert "b'hello" in detail
+
+
+def test_a_truncated_image_is_400() -> None:
+    data = encoded("JPEG", size=(64, 64))
+    status, detail = status_of(lambda: decode_image(data[: len(data) // 2], RULES))
+    assert status == 400
+    assert "truncated or corrupt" in detail
+
+
+def test_too_many_pixels_is_413_before_decoding() -> None:
+    rules = UploadRules(image_size=16, color_mode="rgb", num_classes=4, max_pixels=1000)
+    status, detail = status_of(lambda: decode_image(encoded(size=(40, 30)), rules))
+    assert status == 413
+    assert "40 x 30 pixels" in detail
