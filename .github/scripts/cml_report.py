@@ -45,9 +45,22 @@ def projects(root: Path) -> list[Path]:
     return sorted(path.parent for path in root.glob("*/dvc.yaml"))
 
 
+def own_rows(table: str) -> str:
+    """The rows of a DVC Markdown table that belong to the current project.
+
+    DVC collects params, metrics and plots from every ``dvc.yaml`` of the
+    repository whatever the working directory; paths of other projects start
+    with ``../``. Returns an empty string when no row is left.
+    """
+    lines = [line for line in table.strip().splitlines() if line.strip()]
+    header, rows = lines[:2], lines[2:]
+    own = [row for row in rows if not row.lstrip("| ").startswith("../")]
+    return "\n".join(header + own) if own else ""
+
+
 def table_or(text: str, empty: str) -> str:
-    """``text`` stripped, or the sentence ``empty`` when DVC printed nothing."""
-    text = text.strip()
+    """The project's rows of DVC's table, or the sentence ``empty`` when none."""
+    text = own_rows(text)
     return text if text else f"_{empty}_"
 
 
@@ -64,6 +77,8 @@ def image_plots(project: Path, base: str, out_dir: Path) -> dict[str, dict[str, 
     )
     images: dict[str, dict[str, Path]] = {}
     for path, entries in sorted(document.get("data", {}).items()):
+        if path.startswith("../"):  # another project's plot
+            continue
         for entry in entries:
             if entry.get("type") != "image":
                 continue
