@@ -1,0 +1,80 @@
+"""The evaluate outputs work with real DVC: plots render, metrics are read."""
+
+import json
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+DVC = Path(sys.executable).with_name("dvc")
+
+DVC_YAML = """\
+metrics:
+  - evaluation/metrics.json
+plots:
+  - evaluation/confusion.csv:
+      template: confusion
+      x: actual
+      y: predicted
+  - Loss:
+      x: epoch
+      y:
+        evaluation/history.csv: [loss, val_loss]
+  - evaluation/preview.png
+"""
+
+
+def run(cwd: Path, *args: str) -> str:
+    return subprocess.run(args, cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def repo(tmp_path: Path, written) -> Path:
+    evaluation, _ = written
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    run(repo, "git", "init", "-q")
+    run(repo, str(DVC), "init", "-q")
+    run(repo, str(DVC), "config", "core.analytics", "false")
+    project = repo / "project"
+    shutil.copytree(evaluation, project / "evaluation")
+    (project / "dvc.yaml").write_text(DVC_YAML)
+    return project
+
+
+@pytest.mark.slow
+def test_dvc_plots_show_renders_the_confusion_and_history_data(repo: Path, case) -> None:
+    shown = json.loads(run(repo, str(DVC), "plots", "show", "--json"))["data"]
+
+    confusion = shown["evaluation/confusion.csv"][0]
+    assert confusion["type"] == "vega"
+    values = confusion["content"]["data"]["values"]
+    expected = Counter(
+        (case.classes[a], case.classes[p]) for a, p in zip(case.actual, case.predicted, strict=True)
+    )
+    assert Counter((v["actual"], v["predicted"]) for v in values) == expected
+    loss = shown["Loss"][0]["content"]["data"]["values"]
+    assert {(v["epoch"], v["dvc_inferred_y_value"]) for v in loss if v["field"] == "val_loss"} == {
+        ("1", "1.1"),
+        ("2", "0.9"),
+        ("3", "0.95"),
+    }
+    assert shown["evaluation/preview.png"][0]["type"] == "image"
+
+    # and the HTML page DVC writes for people
+    run(repo, str(DVC), "plots", "show", "-o", "plots_html")
+    page = (repo / "plots_html" / "index.html").read_text()
+    assert "confusion.csv" in page
+
+
+@pytest.mark.slow
+def test_dvc_metrics_show_reads_the_metrics(repo: Path) -> None:
+    shown = json.loads(run(repo, str(DVC), "metrics", "show", "--json"))
+    metrics = next(iter(shown.values()))["data"]["evaluation/metrics.json"]["data"]
+
+    assert metrics["accuracy"] == 0.5
+    assert metrics["split"] == "test"
+    assert metrics["classes"]["Gamma"]["predicted"] == 0
