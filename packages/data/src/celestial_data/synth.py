@@ -448,8 +448,8 @@ def render(body: str, rng: np.random.Generator, size: int = 128) -> np.ndarray:
         roll = rng.uniform(-0.6, 0.6)
     frame = _rotation(tilt, roll)
     # Light: full face on (as most survey images are) or at a phase angle.
-    if rng.random() < 0.4:
-        phase = rng.uniform(0.3, 1.3)
+    if rng.random() < 0.5:
+        phase = rng.uniform(0.3, 1.4)
         direction = rng.uniform(0, 2 * math.pi)
         light = np.array(
             [
@@ -460,7 +460,7 @@ def render(body: str, rng: np.random.Generator, size: int = 128) -> np.ndarray:
         )
     else:
         light = np.array([0.0, 0.0, 1.0])
-    gain = rng.uniform(0.85, 1.1) * (1 + rng.normal(0, 0.02, size=3))
+    gain = rng.uniform(0.85, 1.1) * (1 + rng.normal(0, 0.04, size=3))
 
     coords = (np.arange(size) + 0.5 - centre[0]) / radius
     rows = (centre[1] - (np.arange(size) + 0.5)) / radius

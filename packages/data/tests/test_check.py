@@ -1,0 +1,155 @@
+"""Reading and checking raw folders: every bad-input rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from celestial_data import DatasetError
+from celestial_data.check import check_dataset, format_report
+from celestial_data.dataset import scan
+
+
+def test_classes_are_sorted_folder_names_and_files_sorted(make_raw) -> None:
+    root = make_raw({"Venus": 2, "Earth": 2, "Mars": 3})
+    dataset = scan(root)
+    assert dataset.classes == ("Earth", "Mars", "Venus")
+    assert dataset.files["Mars"] == ["Mars/mars_000.png", "Mars/mars_001.png", "Mars/mars_002.png"]
+
+
+def test_report_lists_classes_counts_sizes_and_modes(raw: Path) -> None:
+    report = check_dataset(raw)
+    assert report.ok
+    assert report.classes == ["Mars", "Moon", "Venus"]
+    assert report.counts == {"Mars": 6, "Moon": 6, "Venus": 6}
+    assert report.sizes == {"16x16": 18}
+    assert report.modes == {"RGB": 18}
+    assert report.formats == {"PNG": 18}
+    text = format_report(report, raw)
+    assert "Mars" in text and "16x16 (18)" in text and text.endswith("OK")
+
+
+def test_any_mode_pillow_reads_is_accepted(raw: Path, encode) -> None:
+    for i, (mode, fmt, ext) in enumerate(
+        [("L", "PNG", "png"), ("RGBA", "PNG", "png"), ("P", "PNG", "png"), ("CMYK", "JPEG", "jpg")]
+    ):
+        (raw / "Mars" / f"extra_{i}.{ext}").write_bytes(encode(500 + i, mode=mode, fmt=fmt))
+    report = check_dataset(raw)
+    assert report.ok, report.errors
+    assert report.counts["Mars"] == 10
+    assert {"L", "RGBA", "P", "CMYK"} <= set(report.modes)
+
+
+def test_images_in_subfolders_belong_to_the_class(raw: Path, encode) -> None:
+    (raw / "Moon" / "batch2").mkdir()
+    (raw / "Moon" / "batch2" / "x.png").write_bytes(encode(900))
+    assert "Moon/batch2/x.png" in scan(raw).files["Moon"]
+
+
+def test_missing_folder_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="not found"):
+        scan(tmp_path / "nowhere")
+
+
+def test_no_class_folders_is_an_error_naming_the_layout(tmp_path: Path, encode) -> None:
+    root = tmp_path / "raw"
+    root.mkdir()
+    (root / "a.png").write_bytes(encode(1))
+    with pytest.raises(
+        DatasetError, match=r"No class folders in .*raw.*1 loose files.*<ClassName>"
+    ):
+        scan(root)
+
+
+def test_one_class_is_an_error(make_raw) -> None:
+    root = make_raw({"Mars": 3})
+    with pytest.raises(DatasetError, match=r"Only one class folder.*'Mars'.*at least two"):
+        scan(root)
+
+
+def test_class_folder_without_images_is_an_error_naming_it(raw: Path) -> None:
+    (raw / "Pluto").mkdir()
+    (raw / "Pluto" / "notes.txt").write_text("todo")
+    with pytest.raises(DatasetError, match=r"'.*Pluto' has no image files \(1 other"):
+        scan(raw)
+
+
+def test_non_images_and_hidden_files_are_ignored_and_counted(raw: Path, encode) -> None:
+    (raw / "README.md").write_text("about")
+    (raw / "Mars" / ".DS_Store").write_bytes(b"\0\0")
+    (raw / "Mars" / "._mars_000.png").write_bytes(encode(1))
+    (raw / "Moon" / "labels.csv").write_text("a,b")
+    (raw / ".git").mkdir()
+    (raw / ".git" / "x.png").write_bytes(encode(2))
+    report = check_dataset(raw)
+    assert report.ok
+    assert report.counts == {"Mars": 6, "Moon": 6, "Venus": 6}
+    assert report.ignored == [
+        "Mars/.DS_Store",
+        "Mars/._mars_000.png",
+        "Moon/labels.csv",
+        "README.md",
+    ]
+    assert any("4 file(s) that are not images ignored" in w for w in report.warnings)
+
+
+def _broken_files(raw: Path, encode) -> list[str]:
+    (raw / "Mars" / "empty.png").write_bytes(b"")
+    (raw / "Moon" / "text.jpg").write_bytes(b"this is not an image at all")
+    whole = encode(77, fmt="JPEG", size=64)
+    (raw / "Venus" / "cut.jpg").write_bytes(whole[: len(whole) // 2])
+    return ["Mars/empty.png", "Moon/text.jpg", "Venus/cut.jpg"]
+
+
+def test_corrupt_truncated_and_empty_images_are_errors_listing_them(raw: Path, encode) -> None:
+    broken = _broken_files(raw, encode)
+    report = check_dataset(raw)
+    assert not report.ok
+    assert [item["file"] for item in report.corrupt] == broken
+    assert "3 image file(s) cannot be read" in report.errors[0]
+    for name in broken:
+        assert name in report.errors[0]
+    assert "0 bytes" in report.errors[0] and "on_corrupt: skip" in report.errors[0]
+    assert report.counts == {"Mars": 6, "Moon": 6, "Venus": 6}
+
+
+def test_corrupt_images_can_be_skipped_and_are_listed(raw: Path, encode) -> None:
+    broken = _broken_files(raw, encode)
+    report = check_dataset(raw, on_corrupt="skip")
+    assert report.ok
+    assert report.skipped == broken
+    assert any("skipped" in w for w in report.warnings)
+
+
+def test_class_with_only_unreadable_images_is_an_error(raw: Path) -> None:
+    (raw / "Pluto").mkdir()
+    (raw / "Pluto" / "a.png").write_bytes(b"")
+    report = check_dataset(raw, on_corrupt="skip")
+    assert not report.ok
+    assert any("Pluto' has no readable images" in e for e in report.errors)
+
+
+def test_duplicates_are_reported(raw: Path) -> None:
+    (raw / "Mars" / "copy.png").write_bytes((raw / "Mars" / "mars_001.png").read_bytes())
+    report = check_dataset(raw)
+    assert report.ok
+    assert report.duplicates == [["Mars/copy.png", "Mars/mars_001.png"]]
+    assert any("byte-identical" in w and "one split" in w for w in report.warnings)
+    assert not any("conflicting labels" in w for w in report.warnings)
+
+
+def test_duplicates_across_classes_are_flagged_as_conflicting_labels(raw: Path) -> None:
+    (raw / "Venus" / "copy.png").write_bytes((raw / "Mars" / "mars_001.png").read_bytes())
+    report = check_dataset(raw)
+    assert any("conflicting labels" in w and "Venus/copy.png" in w for w in report.warnings)
+
+
+def test_strong_imbalance_is_a_warning_with_counts(make_raw) -> None:
+    root = make_raw({"Mars": 2, "Moon": 8})
+    report = check_dataset(root)
+    assert report.ok
+    assert any("imbalanced" in w and "Mars 2" in w and "Moon 8" in w for w in report.warnings)
+    assert not any(
+        "imbalanced" in w for w in check_dataset(make_raw({"A": 3, "B": 4}, "b")).warnings
+    )

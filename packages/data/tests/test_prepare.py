@@ -1,0 +1,212 @@
+"""prepare: the prepared format, splits, byte-identical reruns, bad params and input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from celestial_data import DatasetError, ParamsError, decode, load_prepared, to_array
+from celestial_data.prepare import DEFAULTS, prepare_dataset, validate_params
+
+PARAMS = {"image_size": 8, "val_fraction": 0.25, "test_fraction": 0.25, "seed": 3}
+
+
+def manifest(out: Path) -> list[dict[str, str]]:
+    with open(out / "manifest.csv", newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+def split_by_file(out: Path) -> dict[str, str]:
+    return {row["file"]: row["split"] for row in manifest(out)}
+
+
+def file_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_writes_the_prepared_format(raw: Path, tmp_path: Path) -> None:
+    result = prepare_dataset(raw, tmp_path / "out", PARAMS, workers=2)
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "dataset.json",
+        "manifest.csv",
+        "preview.png",
+        "report.json",
+        "test_images.npy",
+        "test_labels.npy",
+        "train_images.npy",
+        "train_labels.npy",
+        "val_images.npy",
+        "val_labels.npy",
+    ]
+    dataset = load_prepared(out)
+    assert dataset == result.dataset
+    assert dataset.classes == ("Mars", "Moon", "Venus")
+    assert dataset.input_shape == (8, 8, 3)
+    assert sum(dataset.splits.values()) == 18
+    for split in ("train", "val", "test"):
+        images = dataset.images(split)
+        assert isinstance(images, np.memmap)
+        assert images.dtype == np.uint8 and images.shape == (dataset.splits[split], 8, 8, 3)
+        assert dataset.labels(split).dtype == np.int32
+    assert Image.open(out / "preview.png").format == "PNG"
+
+
+def test_arrays_match_manifest_and_the_shared_preprocessing(raw: Path, tmp_path: Path) -> None:
+    dataset = prepare_dataset(raw, tmp_path / "out", PARAMS).dataset
+    rows = manifest(tmp_path / "out")
+    assert {row["split"] for row in rows} == {"train", "val", "test"}
+    for split in ("train", "val", "test"):
+        files = dataset.files(split)
+        assert files == [row["file"] for row in rows if row["split"] == split]
+        labels = dataset.labels(split)
+        for i, file in enumerate(files):
+            assert dataset.classes[labels[i]] == file.split("/")[0]
+            expected = to_array(decode(raw / file, 8), 8, "rgb")
+            np.testing.assert_array_equal(dataset.images(split)[i], expected)
+
+
+def test_report_holds_the_check_and_counts_per_split(raw: Path, tmp_path: Path) -> None:
+    prepare_dataset(raw, tmp_path / "out", PARAMS)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["params"] == validate_params(PARAMS)
+    assert report["counts"] == {"Mars": 6, "Moon": 6, "Venus": 6}
+    per_split = report["splits"]
+    assert set(per_split) == {"train", "val", "test"}
+    for name in ("Mars", "Moon", "Venus"):
+        assert sum(per_split[split][name] for split in per_split) == 6
+
+
+def test_rerun_is_byte_identical_even_from_another_folder(raw: Path, tmp_path: Path) -> None:
+    prepare_dataset(raw, tmp_path / "a", PARAMS, workers=2)
+    prepare_dataset(raw, tmp_path / "a", PARAMS, workers=1)
+    copy = shutil.copytree(raw, tmp_path / "elsewhere" / "raw")
+    prepare_dataset(copy, tmp_path / "b", PARAMS, workers=2)
+    assert file_bytes(tmp_path / "a") == file_bytes(tmp_path / "b")
+    prepare_dataset(raw, tmp_path / "c", {**PARAMS, "seed": 4})
+    assert file_bytes(tmp_path / "c") != file_bytes(tmp_path / "a")
+
+
+def test_adding_images_never_moves_existing_ones(make_raw, tmp_path: Path) -> None:
+    old = make_raw({"A": 10, "B": 10}, name="v1")
+    prepare_dataset(old, tmp_path / "p1", PARAMS)
+    new = make_raw({"A": 10, "B": 10}, name="v1", start=10)  # ten more per class
+    assert new == old
+    prepare_dataset(new, tmp_path / "p2", PARAMS)
+    before, after = split_by_file(tmp_path / "p1"), split_by_file(tmp_path / "p2")
+    assert len(after) == 40
+    assert {file: after[file] for file in before} == before
+
+
+def test_renamed_files_keep_their_split(raw: Path, tmp_path: Path) -> None:
+    prepare_dataset(raw, tmp_path / "p1", PARAMS)
+    (raw / "Mars" / "mars_000.png").rename(raw / "Mars" / "zz_renamed.png")
+    prepare_dataset(raw, tmp_path / "p2", PARAMS)
+    assert (
+        split_by_file(tmp_path / "p2")["Mars/zz_renamed.png"]
+        == (split_by_file(tmp_path / "p1")["Mars/mars_000.png"])
+    )
+
+
+def test_duplicates_are_never_split_across(make_raw, tmp_path: Path) -> None:
+    root = make_raw({"A": 12, "B": 12})
+    for i in range(12):
+        source = root / "A" / f"a_{i:03d}.png"
+        (root / "A" / f"copy_{i:03d}.png").write_bytes(source.read_bytes())
+    prepare_dataset(root, tmp_path / "out", PARAMS)
+    splits = split_by_file(tmp_path / "out")
+    assert {splits[f"A/copy_{i:03d}.png"] == splits[f"A/a_{i:03d}.png"] for i in range(12)} == {
+        True
+    }
+    assert len(set(splits.values())) == 3
+
+
+def test_zero_test_fraction_means_no_test_split(raw: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    prepare_dataset(raw, out, PARAMS)
+    dataset = prepare_dataset(raw, out, {**PARAMS, "test_fraction": 0}).dataset
+    assert list(dataset.splits) == ["train", "val"]
+    assert not dataset.has("test")
+    assert not (out / "test_images.npy").exists()
+
+
+def test_grayscale_and_size(raw: Path, tmp_path: Path) -> None:
+    dataset = prepare_dataset(raw, tmp_path / "out", {"image_size": 12, "color_mode": "grayscale"})
+    assert dataset.dataset.input_shape == (12, 12, 1)
+    assert dataset.dataset.images("train").shape[1:] == (12, 12, 1)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"image_sise": 8}, "Unknown key 'image_sise'.*Did you mean 'image_size'"),
+        ({"image_size": "big"}, "image_size must be a whole number"),
+        ({"image_size": 2}, "image_size must be"),
+        ({"color_mode": "rgba"}, "color_mode must be one of rgb, grayscale"),
+        ({"val_fraction": 1.2}, "val_fraction must be a number"),
+        ({"val_fraction": 0.5, "test_fraction": 0.5}, "leave images for training"),
+        ({"seed": 1.5}, "seed must be an integer"),
+        ({"on_corrupt": "ignore"}, "on_corrupt must be one of error, skip"),
+    ],
+)
+def test_bad_params_are_errors_naming_the_key(params: dict, message: str) -> None:
+    with pytest.raises(ParamsError, match=message):
+        validate_params(params)
+
+
+def test_defaults_are_valid() -> None:
+    assert validate_params({}) == DEFAULTS
+
+
+def test_corrupt_images_fail_and_leave_no_dataset(raw: Path, tmp_path: Path, encode) -> None:
+    out = tmp_path / "out"
+    prepare_dataset(raw, out, PARAMS)
+    whole = encode(5, fmt="JPEG", size=64)
+    (raw / "Moon" / "cut.jpg").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DatasetError, match=r"1 image file\(s\) cannot be read: Moon/cut.jpg"):
+        prepare_dataset(raw, out, PARAMS)
+    assert not (out / "dataset.json").exists()
+    assert not list(out.glob("*.npy"))
+
+
+def test_corrupt_images_can_be_skipped(raw: Path, tmp_path: Path, encode) -> None:
+    whole = encode(5, fmt="JPEG", size=64)
+    for i in range(4):  # truncated: only decoding finds them
+        (raw / "Moon" / f"cut_{i}.jpg").write_bytes(whole[: len(whole) // 2 + i])
+    (raw / "Moon" / "empty.png").write_bytes(b"")
+    out = tmp_path / "out"
+    dataset = prepare_dataset(raw, out, {**PARAMS, "on_corrupt": "skip"}).dataset
+    assert sum(dataset.splits.values()) == 18
+    report = json.loads((out / "report.json").read_text())
+    assert report["skipped"] == [*(f"Moon/cut_{i}.jpg" for i in range(4)), "Moon/empty.png"]
+    files = [row["file"] for row in manifest(out)]
+    assert not any("cut" in file or "empty" in file for file in files)
+    for split in dataset.splits:
+        assert len(dataset.images(split)) == len(dataset.labels(split)) == dataset.splits[split]
+    clean = tmp_path / "clean"
+    shutil.copytree(raw, clean)
+    for path in clean.glob("Moon/*"):
+        if path.name.startswith(("cut", "empty")):
+            path.unlink()
+    prepare_dataset(clean, tmp_path / "clean_out", PARAMS)
+    for split in dataset.splits:  # skipping leaves the same arrays as deleting
+        a = (out / f"{split}_images.npy").read_bytes()
+        assert a == (tmp_path / "clean_out" / f"{split}_images.npy").read_bytes()
+
+
+def test_layout_errors_stop_before_writing(make_raw, tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="Only one class folder"):
+        prepare_dataset(make_raw({"A": 3}), tmp_path / "out", PARAMS)
+    assert not (tmp_path / "out").exists()
+
+
+def test_memory_maps_stream_without_loading(raw: Path, tmp_path: Path) -> None:
+    dataset = prepare_dataset(raw, tmp_path / "out", PARAMS).dataset
+    images = dataset.images("train")
+    assert images.filename is not None and Path(images.filename).name == "train_images.npy"
