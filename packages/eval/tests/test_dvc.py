@@ -11,19 +11,38 @@ import pytest
 
 DVC = Path(sys.executable).with_name("dvc")
 
+# The declaration the package README recommends for a project's evaluate stage.
 DVC_YAML = """\
-metrics:
-  - evaluation/metrics.json
+stages:
+  evaluate:
+    cmd: celestial-eval evaluate model data/prepared evaluation --params params.yaml
+    deps: [model, data/prepared]
+    params: [evaluate]
+    metrics:
+      - evaluation/metrics.json:
+          cache: false
+    plots:
+      - evaluation/confusion.csv:
+          template: confusion
+          x: actual
+          y: predicted
+          title: Confusion matrix
+          cache: false
+      - evaluation/confusion.png: {cache: false}
+      - evaluation/history.png: {cache: false}
+      - evaluation/preview.png: {cache: false}
+    outs:
+      - evaluation/history.csv: {cache: false}
+      - evaluation/misclassified.csv: {cache: false}
 plots:
-  - evaluation/confusion.csv:
-      template: confusion
-      x: actual
-      y: predicted
   - Loss:
       x: epoch
       y:
         evaluation/history.csv: [loss, val_loss]
-  - evaluation/preview.png
+  - Accuracy:
+      x: epoch
+      y:
+        evaluation/history.csv: [accuracy, val_accuracy]
 """
 
 
@@ -62,12 +81,22 @@ def test_dvc_plots_show_renders_the_confusion_and_history_data(repo: Path, case)
         ("2", "0.9"),
         ("3", "0.95"),
     }
+    # each plot drawn once
+    assert sorted(shown) == [
+        "Accuracy",
+        "Loss",
+        "evaluation/confusion.csv",
+        "evaluation/confusion.png",
+        "evaluation/history.png",
+        "evaluation/preview.png",
+    ]
     assert shown["evaluation/preview.png"][0]["type"] == "image"
 
     # and the HTML page DVC writes for people
     run(repo, str(DVC), "plots", "show", "-o", "plots_html")
     page = (repo / "plots_html" / "index.html").read_text()
-    assert "confusion.csv" in page
+    assert '"text": "Confusion matrix"' in page
+    assert '{"actual": "Gamma", "predicted": "Beta"' in page
 
 
 @pytest.mark.slow
