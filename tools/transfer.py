@@ -1,0 +1,190 @@
+"""Run ``dvc push`` or ``dvc pull`` and turn a remote failure into one clear line.
+
+DVC reports an unreachable server, a missing bucket or refused keys as an
+"unexpected error" followed by the botocore text. This wrapper streams DVC's
+normal output, and on failure prints a single line that names the remote, what
+went wrong and the fix, then exits with DVC's status. DVC itself keeps the
+cache and the workspace consistent: objects land in the cache only once fully
+downloaded, and a failed transfer can simply be run again.
+
+Usage (``uv run nox -s push`` and ``uv run nox -s pull`` call this)::
+
+    python tools/transfer.py push|pull [DVC ARGUMENTS...]
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Remote", "explain", "main", "remote_in_use", "run"]
+
+DOCS = "docs/remote.md"
+
+# The line DVC closes each failure with.
+SUPPORT = "Having any troubles?"
+
+
+@dataclass(frozen=True)
+class Remote:
+    """The remote a transfer used, as far as the DVC config tells."""
+
+    name: str | None
+    url: str | None = None
+    endpoint: str | None = None
+
+    def describe(self) -> str:
+        """``'storage' (s3://bucket/path at http://host:port)`` or as much as is known."""
+        if self.name is None:
+            return "the default remote"
+        where = self.url or "no URL"
+        if self.endpoint:
+            where += f" at {self.endpoint}"
+        return f"remote {self.name!r} ({where})"
+
+
+def _requested_remote(args: Sequence[str]) -> str | None:
+    for i, arg in enumerate(args):
+        if arg in ("-r", "--remote") and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--remote="):
+            return arg.split("=", 1)[1]
+        if arg.startswith("-r") and len(arg) > 2:
+            return arg[2:]
+    return None
+
+
+def remote_in_use(args: Sequence[str], cwd: Path) -> Remote:
+    """The remote that ``dvc push/pull ARGS`` run in ``cwd`` talks to."""
+    result = subprocess.run(
+        [sys.executable, "-m", "dvc", "config", "--list"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "DVC_NO_ANALYTICS": "1"},
+    )
+    config = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    name = _requested_remote(args) or config.get("core.remote")
+    if name is None:
+        return Remote(None)
+    return Remote(name, config.get(f"remote.{name}.url"), config.get(f"remote.{name}.endpointurl"))
+
+
+def _bucket(url: str | None) -> str:
+    match = re.match(r"s3://([^/]+)", url or "")
+    return match.group(1) if match else "?"
+
+
+def explain(verb: str, errors: str, remote: Remote) -> str:
+    """One line that says what failed in a DVC transfer and how to fix it.
+
+    Args:
+        verb: ``push`` or ``pull``.
+        errors: The ``ERROR:`` and ``WARNING:`` lines DVC printed.
+        remote: The remote the transfer used.
+
+    Returns:
+        The line, without a trailing newline.
+    """
+    text = " ".join(errors.split())
+    name = remote.name or "storage"
+    lead = f"dvc {verb}: error: {remote.describe()}"
+    if re.search(r"no remote specified", text):
+        return (
+            f"dvc {verb}: error: no DVC remote is configured (no default remote in .dvc/config "
+            "and no -r NAME). Add one with 'dvc remote add -d storage s3://BUCKET/PATH' "
+            f"(see {DOCS})."
+        )
+    missing = re.search(r"remote '([^']+)' doesn't exist", text)
+    if missing:
+        return (
+            f"dvc {verb}: error: remote {missing.group(1)!r} is not defined in .dvc/config. "
+            f"Use a defined remote (list them with 'dvc remote list') or add it (see {DOCS})."
+        )
+    if re.search(
+        r"Could not connect|Cannot connect to host|Connection refused|EndpointConnectionError"
+        r"|Connect timeout|ConnectTimeout|Name or service not known|Server disconnected",
+        text,
+    ):
+        return (
+            f"{lead}: the server does not answer. Start the local server with "
+            f"'uv run nox -s s3', or fix the endpoint with 'dvc remote modify --local {name} "
+            f"endpointurl URL' (see {DOCS}); run the command again once it answers."
+        )
+    if re.search(r"NoSuchBucket|bucket does not exist", text):
+        return (
+            f"{lead}: bucket {_bucket(remote.url)!r} does not exist. Create it, or point the "
+            f"remote at an existing one with 'dvc remote modify --local {name} url "
+            f"s3://BUCKET/PATH' (see {DOCS})."
+        )
+    if re.search(
+        r"\(403\)|Forbidden|AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch"
+        r"|Unable to locate credentials|NoCredentialsError|ExpiredToken|InvalidToken",
+        text,
+    ):
+        return (
+            f"{lead}: the server refused the credentials. Set them with 'dvc remote modify "
+            f"--local {name} access_key_id ID' and '... secret_access_key KEY', or through "
+            f"AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE (see {DOCS})."
+        )
+    if re.search(r"neither locally nor on remote|Checkout failed", text):
+        return (
+            f"{lead}: some files are neither in the local cache nor on the remote. Push them "
+            "from the machine that produced them ('uv run nox -s push'), or rebuild them "
+            "with 'uv run nox -s repro'."
+        )
+    last = [line for line in errors.splitlines() if line.startswith("ERROR:")]
+    reason = last[-1].removeprefix("ERROR:").strip() if last else "no error message"
+    return f"{lead}: {reason}. Run 'uv run dvc {verb} -v' for details (see {DOCS})."
+
+
+def run(verb: str, args: Sequence[str], cwd: Path) -> int:
+    """Run ``dvc VERB ARGS`` in ``cwd``; on failure print the one-line explanation.
+
+    DVC's output streams through until its first ``ERROR:`` line; what follows
+    is DVC's own failure report, which the explanation replaces.
+
+    Returns:
+        DVC's exit status.
+    """
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dvc", verb, *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "DVC_NO_ANALYTICS": "1"},
+    )
+    assert proc.stdout is not None
+    reported = []  # DVC's ERROR and WARNING lines: what the explanation is drawn from
+    failing = False
+    for line in proc.stdout:
+        if line.startswith(("ERROR:", "WARNING:")):
+            reported.append(line.strip())
+        failing = failing or line.startswith("ERROR:")
+        if not failing and not line.startswith(SUPPORT):
+            sys.stdout.write(line)
+            sys.stdout.flush()
+    status = proc.wait()
+    if status != 0:
+        print(explain(verb, "\n".join(reported), remote_in_use(args, cwd)), file=sys.stderr)
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``transfer.py push|pull [DVC ARGUMENTS...]``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("push", "pull"):
+        print("usage: transfer.py push|pull [DVC ARGUMENTS...]", file=sys.stderr)
+        return 2
+    return run(argv[0], argv[1:], Path.cwd())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
