@@ -141,3 +141,37 @@ def bench(session: nox.Session) -> None:
     for script in chosen:
         result = BENCH_DIR / "results" / f"{script.stem.removeprefix('bench_')}.json"
         session.run("python", str(script), "--out", str(result))
+
+
+# Remote storage: a local S3 server for development, and push/pull with clear errors.
+TOOLS_DIR = ROOT / "tools"
+
+
+@nox.session(python=PYTHON)
+def s3(session: nox.Session) -> None:
+    """Start a local S3 server on 127.0.0.1 and point the DVC remote at it (.dvc/config.local)."""
+    sync(session, "dev")
+    session.run(
+        "python", str(TOOLS_DIR / "locals3.py"), "start", "--repo", str(ROOT), *session.posargs
+    )
+
+
+@nox.session(name="s3-stop", python=PYTHON)
+def s3_stop(session: nox.Session) -> None:
+    """Stop the local S3 server and give the DVC remote its previous local settings back."""
+    sync(session, "dev")
+    session.run("python", str(TOOLS_DIR / "locals3.py"), "stop", "--repo", str(ROOT))
+
+
+@nox.session(python=PYTHON)
+def push(session: nox.Session) -> None:
+    """Push data and pipeline outputs to the DVC remote (dvc push arguments pass through)."""
+    sync(session)
+    session.run("python", str(TOOLS_DIR / "transfer.py"), "push", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def pull(session: nox.Session) -> None:
+    """Pull data and pipeline outputs from the DVC remote (dvc pull arguments pass through)."""
+    sync(session)
+    session.run("python", str(TOOLS_DIR / "transfer.py"), "pull", *session.posargs)
