@@ -51,6 +51,8 @@ TEXTURE_WIDTH = 2 * TEXTURE_HEIGHT
 # The surfaces are the same whatever the dataset seed, as real surfaces are.
 SURFACE_SEED = 20240607
 JPEG_QUALITY = 92
+PHASE_CHANCE = 0.5
+NOISE = 0.03
 WHERE = "params.yaml: synth"
 
 # ---------------------------------------------------------------- noise
@@ -420,7 +422,13 @@ def _ring_layer(
     return colour, opacity, depth
 
 
-def render(body: str, rng: np.random.Generator, size: int = 128) -> np.ndarray:
+def render(
+    body: str,
+    rng: np.random.Generator,
+    size: int = 128,
+    phase_chance: float = PHASE_CHANCE,
+    noise: float = NOISE,
+) -> np.ndarray:
     """Render one image of ``body`` as uint8 ``(size, size, 3)``.
 
     Args:
@@ -428,6 +436,10 @@ def render(body: str, rng: np.random.Generator, size: int = 128) -> np.ndarray:
         rng: The source of this image's randomness (orientation, scale,
             offset, lighting, colour and noise).
         size: Side of the square image in pixels.
+        phase_chance: Probability that the body is lit from the side (a
+            gibbous phase) rather than face on.
+        noise: Largest standard deviation of the sensor noise (0..1 scale);
+            each image draws its own from 0 to this.
 
     Returns:
         The image, on a black background.
@@ -448,7 +460,7 @@ def render(body: str, rng: np.random.Generator, size: int = 128) -> np.ndarray:
         roll = rng.uniform(-0.6, 0.6)
     frame = _rotation(tilt, roll)
     # Light: full face on (as most survey images are) or at a phase angle.
-    if rng.random() < 0.5:
+    if rng.random() < phase_chance:
         phase = rng.uniform(0.3, 1.4)
         direction = rng.uniform(0, 2 * math.pi)
         light = np.array(
@@ -508,7 +520,7 @@ def render(body: str, rng: np.random.Generator, size: int = 128) -> np.ndarray:
     # Sensor noise on the bodies only: the background stays black, as in the
     # reference images.
     lit_pixels = canvas.max(axis=-1, keepdims=True) > 0.01
-    canvas += rng.normal(0, rng.uniform(0.0, 0.03), size=canvas.shape) * lit_pixels
+    canvas += rng.normal(0, rng.uniform(0.0, noise), size=canvas.shape) * lit_pixels
     return (np.clip(canvas, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 

@@ -1,0 +1,152 @@
+"""synth: deterministic renders of the ten bodies, laid out like the reference dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from celestial_data import ParamsError
+from celestial_data.check import check_dataset
+from celestial_data.synth import BODIES, DEFAULTS, render, synthesize, validate_params
+
+
+def mean_colour(body: str, count: int = 6, size: int = 48) -> np.ndarray:
+    """Mean RGB of the visible pixels of a few renders."""
+    pixels = []
+    for i in range(count):
+        image = render(body, np.random.default_rng([9, i]), size).reshape(-1, 3).astype(float)
+        pixels.append(image[image.max(axis=1) > 40])
+    return np.concatenate(pixels).mean(axis=0)
+
+
+def test_bodies_are_the_reference_classes() -> None:
+    assert BODIES == (
+        "Earth",
+        "Jupiter",
+        "Mars",
+        "Mercury",
+        "Moon",
+        "Neptune",
+        "Pluto",
+        "Saturn",
+        "Uranus",
+        "Venus",
+    )
+
+
+@pytest.mark.parametrize("body", BODIES)
+def test_render_is_a_deterministic_body_on_black(body: str) -> None:
+    image = render(body, np.random.default_rng(1), 32)
+    assert image.shape == (32, 32, 3) and image.dtype == np.uint8
+    np.testing.assert_array_equal(image, render(body, np.random.default_rng(1), 32))
+    assert not np.array_equal(image, render(body, np.random.default_rng(2), 32))
+    corners = image[[0, 0, -1, -1], [0, -1, 0, -1]]
+    assert corners.max() == 0
+    assert (image.max(axis=-1) > 40).mean() > 0.05  # something visible
+
+
+def test_colours_are_those_of_the_bodies() -> None:
+    r, g, b = mean_colour("Mars")
+    assert r > 1.5 * g > 1.5 * b * 0.9
+    r, g, b = mean_colour("Neptune")
+    assert b > 1.5 * r
+    r, g, b = mean_colour("Uranus")
+    assert g > r and b > r
+    r, g, b = mean_colour("Venus")
+    assert r > g > b
+    for grey in ("Mercury", "Moon"):
+        colour = mean_colour(grey)
+        assert colour.max() - colour.min() < 0.12 * colour.mean()
+
+
+def test_saturn_has_rings_wider_than_its_globe() -> None:
+    for i in range(4):
+        image = render("Saturn", np.random.default_rng([5, i]), 64)
+        visible = image.max(axis=-1) > 30
+        columns = np.flatnonzero(visible.any(axis=0))
+        rows = np.flatnonzero(visible.any(axis=1))
+        assert np.ptp(columns) > 1.6 * np.ptp(rows)
+
+
+def test_moon_has_dark_maria_and_mercury_has_none() -> None:
+    def dark_share(body: str) -> float:
+        shares = []
+        for i in range(6):
+            rng = np.random.default_rng([3, i])
+            grey = render(body, rng, 64, phase_chance=0, noise=0).mean(axis=-1)
+            disk = grey[grey > 20]
+            shares.append(float((disk < 0.7 * np.median(disk)).mean()))
+        return float(np.mean(shares))
+
+    assert dark_share("Moon") > 2 * dark_share("Mercury")
+
+
+def test_synthesize_writes_the_reference_layout(tmp_path: Path) -> None:
+    paths = synthesize(tmp_path / "raw", per_class=3, size=32, seed=1, workers=2)
+    assert len(paths) == 30
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == list(BODIES)
+    assert sorted(p.name for p in (tmp_path / "raw" / "Mars").iterdir()) == [
+        "Mars_0.jpg",
+        "Mars_1.jpg",
+        "Mars_2.jpg",
+    ]
+    with Image.open(tmp_path / "raw" / "Pluto" / "Pluto_2.jpg") as image:
+        assert (image.format, image.mode, image.size) == ("JPEG", "RGB", (32, 32))
+    report = check_dataset(tmp_path / "raw")
+    assert report.ok and report.counts == dict.fromkeys(BODIES, 3)
+    assert not report.duplicates
+
+
+def _bytes(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*.jpg"))}
+
+
+def test_synthesize_is_deterministic_per_seed(tmp_path: Path) -> None:
+    synthesize(tmp_path / "a", per_class=2, size=24, seed=5, classes=["Moon", "Earth"])
+    synthesize(tmp_path / "b", per_class=2, size=24, seed=5, classes=["Earth", "Moon"], workers=1)
+    assert _bytes(tmp_path / "a") == _bytes(tmp_path / "b")
+    synthesize(tmp_path / "c", per_class=2, size=24, seed=6, classes=["Moon", "Earth"])
+    assert _bytes(tmp_path / "c") != _bytes(tmp_path / "a")
+
+
+def test_more_images_per_class_keep_the_first_ones(tmp_path: Path) -> None:
+    synthesize(tmp_path / "a", per_class=2, size=24, seed=0, classes=["Venus", "Jupiter"])
+    synthesize(tmp_path / "b", per_class=4, size=24, seed=0, classes=["Venus", "Jupiter"])
+    small, large = _bytes(tmp_path / "a"), _bytes(tmp_path / "b")
+    assert len(large) == 8
+    assert {name: large[name] for name in small} == small
+
+
+def test_rerun_replaces_earlier_renders(tmp_path: Path) -> None:
+    synthesize(tmp_path / "raw", per_class=4, size=24, classes=["Moon", "Mars"])
+    synthesize(tmp_path / "raw", per_class=2, size=24, classes=["Moon", "Mars"])
+    assert sorted(p.name for p in (tmp_path / "raw" / "Moon").iterdir()) == [
+        "Moon_0.jpg",
+        "Moon_1.jpg",
+    ]
+
+
+def test_unknown_class_is_an_error_listing_the_bodies(tmp_path: Path) -> None:
+    with pytest.raises(ParamsError, match=r"Unknown class.*Ceres.*Earth, Jupiter"):
+        synthesize(tmp_path, per_class=1, size=16, classes=["Mars", "Ceres"])
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"per_clas": 3}, "Unknown key 'per_clas'.*Did you mean 'per_class'"),
+        ({"per_class": 0}, "per_class must be a whole number from 1"),
+        ({"size": 8}, "size must be a whole number from 16"),
+        ({"seed": "x"}, "seed must be"),
+    ],
+)
+def test_bad_params_are_errors(params: dict, message: str) -> None:
+    with pytest.raises(ParamsError, match=message):
+        validate_params(params)
+
+
+def test_defaults() -> None:
+    assert validate_params({}) == DEFAULTS == {"per_class": 100, "size": 128, "seed": 0}
