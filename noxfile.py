@@ -76,19 +76,101 @@ class Outcome:
     """What ``dvc repro`` did in one project."""
 
     project: str
-    status: str  # "reproduced", "up to date" or "failed"
+    status: str  # "reproduced", "up to date", "skipped" or "failed"
     detail: str = ""
 
 
 UP_TO_DATE = "Data and pipelines are up to date."
+STRICT_ENV = "CELESTIAL_REPRO_STRICT"
+# A remote that does not answer must not hang the session.
+PULL_TIMEOUT_S = 600
 
 
-def repro_one(session: nox.Session, project: str) -> Outcome:
+def tracked_paths(project_dir: Path) -> list[tuple[Path, Path]]:
+    """``(dvc_file, path)`` for each output recorded by a ``.dvc`` file of the project."""
+    found = []
+    for dvc_file in sorted(project_dir.glob("**/*.dvc")):
+        for line in dvc_file.read_text().splitlines():
+            key, _, value = line.strip().removeprefix("- ").partition(":")
+            if key == "path":
+                found.append((dvc_file, dvc_file.parent / value.strip().strip("'\"")))
+    return found
+
+
+def unproduced_inputs(project_dir: Path) -> list[str]:
+    """Stage inputs inside the project that no stage and no ``.dvc`` file provides."""
+    import yaml  # DVC's own dependency, present wherever DVC is
+
+    stages = (yaml.safe_load((project_dir / "dvc.yaml").read_text()) or {}).get("stages", {})
+
+    def paths(stage: dict, key: str) -> list[str]:
+        entries = stage.get(key) or []
+        return [e if isinstance(e, str) else next(iter(e)) for e in entries]
+
+    kinds = ("outs", "metrics", "plots")
+    provided = {p for stage in stages.values() for k in kinds for p in paths(stage, k)}
+    provided |= {str(p.relative_to(project_dir)) for _, p in tracked_paths(project_dir)}
+    return sorted(
+        dep
+        for stage in stages.values()
+        for dep in paths(stage, "deps")
+        if not dep.startswith("..") and dep not in provided and not (project_dir / dep).exists()
+    )
+
+
+def last_error(output: str) -> str:
+    """The last ``ERROR`` line of DVC's output (or its last line), for one-line reports."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("ERROR")]
+    return (errors or lines or ["no output"])[-1]
+
+
+def skip_reason(project_dir: Path, dvc: str = "dvc") -> str | None:
+    """Why the project's input data cannot be had, or None once it is in the workspace.
+
+    Data tracked by a ``.dvc`` file but absent from the workspace is checked
+    out from the DVC cache, else pulled from the remote; only when both fail is
+    the project skipped. The reason names the fix.
+    """
+    here = project_dir.relative_to(project_dir.parent.parent)
+    for dvc_file, path in tracked_paths(project_dir):
+        if path.exists():
+            continue
+        target = str(dvc_file.relative_to(project_dir))
+        run = {"cwd": project_dir, "capture_output": True, "text": True}
+        if subprocess.run([dvc, "checkout", "--quiet", target], **run).returncode == 0:
+            continue
+        try:
+            pulled = subprocess.run([dvc, "pull", target], timeout=PULL_TIMEOUT_S, **run)
+            error = None if pulled.returncode == 0 else last_error(pulled.stdout + pulled.stderr)
+        except subprocess.TimeoutExpired:
+            error = f"dvc pull gave no answer in {PULL_TIMEOUT_S} s"
+        if error:
+            return (
+                f"{path.relative_to(project_dir)} is neither in the workspace nor in the DVC "
+                f"cache, and the remote cannot provide it ({error}); fix: run `uv run dvc pull` "
+                f"in {here} with access to the remote, or put the original data there "
+                f"({here}/README.md says where it comes from)"
+            )
+    missing = unproduced_inputs(project_dir)
+    if missing:
+        return (
+            f"{', '.join(missing)} does not exist and no stage or .dvc file provides it; fix: "
+            f"put the data there and run `uv run dvc add {missing[0]}` in {here}"
+        )
+    return None
+
+
+def repro_one(session: nox.Session, project: str, strict: bool) -> Outcome:
     """Run ``dvc repro`` in one project, streaming its output."""
+    project_dir = PROJECTS_DIR / project
+    reason = skip_reason(project_dir, str(Path(session.bin) / "dvc"))
+    if reason:
+        return Outcome(project, "failed" if strict else "skipped", reason)
     session.log(f"dvc repro in projects/{project}")
     proc = subprocess.Popen(
         ["dvc", "repro"],
-        cwd=PROJECTS_DIR / project,
+        cwd=project_dir,
         env={**os.environ, "PATH": session.bin + os.pathsep + os.environ["PATH"]},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -100,8 +182,7 @@ def repro_one(session: nox.Session, project: str) -> Outcome:
         sys.stdout.write(line)
         lines.append(line.rstrip("\n"))
     if proc.wait() != 0:
-        errors = [line for line in lines if line.startswith("ERROR")]
-        return Outcome(project, "failed", errors[-1] if errors else f"exit {proc.returncode}")
+        return Outcome(project, "failed", last_error("\n".join(lines)))
     if any(UP_TO_DATE in line for line in lines):
         return Outcome(project, "up to date")
     return Outcome(project, "reproduced")
@@ -109,20 +190,45 @@ def repro_one(session: nox.Session, project: str) -> Outcome:
 
 @nox.session(python=PYTHON)
 def repro(session: nox.Session) -> None:
-    """Reproduce the DVC pipeline of every project (or of the projects named)."""
+    """Reproduce every project's DVC pipeline (or those named; --strict: no skipping)."""
+    names = [arg for arg in session.posargs if arg != "--strict"]
+    strict = "--strict" in session.posargs or os.environ.get(STRICT_ENV, "") not in ("", "0")
     known = dvc_projects()
-    unknown = sorted(set(session.posargs) - set(known))
+    unknown = sorted(set(names) - set(known))
     if unknown:
         session.error(f"No project named {', '.join(unknown)}; known: {', '.join(known)}.")
     sync(session)
-    outcomes = [repro_one(session, name) for name in session.posargs or known]
+    outcomes = [repro_one(session, name, strict) for name in names or known]
     width = max((len(o.project) for o in outcomes), default=0)
     session.log("Summary:")
     for o in outcomes:
-        session.log(f"  {o.project:<{width}}  {o.status}{': ' + o.detail if o.detail else ''}")
+        line = f"  {o.project:<{width}}  {o.status}{': ' + o.detail if o.detail else ''}"
+        (session.warn if o.status == "skipped" else session.log)(line)
     failed = [o.project for o in outcomes if o.status == "failed"]
     if failed:
-        session.error(f"dvc repro failed in: {', '.join(failed)}")
+        mode = f" (strict mode: {STRICT_ENV} or --strict turns a skip into a failure)"
+        session.error(f"dvc repro failed in: {', '.join(failed)}{mode if strict else ''}")
+
+
+TEMPLATE_DIR = ROOT / "templates" / "project"
+
+
+@nox.session(python=PYTHON)
+def new(session: nox.Session) -> None:
+    """Create projects/<slug> from the template (cookiecutter arguments pass through)."""
+    sync(session, "dev")
+    # An absolute template path lets the template record itself in .cruft.json.
+    session.run(
+        "cookiecutter", str(TEMPLATE_DIR), "--output-dir", str(PROJECTS_DIR), *session.posargs
+    )
+
+
+@nox.session(python=PYTHON)
+def template(session: nox.Session) -> None:
+    """Bake and run the project template, and check every project still matches it."""
+    sync(session, "dev")
+    session.run("pytest", "tests/test_template.py", "-p", "no:cacheprovider", *session.posargs)
+    session.run("python", "templates/check_projects.py")
 
 
 @nox.session(python=PYTHON)

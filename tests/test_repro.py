@@ -1,0 +1,138 @@
+"""`nox -s repro` tells reproduced, up to date, skipped and failed projects apart.
+
+The session's logic runs here against small DVC repositories in temporary
+folders, with real ``dvc`` processes: a project whose data is nowhere to be had
+is skipped with its fix (or fails in strict mode), data in the cache is checked
+out instead of skipped, and a stage that fails fails.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "celestial tests",
+    "GIT_AUTHOR_EMAIL": "tests@celestial.invalid",
+    "GIT_COMMITTER_NAME": "celestial tests",
+    "GIT_COMMITTER_EMAIL": "tests@celestial.invalid",
+}
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def noxfile():
+    spec = importlib.util.spec_from_file_location("celestial_noxfile", ROOT / "noxfile.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        args,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **GIT_ENV, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
+    )
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """An empty git + DVC repository with a ``projects/`` folder."""
+    run("git", "init", "-q", cwd=tmp_path)
+    run("dvc", "init", "-q", cwd=tmp_path)
+    (tmp_path / "projects").mkdir()
+    return tmp_path
+
+
+def project(repo: Path, name: str, cmd: str, dep: str = "data/raw") -> Path:
+    """A one-stage project reading ``dep`` and writing ``out.txt``."""
+    folder = repo / "projects" / name
+    folder.mkdir()
+    (folder / "dvc.yaml").write_text(
+        f"stages:\n  count:\n    cmd: {cmd}\n    deps:\n      - {dep}\n    outs:\n      - out.txt\n"
+    )
+    return folder
+
+
+def add_data(folder: Path) -> None:
+    raw = folder / "data" / "raw"
+    (raw / "Mars").mkdir(parents=True)
+    (raw / "Mars" / "a.jpg").write_bytes(b"not really a jpeg")
+    run("dvc", "add", "-q", "data/raw", cwd=folder)
+
+
+def session(repo: Path, noxfile, monkeypatch) -> SimpleNamespace:
+    """Enough of a nox session for `repro_one`, logging into a list."""
+    monkeypatch.setattr(noxfile, "PROJECTS_DIR", repo / "projects")
+    logged: list[str] = []
+    return SimpleNamespace(bin=str(BIN), log=logged.append, warn=logged.append, logged=logged)
+
+
+COUNT = "python -c \"import os; open('out.txt', 'w').write(str(len(os.listdir('data/raw'))))\""
+
+
+def test_data_in_the_cache_is_checked_out_not_skipped(repo: Path, noxfile, monkeypatch) -> None:
+    folder = project(repo, "cached", COUNT)
+    add_data(folder)
+    run("rm", "-r", "data/raw", cwd=folder)
+    outcome = noxfile.repro_one(session(repo, noxfile, monkeypatch), "cached", strict=True)
+    assert (outcome.status, outcome.detail) == ("reproduced", "")
+    assert (folder / "data" / "raw" / "Mars" / "a.jpg").is_file()
+    assert (folder / "out.txt").read_text() == "1"
+    again = noxfile.repro_one(session(repo, noxfile, monkeypatch), "cached", strict=True)
+    assert again.status == "up to date"
+
+
+def test_data_nowhere_to_be_had_is_skipped_with_the_fix(repo: Path, noxfile, monkeypatch) -> None:
+    folder = project(repo, "remote-only", COUNT)
+    add_data(folder)
+    # What a fresh clone has: the pointer, not the data, and an empty cache.
+    run("rm", "-r", "data/raw", "../../.dvc/cache", cwd=folder)
+    run("dvc", "remote", "add", "-d", "store", str(repo / "unreachable-remote"), cwd=repo)
+
+    outcome = noxfile.repro_one(session(repo, noxfile, monkeypatch), "remote-only", strict=False)
+
+    assert outcome.status == "skipped"
+    assert "\n" not in outcome.detail
+    assert "data/raw is neither in the workspace nor in the DVC cache" in outcome.detail
+    assert "fix: run `uv run dvc pull` in projects/remote-only" in outcome.detail
+    assert not (folder / "out.txt").exists()
+
+    strict = noxfile.repro_one(session(repo, noxfile, monkeypatch), "remote-only", strict=True)
+    assert strict.status == "failed"
+    assert strict.detail == outcome.detail
+
+
+def test_an_input_nothing_provides_is_skipped_with_dvc_add(
+    repo: Path, noxfile, monkeypatch
+) -> None:
+    project(repo, "new-folder", COUNT)
+    outcome = noxfile.repro_one(session(repo, noxfile, monkeypatch), "new-folder", strict=False)
+    assert outcome.status == "skipped"
+    assert outcome.detail == (
+        "data/raw does not exist and no stage or .dvc file provides it; fix: put the data "
+        "there and run `uv run dvc add data/raw` in projects/new-folder"
+    )
+
+
+def test_a_stage_that_fails_fails_with_dvc_s_error_line(repo: Path, noxfile, monkeypatch) -> None:
+    folder = project(repo, "broken", "python -c \"raise SystemExit('boom')\"")
+    add_data(folder)
+    outcome = noxfile.repro_one(session(repo, noxfile, monkeypatch), "broken", strict=False)
+    assert outcome.status == "failed"
+    assert outcome.detail.startswith("ERROR: failed to reproduce 'count'")
