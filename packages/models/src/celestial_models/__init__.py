@@ -1,5 +1,52 @@
-"""Build, train, save and load Keras 3 classifiers on the JAX backend."""
+"""Build, train, save and load Keras 3 classifiers on the JAX backend.
 
-__all__ = ["__version__"]
+The public API, imported lazily so that ``import celestial_models`` (and the
+command line's ``--help``) does not pay for importing Keras and JAX:
+
+- `train_model` trains on a prepared dataset and writes a model directory;
+- `load_classifier` loads one for inference and returns a `Classifier`;
+- `build_model` builds an architecture by name;
+- every error raised on purpose derives from `ModelError`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from celestial_models.errors import ModelDirError, ModelError, ParamsError, TrainingDataError
+
+if TYPE_CHECKING:
+    from celestial_models.architectures import build_model
+    from celestial_models.classifier import Classifier, load_classifier
+    from celestial_models.train import DEFAULTS, train_model
+
+__all__ = [
+    "DEFAULTS",
+    "Classifier",
+    "ModelDirError",
+    "ModelError",
+    "ParamsError",
+    "TrainingDataError",
+    "__version__",
+    "build_model",
+    "load_classifier",
+    "train_model",
+]
 
 __version__ = "0.1.0"
+
+# Public names that need Keras, and the module that defines each.
+_LAZY = {
+    "Classifier": "celestial_models.classifier",
+    "load_classifier": "celestial_models.classifier",
+    "DEFAULTS": "celestial_models.params",
+    "train_model": "celestial_models.train",
+    "build_model": "celestial_models.architectures",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'celestial_models' has no attribute {name!r}")

@@ -1,0 +1,164 @@
+"""The model architectures, chosen by name in ``params.yaml`` (``train.architecture``).
+
+Every model is a functional Keras model that takes raw uint8 images of the
+prepared shape and returns class probabilities. Preprocessing (rescaling to
+[0, 1]) and the training-only augmentation are layers of the model itself, so
+what serving feeds it is exactly what training fed it. Every layer is named.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from celestial_models.backend import keras
+from celestial_models.errors import ParamsError
+
+__all__ = ["ARCHITECTURES", "build_model", "compact_cnn", "simple_cnn"]
+
+layers = keras.layers
+
+# Augmentations a params file may switch on, and the value that leaves each off.
+AUGMENT_OFF: dict[str, Any] = {"flip": False, "rotation": 0.0, "zoom": 0.0, "brightness": 0.0}
+
+
+def preprocessing(
+    input_shape: tuple[int, int, int], augment: Mapping[str, Any], seed: int
+) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    """The model's input and its preprocessed float image.
+
+    Args:
+        input_shape: ``(size, size, channels)`` of the uint8 images.
+        augment: Which augmentations to apply while training (see `AUGMENT_OFF`).
+        seed: Seed of the augmentation layers.
+
+    Returns:
+        ``(inputs, x)``: the uint8 input and the image rescaled to [0, 1],
+        augmented when the model is called with ``training=True``.
+    """
+    inputs = keras.Input(shape=input_shape, dtype="uint8", name="image")
+    x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+    if augment["flip"]:
+        x = layers.RandomFlip("horizontal_and_vertical", seed=seed, name="random_flip")(x)
+    if augment["rotation"]:
+        x = layers.RandomRotation(
+            augment["rotation"], fill_mode="constant", seed=seed + 1, name="random_rotation"
+        )(x)
+    if augment["zoom"]:
+        x = layers.RandomZoom(
+            augment["zoom"], fill_mode="constant", seed=seed + 2, name="random_zoom"
+        )(x)
+    if augment["brightness"]:
+        x = layers.RandomBrightness(
+            augment["brightness"], value_range=(0.0, 1.0), seed=seed + 3, name="random_brightness"
+        )(x)
+    return inputs, x
+
+
+def classifier_head(x: keras.KerasTensor, num_classes: int) -> keras.KerasTensor:
+    """Class probabilities from features: a dense layer and a softmax."""
+    x = layers.Dense(num_classes, name="logits")(x)
+    return layers.Activation("softmax", dtype="float32", name="probabilities")(x)
+
+
+def simple_cnn(
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    *,
+    conv_size: int,
+    dense_size: int,
+    augment: Mapping[str, Any],
+    seed: int,
+) -> keras.Model:
+    """The tutorial's model: Conv2D, MaxPooling, Flatten, Dense, Dense.
+
+    Kept as it was (one 3x3 convolution with ``conv_size`` filters, 3x3 max
+    pooling, a hidden dense layer of ``dense_size`` units) so that runs can be
+    compared with the original; only the rescaling and the softmax are added.
+    """
+    inputs, x = preprocessing(input_shape, augment, seed)
+    x = layers.Conv2D(conv_size, 3, activation="relu", name="conv")(x)
+    x = layers.MaxPooling2D(3, name="pool")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(dense_size, activation="relu", name="dense")(x)
+    return keras.Model(inputs, classifier_head(x, num_classes), name="simple_cnn")
+
+
+def compact_cnn(
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    *,
+    conv_size: int,
+    dense_size: int,
+    augment: Mapping[str, Any],
+    seed: int,
+) -> keras.Model:
+    """A small VGG-style network that learns in a few epochs on two CPU cores.
+
+    Blocks of 3x3 convolution, batch normalisation and ReLU, each halving the
+    resolution by max pooling while doubling the width (``conv_size``,
+    ``2 * conv_size``, ...), until the image is 4x4 or smaller; then global
+    average pooling, a hidden dense layer of ``dense_size`` units (0 for none)
+    and the softmax. Batch normalisation lets it take large learning rates; its
+    momentum of 0.9 lets the moving statistics settle within the first epoch
+    (the default 0.99 needs hundreds of steps, more than a short run has).
+    """
+    inputs, x = preprocessing(input_shape, augment, seed)
+    size, filters, block = input_shape[0], conv_size, 1
+    while True:
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{block}")(x)
+        x = layers.BatchNormalization(momentum=0.9, name=f"bn{block}")(x)
+        x = layers.ReLU(name=f"relu{block}")(x)
+        if size <= 4:
+            break
+        x = layers.MaxPooling2D(2, name=f"pool{block}")(x)
+        size, filters, block = size // 2, filters * 2, block + 1
+    x = layers.GlobalAveragePooling2D(name="global_pool")(x)
+    if dense_size:
+        x = layers.Dense(dense_size, activation="relu", name="dense")(x)
+    return keras.Model(inputs, classifier_head(x, num_classes), name="compact_cnn")
+
+
+ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {
+    "compact_cnn": compact_cnn,
+    "simple_cnn": simple_cnn,
+}
+
+
+def build_model(
+    architecture: str,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    *,
+    conv_size: int,
+    dense_size: int,
+    augment: Mapping[str, Any] | None = None,
+    seed: int = 0,
+) -> keras.Model:
+    """Build the named architecture for images of ``input_shape``.
+
+    Args:
+        architecture: A key of `ARCHITECTURES`.
+        input_shape: ``(size, size, channels)`` of the uint8 images.
+        num_classes: Number of outputs (from the prepared dataset's classes).
+        conv_size: Filters of the first convolution.
+        dense_size: Units of the hidden dense layer.
+        augment: Training-only augmentations (see `AUGMENT_OFF`); none by default.
+        seed: Seed of the augmentation layers.
+
+    Raises:
+        ParamsError: If the architecture is unknown.
+    """
+    if architecture not in ARCHITECTURES:
+        raise ParamsError(
+            f"Unknown architecture {architecture!r} in params train.architecture. "
+            f"Accepted: {', '.join(ARCHITECTURES)}."
+        )
+    return ARCHITECTURES[architecture](
+        tuple(input_shape),
+        num_classes,
+        conv_size=conv_size,
+        dense_size=dense_size,
+        augment={**AUGMENT_OFF, **(augment or {})},
+        seed=seed,
+    )

@@ -1,0 +1,44 @@
+"""The one place that imports Keras, on the JAX backend.
+
+Every module of this package that needs Keras imports it from here
+(``from celestial_models.backend import keras``), so the backend is chosen and
+checked before Keras reads it, whichever module a program imports first.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from celestial_models.errors import ModelError
+
+__all__ = ["BACKEND", "keras"]
+
+BACKEND = "jax"
+
+_chosen = os.environ.setdefault("KERAS_BACKEND", BACKEND)
+if _chosen != BACKEND:
+    raise ModelError(
+        f"celestial-models runs Keras on JAX, but KERAS_BACKEND={_chosen!r}. "
+        f"Unset KERAS_BACKEND or set it to '{BACKEND}'."
+    )
+
+# Keras imports matplotlib.pyplot eagerly, only for image-gallery helpers this
+# package never calls, and that costs about a quarter of Keras's import time in
+# every train or evaluate process. Keras tolerates its absence, so it is hidden
+# during the import (a None entry makes `import` raise ImportError) and made
+# importable again right after. A process that already imported it keeps it.
+_hidden = [name for name in ("matplotlib", "matplotlib.pyplot") if name not in sys.modules]
+sys.modules.update(dict.fromkeys(_hidden))
+try:
+    import keras
+finally:
+    for _name in _hidden:
+        if sys.modules.get(_name, ...) is None:
+            del sys.modules[_name]
+
+if keras.backend.backend() != BACKEND:
+    raise ModelError(
+        f"Keras was already imported with the {keras.backend.backend()!r} backend. "
+        f"Import celestial_models before keras, or set KERAS_BACKEND={BACKEND} first."
+    )

@@ -1,0 +1,103 @@
+"""Load a trained model directory for inference: `load_classifier` and `Classifier`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from celestial_data import channels, decode, to_array
+from celestial_models.backend import keras
+from celestial_models.errors import ModelError
+from celestial_models.inference import Predictor
+from celestial_models.saving import MODEL_FILE, file_sha256, load_model, read_metadata
+
+__all__ = ["Classifier", "load_classifier"]
+
+
+class Classifier:
+    """A trained model with what is needed to feed it: classes, image shape, colour mode.
+
+    Get one with `load_classifier`. `prepare` turns any image into the model's
+    input with the same code that prepared the training data; `predict` returns
+    class probabilities for a batch of such inputs.
+    """
+
+    def __init__(self, model: keras.Model, metadata: dict[str, Any], model_hash: str):
+        self.model = model
+        self.metadata = metadata
+        self.model_hash = model_hash
+        self.classes: tuple[str, ...] = tuple(metadata["classes"])
+        self.image_size: int = int(metadata["image_size"])
+        self.color_mode: str = metadata["color_mode"]
+        self._predictor = Predictor(model)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """Shape of one input image: ``(image_size, image_size, channels)``."""
+        return (self.image_size, self.image_size, channels(self.color_mode))  # type: ignore[arg-type]
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities for a batch of images.
+
+        Args:
+            images: uint8 array ``(N, *input_shape)``, as `prepare` or a
+                prepared dataset gives them.
+
+        Returns:
+            float32 array ``(N, len(classes))``; each row sums to 1.
+
+        Raises:
+            ModelError: If the batch has the wrong dtype or shape.
+        """
+        images = np.asarray(images) if not isinstance(images, np.ndarray) else images
+        if images.dtype != np.uint8 or images.shape[1:] != self.input_shape:
+            raise ModelError(
+                f"Classifier.predict expects a uint8 batch of shape (N, "
+                f"{', '.join(map(str, self.input_shape))}). Received: {images.dtype} "
+                f"{images.shape}. Convert images with Classifier.prepare and stack them."
+            )
+        return self._predictor(images)
+
+    def prepare(self, image: bytes | str | Path | Image.Image) -> np.ndarray:
+        """Turn an image into one model input, exactly as prepare did for training.
+
+        Args:
+            image: Encoded image bytes, a path, or a Pillow image.
+
+        Returns:
+            uint8 array of shape `input_shape`.
+
+        Raises:
+            ModelError: If the bytes or file are not an image Pillow can read.
+        """
+        if not isinstance(image, Image.Image):
+            try:
+                image = decode(image, self.image_size)
+            except OSError as error:  # PIL.UnidentifiedImageError is an OSError
+                raise ModelError(
+                    f"Cannot read the image ({error}). Send a JPEG, PNG or another "
+                    "format Pillow reads."
+                ) from error
+        return to_array(image, self.image_size, self.color_mode)  # type: ignore[arg-type]
+
+
+def load_classifier(model_dir: str | Path) -> Classifier:
+    """Load a model directory written by ``celestial-models train``.
+
+    Args:
+        model_dir: Folder holding ``model.keras`` and ``metadata.json``.
+
+    Returns:
+        The classifier, ready to predict.
+
+    Raises:
+        ModelDirError: If the directory is missing, incomplete or from an
+            incompatible version.
+    """
+    model_dir = Path(model_dir)
+    metadata = read_metadata(model_dir)
+    model = load_model(model_dir / MODEL_FILE)
+    return Classifier(model, metadata, file_sha256(model_dir / MODEL_FILE))

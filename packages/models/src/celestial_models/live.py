@@ -1,0 +1,61 @@
+"""Log training metrics per epoch with DVCLive, without TensorFlow.
+
+``dvclive.keras`` imports TensorFlow; this callback wraps `dvclive.Live`
+directly and names the metrics as that integration does (``train/loss``,
+``eval/loss``, ...), so ``dvc plots`` reads the TSV files under
+``DIR/plots/metrics/``.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from celestial_models.backend import keras
+
+__all__ = ["LiveLogger", "metric_name"]
+
+
+def metric_name(key: str) -> str:
+    """DVCLive's name for a Keras log key: ``val_loss`` -> ``eval/loss``, else ``train/...``."""
+    return f"eval/{key[4:]}" if key.startswith("val_") else f"train/{key}"
+
+
+def _open_live(directory: Path) -> Any:
+    from dvclive import Live
+
+    # The stage's own dvc.yaml declares the outputs; no report, no experiment commit.
+    return Live(str(directory), save_dvc_exp=False, dvcyaml=None, report=None)
+
+
+class LiveLogger(keras.callbacks.Callback):
+    """A Keras callback that logs each epoch's metrics to a `dvclive.Live` in ``directory``.
+
+    Importing DVCLive and opening `Live` (which looks up the DVC repository)
+    takes a couple of seconds of Python; it runs on a background thread while
+    the first epoch compiles and trains, which releases the interpreter.
+
+    Args:
+        directory: DVCLive's output folder (emptied of earlier logs).
+        keys: The Keras log keys to record, in order.
+    """
+
+    def __init__(self, directory: str | Path, keys: tuple[str, ...]):
+        super().__init__()
+        self.keys = keys
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dvclive")
+        self._live: Future = self._executor.submit(_open_live, Path(directory))
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        """Record one step per epoch."""
+        live = self._live.result()
+        for key in self.keys:
+            if logs and key in logs:
+                live.log_metric(metric_name(key), float(logs[key]))
+        live.next_step()
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        """Write the summary and release the thread."""
+        self._live.result().end()
+        self._executor.shutdown()

@@ -1,0 +1,252 @@
+"""Train a classifier on a prepared dataset: ``celestial-models train``.
+
+Reads the ``train`` section of ``params.yaml`` (defaults in `DEFAULTS`), trains
+on the ``train`` split with early stopping on the ``val`` split's loss, and
+writes ``model.keras``, ``metadata.json`` and ``history.json`` to the model
+directory, byte for byte the same for the same data and params.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from celestial_data import PreparedDataError, PreparedDataset, load_prepared
+from celestial_models import __version__
+from celestial_models.architectures import build_model
+from celestial_models.backend import keras
+from celestial_models.batches import TrainingBatches
+from celestial_models.errors import ParamsError, TrainingDataError
+from celestial_models.inference import Predictor
+from celestial_models.live import LiveLogger
+from celestial_models.params import DEFAULTS, resolve_params
+from celestial_models.saving import (
+    FORMAT_VERSION,
+    HISTORY_FILE,
+    METADATA_FILE,
+    MODEL_FILE,
+    write_json,
+    write_model,
+)
+
+__all__ = ["DEFAULTS", "HISTORY_KEYS", "resolve_params", "train_model"]
+
+#: What ``history.json`` records per epoch, besides the epoch number.
+HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+def open_training_data(prepared: str | Path | PreparedDataset) -> PreparedDataset:
+    """Open a prepared dataset and check that it can be trained on.
+
+    Raises:
+        TrainingDataError: If it is missing, has fewer than two classes, or
+            lacks a non-empty ``train`` or ``val`` split.
+    """
+    try:
+        dataset = prepared if isinstance(prepared, PreparedDataset) else load_prepared(prepared)
+    except PreparedDataError as error:
+        raise TrainingDataError(str(error)) from error
+    if len(dataset.classes) < 2:
+        raise TrainingDataError(
+            f"Prepared data {dataset.path} has {len(dataset.classes)} class(es); a classifier "
+            "needs at least 2. Add class folders to the raw data and rerun prepare."
+        )
+    for split, fix in (
+        ("train", "Add images to the raw data"),
+        ("val", "Set prepare.val_fraction above 0 in params.yaml"),
+    ):
+        if not dataset.has(split):
+            raise TrainingDataError(
+                f"Prepared data {dataset.path} has no '{split}' images (splits: "
+                f"{dataset.splits}); training needs them for fitting and early stopping. "
+                f"{fix} and rerun prepare."
+            )
+    return dataset
+
+
+@contextlib.contextmanager
+def data_parallel(batch_size: int) -> Iterator[int]:
+    """Spread each batch over every device JAX sees, for the duration of the block.
+
+    Yields:
+        The number of devices (1: no distribution is set).
+
+    Raises:
+        ParamsError: If the batch cannot be split evenly over the devices.
+    """
+    devices = jax.devices()
+    if len(devices) == 1:
+        yield 1
+        return
+    if batch_size % len(devices):
+        raise ParamsError(
+            f"params train.batch_size must be a multiple of the {len(devices)} devices JAX "
+            f"sees, to split each batch evenly. Received: {batch_size}."
+        )
+    previous = keras.distribution.distribution()
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+    try:
+        yield len(devices)
+    finally:
+        keras.distribution.set_distribution(previous)
+
+
+class ValidationMetrics(keras.callbacks.Callback):
+    """Add ``val_loss`` and ``val_accuracy`` to each epoch's logs.
+
+    Keras's own validation compiles again for a last, shorter batch and cannot
+    split an odd-sized batch over several devices; this scores the split with
+    the same `Predictor` that inference uses (fixed, padded batch shapes), so
+    the figures are exact and what evaluation will find.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        super().__init__()
+        self.images = images
+        self.labels = labels
+        self._predictor: Predictor | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        """Score the validation split with the epoch's weights."""
+        if self._predictor is None:
+            self._predictor = Predictor(self.model)
+        probabilities = self._predictor(self.images)
+        picked = probabilities[np.arange(len(self.labels)), self.labels]
+        # As Keras's cross-entropy on probabilities: clipped away from 0.
+        epsilon = keras.config.epsilon()
+        loss = -np.mean(np.log(np.clip(picked, epsilon, 1.0 - epsilon)))
+        if logs is not None:
+            logs["val_loss"] = float(loss)
+            logs["val_accuracy"] = float(np.mean(probabilities.argmax(axis=1) == self.labels))
+
+
+class EpochPrinter(keras.callbacks.Callback):
+    """Print one line per epoch (Keras's progress bar would print before validation)."""
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        """Print the epoch's metrics."""
+        logs = logs or {}
+        figures = "  ".join(f"{key} {logs[key]:.4f}" for key in HISTORY_KEYS if key in logs)
+        print(f"epoch {epoch + 1}/{self.epochs}  {figures}", file=sys.stdout, flush=True)
+
+
+def compile_model(model: keras.Model, params: Mapping[str, Any], steps_per_epoch: int) -> None:
+    """Compile with Adam, sparse cross-entropy and accuracy."""
+    learning_rate: Any = params["learning_rate"]
+    if params["lr_schedule"] == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            learning_rate, decay_steps=params["epochs"] * steps_per_epoch
+        )
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+
+
+def inference_copy(model: keras.Model) -> keras.Model:
+    """The same model without its optimizer and compile settings: small, fast to load."""
+    copy = keras.Model.from_config(model.get_config())
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def train_model(
+    prepared: str | Path | PreparedDataset,
+    model_dir: str | Path,
+    params: Mapping[str, Any] | None = None,
+    live_dir: str | Path | None = None,
+    *,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    verbose: bool = False,
+) -> dict[str, Any]:
+    """Train a classifier on a prepared dataset and write its model directory.
+
+    The number of classes is that of the prepared dataset. Training stops when
+    the validation loss has not improved for ``patience`` epochs, and the
+    weights of the best epoch are the ones saved.
+
+    Args:
+        prepared: A prepared dataset folder (or the opened dataset).
+        model_dir: Output folder for ``model.keras``, ``metadata.json`` and
+            ``history.json`` (created; those files are replaced).
+        params: The ``train`` params; missing keys take `DEFAULTS`.
+        live_dir: If given, DVCLive's output folder for per-epoch metrics.
+        callbacks: Extra Keras callbacks (e.g. to time epochs).
+        verbose: Print one line per epoch.
+
+    Returns:
+        The metadata written to ``metadata.json``.
+
+    Raises:
+        ParamsError: If a param is unknown or invalid.
+        TrainingDataError: If the prepared data is missing or unusable.
+    """
+    params = resolve_params(params)
+    keras.utils.set_random_seed(params["seed"])
+    dataset = open_training_data(prepared)
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+
+    batches = TrainingBatches(
+        dataset.images("train"), dataset.labels("train"), params["batch_size"], params["seed"]
+    )
+    epoch_callbacks: list[keras.callbacks.Callback] = [
+        ValidationMetrics(dataset.images("val"), dataset.labels("val")),
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=params["patience"], restore_best_weights=True
+        ),
+        *callbacks,
+    ]
+    if live_dir is not None:
+        epoch_callbacks.append(LiveLogger(live_dir, HISTORY_KEYS))
+    if verbose:
+        epoch_callbacks.append(EpochPrinter(params["epochs"]))
+
+    with data_parallel(params["batch_size"]):
+        model = build_model(
+            params["architecture"],
+            dataset.input_shape,
+            len(dataset.classes),
+            conv_size=params["conv_size"],
+            dense_size=params["dense_size"],
+            augment=params["augment"],
+            seed=params["seed"],
+        )
+        compile_model(model, params, len(batches))
+        fit = model.fit(batches, epochs=params["epochs"], callbacks=epoch_callbacks, verbose=0)
+
+    history = [
+        {"epoch": epoch + 1, **{key: float(fit.history[key][epoch]) for key in HISTORY_KEYS}}
+        for epoch in range(len(fit.history["loss"]))
+    ]
+    best = min(history, key=lambda record: record["val_loss"])
+    metadata = {
+        "format_version": FORMAT_VERSION,
+        "celestial_models_version": __version__,
+        "keras_version": keras.__version__,
+        "classes": list(dataset.classes),
+        "image_size": dataset.image_size,
+        "color_mode": dataset.color_mode,
+        "input_shape": list(dataset.input_shape),
+        "data_hash": dataset.hash,
+        "params": params,
+        "epochs_run": len(history),
+        "best_epoch": best["epoch"],
+        "val_loss": best["val_loss"],
+        "val_accuracy": best["val_accuracy"],
+    }
+    write_model(inference_copy(model), model_dir / MODEL_FILE)
+    write_json(model_dir / HISTORY_FILE, history)
+    write_json(model_dir / METADATA_FILE, metadata)
+    return metadata
