@@ -15,6 +15,7 @@ import litserve as ls
 import numpy as np
 from fastapi import Depends
 
+from celestial_serve.batching import GreedyBatchLoop
 from celestial_serve.errors import ServeError
 from celestial_serve.project import ModelCard
 from celestial_serve.request import read_prediction_request
@@ -41,16 +42,20 @@ def batch_buckets(max_batch_size: int) -> list[int]:
 class ClassifierAPI(ls.LitAPI):
     """Serve a `celestial_models` classifier: images in, class probabilities out."""
 
-    def __init__(self, card: ModelCard, max_batch_size: int = 16, batch_timeout: float = 0.005):
+    def __init__(self, card: ModelCard, max_batch_size: int = 16, batch_timeout: float = 0.0):
         """Create the API for the model ``card`` describes (loaded later, in `setup`).
 
         Args:
             card: The model to serve.
             max_batch_size: Most requests predicted together.
-            batch_timeout: Seconds a worker waits for a batch to fill.
+            batch_timeout: Seconds a worker waits, once a request has come, for
+                more to fill the batch (0: take only those already waiting).
         """
         super().__init__(
-            max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path="/predict"
+            max_batch_size=max_batch_size,
+            batch_timeout=batch_timeout,
+            api_path="/predict",
+            loop=GreedyBatchLoop() if max_batch_size > 1 else "auto",
         )
         self.card = card
         self.classifier: Any = None

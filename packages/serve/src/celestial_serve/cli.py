@@ -62,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--batch-timeout",
         type=non_negative_float,
-        default=0.005,
-        help="seconds a worker waits for a batch to fill (default: 0.005)",
+        default=0.0,
+        help="seconds a worker waits, once a request has come, for more to batch with it; "
+        "0 batches only the requests already waiting (default: 0)",
     )
     parser.add_argument(
         "--max-upload-mb",

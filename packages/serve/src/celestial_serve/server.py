@@ -32,7 +32,7 @@ class ServerOptions:
     port: int = 8000
     workers: int = 1
     max_batch_size: int = 16
-    batch_timeout: float = 0.005
+    batch_timeout: float = 0.0
     max_upload_bytes: int = 10 * 1024 * 1024
     log_level: str = "info"
 
