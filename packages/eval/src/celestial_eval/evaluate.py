@@ -39,8 +39,6 @@ DEFAULTS: dict[str, Any] = {
     # Which held-out split to measure: auto (test if the data has one, else
     # val), test or val. The training split is never accepted.
     "split": "auto",
-    # Images per prediction call; bounds memory, not results.
-    "batch_size": 256,
     # Images shown in preview.png (mistakes first); 0 draws an empty grid.
     "preview_images": 24,
 }
@@ -72,10 +70,9 @@ def read_params(path: str | Path | None) -> dict[str, Any]:
             f"{where}.split must be auto, test or val (metrics on the training split would "
             f"flatter the model). Received: {params['split']!r}"
         )
-    for key, low in (("batch_size", 1), ("preview_images", 0)):
-        value = params[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ParamsError(f"{where}.{key} must be an integer >= {low}. Received: {value!r}")
+    value = params["preview_images"]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ParamsError(f"{where}.preview_images must be an integer >= 0. Received: {value!r}")
     return params
 
 
@@ -134,17 +131,17 @@ def check_compatible(classifier: Classifier, dataset: PreparedDataset) -> np.nda
     return np.asarray([model_classes.index(c) for c in data_classes], dtype=np.int64)
 
 
-def predict(classifier: Classifier, images: np.ndarray, batch_size: int) -> np.ndarray:
-    """Probabilities for ``images``, predicted ``batch_size`` at a time.
+def predict(classifier: Classifier, images: np.ndarray) -> np.ndarray:
+    """Probabilities for ``images`` (read chunk by chunk when memory-mapped).
+
+    The whole split goes to the classifier in one call: it batches internally
+    with a single compiled shape, where calls of varying sizes would compile
+    again.
 
     Raises:
         EvalError: If the model returns a wrong shape or non-finite values.
     """
-    parts = [
-        np.asarray(classifier.predict(np.asarray(images[start : start + batch_size])))
-        for start in range(0, len(images), batch_size)
-    ]
-    probabilities = np.concatenate(parts).astype(np.float64)
+    probabilities = np.asarray(classifier.predict(images), dtype=np.float64)
     if probabilities.shape != (len(images), len(classifier.classes)):
         raise EvalError(
             f"The model returned probabilities of shape {probabilities.shape} for "
@@ -286,9 +283,9 @@ def evaluate(
     classifier = load_classifier(model_dir)
     columns = check_compatible(classifier, dataset)
     images = dataset.images(split)
-    probabilities = predict(classifier, images, params["batch_size"])[:, columns]
+    probabilities = predict(classifier, images)[:, columns]
     warnings = []
-    trained_on = classifier.metadata.get("dataset_hash")
+    trained_on = classifier.metadata.get("data_hash")
     if trained_on and trained_on != dataset.hash:
         warnings.append(
             f"The model was trained on prepared data {trained_on[:12]}, not on this data "
@@ -296,7 +293,7 @@ def evaluate(
         )
     extra = {
         "dataset": {"images": sum(dataset.splits.values()), "classes": len(dataset.classes)},
-        "model": model_summary(model_dir, classifier.metadata),
+        "model": model_summary(model_dir, classifier),
     }
     return write_evaluation(
         out_dir,
@@ -313,9 +310,10 @@ def evaluate(
     )
 
 
-def model_summary(model_dir: Path, metadata: Mapping[str, Any]) -> dict[str, int]:
-    """Size of the saved model in bytes and, when recorded, its parameter count."""
+def model_summary(model_dir: Path, classifier: Classifier) -> dict[str, int]:
+    """Size of the saved model in bytes and, when the Keras model is at hand, its weights."""
     summary = {"size_bytes": (model_dir / "model.keras").stat().st_size}
-    if isinstance(metadata.get("parameters"), int):
-        summary["parameters"] = metadata["parameters"]
+    model = getattr(classifier, "model", None)
+    if model is not None and hasattr(model, "count_params"):
+        summary["parameters"] = int(model.count_params())
     return summary
