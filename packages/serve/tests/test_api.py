@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from celestial_serve.api import ClassifierAPI, batch_buckets
+from celestial_serve.api import ClassifierAPI, warmup_sizes
 from celestial_serve.project import ModelCard
 
 CLASSES = ("Earth", "Mars", "Moon")
@@ -40,10 +40,10 @@ def image(channel: int) -> np.ndarray:
     return array
 
 
-def test_buckets_are_powers_of_two_up_to_the_batch_size() -> None:
-    assert batch_buckets(1) == [1]
-    assert batch_buckets(8) == [1, 2, 4, 8]
-    assert batch_buckets(12) == [1, 2, 4, 8, 12]
+def test_warm_up_covers_every_padded_batch_size() -> None:
+    assert warmup_sizes(1) == [1]
+    assert warmup_sizes(8) == [1, 2, 4, 8]
+    assert warmup_sizes(12) == [1, 2, 4, 8, 16]
 
 
 def test_a_batch_of_requests_gets_one_answer_each_in_order(api: ClassifierAPI) -> None:
@@ -55,8 +55,7 @@ def test_a_batch_of_requests_gets_one_answer_each_in_order(api: ClassifierAPI) -
     assert [a["label"] for a in answers] == ["Mars", "Earth", "Moon"]
     assert [len(a["top_k"]) for a in answers] == [1, 2, 3]
     assert all(a["model"] == {"project": "demo", "model_hash": "cd" * 32} for a in answers)
-    # Three images are run as a padded batch of four, a size compiled at start-up.
-    assert api.classifier.sizes == [4]
+    assert api.classifier.sizes == [3]
 
 
 def test_batched_and_single_predictions_agree(api: ClassifierAPI) -> None:

@@ -21,21 +21,19 @@ from celestial_serve.project import ModelCard
 from celestial_serve.request import read_prediction_request
 from celestial_serve.response import prediction
 
-__all__ = ["ClassifierAPI", "batch_buckets"]
+__all__ = ["ClassifierAPI", "warmup_sizes"]
 
 
-def batch_buckets(max_batch_size: int) -> list[int]:
-    """Batch sizes the model is run at: powers of two up to ``max_batch_size``, and it.
+def warmup_sizes(max_batch_size: int) -> list[int]:
+    """Batch sizes to run once at start-up: powers of two up to ``max_batch_size``.
 
-    JAX compiles the model once per input shape; padding every batch up to one
-    of a few sizes bounds the compilations (all done at start-up) and keeps a
-    new batch size from stalling a request.
+    The classifier pads each batch to a power of two and JAX compiles once per
+    shape, so running these compiles every shape a request can meet before
+    ``/health`` says ready, instead of stalling the first requests.
     """
     sizes = [1]
-    while sizes[-1] * 2 < max_batch_size:
+    while sizes[-1] < max_batch_size:
         sizes.append(sizes[-1] * 2)
-    if sizes[-1] != max_batch_size:
-        sizes.append(max_batch_size)
     return sizes
 
 
@@ -59,7 +57,7 @@ class ClassifierAPI(ls.LitAPI):
         )
         self.card = card
         self.classifier: Any = None
-        self.buckets = batch_buckets(max_batch_size)
+        self.warmup_sizes = warmup_sizes(max_batch_size)
 
     def setup(self, device: str) -> None:
         """Load the classifier (in each worker) and compile it for every batch size."""
@@ -74,8 +72,8 @@ class ClassifierAPI(ls.LitAPI):
                 "(its hash or classes differ). Restart the server."
             )
         self.classifier = classifier
-        blank = np.zeros((max(self.buckets), *self.card.input_shape), dtype=np.uint8)
-        for size in self.buckets:
+        blank = np.zeros((max(self.warmup_sizes), *self.card.input_shape), dtype=np.uint8)
+        for size in self.warmup_sizes:
             classifier.predict(blank[:size])
 
     def decode_request(
@@ -99,15 +97,9 @@ class ClassifierAPI(ls.LitAPI):
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities for one image ``(S, S, C)`` or a batch ``(N, S, S, C)``."""
-        single = x.ndim == 3
-        images = x[None] if single else x
-        n = len(images)
-        size = next((b for b in self.buckets if b >= n), n)
-        if size > n:
-            pad = np.zeros((size - n, *images.shape[1:]), dtype=images.dtype)
-            images = np.concatenate([images, pad])
-        probabilities = np.asarray(self.classifier.predict(images))[:n]
-        return probabilities[0] if single else probabilities
+        if x.ndim == 3:  # batching off: one image
+            return self.classifier.predict(x[None])[0]
+        return self.classifier.predict(x)
 
     def unbatch(self, output: np.ndarray) -> list[np.ndarray]:
         """Split batch probabilities into one row per request."""

@@ -1,0 +1,73 @@
+"""The web page in a real headless Chromium: choose a reference image, read the label."""
+
+from __future__ import annotations
+
+import shutil
+from urllib.parse import urlparse
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not shutil.which(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} not installed (.ci/run installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()
+
+
+def test_choosing_an_image_shows_it_with_its_label_and_top_k(server, reference, browser) -> None:
+    path = reference["Jupiter"][1]
+    expected = requests.post(
+        f"{server.url}/predict",
+        data=path.read_bytes(),
+        headers={"Content-Type": "image/jpeg"},
+        timeout=30,
+    ).json()
+    page = browser.new_page()
+    elsewhere = []
+    page.on(
+        "request",
+        lambda r: urlparse(r.url).hostname not in ("127.0.0.1", None) and elsewhere.append(r.url),
+    )
+    page.goto(server.url + "/")
+    page.get_by_label("Choose an image").set_input_files(str(path))
+    label = page.locator("#label")
+    label.filter(has_text=expected["label"]).wait_for(timeout=30_000)
+    assert label.inner_text().startswith(f"{expected['label']} (")
+    rows = page.locator("#topk li")
+    assert rows.count() == len(expected["top_k"])
+    assert rows.first.inner_text().startswith(expected["top_k"][0]["label"])
+    assert page.locator("#preview").is_visible()
+    assert "tiny-bodies" in page.locator("#model").inner_text()
+    assert page.locator("#error").inner_text() == ""
+    assert elsewhere == []
+
+
+def test_a_file_that_is_no_image_shows_the_servers_message(server, browser, tmp_path) -> None:
+    bogus = tmp_path / "notes.png"
+    bogus.write_text("this is text, not a picture")
+    page = browser.new_page()
+    page.goto(server.url + "/")
+    page.get_by_label("Choose an image").set_input_files(str(bogus))
+    error = page.get_by_role("alert")
+    error.filter(has_text="not an image").wait_for(timeout=30_000)
+    assert "notes.png" in error.inner_text()
+    assert page.locator("#label").inner_text() == ""

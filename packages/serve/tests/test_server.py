@@ -1,0 +1,240 @@
+"""A real celestial-serve process on 127.0.0.1: every input form, errors, fuzzing, batching."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import random
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+
+
+def expected_probabilities(classifier, data: bytes) -> dict[str, float]:
+    """What the model says in process about an encoded image."""
+    probabilities = classifier.predict(classifier.prepare(data)[None])[0]
+    return dict(zip(classifier.classes, map(float, probabilities), strict=True))
+
+
+def check_answer(answer: dict, expected: dict[str, float], classifier) -> None:
+    """The server's answer carries the in-process probabilities, best first, and the model."""
+    served = {item["label"]: item["probability"] for item in answer["top_k"]}
+    assert served.keys() <= expected.keys()
+    for label, probability in served.items():
+        assert probability == pytest.approx(expected[label], abs=1e-5)
+    best = max(served, key=served.get)
+    assert answer["label"] == answer["top_k"][0]["label"]
+    assert served[answer["label"]] == served[best]
+    assert answer["probability"] == answer["top_k"][0]["probability"]
+    assert answer["model"]["model_hash"] == classifier.model_hash
+
+
+def png(size: tuple[int, int], seed: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_health_and_info_describe_the_loaded_model(server, classifier) -> None:
+    health = requests.get(f"{server.url}/health", timeout=10)
+    assert (health.status_code, health.text) == (200, "ok")
+    model = requests.get(f"{server.url}/info", timeout=10).json()["model"]
+    assert model["project"] == "tiny-bodies"
+    assert model["model_hash"] == classifier.model_hash
+    assert model["classes"] == list(classifier.classes)
+    assert model["input_shape"] == list(classifier.input_shape)
+
+
+def test_each_input_form_gets_the_same_right_answer(server, classifier, reference) -> None:
+    path = reference["Mars"][0]
+    data = path.read_bytes()
+    expected = expected_probabilities(classifier, data)
+    url = f"{server.url}/predict"
+    answers = [
+        requests.post(url, files={"file": (path.name, data, "image/jpeg")}, timeout=30),
+        requests.post(url, data=data, headers={"Content-Type": "image/jpeg"}, timeout=30),
+        requests.post(url, json={"image": base64.b64encode(data).decode()}, timeout=30),
+    ]
+    for response in answers:
+        assert response.status_code == 200, response.text
+        check_answer(response.json(), expected, classifier)
+    assert len(answers[0].json()["top_k"]) == 5
+    assert answers[0].json() == answers[1].json() == answers[2].json()
+
+
+def test_k_chooses_how_many_classes_are_listed(server, reference) -> None:
+    data = reference["Moon"][0].read_bytes()
+    for k, listed in [(1, 1), (3, 3), (99, len(reference))]:
+        response = requests.post(
+            f"{server.url}/predict",
+            params={"k": k},
+            data=data,
+            headers={"Content-Type": "image/jpeg"},
+            timeout=30,
+        )
+        assert len(response.json()["top_k"]) == listed
+
+
+def test_concurrent_requests_each_get_their_own_answer(server, classifier, reference) -> None:
+    files = [path for paths in reference.values() for path in paths]
+    jobs = [files[i % len(files)] for i in range(64)]
+
+    def ask(path: Path) -> dict:
+        response = requests.post(
+            f"{server.url}/predict",
+            params={"k": len(classifier.classes)},
+            data=path.read_bytes(),
+            headers={"Content-Type": "image/jpeg"},
+            timeout=60,
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(ask, jobs))
+    for path, answer in zip(jobs, answers, strict=True):
+        check_answer(answer, expected_probabilities(classifier, path.read_bytes()), classifier)
+
+
+def truncated(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+BAD_REQUESTS = {
+    "empty body": ({"Content-Type": "image/jpeg"}, b"", 400, "empty"),
+    "not an image": ({"Content-Type": "image/png"}, b"hello world", 400, "not an image"),
+    "wrong content type": ({"Content-Type": "text/plain"}, b"hello", 415, "Unsupported"),
+    "no content type": ({}, b"hello", 415, "Unsupported"),
+    "invalid JSON": ({"Content-Type": "application/json"}, b'{"image": ', 400, "not valid JSON"),
+    "JSON without image": ({"Content-Type": "application/json"}, b"{}", 400, '{"image"'),
+    "invalid base64": (
+        {"Content-Type": "application/json"},
+        b'{"image": "%%%"}',
+        400,
+        "not valid base64",
+    ),
+    "bad multipart": (
+        {"Content-Type": "multipart/form-data; boundary=x"},
+        b"garbage",
+        400,
+        "multipart",
+    ),
+    "too many bytes": ({"Content-Type": "image/png"}, b"\0" * (11 * 2**20), 413, "too large"),
+    "too many pixels": ({"Content-Type": "image/png"}, "huge", 413, "megapixels"),
+    "truncated image": ({"Content-Type": "image/jpeg"}, "truncated", 400, "truncated"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_REQUESTS, ids=list(BAD_REQUESTS))
+def test_bad_input_gets_a_clear_4xx_json_error(server, reference, case: str) -> None:
+    headers, body, status, words = BAD_REQUESTS[case]
+    if body == "huge":
+        buffer = io.BytesIO()
+        Image.new("L", (8000, 6000)).save(buffer, "PNG")
+        body = buffer.getvalue()
+    elif body == "truncated":
+        body = truncated(reference["Earth"][0].read_bytes())
+    response = requests.post(f"{server.url}/predict", data=body, headers=headers, timeout=60)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert words in response.json()["detail"]
+
+
+def test_a_form_without_the_file_field_says_which_field(server, reference) -> None:
+    data = reference["Earth"][0].read_bytes()
+    response = requests.post(f"{server.url}/predict", files={"image": data}, timeout=30)
+    assert response.status_code == 400
+    assert "field 'file'" in response.json()["detail"]
+
+
+def test_unknown_routes_and_methods_get_json_errors(server) -> None:
+    missing = requests.get(f"{server.url}/nowhere", timeout=10)
+    assert missing.status_code == 404
+    assert "POST /predict" in missing.json()["detail"]
+    wrong = requests.get(f"{server.url}/predict", timeout=10)
+    assert wrong.status_code == 405
+    assert "not allowed" in wrong.json()["detail"]
+
+
+def fuzz_cases(seed: int, count: int, samples: list[bytes]) -> list[tuple[dict, bytes]]:
+    """Random and mutated bodies under every content type the server distinguishes."""
+    rng = random.Random(seed)
+    content_types = [
+        "image/jpeg",
+        "image/png",
+        "application/json",
+        "multipart/form-data; boundary=fuzz",
+        "text/plain",
+        "application/octet-stream",
+        "",
+    ]
+    cases = []
+    for _ in range(count):
+        base = bytearray(rng.choice(samples))
+        kind = rng.randrange(5)
+        if kind == 0:
+            body = rng.randbytes(rng.randrange(0, 4096))
+        elif kind == 1:  # flip bytes
+            for _ in range(rng.randrange(1, 20)):
+                base[rng.randrange(len(base))] = rng.randrange(256)
+            body = bytes(base)
+        elif kind == 2:  # cut
+            body = bytes(base[: rng.randrange(len(base))])
+        elif kind == 3:  # JSON around mutated base64
+            text = base64.b64encode(bytes(base)).decode()
+            cut = rng.randrange(len(text))
+            body = json.dumps({"image": text[:cut] + rng.choice(["", "=", "!", "\u00e9"])}).encode()
+        else:  # multipart around a mutated file
+            base[rng.randrange(len(base))] ^= 0xFF
+            body = (
+                b'--fuzz\r\nContent-Disposition: form-data; name="file"; filename="x"\r\n\r\n'
+                + bytes(base)[: rng.randrange(len(base))]
+                + rng.choice([b"\r\n--fuzz--\r\n", b"", b"--"])
+            )
+        headers = {"Content-Type": rng.choice(content_types)}
+        if not headers["Content-Type"]:
+            headers = {}
+        cases.append((headers, body))
+    return cases
+
+
+def test_fuzzed_bodies_never_break_the_server(server, classifier, reference) -> None:
+    samples = [reference["Saturn"][0].read_bytes(), png((20, 20), seed=3)]
+    cases = fuzz_cases(seed=8, count=300, samples=samples)
+
+    def send(case: tuple[dict, bytes]) -> requests.Response:
+        headers, body = case
+        return requests.post(f"{server.url}/predict", data=body, headers=headers, timeout=60)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        responses = list(pool.map(send, cases))
+    statuses = sorted({r.status_code for r in responses})
+    assert all(s == 200 or 400 <= s < 500 for s in statuses), statuses
+    for response in responses:
+        body = response.json()
+        assert ("label" in body) if response.status_code == 200 else body["detail"]
+    # Still alive and still right.
+    data = reference["Saturn"][0].read_bytes()
+    after = requests.post(
+        f"{server.url}/predict", data=data, headers={"Content-Type": "image/jpeg"}, timeout=30
+    )
+    check_answer(after.json(), expected_probabilities(classifier, data), classifier)
+    assert requests.get(f"{server.url}/health", timeout=10).status_code == 200
+    assert "Traceback" not in server.log_text()
+
+
+def test_a_second_server_on_the_same_port_says_the_port_is_taken(
+    server, trained_project: Path, tmp_path: Path, launch
+) -> None:
+    second = launch(trained_project, tmp_path / "second.log", "--port", str(server.port))
+    second.process.wait(timeout=60)
+    assert second.process.returncode == 1
+    assert f"error: Port {server.port} on 127.0.0.1 is already in use" in second.log_text()
