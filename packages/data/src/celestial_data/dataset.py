@@ -9,7 +9,6 @@ with ``/`` separators, on every platform.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from itertools import islice
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from PIL import Image
 
@@ -30,6 +29,7 @@ __all__ = [
     "default_workers",
     "image_extensions",
     "inspect_files",
+    "is_image_name",
     "parallel_map",
     "scan",
 ]
@@ -77,7 +77,48 @@ class FileInfo:
 def image_extensions() -> frozenset[str]:
     """Lower-case file extensions (with the dot) that Pillow can open."""
     Image.init()
+    return _openable()
+
+
+def _openable() -> frozenset[str]:
     return frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
+
+
+@cache
+def _common_extensions() -> frozenset[str]:
+    Image.preinit()  # JPEG, PNG, GIF, BMP, PPM: cheap, unlike loading every plugin
+    return frozenset(ext for ext, fmt in Image.EXTENSION.items() if fmt in Image.OPEN)
+
+
+# Never images: no need to load every Pillow plugin to rule them out.
+_NOT_IMAGES = frozenset(
+    [
+        ".txt",
+        ".md",
+        ".rst",
+        ".csv",
+        ".tsv",
+        ".json",
+        ".yaml",
+        ".yml",
+        ".dvc",
+        ".py",
+        ".html",
+        ".xml",
+        ".db",
+        ".ini",
+        ".log",
+        ".zip",
+    ]
+)
+
+
+def is_image_name(name: str) -> bool:
+    """Whether a file name looks like an image Pillow reads (hidden files never do)."""
+    suffix = os.path.splitext(name)[1].lower()
+    if name.startswith(".") or not suffix or suffix in _NOT_IMAGES:
+        return False
+    return suffix in _common_extensions() or suffix in image_extensions()
 
 
 def _walk(folder: Path, root: Path) -> Iterator[str]:
@@ -112,7 +153,6 @@ def scan(root: str | Path) -> RawDataset:
         raise DatasetError(
             f"Raw dataset folder {root} not found. Expected a folder laid out as {layout}."
         )
-    extensions = image_extensions()
     classes: list[str] = []
     ignored: list[str] = []
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
@@ -137,8 +177,7 @@ def scan(root: str | Path) -> RawDataset:
         images, others = [], []
         for relative in sorted(_walk(root / name, root)):
             leaf = relative.rsplit("/", 1)[-1]
-            is_image = Path(leaf).suffix.lower() in extensions and not leaf.startswith(".")
-            (images if is_image else others).append(relative)
+            (images if is_image_name(leaf) else others).append(relative)
         if not images:
             skipped = _listing(others)
             raise DatasetError(
@@ -184,31 +223,43 @@ def parallel_map(
 
 
 def read_info(root: Path, file: str, label: int, decode_size: int | None) -> FileInfo:
-    """Hash one file and read its header; with ``decode_size``, decode it too.
+    """Hash one file; with ``decode_size``, also decode it and read its header.
 
-    Decoding (at a reduced JPEG scale) is what finds truncated files; reading
-    the header alone only finds empty and unidentifiable ones.
+    Decoding (at a reduced JPEG scale) is what finds truncated and
+    unidentifiable files; hashing alone only finds empty ones.
     """
     info = FileInfo(file=file, label=label)
+    data = read_bytes(root, info)
+    if data and decode_size is not None:
+        decode_into(info, data, decode_size)
+    return info
+
+
+def read_bytes(root: Path, info: FileInfo) -> bytes:
+    """The file's bytes, hashed into ``info`` (``b""`` with ``info.error`` set if unusable)."""
     try:
-        with open(root / file, "rb") as stream:
+        with open(os.path.join(root, info.file), "rb") as stream:
             data = stream.read()
     except OSError as error:
         info.error = f"cannot be read: {error.strerror or error}"
-        return info
+        return b""
     info.sha256 = hashlib.sha256(data).hexdigest()
     if not data:
         info.error = "empty file (0 bytes)"
-        return info
+    return data
+
+
+def decode_into(info: FileInfo, data: bytes, size: int) -> Image.Image | None:
+    """Decode ``data`` with `decode`, recording its header (or its error) in ``info``."""
+    header: dict[str, Any] = {}
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            info.width, info.height = image.size
-            info.mode, info.format = image.mode, image.format or ""
-        if decode_size is not None:
-            decode(data, decode_size)
+        image = decode(data, size, header)
     except Exception as error:  # Pillow raises many types for broken files
         info.error = describe_error(error)
-    return info
+        return None
+    info.width, info.height = header["width"], header["height"]
+    info.mode, info.format = header["mode"], header["format"]
+    return image
 
 
 def describe_error(error: Exception) -> str:
@@ -222,12 +273,12 @@ def describe_error(error: Exception) -> str:
 def inspect_files(
     dataset: RawDataset, decode_size: int | None = None, workers: int | None = None
 ) -> list[FileInfo]:
-    """Hash and read the header of every image of ``dataset``, in parallel.
+    """Hash (and optionally decode) every image of ``dataset``, in parallel.
 
     Args:
         dataset: What `scan` found.
         decode_size: If set, also decode each image (at a JPEG scale of at least
-            this side) to find truncated files.
+            this side) to read its header and find unreadable files.
         workers: Threads to use (default: one per core).
 
     Returns:

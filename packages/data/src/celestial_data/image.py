@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
@@ -25,13 +25,17 @@ def channels(color_mode: ColorMode) -> int:
     return 3 if color_mode == "rgb" else 1
 
 
-def decode(source: bytes | str | Path, size: int) -> Image.Image:
+def decode(
+    source: bytes | str | Path, size: int, header: dict[str, Any] | None = None
+) -> Image.Image:
     """Open and fully decode an image, letting JPEG decode at reduced scale.
 
     Args:
         source: Encoded image bytes or a path.
         size: The side the image will be resized to; JPEG draft mode may decode
             at a smaller scale that is still at least this large.
+        header: If given, filled with what the file says before any draft
+            scaling: ``width``, ``height``, ``mode`` and ``format``.
 
     Returns:
         The decoded image (any mode).
@@ -41,6 +45,10 @@ def decode(source: bytes | str | Path, size: int) -> Image.Image:
     """
     stream = io.BytesIO(source) if isinstance(source, bytes) else source
     with Image.open(stream) as image:
+        if header is not None:
+            header.update(
+                width=image.width, height=image.height, mode=image.mode, format=image.format or ""
+            )
         if image.format == "JPEG":
             image.draft("RGB" if image.mode != "L" else "L", (size, size))
         image.load()

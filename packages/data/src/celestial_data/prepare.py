@@ -3,7 +3,7 @@
 `prepare_dataset` works in two passes over the files, so memory stays flat
 however many images there are:
 
-1. read and hash every file and its header (this decides the splits);
+1. read and hash every file (the hash decides its split);
 2. for each split in turn, decode and resize its images on every core and
    append them to ``<split>_images.npy`` in order.
 
@@ -28,13 +28,15 @@ from celestial_data.check import ON_CORRUPT, CheckReport, build_report
 from celestial_data.dataset import (
     FileInfo,
     RawDataset,
+    decode_into,
     describe_error,
     inspect_files,
     parallel_map,
+    read_bytes,
     scan,
 )
 from celestial_data.errors import DatasetError, ParamsError
-from celestial_data.image import COLOR_MODES, channels, decode, to_array
+from celestial_data.image import COLOR_MODES, channels, to_array
 from celestial_data.params import check_keys
 from celestial_data.prepared import (
     DATASET_FILE,
@@ -145,14 +147,17 @@ def _npy_header(shape: tuple[int, ...]) -> bytes:
     return stream.getvalue()
 
 
-def _load(root: Path, info: FileInfo, size: int, color_mode: str) -> np.ndarray | str:
-    """The image as a uint8 array, or the reason it cannot be read."""
+def _load(root: Path, info: FileInfo, size: int, color_mode: str) -> np.ndarray | None:
+    """The image as a uint8 array, or None (with ``info.error`` set) if unreadable."""
+    data = read_bytes(root, info)
+    image = decode_into(info, data, size) if data else None
+    if image is None:
+        return None
     try:
-        with open(root / info.file, "rb") as stream:
-            data = stream.read()
-        return to_array(decode(data, size), size, color_mode)  # type: ignore[arg-type]
-    except Exception as error:  # Pillow raises many types for broken files
-        return describe_error(error)
+        return to_array(image, size, color_mode)  # type: ignore[arg-type]
+    except Exception as error:  # e.g. a mode Pillow cannot convert
+        info.error = describe_error(error)
+        return None
 
 
 def _write_images(
@@ -165,17 +170,16 @@ def _write_images(
 ) -> None:
     """Decode ``entries`` in parallel and append them to a ``.npy`` file, in order.
 
-    Entries that fail to decode get their ``error`` set and are left out.
+    Each entry gets its header read; entries that fail to decode get their
+    ``error`` set and are left out.
     """
     shape = (size, size, channels(color_mode))  # type: ignore[arg-type]
     written = 0
     with open(path, "wb") as stream:
         stream.write(_npy_header((len(entries), *shape)))
         results = parallel_map(lambda info: _load(root, info, size, color_mode), entries, workers)
-        for info, result in zip(entries, results, strict=True):
-            if isinstance(result, str):
-                info.error = result
-            else:
+        for result in results:
+            if result is not None:
                 stream.write(result.tobytes())
                 written += 1
     if written < len(entries):
