@@ -30,19 +30,25 @@ REFERENCE = ROOT.parent / "shared" / "datasets" / "planets-moons" / "raw"
 
 # Run in a child process: prints one JSON line.
 PREPARE_CHILD = """
-import json, resource, sys, time
+import json, sys, time
 from celestial_data.prepare import prepare_dataset
+
+def memory(key):  # MiB; VmHWM is this process's peak (ru_maxrss survives exec)
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+
 raw, out = sys.argv[1], sys.argv[2]
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = memory("VmRSS")
 start = time.perf_counter()
 result = prepare_dataset(raw, out, {})
 seconds = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({
     "images": result.report.total,
     "seconds": seconds,
-    "before_mib": before / 1024,
-    "peak_mib": peak / 1024,
+    "before_mib": before,
+    "peak_mib": memory("VmHWM"),
     "splits": result.dataset.splits,
 }))
 """

@@ -28,7 +28,15 @@ from celestial_data.dataset import parallel_map
 from celestial_data.errors import ParamsError
 from celestial_data.params import check_keys
 
-__all__ = ["BODIES", "DEFAULTS", "montage", "render", "synthesize", "validate_params"]
+__all__ = [
+    "BODIES",
+    "DEFAULTS",
+    "build_surfaces",
+    "montage",
+    "render",
+    "synthesize",
+    "validate_params",
+]
 
 DEFAULTS: dict[str, Any] = {"per_class": 100, "size": 128, "seed": 0}
 """The ``synth`` section of ``params.yaml``, with its default values."""
@@ -603,10 +611,19 @@ def synthesize(
         path.write_bytes(_encode(render(name, rng, size)))
         return path
 
-    for name in chosen:  # build the surfaces before the threads need them
-        _surface(name)
-    _clouds()
+    build_surfaces(chosen)  # before the threads need them
     return list(parallel_map(make, jobs, workers))
+
+
+def build_surfaces(bodies: Sequence[str] = BODIES) -> None:
+    """Build (and keep for this process) the surface maps of ``bodies``.
+
+    Rendering builds them on first use; this pays the one-off cost up front.
+    """
+    for body in bodies:
+        _surface(body)
+    if "Earth" in bodies:
+        _clouds()
 
 
 def montage(per_class: int = 8, size: int = 128, seed: int = 0) -> Image.Image:
