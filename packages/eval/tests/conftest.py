@@ -51,7 +51,7 @@ def case() -> SimpleNamespace:
     )
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def evaluation_inputs() -> dict:
     """Keyword arguments of `write_evaluation` for the hand-made case."""
     probabilities = hand_probabilities(PREDICTED, len(CLASSES))

@@ -1,7 +1,7 @@
 """The evaluate outputs work with real DVC: plots render, metrics are read."""
 
 import json
-import shutil
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -47,19 +47,20 @@ plots:
 
 
 def run(cwd: Path, *args: str) -> str:
-    return subprocess.run(args, cwd=cwd, check=True, capture_output=True, text=True).stdout
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    return subprocess.run(args, cwd=cwd, check=True, capture_output=True, text=True, env=env).stdout
 
 
-@pytest.fixture
-def repo(tmp_path: Path, written) -> Path:
-    evaluation, _ = written
-    repo = tmp_path / "repo"
-    repo.mkdir()
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory, evaluation_inputs: dict) -> Path:
+    """A git + DVC repository holding one project with evaluate's outputs."""
+    from celestial_eval.evaluate import write_evaluation
+
+    repo = tmp_path_factory.mktemp("repo")
     run(repo, "git", "init", "-q")
     run(repo, str(DVC), "init", "-q")
-    run(repo, str(DVC), "config", "core.analytics", "false")
     project = repo / "project"
-    shutil.copytree(evaluation, project / "evaluation")
+    write_evaluation(project / "evaluation", **evaluation_inputs)
     (project / "dvc.yaml").write_text(DVC_YAML)
     return project
 
