@@ -71,6 +71,10 @@ def to_array(image: Image.Image, size: int, color_mode: ColorMode) -> np.ndarray
     """
     if color_mode not in _PIL_MODE:
         raise ValueError(f"color_mode must be one of {COLOR_MODES}. Received: {color_mode!r}")
+    if image.mode.startswith("I;16"):
+        # Pillow's convert clips 16-bit values to 255; keep the top 8 bits instead.
+        wide = np.asarray(image).astype(np.uint16)
+        image = Image.fromarray((wide >> 8).astype(np.uint8))
     if image.mode in ("P", "PA", "LA", "RGBA") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         image = Image.new("RGBA", rgba.size, (0, 0, 0, 255))

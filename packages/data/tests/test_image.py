@@ -1,0 +1,54 @@
+"""The shared preprocessing: any mode in, the requested uint8 array out."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from celestial_data import decode, to_array
+
+
+def encoded(image: Image.Image, fmt: str) -> bytes:
+    stream = io.BytesIO()
+    image.save(stream, format=fmt)
+    return stream.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt"),
+    [
+        ("1", "PNG"),
+        ("L", "PNG"),
+        ("LA", "PNG"),
+        ("P", "PNG"),
+        ("RGBA", "PNG"),
+        ("CMYK", "JPEG"),
+        ("CMYK", "TIFF"),
+        ("I;16", "PNG"),
+        ("RGB", "JPEG"),
+    ],
+)
+@pytest.mark.parametrize(("color_mode", "depth"), [("rgb", 3), ("grayscale", 1)])
+def test_every_mode_becomes_the_requested_array(mode, fmt, color_mode, depth) -> None:
+    rgb = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    data = encoded(Image.fromarray(rgb).convert(mode), fmt)
+    array = to_array(decode(data, 8), 8, color_mode)
+    assert array.shape == (8, 8, depth) and array.dtype == np.uint8
+    assert 40 < array.mean() < 215
+
+
+def test_sixteen_bit_images_keep_their_range() -> None:
+    wide = np.linspace(0, 65535, 256).reshape(16, 16).astype(np.uint16)
+    array = to_array(decode(encoded(Image.fromarray(wide), "PNG"), 16), 16, "grayscale")
+    np.testing.assert_array_equal(array[..., 0], (wide >> 8).astype(np.uint8))
+
+
+def test_transparency_is_composited_on_black() -> None:
+    rgba = np.zeros((16, 16, 4), dtype=np.uint8)
+    rgba[..., 0] = 255  # red, but fully transparent on the left half
+    rgba[:, 8:, 3] = 255
+    array = to_array(decode(encoded(Image.fromarray(rgba), "PNG"), 16), 16, "rgb")
+    assert array[:, :8].max() == 0 and (array[:, 8:, 0] == 255).all()
