@@ -27,7 +27,6 @@ def encoded(image: Image.Image, fmt: str) -> bytes:
         ("RGBA", "PNG"),
         ("CMYK", "JPEG"),
         ("CMYK", "TIFF"),
-        ("I;16", "PNG"),
         ("RGB", "JPEG"),
     ],
 )
