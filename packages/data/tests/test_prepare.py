@@ -210,3 +210,31 @@ def test_memory_maps_stream_without_loading(raw: Path, tmp_path: Path) -> None:
     dataset = prepare_dataset(raw, tmp_path / "out", PARAMS).dataset
     images = dataset.images("train")
     assert images.filename is not None and Path(images.filename).name == "train_images.npy"
+
+
+def test_a_class_missing_from_a_split_is_a_warning(make_raw, tmp_path: Path) -> None:
+    root = make_raw({"A": 2, "B": 2})
+    result = prepare_dataset(root, tmp_path / "out", {**PARAMS, "val_fraction": 0.1})
+    empty = [
+        (split, name)
+        for split, counts in result.split_counts.items()
+        for name, count in counts.items()
+        if count == 0
+    ]
+    assert empty  # four images cannot fill three splits for two classes
+    for split, name in empty:
+        assert any(
+            f"Split '{split}' has no images of" in w and name in w for w in result.report.warnings
+        )
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["warnings"] == result.report.warnings
+
+
+def test_report_lists_ignored_files_and_duplicates(raw: Path, tmp_path: Path) -> None:
+    (raw / "notes.txt").write_text("x")
+    (raw / "Moon" / "again.png").write_bytes((raw / "Moon" / "moon_002.png").read_bytes())
+    prepare_dataset(raw, tmp_path / "out", PARAMS)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["ignored"] == ["notes.txt"]
+    assert report["duplicates"] == [["Moon/again.png", "Moon/moon_002.png"]]
+    assert report["total"] == 19
