@@ -64,17 +64,25 @@ def table_or(text: str, empty: str) -> str:
     return text if text else f"_{empty}_"
 
 
-def image_plots(project: Path, base: str, out_dir: Path) -> dict[str, dict[str, Path]]:
+def image_plots(
+    project: Path, base: str, out_dir: Path
+) -> tuple[dict[str, dict[str, Path]], list[str]]:
     """Render the image plots of ``base`` and of the workspace into ``out_dir``.
 
     Returns:
         For each image plot path, the image file of each revision that has it
-        (``base`` and ``"workspace"``).
+        (``base`` and ``"workspace"``); and a line per plot DVC could not load
+        (typically an output missing from the remote).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     document = json.loads(
         run(["dvc", "plots", "diff", base, "--json", "--out", str(out_dir.resolve())], project)
     )
+    errors = [
+        f"`{e.get('name')}` ({e.get('rev')}): {e.get('msg')}"
+        for e in document.get("errors", [])
+        if not str(e.get("name", "")).startswith("../")
+    ]
     images: dict[str, dict[str, Path]] = {}
     for path, entries in sorted(document.get("data", {}).items()):
         if path.startswith("../"):  # another project's plot
@@ -84,7 +92,7 @@ def image_plots(project: Path, base: str, out_dir: Path) -> dict[str, dict[str, 
                 continue
             for revision in entry.get("revisions", []):
                 images.setdefault(path, {})[revision] = Path(entry["url"])
-    return images
+    return images, errors
 
 
 def image_cell(image: Path | None, report_dir: Path, alt: str) -> str:
@@ -98,7 +106,7 @@ def project_section(project: Path, base: str, report_dir: Path) -> str:
     """The report's section of one project: params, metrics and plots."""
     params = run(["dvc", "params", "diff", base, "--md"], project)
     metrics = run(["dvc", "metrics", "diff", base, "--md"], project)
-    images = image_plots(project, base, report_dir / "plots" / project.name)
+    images, errors = image_plots(project, base, report_dir / "plots" / project.name)
     lines = [
         f"## {project.name}",
         "",
@@ -122,8 +130,11 @@ def project_section(project: Path, base: str, report_dir: Path) -> str:
                 f"| {image_cell(revisions.get(base), report_dir, f'{name} ({base})')} "
                 f"| {image_cell(revisions.get(WORKSPACE), report_dir, f'{name} (pull request)')} |"
             )
-    else:
+    elif not errors:
         lines.append("_No image plots declared in dvc.yaml._")
+    if errors:
+        lines += [*([""] if images else []), "Plots DVC could not load:", ""]
+        lines += [f"- {error}" for error in errors]
     return "\n".join(lines) + "\n"
 
 
