@@ -412,7 +412,7 @@ def _sample(texture: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> np.ndarray
 
 
 def _ring_layer(
-    x: np.ndarray, y: np.ndarray, axis: np.ndarray, rng: np.random.Generator
+    x: np.ndarray, y: np.ndarray, axis: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Colour, opacity and depth of Saturn's rings along each line of sight."""
     depth = -(axis[0] * x + axis[1] * y) / axis[2]
@@ -516,7 +516,7 @@ def render(
     if ringed:
         axis = frame[:, 2]
         box = np.abs(y) < 2.4
-        colour, opacity, depth = _ring_layer(x[box], y[box], axis, rng)
+        colour, opacity, depth = _ring_layer(x[box], y[box], axis)
         # The planet hides the ring behind it; the ring covers the planet behind it.
         surface = np.sqrt(np.maximum(0.0, 1 - x[box] ** 2 - y[box] ** 2))
         hidden = (r2[box] < 1) & (depth < surface)
