@@ -105,4 +105,4 @@ def draw_confusion(
             va="bottom",
             color=COLORS["muted"],
         )
-        return save_png(figure, path)
+        return save_png(figure, path, tight=True)

@@ -68,18 +68,24 @@ def new_figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), dpi=DPI)
 
 
-def save_png(figure: Figure, path: str | Path) -> Path:
+def save_png(figure: Figure, path: str | Path, tight: bool = False) -> Path:
     """Write ``figure`` as a PNG with no metadata that changes between runs.
 
     PNGs carry no date, but matplotlib writes its version as ``Software``;
     dropping it keeps outputs byte-identical across patch upgrades too.
+
+    Args:
+        figure: The figure to write.
+        path: Where to write it.
+        tight: Crop to the drawn content (costs a second rendering pass; for
+            layouts whose label sizes are not known in advance).
     """
     path = Path(path)
     figure.savefig(
         path,
         format="png",
         dpi=DPI,
-        bbox_inches="tight",
+        bbox_inches="tight" if tight else None,
         pad_inches=0.15,
         metadata={"Software": None},
     )

@@ -127,6 +127,11 @@ def draw_history(history: dict[str, list[float | None]], path: str | Path) -> Pa
             axes.set_axisbelow(True)
             axes.xaxis.get_major_locator().set_params(integer=True)
             if index == 0:
-                axes.legend(loc="upper right")
-        figure.subplots_adjust(wspace=0.25)
+                handles, labels = axes.get_legend_handles_labels()
+        figure.text(0.01, 0.97, "Training history", fontsize=12, fontweight="bold", va="top")
+        # One legend for both panels, above them, where it cannot hide a curve.
+        figure.legend(
+            handles, labels, loc="upper right", ncol=len(labels), bbox_to_anchor=(0.99, 1.0)
+        )
+        figure.subplots_adjust(left=0.07, right=0.98, bottom=0.15, top=0.8, wspace=0.22)
         return save_png(figure, path)

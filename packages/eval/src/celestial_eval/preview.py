@@ -67,7 +67,7 @@ def draw_preview(
     rows = max(math.ceil(n / columns), 1)
     tile, gap_x, gap_y, head = 1.55, 0.25, 0.62, 0.75
     width = columns * tile + (columns + 1) * gap_x
-    height = head + rows * (tile + gap_y)
+    height = head + rows * (tile + gap_y) + 0.15
     # Small images are enlarged pixel by pixel; large ones are smoothed down.
     interpolation = "nearest" if images.shape[1] * 2 <= tile * 120 else "antialiased"
     with style():
