@@ -238,3 +238,20 @@ def test_a_second_server_on_the_same_port_says_the_port_is_taken(
     second.process.wait(timeout=60)
     assert second.process.returncode == 1
     assert f"error: Port {server.port} on 127.0.0.1 is already in use" in second.log_text()
+
+
+def test_a_model_file_keras_cannot_read_is_a_clear_start_up_error(
+    trained_project: Path, tmp_path: Path, launch
+) -> None:
+    broken = tmp_path / "broken-bodies"
+    (broken / "model").mkdir(parents=True)
+    for name in ("metadata.json", "model.keras"):
+        data = (trained_project / "model" / name).read_bytes()
+        (broken / "model" / name).write_bytes(data[:100] if name == "model.keras" else data)
+    server = launch(broken, tmp_path / "broken.log")
+    assert server.process.wait(timeout=300) == 1
+    assert server.stop(), "the failed server left processes behind"
+    last = server.log_text().strip().splitlines()[-1]
+    assert last.startswith("celestial-serve: error: The model in ")
+    assert "could not be loaded" in last
+    assert "dvc repro" in last

@@ -61,9 +61,13 @@ class ClassifierAPI(ls.LitAPI):
 
     def setup(self, device: str) -> None:
         """Load the classifier (in each worker) and compile it for every batch size."""
-        from celestial_models import load_classifier
+        from celestial_models import ModelError, load_classifier
 
-        classifier = load_classifier(self.card.model_dir)
+        try:
+            classifier = load_classifier(self.card.model_dir)
+        except ModelError as error:
+            # Keep the worker's log to the message: the cause is the model, not this code.
+            raise ServeError(str(error)) from None
         if classifier.model_hash != self.card.model_hash or tuple(classifier.classes) != tuple(
             self.card.classes
         ):
