@@ -1,0 +1,403 @@
+"""The project template: what it bakes, what it refuses, and the pipeline it generates.
+
+Fast tests bake ``templates/project`` into temporary folders and read the
+files; slow tests run the generated pipeline for real (``dvc repro``, ``dvc
+exp run``) on a tiny synthetic dataset inside a temporary git repository laid
+out like this one (``packages/*/src`` beside ``projects/``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = ROOT / "templates" / "project"
+BIN = Path(sys.executable).parent
+FILES = {".cruft.json", ".gitignore", "README.md", "dvc.yaml", "params.yaml"}
+SOURCES = ("folder", "synthetic")
+PACKAGES = {"celestial-data": "data", "celestial-models": "models", "celestial-eval": "eval"}
+ENV = {
+    **os.environ,
+    "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+    "GIT_AUTHOR_NAME": "celestial tests",
+    "GIT_AUTHOR_EMAIL": "tests@celestial.invalid",
+    "GIT_COMMITTER_NAME": "celestial tests",
+    "GIT_COMMITTER_EMAIL": "tests@celestial.invalid",
+}
+
+
+def load_check_projects():
+    spec = importlib.util.spec_from_file_location(
+        "check_projects", ROOT / "templates" / "check_projects.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+check_projects = load_check_projects()
+
+
+def bake(output_dir: Path, **answers: Any) -> Path:
+    return check_projects.render(answers, output_dir)
+
+
+def cookiecutter_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "cookiecutter"), str(TEMPLATE), "--no-input", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
+
+
+def run(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=ENV)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{shlex.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def stages(project: Path) -> dict[str, dict]:
+    return yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
+
+
+def paths(stage: dict, *kinds: str) -> set[str]:
+    return {e if isinstance(e, str) else next(iter(e)) for k in kinds for e in stage.get(k) or []}
+
+
+# Baking
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_bakes_exactly_the_project_files(tmp_path: Path, source: str) -> None:
+    project = bake(tmp_path, dataset_name="Ring worlds", data_source=source)
+    assert project == tmp_path / "ring-worlds"
+    found = {p.relative_to(project).as_posix() for p in project.rglob("*") if p.is_file()}
+    assert found == FILES
+    for name in FILES:
+        text = (project / name).read_text()
+        assert "{{" not in text, name
+        assert "{%" not in text, name
+        if name != ".cruft.json":  # which records the "cookiecutter" context
+            assert "cookiecutter" not in text, name
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_dvc_interpolation_survives_and_the_first_stage_fits_the_source(
+    tmp_path: Path, source: str
+) -> None:
+    project = bake(tmp_path, data_source=source)
+    found = stages(project)
+    if source == "synthetic":
+        assert list(found) == ["synth", "prepare", "train", "evaluate"]
+        assert found["synth"]["cmd"] == (
+            "celestial-data synth data/raw --per-class ${synth.per_class} "
+            "--size ${synth.size} --seed ${synth.seed}"
+        )
+        assert found["synth"]["params"] == ["synth.per_class", "synth.size", "synth.seed"]
+    else:
+        assert list(found) == ["prepare", "train", "evaluate"]
+        assert "synth" not in yaml.safe_load((project / "params.yaml").read_text())
+        assert "dvc add data/raw" in (project / "README.md").read_text()
+
+
+def test_params_yaml_holds_the_packages_defaults(tmp_path: Path) -> None:
+    from celestial_data import prepare, synth
+    from celestial_eval import evaluate
+    from celestial_models import train
+
+    project = bake(tmp_path, data_source="synthetic")
+    assert yaml.safe_load((project / "params.yaml").read_text()) == {
+        "synth": synth.DEFAULTS,
+        "prepare": prepare.DEFAULTS,
+        "train": train.DEFAULTS,
+        "evaluate": evaluate.DEFAULTS,
+    }
+
+
+def test_the_prompts_offer_what_the_packages_accept() -> None:
+    from celestial_data.image import COLOR_MODES
+    from celestial_models.architectures import ARCHITECTURES
+
+    questions = json.loads((TEMPLATE / "cookiecutter.json").read_text())
+    assert set(questions["color_mode"]) == set(COLOR_MODES)
+    assert set(questions["architecture"]) == set(ARCHITECTURES)
+
+
+def test_every_path_a_command_names_is_a_dep_or_an_out(tmp_path: Path) -> None:
+    project = bake(tmp_path, data_source="synthetic")
+    for name, stage in stages(project).items():
+        words = shlex.split(stage["cmd"])
+        command, arguments = words[0], words[2:]
+        declared = paths(stage, "deps", "outs", "metrics", "plots")
+        named = {w for w in arguments if not w.startswith(("-", "$")) and w != "params.yaml"}
+        assert named <= declared | {"evaluation"}, name
+        # The package that runs the stage, and every package it imports, is a dep.
+        sources = {p for p in paths(stage, "deps") if p.startswith("../../packages/")}
+        needed = list(PACKAGES)[: list(PACKAGES).index(command) + 1]
+        assert sources == {f"../../packages/{PACKAGES[c]}/src" for c in needed}, name
+    assert paths(stages(project)["evaluate"], "deps") >= {"model", "data/prepared"}
+
+
+def test_evaluate_declares_every_file_it_writes(tmp_path: Path) -> None:
+    from celestial_eval.evaluate import OUTPUTS
+
+    project = bake(tmp_path, data_source="folder")
+    declared = paths(stages(project)["evaluate"], "outs", "metrics", "plots")
+    assert declared == {f"evaluation/{name}" for name in OUTPUTS.values()}
+
+
+def test_records_the_template_and_the_answers_for_cruft(tmp_path: Path) -> None:
+    project = bake(tmp_path, dataset_name="Ice moons", data_source="synthetic", epochs=4)
+    state = json.loads((project / ".cruft.json").read_text())
+    assert state["directory"] == "templates/project"
+    assert (project / state["template"] / state["directory"] / "cookiecutter.json").is_file()
+    assert re.fullmatch(r"[0-9a-f]{40}", state["commit"])
+    answers = state["context"]["cookiecutter"]
+    assert (answers["slug"], answers["epochs"], answers["data_source"]) == (
+        "ice-moons",
+        "4",
+        "synthetic",
+    )
+    assert not {"_output_dir", "_repo_dir"} & set(answers)  # nothing machine-specific
+
+
+# Refusals
+
+
+@pytest.mark.parametrize("slug", ["Bad Slug", "1st-moons", "moons_", "moons--x", "MOONS"])
+def test_a_bad_slug_is_refused_in_one_line_and_leaves_nothing(tmp_path: Path, slug: str) -> None:
+    done = cookiecutter_cli(f"slug={slug}", "--output-dir", str(tmp_path), cwd=tmp_path)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert errors == [
+        f"celestial-template: error: slug must be kebab-case (lowercase letters and digits in "
+        f"words joined by '-', starting with a letter, at most 48 characters). Received: "
+        f"{slug!r}. Pass slug=<name>, e.g. slug=my-bodies."
+    ]
+    assert "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bad_number_is_refused(tmp_path: Path) -> None:
+    done = cookiecutter_cli("image_size=big", "--output-dir", str(tmp_path), cwd=tmp_path)
+    assert done.returncode != 0
+    assert "error: image_size must be a whole number from 4 to 1024" in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite-if-exists"]])
+def test_an_existing_project_is_refused_and_left_as_it_was(
+    tmp_path: Path, overwrite: list[str]
+) -> None:
+    project = bake(tmp_path, data_source="folder")
+    (project / "params.yaml").write_text("train:\n  epochs: 1\n")
+    before = {p: p.read_bytes() for p in project.rglob("*") if p.is_file()}
+
+    done = cookiecutter_cli(*overwrite, "--output-dir", str(tmp_path), cwd=tmp_path)
+
+    assert done.returncode != 0
+    assert "already exists" in done.stderr + done.stdout
+    assert {p: p.read_bytes() for p in project.rglob("*") if p.is_file()} == before
+
+
+# The drift check
+
+
+def test_a_fresh_bake_matches_and_edits_are_reported(tmp_path: Path) -> None:
+    project = bake(tmp_path / "projects", data_source="synthetic")
+    assert check_projects.check(project) == []
+
+    (project / "params.yaml").write_text(
+        (project / "params.yaml").read_text().replace("epochs:", "epoch:")
+    )
+    (project / "dvc.yaml").write_text((project / "dvc.yaml").read_text() + "# local edit\n")
+    (project / "train.py").write_text("print('copied code')\n")
+    (project / "dvc.lock").write_text("schema: '2.0'\n")  # DVC writes it: allowed
+    problems = check_projects.check(project)
+    assert problems[0].startswith("dvc.yaml differs from the template:")
+    assert "+# local edit" in problems[0]
+    assert problems[1] == (
+        "params.yaml keys differ: not in the template: train.epoch; missing: train.epochs"
+    )
+    assert problems[2:] == [
+        "train.py is not from the template (move it into the template or a package)"
+    ]
+
+
+def test_every_project_matches_the_template() -> None:
+    projects = sorted(p.parent for p in (ROOT / "projects").glob("*/dvc.yaml"))
+    assert [p.name for p in projects] == ["planets-moons", "synthetic-bodies"]
+    for project in projects:
+        assert check_projects.check(project) == [], project.name
+
+
+# The generated pipeline, for real
+
+TINY = {
+    "synth": {"per_class": 6, "size": 16},
+    "train": {"batch_size": 16, "conv_size": 4},
+}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A git + DVC repository with the packages' sources and a ``projects/`` folder."""
+    root = tmp_path_factory.mktemp("monorepo")
+    for folder in PACKAGES.values():
+        shutil.copytree(
+            ROOT / "packages" / folder / "src",
+            root / "packages" / folder / "src",
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+    run("git", "init", "-q", cwd=root)
+    run("dvc", "init", "-q", cwd=root)
+    shutil.copy(ROOT / ".dvcignore", root / ".dvcignore")
+    return root
+
+
+def tiny(project: Path) -> None:
+    """Shrink the baked params so that the whole pipeline runs in seconds."""
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    for section, values in TINY.items():
+        if section in params:
+            params[section].update(values)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def commit(root: Path, message: str) -> None:
+    run("git", "add", "-A", cwd=root)
+    run("git", "commit", "-q", "-m", message, cwd=root)
+
+
+def stages_run(output: str) -> list[str]:
+    return re.findall(r"Running stage '([\w-]+)'", output)
+
+
+@pytest.fixture(scope="module")
+def synthetic(workspace: Path) -> dict[str, Any]:
+    """A synthetic project baked, committed and reproduced once."""
+    project = bake(
+        workspace / "projects", dataset_name="Tiny bodies", data_source="synthetic", image_size=16
+    )
+    tiny(project)
+    commit(workspace, "Add the tiny-bodies project")
+    done = run("dvc", "repro", cwd=project, check=False)
+    return {"project": project, "repro": done, "lock": (project / "dvc.lock").read_bytes()}
+
+
+@pytest.mark.slow
+def test_the_pipeline_runs_every_stage_and_writes_every_output(synthetic) -> None:
+    project, done = synthetic["project"], synthetic["repro"]
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert stages_run(done.stdout) == ["synth", "prepare", "train", "evaluate"]
+    for name in ("model.keras", "metadata.json", "history.json"):
+        assert (project / "model" / name).is_file()
+    metrics = json.loads((project / "evaluation" / "metrics.json").read_text())
+    assert 0 <= metrics["accuracy"] <= 1
+    history = (project / "evaluation" / "history.csv").read_text().splitlines()
+    assert history[0] == "epoch,loss,accuracy,val_loss,val_accuracy"
+    assert (project / "evaluation" / "confusion.csv").read_text().startswith("actual,predicted")
+    # No stage rewrote the configuration (DVCLive must not touch dvc.yaml), the
+    # .gitignore already covered every cached output, and the project still
+    # matches its template.
+    status = run("git", "status", "--porcelain", "--untracked-files=all", ".", cwd=project)
+    changed = sorted(
+        line[3:].removeprefix("projects/tiny-bodies/") for line in status.stdout.splitlines()
+    )
+    assert changed == [
+        "dvc.lock",
+        "evaluation/confusion.csv",
+        "evaluation/history.csv",
+        "evaluation/metrics.json",
+        "evaluation/misclassified.csv",
+    ]
+    assert check_projects.check(project) == []
+
+
+@pytest.mark.slow
+def test_a_forced_repro_rewrites_the_same_lock_and_a_plain_one_runs_nothing(synthetic) -> None:
+    project = synthetic["project"]
+    run("dvc", "repro", "-f", cwd=project)
+    assert (project / "dvc.lock").read_bytes() == synthetic["lock"]
+    assert "Data and pipelines are up to date." in run("dvc", "repro", cwd=project).stdout
+
+
+@pytest.mark.slow
+def test_metrics_params_and_plots_each_once(synthetic, workspace: Path) -> None:
+    project = synthetic["project"]
+    commit(workspace, "Reproduce tiny-bodies")
+    assert run("dvc", "metrics", "diff", cwd=project).returncode == 0
+    assert run("dvc", "params", "diff", cwd=project).returncode == 0
+    shown = json.loads(run("dvc", "plots", "diff", "--json", cwd=project).stdout)["data"]
+    # DVC names the plots of a dvc.yaml "dvc.yaml::<title>" once the repository has several.
+    ours = sorted(name.removeprefix("dvc.yaml::") for name in shown if not name.startswith("../"))
+    assert ours == [
+        "Accuracy per epoch",
+        "Confusion matrix",
+        "Loss per epoch",
+        "evaluation/confusion.png",
+        "evaluation/history.png",
+        "evaluation/preview.png",
+    ]
+
+
+@pytest.mark.slow
+def test_an_experiment_on_epochs_reruns_train_and_evaluate_only(synthetic) -> None:
+    project = synthetic["project"]
+    done = run("dvc", "exp", "run", "-S", "train.epochs=3", "-n", "three-epochs", cwd=project)
+    assert stages_run(done.stdout) == ["train", "evaluate"]
+    history = (project / "evaluation" / "history.csv").read_text().splitlines()
+    assert len(history) == 1 + 3
+    table = json.loads(run("dvc", "exp", "show", "--json", cwd=project).stdout)
+    names = [e["name"] for row in table for e in (row.get("experiments") or [])]
+    assert "three-epochs" in names
+
+
+@pytest.mark.slow
+def test_a_params_typo_stops_the_stage_with_one_line(synthetic) -> None:
+    project = synthetic["project"]
+    params = project / "params.yaml"
+    original = params.read_text()
+    params.write_text(original.replace("image_size:", "image_sise:"))
+    try:
+        done = run("dvc", "repro", cwd=project, check=False)
+    finally:
+        params.write_text(original)
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    errors = [line for line in output.splitlines() if line.startswith("celestial-data: error:")]
+    assert len(errors) == 1
+    assert "Unknown key 'image_sise'" in errors[0] and "Did you mean 'image_size'?" in errors[0]
+    assert "Traceback" not in output
+
+
+@pytest.mark.slow
+def test_a_folder_project_tracks_its_images_with_dvc_add(workspace: Path) -> None:
+    project = bake(
+        workspace / "projects", dataset_name="Tiny folder", data_source="folder", image_size=16
+    )
+    tiny(project)
+    run("celestial-data", "synth", "data/raw", "--per-class", "6", "--size", "16", cwd=project)
+    run("dvc", "add", "data/raw", cwd=project)
+    assert (project / "data" / "raw.dvc").is_file()
+    assert not (project / "data" / ".gitignore").exists()  # the template's covers it
+
+    done = run("dvc", "repro", cwd=project)
+
+    assert stages_run(done.stdout) == ["prepare", "train", "evaluate"]
+    assert check_projects.check(project) == []
