@@ -282,3 +282,16 @@ def pull(session: nox.Session) -> None:
     """Pull data and pipeline outputs from the DVC remote (dvc pull arguments pass through)."""
     sync(session)
     session.run("python", str(TOOLS_DIR / "transfer.py"), "pull", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def serve(session: nox.Session) -> None:
+    """Serve a project's trained model on 127.0.0.1:8000 (nox -s serve -- PROJECT [options])."""
+    if not session.posargs:
+        session.error(
+            f"Name the project to serve; known: {', '.join(dvc_projects()) or 'none yet'}."
+        )
+    project, *options = session.posargs
+    folder = PROJECTS_DIR / project if (PROJECTS_DIR / project).is_dir() else Path(project)
+    sync(session)
+    session.run("celestial-serve", str(folder), *options, external=False)
