@@ -11,39 +11,17 @@ import pytest
 
 DVC = Path(sys.executable).with_name("dvc")
 
-# The declaration the package README recommends for a project's evaluate stage.
-DVC_YAML = """\
-stages:
-  evaluate:
-    cmd: celestial-eval evaluate model data/prepared evaluation --params params.yaml
-    deps: [model, data/prepared]
-    params: [evaluate]
-    metrics:
-      - evaluation/metrics.json:
-          cache: false
-    plots:
-      - evaluation/confusion.csv:
-          template: confusion
-          x: actual
-          y: predicted
-          title: Confusion matrix
-          cache: false
-      - evaluation/confusion.png: {cache: false}
-      - evaluation/history.png: {cache: false}
-      - evaluation/preview.png: {cache: false}
-    outs:
-      - evaluation/history.csv: {cache: false}
-      - evaluation/misclassified.csv: {cache: false}
-plots:
-  - Loss:
-      x: epoch
-      y:
-        evaluation/history.csv: [loss, val_loss]
-  - Accuracy:
-      x: epoch
-      y:
-        evaluation/history.csv: [accuracy, val_accuracy]
-"""
+ROOT = Path(__file__).resolve().parents[3]
+TEMPLATE_DVC_YAML = ROOT / "templates" / "project" / "{{cookiecutter.slug}}" / "dvc.yaml"
+
+
+def template_dvc_yaml() -> str:
+    """The project template's dvc.yaml, rendered for a project with a folder source."""
+    import jinja2
+
+    return jinja2.Template(TEMPLATE_DVC_YAML.read_text()).render(
+        cookiecutter={"data_source": "folder", "dataset_name": "Test", "slug": "test"}
+    )
 
 
 def run(cwd: Path, *args: str) -> str:
@@ -61,7 +39,8 @@ def repo(tmp_path_factory: pytest.TempPathFactory, evaluation_inputs: dict) -> P
     run(repo, str(DVC), "init", "-q")
     project = repo / "project"
     write_evaluation(project / "evaluation", **evaluation_inputs)
-    (project / "dvc.yaml").write_text(DVC_YAML)
+    # The declaration every project gets, so these tests follow the template.
+    (project / "dvc.yaml").write_text(template_dvc_yaml())
     return project
 
 
@@ -69,14 +48,14 @@ def repo(tmp_path_factory: pytest.TempPathFactory, evaluation_inputs: dict) -> P
 def test_dvc_plots_show_renders_the_confusion_and_history_data(repo: Path, case) -> None:
     shown = json.loads(run(repo, str(DVC), "plots", "show", "--json"))["data"]
 
-    confusion = shown["evaluation/confusion.csv"][0]
+    confusion = shown["Confusion matrix"][0]
     assert confusion["type"] == "vega"
     values = confusion["content"]["data"]["values"]
     expected = Counter(
         (case.classes[a], case.classes[p]) for a, p in zip(case.actual, case.predicted, strict=True)
     )
     assert Counter((v["actual"], v["predicted"]) for v in values) == expected
-    loss = shown["Loss"][0]["content"]["data"]["values"]
+    loss = shown["Loss per epoch"][0]["content"]["data"]["values"]
     assert {(v["epoch"], v["dvc_inferred_y_value"]) for v in loss if v["field"] == "val_loss"} == {
         ("1", "1.1"),
         ("2", "0.9"),
@@ -84,9 +63,9 @@ def test_dvc_plots_show_renders_the_confusion_and_history_data(repo: Path, case)
     }
     # each plot drawn once
     assert sorted(shown) == [
-        "Accuracy",
-        "Loss",
-        "evaluation/confusion.csv",
+        "Accuracy per epoch",
+        "Confusion matrix",
+        "Loss per epoch",
         "evaluation/confusion.png",
         "evaluation/history.png",
         "evaluation/preview.png",

@@ -155,3 +155,16 @@ def test_report_renders_offline_in_a_real_browser(project: Path) -> None:
     assert len(charts) == 3 and all(width > 200 and shapes > 0 for width, shapes in charts)
     assert len(images) == 3 and all(width and width > 200 for width in images)
     assert cells == 9  # 3 x 3 confusion cells
+
+
+def test_confusion_axes_follow_the_declared_x_and_y(project: Path) -> None:
+    # DVC draws x along the columns and y down the rows; so does the report.
+    html = build_report(project)  # stage plot: x actual, y predicted
+    assert "<title>predicted Alpha, actual Gamma: 2 (50.0% of 4)</title>" in html
+
+    (project / "dvc.yaml").write_text(
+        "plots:\n  - Confusion matrix:\n      template: confusion\n      x: predicted\n"
+        "      y:\n        evaluation/confusion.csv: actual\n"
+    )
+    html = build_report(project)
+    assert "<title>actual Gamma, predicted Alpha: 2 (66.7% of 3)</title>" in html

@@ -146,28 +146,32 @@ def line_svg(
 
 def confusion_svg(
     title: str,
-    actual: Sequence[str],
-    predicted: Sequence[str],
+    rows: Sequence[str],
+    columns: Sequence[str],
     normalized: bool = False,
-    actual_label: str = "actual",
-    predicted_label: str = "predicted",
+    row_label: str = "actual",
+    column_label: str = "predicted",
 ) -> str:
     """A confusion matrix counted from paired labels, as DVC's confusion templates draw it.
 
+    Like DVC, the plot's ``x`` field runs along the columns and its ``y`` field
+    down the rows; cells are shaded by their share of the row, green on the
+    diagonal (same label on both axes) and red elsewhere.
+
     Args:
         title: Shown above the chart.
-        actual: One true label per image.
-        predicted: One predicted label per image.
+        rows: One label per image for the rows (DVC's ``y`` field).
+        columns: One label per image for the columns (DVC's ``x`` field).
         normalized: Show each cell as a share of its row (``confusion_normalized``).
-        actual_label: Name of the actual field.
-        predicted_label: Name of the predicted field.
+        row_label: Name of the rows' field.
+        column_label: Name of the columns' field.
 
     Returns:
-        An ``<svg>`` element; rows are actual classes, columns predicted ones.
+        An ``<svg>`` element.
     """
-    labels = sorted(set(actual) | set(predicted))
-    counts = Counter(zip(actual, predicted, strict=True))
-    totals = Counter(actual)
+    labels = sorted(set(rows) | set(columns))
+    counts = Counter(zip(rows, columns, strict=True))
+    totals = Counter(rows)
     n = max(len(labels), 1)
     cell = max(30, min(56, 520 // n))
     longest = max((len(label) for label in labels), default=1)
@@ -180,25 +184,25 @@ def confusion_svg(
         f"<text x='10' y='20' font-size='14' font-weight='bold' "
         f"fill='{COLORS['ink']}'>{escape(title)}</text>",
     ]
-    for row, truth in enumerate(labels):
-        y = top + row * cell
+    for r, row in enumerate(labels):
+        y = top + r * cell
         parts.append(
             f"<text x='{left - 8}' y='{y + cell / 2 + 4:.1f}' font-size='12' text-anchor='end' "
-            f"fill='{COLORS['ink']}'>{escape(truth)}</text>"
+            f"fill='{COLORS['ink']}'>{escape(row)}</text>"
         )
-        for col, guess in enumerate(labels):
-            x = left + col * cell
-            count = counts.get((truth, guess), 0)
-            share = count / totals[truth] if totals[truth] else 0.0
-            base = COLORS["right"] if row == col else COLORS["wrong"]
+        for c, column in enumerate(labels):
+            x = left + c * cell
+            count = counts.get((row, column), 0)
+            share = count / totals[row] if totals[row] else 0.0
+            base = COLORS["right"] if row == column else COLORS["wrong"]
             opacity = 0.0 if count == 0 else 0.12 + 0.88 * share
             text = f"{share:.0%}" if normalized else str(count)
             parts.append(
                 f"<g class='cell'><rect x='{x}' y='{y}' width='{cell}' height='{cell}' "
                 f"fill='{base}' fill-opacity='{opacity:.3f}' stroke='{COLORS['grid']}'/>"
-                f"<title>{escape(actual_label)} {escape(truth)}, "
-                f"{escape(predicted_label)} {escape(guess)}: "
-                f"{count} ({share:.1%} of {totals[truth]})</title>"
+                f"<title>{escape(row_label)} {escape(row)}, "
+                f"{escape(column_label)} {escape(column)}: "
+                f"{count} ({share:.1%} of {totals[row]})</title>"
             )
             if count:
                 fill = "white" if share > 0.55 else COLORS["ink"]
@@ -207,17 +211,17 @@ def confusion_svg(
                     f"text-anchor='middle' fill='{fill}'>{text}</text>"
                 )
             parts.append("</g>")
-    for col, guess in enumerate(labels):
-        x = left + col * cell + cell / 2
+    for c, column in enumerate(labels):
+        x = left + c * cell + cell / 2
         y = top + n * cell + 10
         parts.append(
             f"<text transform='translate({x + 4:.1f} {y}) rotate(-45)' font-size='12' "
-            f"text-anchor='end' fill='{COLORS['ink']}'>{escape(guess)}</text>"
+            f"text-anchor='end' fill='{COLORS['ink']}'>{escape(column)}</text>"
         )
     parts.append(
         f"<text x='{left + n * cell / 2:.1f}' y='{height - 6}' font-size='12' "
-        f"text-anchor='middle' fill='{COLORS['ink']}'>{escape(predicted_label)}</text>"
+        f"text-anchor='middle' fill='{COLORS['ink']}'>{escape(column_label)}</text>"
         f"<text transform='translate(14 {top + n * cell / 2:.1f}) rotate(-90)' font-size='12' "
-        f"text-anchor='middle' fill='{COLORS['ink']}'>{escape(actual_label)}</text></svg>"
+        f"text-anchor='middle' fill='{COLORS['ink']}'>{escape(row_label)}</text></svg>"
     )
     return "".join(parts)

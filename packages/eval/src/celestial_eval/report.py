@@ -145,15 +145,16 @@ def _render(project: Path, spec: PlotSpec) -> str:
         x_field = spec.x.get(source)
         fields = y_fields or [columns[-1]]
         if spec.template in CONFUSION_TEMPLATES:
-            actual, predicted = x_field or columns[0], fields[0]
+            # DVC: x along the columns, y down the rows.
+            column, row = x_field or columns[0], fields[0]
             charts.append(
                 confusion_svg(
                     spec.title,
-                    [str(r.get(actual)) for r in rows],
-                    [str(r.get(predicted)) for r in rows],
+                    [str(r.get(row)) for r in rows],
+                    [str(r.get(column)) for r in rows],
                     normalized=spec.template == "confusion_normalized",
-                    actual_label=spec.x_label or actual,
-                    predicted_label=spec.y_label or predicted,
+                    row_label=spec.y_label or row,
+                    column_label=spec.x_label or column,
                 )
             )
             continue
