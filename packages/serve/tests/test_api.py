@@ -30,6 +30,7 @@ class FakeClassifier:
 def api() -> ClassifierAPI:
     card = ModelCard("demo", Path("model"), CLASSES, 4, "rgb", "cd" * 32)
     api = ClassifierAPI(card, max_batch_size=8)
+    api.pre_setup()  # what LitServer does before starting workers
     api.classifier = FakeClassifier()
     return api
 
@@ -69,3 +70,15 @@ def test_batched_and_single_predictions_agree(api: ClassifierAPI) -> None:
 def test_an_image_of_the_wrong_shape_never_reaches_the_model(api: ClassifierAPI) -> None:
     with pytest.raises(ValueError, match=r"Expected a uint8 image of shape \(4, 4, 3\)"):
         api.decode_request({"image": np.zeros((5, 5, 3), np.uint8), "k": 1}, context={})
+
+
+def test_without_batching_one_image_gets_the_same_answer() -> None:
+    card = ModelCard("demo", Path("model"), CLASSES, 4, "rgb", "cd" * 32)
+    single = ClassifierAPI(card, max_batch_size=1)
+    single.pre_setup()
+    single.classifier = FakeClassifier()
+    context: dict = {}
+    x = single.decode_request({"image": image(2), "k": 2}, context=context)
+    answer = single.encode_response(single.predict(x), context=context)
+    assert answer["label"] == "Moon"
+    assert len(answer["top_k"]) == 2

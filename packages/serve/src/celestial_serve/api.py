@@ -38,7 +38,11 @@ def warmup_sizes(max_batch_size: int) -> list[int]:
 
 
 class ClassifierAPI(ls.LitAPI):
-    """Serve a `celestial_models` classifier: images in, class probabilities out."""
+    """Serve a `celestial_models` classifier: images in, class probabilities out.
+
+    LitServe's default ``batch`` (``np.stack``) and ``unbatch`` (one row per
+    request) are the right ones for arrays, so they are not overridden.
+    """
 
     def __init__(self, card: ModelCard, max_batch_size: int = 16, batch_timeout: float = 0.0):
         """Create the API for the model ``card`` describes (loaded later, in `setup`).
@@ -95,19 +99,11 @@ class ClassifierAPI(ls.LitAPI):
         context["k"] = int(request["k"])
         return image
 
-    def batch(self, inputs: list[np.ndarray]) -> np.ndarray:
-        """Stack single images into one ``(N, size, size, channels)`` batch."""
-        return np.stack(inputs)
-
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities for one image ``(S, S, C)`` or a batch ``(N, S, S, C)``."""
         if x.ndim == 3:  # batching off: one image
             return self.classifier.predict(x[None])[0]
         return self.classifier.predict(x)
-
-    def unbatch(self, output: np.ndarray) -> list[np.ndarray]:
-        """Split batch probabilities into one row per request."""
-        return list(output)
 
     def encode_response(self, output: np.ndarray, context: dict[str, Any]) -> dict[str, Any]:
         """The JSON answer for one request."""
