@@ -36,7 +36,8 @@ def draw_confusion(
 
     Cells are shaded by the share of the row (so a rare class's mistakes are as
     visible as a common one's) and labelled with the count; the diagonal is
-    green, errors red, empty cells blank. Each row's recall and image count sit on the right.
+    green, errors red, empty cells blank. Each row's recall and image count
+    sit on the right; classes never predicted are named in red.
     """
     from matplotlib.colors import LinearSegmentedColormap
 
@@ -95,6 +96,12 @@ def draw_confusion(
             spine.set_visible(False)
         axes.set_xlabel("predicted class")
         axes.set_ylabel("actual class")
+        never = [name for name, count in zip(classes, matrix.sum(axis=0), strict=True) if not count]
+        for label in (t for t in axes.get_xticklabels() if t.get_text() in never):
+            label.set_color(COLORS["wrong"])
+            label.set_fontweight("bold")
+        if never:
+            subtitle = f"{subtitle} · never predicted: {', '.join(never)}".lstrip(" ·")
         axes.set_title("Confusion matrix", pad=26 if subtitle else 12)
         axes.text(
             0,

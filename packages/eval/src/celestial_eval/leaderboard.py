@@ -134,7 +134,7 @@ def _size(row: dict[str, Any]) -> str:
     size = row.get("model_bytes")
     if size is None:
         return "-"
-    text = f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size / 1e3:.0f} kB"
+    text = f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
     params = row.get("model_parameters")
     return f"{text} ({params:,} params)" if params else text
 
