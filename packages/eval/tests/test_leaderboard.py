@@ -95,3 +95,20 @@ def test_missing_folder_is_a_clear_error(tmp_path: Path, capsys) -> None:
     error = capsys.readouterr().err
     assert error.startswith("celestial-eval: error: Projects folder")
     assert error.count("\n") == 1
+
+
+def test_metrics_kept_out_of_git_take_the_revision_of_dvc_lock(tmp_path: Path) -> None:
+    project = tmp_path / "projects" / "moons"
+    (project / "evaluation").mkdir(parents=True)
+    (project / "dvc.yaml").write_text("metrics:\n  - evaluation/metrics.json\n")
+    (project / ".gitignore").write_text("/evaluation/metrics.json\n")
+    (project / "dvc.lock").write_text("schema: '2.0'\n")
+    (project / "evaluation" / "metrics.json").write_text(json.dumps(METRICS))
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", ".")
+    git(tmp_path, "commit", "-q", "-m", "lock")
+
+    (row,) = leaderboard(tmp_path / "projects")
+
+    assert row["revision"] == git(tmp_path, "rev-parse", "--short", "HEAD")
+    assert row["modified"] is False

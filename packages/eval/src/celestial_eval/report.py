@@ -277,7 +277,12 @@ def build_report(project_dir: str | Path) -> str:
         raise MissingInputError(
             f"No metrics at {metrics_path}. Run the pipeline first (dvc repro in {project})."
         )
-    metrics = json.loads(metrics_path.read_text())
+    try:
+        metrics = json.loads(metrics_path.read_text())
+    except ValueError as error:
+        raise EvalError(
+            f"{metrics_path} is not valid JSON ({error}). Rerun the evaluate stage."
+        ) from error
     evaluation = metrics_path.parent
     revision, modified = metrics_revision(metrics_path)
     state = (
