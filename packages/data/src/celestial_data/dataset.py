@@ -59,7 +59,7 @@ class RawDataset:
         return sum(len(files) for files in self.files.values())
 
 
-@dataclass
+@dataclass(slots=True)
 class FileInfo:
     """What one image file holds; ``error`` is set when it cannot be read."""
 

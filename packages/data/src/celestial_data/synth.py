@@ -54,7 +54,7 @@ BODIES: tuple[str, ...] = (
     "Venus",
 )
 
-TEXTURE_HEIGHT = 256
+TEXTURE_HEIGHT = 192
 TEXTURE_WIDTH = 2 * TEXTURE_HEIGHT
 # The surfaces are the same whatever the dataset seed, as real surfaces are.
 SURFACE_SEED = 20240607
@@ -408,7 +408,9 @@ def _sample(texture: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> np.ndarray
     height, width = texture.shape[:2]
     row = np.clip(((0.5 - lat / math.pi) * height).astype(np.int64), 0, height - 1)
     column = (((lon / (2 * math.pi)) + 0.5) * width).astype(np.int64) % width
-    return texture[row, column]
+    # One flat gather is several times faster than indexing two axes.
+    flat = texture.reshape(height * width, -1) if texture.ndim == 3 else texture.reshape(-1)
+    return np.take(flat, row * width + column, axis=0)
 
 
 def _ring_layer(
@@ -485,7 +487,7 @@ def render(
     coords = (np.arange(size) + 0.5 - centre[0]) / radius
     rows = (centre[1] - (np.arange(size) + 0.5)) / radius
     x, y = np.meshgrid(coords, rows)
-    canvas = np.zeros((size, size, 3))
+    canvas = np.zeros((size, size, 3), dtype=np.float32)
     r2 = x * x + y * y
     coverage = np.clip((1 - np.sqrt(r2)) * radius + 0.5, 0, 1)
     inside = coverage > 0
@@ -523,12 +525,13 @@ def render(
         opacity = np.where(hidden, 0.0, opacity)
         lit = 0.08 + 0.92 * max(0.3, float(light[2]))
         canvas[box] = _mix(canvas[box], colour * lit, opacity)
+        inside[box] |= opacity > 0
 
-    canvas = canvas * gain
-    # Sensor noise on the bodies only: the background stays black, as in the
+    canvas *= gain.astype(np.float32)
+    # Sensor noise on the body only: the background stays black, as in the
     # reference images.
-    lit_pixels = canvas.max(axis=-1, keepdims=True) > 0.01
-    canvas += rng.normal(0, rng.uniform(0.0, noise), size=canvas.shape) * lit_pixels
+    sigma = np.float32(rng.uniform(0.0, noise))
+    canvas[inside] += rng.standard_normal((int(inside.sum()), 3), dtype=np.float32) * sigma
     return (np.clip(canvas, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
