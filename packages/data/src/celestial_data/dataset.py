@@ -235,15 +235,22 @@ def read_info(root: Path, file: str, label: int, decode_size: int | None) -> Fil
     return info
 
 
-def read_bytes(root: Path, info: FileInfo) -> bytes:
-    """The file's bytes, hashed into ``info`` (``b""`` with ``info.error`` set if unusable)."""
+def read_bytes(root: Path, info: FileInfo, digest: bool = True) -> bytes:
+    """The file's bytes, hashed into ``info`` (``b""`` with ``info.error`` set if unusable).
+
+    Args:
+        root: The dataset folder.
+        info: The file's record; ``file`` names it, ``sha256`` and ``error`` are set.
+        digest: Whether to hash the bytes (a second read after hashing need not).
+    """
     try:
         with open(os.path.join(root, info.file), "rb") as stream:
             data = stream.read()
     except OSError as error:
         info.error = f"cannot be read: {error.strerror or error}"
         return b""
-    info.sha256 = hashlib.sha256(data).hexdigest()
+    if digest:
+        info.sha256 = hashlib.sha256(data).hexdigest()
     if not data:
         info.error = "empty file (0 bytes)"
     return data

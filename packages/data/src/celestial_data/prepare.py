@@ -149,7 +149,7 @@ def _npy_header(shape: tuple[int, ...]) -> bytes:
 
 def _load(root: Path, info: FileInfo, size: int, color_mode: str) -> np.ndarray | None:
     """The image as a uint8 array, or None (with ``info.error`` set) if unreadable."""
-    data = read_bytes(root, info)
+    data = read_bytes(root, info, digest=False)  # hashed in the first pass
     image = decode_into(info, data, size) if data else None
     if image is None:
         return None
