@@ -246,6 +246,45 @@ def test_every_project_matches_the_template() -> None:
         assert check_projects.check(project) == [], project.name
 
 
+REFERENCE = ROOT.parent / "shared" / "datasets" / "planets-moons" / "raw"
+
+
+@pytest.mark.slow
+def test_dvc_sees_the_projects_pipelines_and_not_the_template() -> None:
+    listed = run("dvc", "stage", "list", "--recursive", "--name-only", ".", cwd=ROOT).stdout
+    assert sorted(listed.split()) == sorted(
+        [
+            "projects/planets-moons/data/raw.dvc",
+            *(f"projects/planets-moons/dvc.yaml:{s}" for s in ("prepare", "train", "evaluate")),
+            *(
+                f"projects/synthetic-bodies/dvc.yaml:{s}"
+                for s in ("synth", "prepare", "train", "evaluate")
+            ),
+        ]
+    )
+
+
+@pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"reference dataset not at {REFERENCE}")
+def test_planets_moons_records_exactly_the_reference_images() -> None:
+    from dvc_data.hashfile.build import build
+    from dvc_data.hashfile.db import HashFileDB
+    from dvc_objects.fs.local import LocalFileSystem
+    from dvc_objects.fs.memory import MemoryFileSystem
+
+    staging = HashFileDB(MemoryFileSystem(), "/staging")
+    _, meta, tree = build(staging, str(REFERENCE), LocalFileSystem(), "md5")
+    recorded = yaml.safe_load((ROOT / "projects/planets-moons/data/raw.dvc").read_text())
+    assert recorded["outs"] == [
+        {
+            "md5": tree.hash_info.value,
+            "size": meta.size,
+            "nfiles": 1500,
+            "hash": "md5",
+            "path": "raw",
+        }
+    ]
+
+
 # The generated pipeline, for real
 
 TINY = {
