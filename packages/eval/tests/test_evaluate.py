@@ -196,3 +196,8 @@ def test_help_imports_neither_keras_nor_matplotlib() -> None:
         [sys.executable, "-c", code], check=True, capture_output=True, text=True
     )
     assert result.stdout.strip().endswith("[]")
+
+
+def test_missing_model_folder_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    assert evaluate(tmp_path / "model", tmp_path / "prepared", tmp_path / "out") == 1
+    assert f"Model folder {tmp_path / 'model'} not found" in one_error_line(capsys)

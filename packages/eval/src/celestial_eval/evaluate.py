@@ -239,6 +239,11 @@ def write_evaluation(
 
 def check_model_dir(model_dir: Path) -> None:
     """Raise `MissingInputError` naming every file of the model folder that is absent."""
+    if not model_dir.is_dir():
+        raise MissingInputError(
+            f"Model folder {model_dir} not found. Run the project's train stage first "
+            "('celestial-models train PREPARED MODEL_DIR')."
+        )
     missing = [name for name in MODEL_FILES if not (model_dir / name).is_file()]
     if missing:
         raise MissingInputError(
