@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
         "-o",
         "--output",
         type=Path,
-        help="output file (default: PROJECT_DIR/evaluation/report.html)",
+        metavar="FILE",
+        help="where to write the page (default: PROJECT_DIR/report.html)",
     )
     return parser
 

@@ -18,7 +18,7 @@ from celestial_data import PreparedDataset, load_prepared
 from celestial_data.errors import ParamsError
 from celestial_data.params import read_section
 from celestial_eval.errors import EvalError, MismatchError, MissingInputError
-from celestial_eval.metrics import classification_metrics
+from celestial_eval.metrics import classification_metrics, confusion_matrix
 from celestial_eval.misclassified import write_misclassified_csv
 
 if TYPE_CHECKING:
@@ -189,7 +189,6 @@ def write_evaluation(
     """
     from celestial_eval.confusion import draw_confusion, write_confusion_csv
     from celestial_eval.history import draw_history, write_history_csv
-    from celestial_eval.metrics import confusion_matrix
     from celestial_eval.preview import draw_preview, select_preview
 
     out = Path(out_dir)
