@@ -77,11 +77,7 @@ class FileInfo:
 def image_extensions() -> frozenset[str]:
     """Lower-case file extensions (with the dot) that Pillow can open."""
     Image.init()
-    return _openable()
-
-
-def _openable() -> frozenset[str]:
-    return frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
+    return frozenset(ext for ext, fmt in Image.EXTENSION.items() if fmt in Image.OPEN)
 
 
 @cache
@@ -92,24 +88,7 @@ def _common_extensions() -> frozenset[str]:
 
 # Never images: no need to load every Pillow plugin to rule them out.
 _NOT_IMAGES = frozenset(
-    [
-        ".txt",
-        ".md",
-        ".rst",
-        ".csv",
-        ".tsv",
-        ".json",
-        ".yaml",
-        ".yml",
-        ".dvc",
-        ".py",
-        ".html",
-        ".xml",
-        ".db",
-        ".ini",
-        ".log",
-        ".zip",
-    ]
+    ".txt .md .rst .csv .tsv .json .yaml .yml .dvc .py .html .xml .db .ini .log .zip".split()  # noqa: SIM905
 )
 
 
