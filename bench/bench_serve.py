@@ -36,10 +36,13 @@ from pathlib import Path
 import numpy as np
 import requests
 
+from celestial_serve.server import ServerOptions
+
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared" / "datasets" / "planets-moons" / "raw"
 PROJECT = ROOT / "projects" / "planets-moons"
-MAX_BATCH = 16
+OPTIONS = ServerOptions()  # the command's defaults
+MAX_BATCH = OPTIONS.max_batch_size
 
 
 def reference_files(per_class: int) -> list[Path]:
@@ -89,10 +92,7 @@ def ceiling(model_dir: Path, payloads: list[bytes], rounds: int = 3) -> dict:
         start = time.perf_counter()
         for i in range(0, len(payloads), MAX_BATCH):
             chunk = payloads[i : i + MAX_BATCH]
-            batch = np.stack([classifier.prepare(data) for data in chunk])
-            if len(batch) < MAX_BATCH:  # the server pads to a compiled size too
-                batch = np.concatenate([batch, blank[: MAX_BATCH - len(batch)]])
-            classifier.predict(batch)
+            classifier.predict(np.stack([classifier.prepare(data) for data in chunk]))
         best = max(best, len(payloads) / (time.perf_counter() - start))
     decode_s = timed(lambda: [classifier.prepare(d) for d in payloads[:64]]) / 64
     one = timed(lambda: [classifier.predict(blank[:1]) for _ in range(30)]) / 30
@@ -240,7 +240,11 @@ def main() -> None:
             "project": project.name,
             **{k: inproc[k] for k in ("model_hash", "input_shape")},
         },
-        "server": {"workers": 1, "max_batch_size": MAX_BATCH, "batch_timeout_s": 0.005},
+        "server": {
+            "workers": OPTIONS.workers,
+            "max_batch_size": MAX_BATCH,
+            "batch_timeout_s": OPTIONS.batch_timeout,
+        },
         "startup_to_health_s": round(startup, 2),
         "in_process_ceiling": {
             k: v for k, v in inproc.items() if k not in ("model_hash", "input_shape")

@@ -9,6 +9,7 @@ import pytest
 
 from celestial_serve.api import ClassifierAPI, warmup_sizes
 from celestial_serve.project import ModelCard
+from celestial_serve.request import PredictionRequest
 
 CLASSES = ("Earth", "Mars", "Moon")
 
@@ -48,7 +49,7 @@ def test_warm_up_covers_every_padded_batch_size() -> None:
 
 
 def test_a_batch_of_requests_gets_one_answer_each_in_order(api: ClassifierAPI) -> None:
-    requests = [{"image": image(c), "k": k} for c, k in [(1, 1), (0, 2), (2, 3)]]
+    requests = [PredictionRequest(image(c), k) for c, k in [(1, 1), (0, 2), (2, 3)]]
     contexts = [{} for _ in requests]
     inputs = [api.decode_request(r, context=c) for r, c in zip(requests, contexts, strict=True)]
     outputs = api.unbatch(api.predict(api.batch(inputs)))
@@ -69,7 +70,7 @@ def test_batched_and_single_predictions_agree(api: ClassifierAPI) -> None:
 
 def test_an_image_of_the_wrong_shape_never_reaches_the_model(api: ClassifierAPI) -> None:
     with pytest.raises(ValueError, match=r"Expected a uint8 image of shape \(4, 4, 3\)"):
-        api.decode_request({"image": np.zeros((5, 5, 3), np.uint8), "k": 1}, context={})
+        api.decode_request(PredictionRequest(np.zeros((5, 5, 3), np.uint8), 1), context={})
 
 
 def test_without_batching_one_image_gets_the_same_answer() -> None:
@@ -78,7 +79,7 @@ def test_without_batching_one_image_gets_the_same_answer() -> None:
     single.pre_setup()
     single.classifier = FakeClassifier()
     context: dict = {}
-    x = single.decode_request({"image": image(2), "k": 2}, context=context)
+    x = single.decode_request(PredictionRequest(image(2), 2), context=context)
     answer = single.encode_response(single.predict(x), context=context)
     assert answer["label"] == "Moon"
     assert len(answer["top_k"]) == 2

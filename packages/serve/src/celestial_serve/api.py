@@ -18,7 +18,7 @@ from fastapi import Depends
 from celestial_serve.batching import GreedyBatchLoop
 from celestial_serve.errors import ServeError
 from celestial_serve.project import ModelCard
-from celestial_serve.request import read_prediction_request
+from celestial_serve.request import PredictionRequest, read_prediction_request
 from celestial_serve.response import prediction
 
 __all__ = ["ClassifierAPI", "warmup_sizes"]
@@ -86,17 +86,17 @@ class ClassifierAPI(ls.LitAPI):
 
     def decode_request(
         self,
-        request: Annotated[dict[str, Any], Depends(read_prediction_request)],
+        request: Annotated[PredictionRequest, Depends(read_prediction_request)],
         context: dict[str, Any],
     ) -> np.ndarray:
         """Take the preprocessed image of a request; keep its ``k`` for the answer."""
-        image = request["image"]
+        image = request.image
         if image.shape != self.card.input_shape or image.dtype != np.uint8:
             raise ValueError(
                 f"Expected a uint8 image of shape {self.card.input_shape}. "
                 f"Received {image.dtype} {image.shape}."
             )
-        context["k"] = int(request["k"])
+        context["k"] = request.k
         return image
 
     def predict(self, x: np.ndarray) -> np.ndarray:

@@ -29,6 +29,7 @@ __all__ = [
     "ACCEPTED",
     "DEFAULT_K",
     "BodyLimit",
+    "PredictionRequest",
     "UploadRules",
     "decode_image",
     "image_from_json",
@@ -48,6 +49,19 @@ ACCEPTED = (
     "multipart/form-data with the image in field 'file', a raw body with an image/* "
     'content type, or application/json {"image": "<base64>"}'
 )
+
+
+@dataclass(frozen=True)
+class PredictionRequest:
+    """A checked request, as queued for the model: the preprocessed image and ``k``."""
+
+    image: np.ndarray
+    k: int
+
+    def __repr__(self) -> str:
+        # LitServe formats every request into a debug message, logged or not;
+        # numpy's repr of the image would cost milliseconds per request.
+        return f"PredictionRequest(image={self.image.dtype}{list(self.image.shape)}, k={self.k})"
 
 
 @dataclass(frozen=True)
@@ -198,20 +212,20 @@ def not_an_image(data: bytes) -> str:
     )
 
 
-async def read_prediction_request(request: Request) -> dict[str, Any]:
+async def read_prediction_request(request: Request) -> PredictionRequest:
     """FastAPI dependency of ``POST /predict``: the model input and options of a request.
 
     Reads the upload rules from ``request.app.state.upload``.
 
     Returns:
-        ``{"image": uint8 array (size, size, channels), "k": int}``.
+        The uint8 image ``(size, size, channels)`` and ``k``.
     """
     rules: UploadRules = request.app.state.upload
     k = parse_k(request.query_params, rules.num_classes)
     data = await read_upload(request)
     # Decoding is CPU work: keep it off the event loop so other requests are read meanwhile.
     image = await run_in_threadpool(decode_image, data, rules)
-    return {"image": image, "k": k}
+    return PredictionRequest(image=image, k=k)
 
 
 class BodyLimit:
