@@ -274,6 +274,26 @@ def test_reference_parsing_sees_a_drift(tmp_path: Path) -> None:
     assert reference_tables(page) == {"prepare": {"image_size": 64, "color_mode": "rgb"}}
 
 
+def option_table(page: Path) -> dict[str, object]:
+    """The ``| `--option` | `default` | effect |`` rows of ``page``, parsed as YAML."""
+    rows = re.findall(r"^\| `(--[\w-]+)` \| `([^`]*)` \|", page.read_text(), re.MULTILINE)
+    return {option: yaml.safe_load(default) for option, default in rows}
+
+
+def test_serving_options_match_the_command() -> None:
+    from celestial_serve.cli import build_parser
+
+    defaults = {
+        action.option_strings[-1]: action.default
+        for action in build_parser()._actions
+        if action.option_strings and action.dest != "help"
+    }
+    assert option_table(DOCS / "serving.md") == defaults, (
+        "docs/serving.md's table of options must list every option of celestial-serve "
+        f"with its default: {defaults}"
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("page", "line", "words"),
@@ -289,7 +309,10 @@ def test_every_command_named_in_prose_exists() -> None:
     text = "\n".join(path.read_text() for path in SHOWN)
     for session in set(re.findall(r"nox -s ([\w-]+)", text)):
         assert session in nox_sessions(), f"the docs name 'nox -s {session}', which does not exist"
-    for program, command in set(re.findall(r"`(celestial-(?:data|models|eval)) (\w+)", text)):
+    for span in set(re.findall(r"`(celestial-(?:data|models|eval) [^`]+)`", text)):
+        if "..." in span or "=" in span:
+            continue  # a quoted message, not a command
+        program, command = span.split()[:2]
         help_text(program, command)
 
 
