@@ -153,3 +153,12 @@ def test_strong_imbalance_is_a_warning_with_counts(make_raw) -> None:
     assert not any(
         "imbalanced" in w for w in check_dataset(make_raw({"A": 3, "B": 4}, "b")).warnings
     )
+
+
+def test_other_formats_pillow_reads_are_images(raw: Path, encode) -> None:
+    (raw / "Venus" / "scan.tiff").write_bytes(encode(700, fmt="TIFF"))
+    (raw / "Venus" / "web.WEBP").write_bytes(encode(701, fmt="WEBP"))
+    (raw / "Venus" / "old.bmp").write_bytes(encode(702, fmt="BMP"))
+    report = check_dataset(raw)
+    assert report.counts["Venus"] == 9 and not report.ignored
+    assert {"TIFF", "WEBP", "BMP"} <= set(report.formats)
