@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -102,3 +104,16 @@ def test_bad_options_are_usage_errors(tmp_path: Path, args: list[str]) -> None:
     with pytest.raises(SystemExit) as caught:
         main([str(tmp_path), *args] if args else [])
     assert caught.value.code == 2
+
+
+def test_help_is_fast_because_it_imports_neither_keras_nor_litserve() -> None:
+    code = (
+        "import sys\n"
+        "from celestial_serve.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('keras', 'jax', 'litserve') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout
+    assert out.strip().splitlines()[-1] == "[]"
