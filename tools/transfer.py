@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Remote", "explain", "main", "remote_in_use", "run"]
+__all__ = ["Remote", "Watchdog", "explain", "main", "remote_in_use", "run"]
 
 DOCS = "docs/remote.md"
 
@@ -144,15 +148,57 @@ def explain(verb: str, errors: str, remote: Remote) -> str:
     return f"{lead}: {reason}. Run 'uv run dvc {verb} -v' for details (see {DOCS})."
 
 
+class Watchdog(threading.Thread):
+    """Stops a transfer whose server stopped answering.
+
+    DVC retries every file on its own, so a server that dies part-way would
+    keep a large transfer busy for many minutes before it reports anything.
+    This thread opens a TCP connection to the endpoint every ``interval``
+    seconds; after ``limit`` failures in a row it interrupts DVC (as Ctrl-C
+    would), which stops cleanly and keeps its cache consistent.
+    """
+
+    def __init__(
+        self, proc: subprocess.Popen[str], endpoint: str, interval: float = 2.0, limit: int = 3
+    ) -> None:
+        super().__init__(daemon=True)
+        url = urllib.parse.urlparse(endpoint)
+        self.address = (url.hostname or "", url.port or (443 if url.scheme == "https" else 80))
+        self.proc, self.interval, self.limit = proc, interval, limit
+        self.done = threading.Event()
+        self.fired = False
+
+    def run(self) -> None:
+        """Probe the endpoint until the transfer ends or the server is gone."""
+        failures = 0
+        while not self.done.wait(self.interval):
+            try:
+                socket.create_connection(self.address, timeout=self.interval).close()
+                failures = 0
+            except OSError:
+                failures += 1
+            if failures >= self.limit and self.proc.poll() is None:
+                self.fired = True
+                self.proc.send_signal(signal.SIGINT)
+                try:
+                    self.proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                return
+
+
 def run(verb: str, args: Sequence[str], cwd: Path) -> int:
     """Run ``dvc VERB ARGS`` in ``cwd``; on failure print the one-line explanation.
 
     DVC's output streams through until its first ``ERROR:`` line; what follows
-    is DVC's own failure report, which the explanation replaces.
+    is DVC's own failure report, which the explanation replaces. With an
+    explicit endpoint (a local or S3-compatible server), a :class:`Watchdog`
+    stops the transfer soon after the server stops answering.
 
     Returns:
         DVC's exit status.
     """
+    remote = remote_in_use(args, cwd)
     proc = subprocess.Popen(
         [sys.executable, "-m", "dvc", verb, *args],
         cwd=cwd,
@@ -161,6 +207,9 @@ def run(verb: str, args: Sequence[str], cwd: Path) -> int:
         text=True,
         env={**os.environ, "DVC_NO_ANALYTICS": "1"},
     )
+    watchdog = Watchdog(proc, remote.endpoint) if remote.endpoint else None
+    if watchdog:
+        watchdog.start()
     assert proc.stdout is not None
     reported = []  # DVC's ERROR and WARNING lines: what the explanation is drawn from
     failing = False
@@ -172,8 +221,14 @@ def run(verb: str, args: Sequence[str], cwd: Path) -> int:
             sys.stdout.write(line)
             sys.stdout.flush()
     status = proc.wait()
+    if watchdog:
+        watchdog.done.set()
+        watchdog.join()
+        if watchdog.fired:
+            reported.append(f"ERROR: Could not connect to {remote.endpoint}; stopped the transfer")
+            status = status or 1
     if status != 0:
-        print(explain(verb, "\n".join(reported), remote_in_use(args, cwd)), file=sys.stderr)
+        print(explain(verb, "\n".join(reported), remote), file=sys.stderr)
     return status
 
 
