@@ -239,6 +239,42 @@ def test_a_fresh_bake_matches_and_edits_are_reported(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.slow
+def test_cruft_update_rolls_a_committed_template_change_into_a_project(tmp_path: Path) -> None:
+    shutil.copytree(TEMPLATE, tmp_path / "templates" / "project")
+    run("git", "init", "-q", cwd=tmp_path)
+    run("git", "add", "-A", cwd=tmp_path)
+    run("git", "commit", "-q", "-m", "template", cwd=tmp_path)
+    # The documented command, from the repository root (a relative template path).
+    run(
+        str(BIN / "cookiecutter"),
+        "templates/project",
+        "-o",
+        "projects",
+        "--no-input",
+        "data_source=synthetic",
+        cwd=tmp_path,
+    )
+    project = tmp_path / "projects" / "planets-and-moons"
+    assert json.loads((project / ".cruft.json").read_text())["template"] == "../.."
+    run("git", "add", "-A", cwd=tmp_path)
+    run("git", "commit", "-q", "-m", "project", cwd=tmp_path)
+    readme = tmp_path / "templates" / "project" / "{{cookiecutter.slug}}" / "README.md"
+    readme.write_text(readme.read_text() + "\nA line the template gained.\n")
+    run("git", "commit", "-q", "-am", "template change", cwd=tmp_path)
+    template = tmp_path / "templates" / "project"
+    assert check_projects.check(project, template) != []
+
+    assert (
+        "+A line the template gained."
+        in run(str(BIN / "cruft"), "diff", "--checkout", "HEAD", cwd=project).stdout
+    )
+    run(str(BIN / "cruft"), "update", "--skip-apply-ask", cwd=project)
+
+    assert (project / "README.md").read_text().endswith("A line the template gained.\n")
+    assert check_projects.check(project, template) == []
+
+
 def test_every_project_matches_the_template() -> None:
     projects = sorted(p.parent for p in (ROOT / "projects").glob("*/dvc.yaml"))
     assert [p.name for p in projects] == ["planets-moons", "synthetic-bodies"]

@@ -31,10 +31,20 @@ def git(folder: Path, *args: str) -> str | None:
     return done.stdout.strip()
 
 
-def template_folder() -> Path | None:
+def template_folder(project: Path) -> Path | None:
     """The template folder this project was rendered from, absolute."""
     given = Path(str(ANSWERS.get("_repo_dir", "")))
-    candidates = [given] if given.is_absolute() else [Path(os.environ.get("PWD", ".")) / given]
+    if given.is_absolute():
+        candidates = [given]
+    else:
+        # Relative to the folder cookiecutter was started from, which this
+        # process cannot know: most likely the root of the repository the
+        # project is generated in, else the shell's folder.
+        top = git(project, "rev-parse", "--show-toplevel")
+        candidates = [
+            *([Path(top) / given] if top else []),
+            Path(os.environ.get("PWD", ".")) / given,
+        ]
     return next((c.resolve() for c in candidates if (c / "cookiecutter.json").is_file()), None)
 
 
@@ -64,7 +74,7 @@ def main() -> None:
     """Write ``.cruft.json`` (unless cruft renders) and print the next steps."""
     project = Path.cwd()
     if "_commit" not in ANSWERS:
-        state = cruft_state(project, template_folder())
+        state = cruft_state(project, template_folder(project))
         text = json.dumps(state, ensure_ascii=False, indent=2, separators=(",", ": "))
         (project / ".cruft.json").write_text(text + "\n")
         first = (
