@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=positive_int, default=1, help="inference processes (default: 1)"
     )
     parser.add_argument(
+        "--api-servers",
+        type=positive_int,
+        default=None,
+        help="HTTP processes reading, checking and decoding uploads (default: one per worker)",
+    )
+    parser.add_argument(
         "--max-batch-size",
         type=positive_int,
         default=16,
@@ -93,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         host=args.host,
         port=args.port,
         workers=args.workers,
+        api_servers=args.api_servers,
         max_batch_size=args.max_batch_size,
         batch_timeout=args.batch_timeout,
         max_upload_bytes=int(args.max_upload_mb * 2**20),

@@ -31,6 +31,7 @@ class ServerOptions:
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
+    api_servers: int | None = None
     max_batch_size: int = 16
     batch_timeout: float = 0.0
     max_upload_bytes: int = 10 * 1024 * 1024
@@ -151,6 +152,7 @@ def serve(card: ModelCard, options: ServerOptions) -> None:
             port=options.port,
             log_level=options.log_level,
             generate_client_file=False,
+            num_api_servers=options.api_servers,
         )
     except RuntimeError as error:
         if "workers failed to start" not in str(error):
