@@ -24,7 +24,7 @@ LR_SCHEDULES = ("constant", "cosine")
 DEFAULTS: dict[str, Any] = {
     "architecture": "compact_cnn",
     "seed": 0,
-    "epochs": 10,
+    "epochs": 8,
     "batch_size": 32,
     "learning_rate": 0.003,
     "lr_schedule": "cosine",

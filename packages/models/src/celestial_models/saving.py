@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from celestial_models import __version__
-from celestial_models.backend import keras
+from celestial_models.backend import fast_initializers, keras
 from celestial_models.errors import ModelDirError
 
 __all__ = [
@@ -123,7 +123,8 @@ def load_model(path: Path) -> keras.Model:
         ModelDirError: If Keras cannot read the file.
     """
     try:
-        return keras.saving.load_model(path, compile=False, safe_mode=True)
+        with fast_initializers():  # the initial weights are overwritten at once
+            return keras.saving.load_model(path, compile=False, safe_mode=True)
     except (ValueError, TypeError, OSError, KeyError, zipfile.BadZipFile) as error:
         raise ModelDirError(
             f"Cannot load {path} with Keras {keras.__version__} ({error}). Retrain the "

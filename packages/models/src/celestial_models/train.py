@@ -20,7 +20,7 @@ import numpy as np
 from celestial_data import PreparedDataError, PreparedDataset, load_prepared
 from celestial_models import __version__
 from celestial_models.architectures import build_model
-from celestial_models.backend import keras
+from celestial_models.backend import fast_initializers, keras
 from celestial_models.batches import TrainingBatches
 from celestial_models.errors import ParamsError, TrainingDataError
 from celestial_models.inference import Predictor
@@ -156,7 +156,8 @@ def compile_model(model: keras.Model, params: Mapping[str, Any], steps_per_epoch
 
 def inference_copy(model: keras.Model) -> keras.Model:
     """The same model without its optimizer and compile settings: small, fast to load."""
-    copy = keras.Model.from_config(model.get_config())
+    with fast_initializers():  # shapes already compiled by build_model: no new compilation
+        copy = keras.Model.from_config(model.get_config())
     copy.set_weights(model.get_weights())
     return copy
 
