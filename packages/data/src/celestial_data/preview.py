@@ -51,5 +51,6 @@ def preview_image(dataset: PreparedDataset, per_class: int = 8) -> Image.Image:
 def write_preview(dataset: PreparedDataset, path: str | Path, per_class: int = 8) -> Path:
     """Write `preview_image` of ``dataset`` as a PNG and return its path."""
     path = Path(path)
-    preview_image(dataset, per_class).save(path, format="PNG", optimize=False)
+    # Fast compression: the preview is looked at, not archived.
+    preview_image(dataset, per_class).save(path, format="PNG", compress_level=1)
     return path
