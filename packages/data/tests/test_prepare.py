@@ -238,3 +238,9 @@ def test_report_lists_ignored_files_and_duplicates(raw: Path, tmp_path: Path) ->
     assert report["ignored"] == ["notes.txt"]
     assert report["duplicates"] == [["Moon/again.png", "Moon/moon_002.png"]]
     assert report["total"] == 19
+
+
+def test_output_inside_the_raw_folder_is_an_error(raw: Path) -> None:
+    with pytest.raises(DatasetError, match="inside the raw folder"):
+        prepare_dataset(raw, raw / "prepared", PARAMS)
+    assert not (raw / "prepared").exists()

@@ -236,10 +236,15 @@ def prepare_dataset(
             prepared dataset is left in ``out`` then.
     """
     params = validate_params(params or {})
+    out = Path(out)
+    if out.resolve().is_relative_to(Path(raw).resolve()):
+        raise DatasetError(
+            f"The output folder {out} is inside the raw folder {raw}: its files would be "
+            "read as images next time. Write the prepared dataset elsewhere."
+        )
     dataset = scan(raw)
     infos = inspect_files(dataset, workers=workers)
     entries = _split_entries(infos, params)
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _clear(out)
     size, color_mode = params["image_size"], params["color_mode"]
