@@ -81,29 +81,35 @@ def _sphere_grid() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 class _Noise:
     """Seeded 3-D value noise and its fractal sum, evaluated on points."""
 
+    PERIOD = 64
+
     def __init__(self, seed: int) -> None:
         rng = np.random.default_rng(seed)
-        self.perm = np.tile(rng.permutation(256), 2)
-        self.values = rng.random(256)
-        self.shifts = rng.uniform(0, 256, size=(16, 3))
+        lattice = rng.random((self.PERIOD,) * 3)
+        # One extra layer on each axis (a copy of the first), so the eight
+        # corners of a cell are plain offsets into one flat table.
+        self.table = np.pad(lattice, (0, 1), mode="wrap").reshape(-1)
+        self.shifts = rng.uniform(0, self.PERIOD, size=(16, 3))
 
     def value(self, points: np.ndarray) -> np.ndarray:
         """Smooth noise in [0, 1] at ``points`` (..., 3), one feature per unit."""
         cell = np.floor(points)
         frac = points - cell
         weight = frac * frac * (3 - 2 * frac)
-        index = cell.astype(np.int64) & 255
-        x, y, z = index[..., 0], index[..., 1], index[..., 2]
-        perm, values = self.perm, self.values
-
-        def corner(dx: int, dy: int, dz: int) -> np.ndarray:
-            return values[perm[perm[perm[x + dx] + y + dy] + z + dz]]
-
+        index = cell.astype(np.int64) & (self.PERIOD - 1)
+        side = self.PERIOD + 1
+        base = (index[..., 0] * side + index[..., 1]) * side + index[..., 2]
+        table = self.table
+        dx, dy = side * side, side
+        c000, c100 = table[base], table[base + dx]
+        c010, c110 = table[base + dy], table[base + dx + dy]
+        c001, c101 = table[base + 1], table[base + dx + 1]
+        c011, c111 = table[base + dy + 1], table[base + dx + dy + 1]
         wx, wy, wz = weight[..., 0], weight[..., 1], weight[..., 2]
-        x00 = corner(0, 0, 0) + wx * (corner(1, 0, 0) - corner(0, 0, 0))
-        x10 = corner(0, 1, 0) + wx * (corner(1, 1, 0) - corner(0, 1, 0))
-        x01 = corner(0, 0, 1) + wx * (corner(1, 0, 1) - corner(0, 0, 1))
-        x11 = corner(0, 1, 1) + wx * (corner(1, 1, 1) - corner(0, 1, 1))
+        x00 = c000 + wx * (c100 - c000)
+        x10 = c010 + wx * (c110 - c010)
+        x01 = c001 + wx * (c101 - c001)
+        x11 = c011 + wx * (c111 - c011)
         y0 = x00 + wy * (x10 - x00)
         y1 = x01 + wy * (x11 - x01)
         return y0 + wz * (y1 - y0)
@@ -131,6 +137,20 @@ def _mix(a: np.ndarray, b: Sequence[float] | np.ndarray, t: np.ndarray) -> np.nd
 
 def _fill(color: Sequence[float]) -> np.ndarray:
     return np.broadcast_to(np.asarray(color, dtype=float), (*_sphere_grid()[0].shape, 3)).copy()
+
+
+def _cover(field: np.ndarray, share: float, softness: float) -> np.ndarray:
+    """0..1 mask over the highest ``share`` of the sphere's area in ``field``.
+
+    The threshold is an area-weighted quantile, so the share does not depend
+    on the noise's distribution; ``softness`` blurs the edge (in field units).
+    """
+    weights = np.cos(_sphere_grid()[0]).reshape(-1)
+    order = np.argsort(field.reshape(-1))
+    cumulative = np.cumsum(weights[order])
+    cut = np.searchsorted(cumulative, (1 - share) * cumulative[-1])
+    threshold = field.reshape(-1)[order[min(cut, order.size - 1)]]
+    return _smoothstep(threshold - softness, threshold + softness, field)
 
 
 def _spot(lat0: float, lon0: float, width: float, height: float) -> np.ndarray:
@@ -292,7 +312,7 @@ def _mars(noise: _Noise, rng: np.random.Generator) -> np.ndarray:
     regions = noise.fbm(xyz, 1.6, 6)
     detail = noise.fbm(xyz, 10.0, 3)
     albedo = _mix(_fill((0.80, 0.43, 0.24)), (0.70, 0.34, 0.18), detail)
-    albedo = _mix(albedo, (0.38, 0.20, 0.13), _smoothstep(0.52, 0.62, regions) * 0.85)
+    albedo = _mix(albedo, (0.38, 0.20, 0.13), _cover(regions, 0.3, 0.05) * 0.85)
     albedo = _craters(albedo, rng, 120, (0.01, 0.05))
     caps = _smoothstep(74, 80, np.abs(np.degrees(lat)) + 6 * (detail - 0.5))
     return _mix(albedo, (0.95, 0.94, 0.92), caps)
@@ -303,8 +323,9 @@ def _earth(noise: _Noise, rng: np.random.Generator) -> np.ndarray:
     land = noise.fbm(xyz, 1.3, 6)
     dry = noise.fbm(xyz + 11.0, 2.5, 4)
     latitude = np.abs(np.degrees(lat))
-    is_land = _smoothstep(0.53, 0.56, land)
-    ocean = _mix(_fill((0.04, 0.12, 0.38)), (0.07, 0.22, 0.52), _smoothstep(0.40, 0.53, land))
+    is_land = _cover(land, 0.3, 0.015)
+    shelf = _cover(land, 0.55, 0.06)  # shallower, lighter water near the coasts
+    ocean = _mix(_fill((0.04, 0.12, 0.38)), (0.07, 0.22, 0.52), shelf)
     desert = _smoothstep(0.45, 0.65, dry) * _smoothstep(45, 20, latitude)
     ground = _mix(_fill((0.20, 0.36, 0.14)), (0.72, 0.60, 0.40), desert)
     albedo = _mix(ocean, ground, is_land)
@@ -318,7 +339,7 @@ def _moon(noise: _Noise, rng: np.random.Generator) -> np.ndarray:
     albedo = _fill((0.66, 0.65, 0.63)) * (0.9 + 0.2 * detail)[..., None]
     # Maria cluster on the near side (longitude 0), as on the real Moon.
     near_side = np.cos(lat) * np.cos(lon) * 0.5 + 0.5
-    maria = _smoothstep(0.5, 0.58, noise.fbm(xyz, 1.8, 5) + 0.22 * (near_side - 0.5))
+    maria = _cover(noise.fbm(xyz, 1.8, 5) + 0.22 * (near_side - 0.5), 0.25, 0.04)
     albedo = _mix(albedo, (0.34, 0.34, 0.35), maria * 0.9)
     albedo = _craters(albedo, rng, 260, (0.012, 0.10))
     return albedo + 0.25 * _rays(rng, 3)[..., None]
@@ -384,7 +405,7 @@ def _clouds() -> np.ndarray:
     _, _, xyz = _sphere_grid()
     noise = _Noise(SURFACE_SEED - 1)
     swirls = noise.fbm(xyz * np.array([1.0, 1.0, 2.5]), 2.5, 6)
-    return _smoothstep(0.5, 0.68, swirls).astype(np.float32)
+    return _cover(swirls, 0.3, 0.1).astype(np.float32)
 
 
 # ---------------------------------------------------------------- rendering
