@@ -83,3 +83,31 @@ def test_without_batching_one_image_gets_the_same_answer() -> None:
     answer = single.encode_response(single.predict(x), context=context)
     assert answer["label"] == "Moon"
     assert len(answer["top_k"]) == 2
+
+
+@pytest.mark.slow
+def test_setup_loads_the_project_model_and_answers_like_it(
+    trained_project: Path, classifier, reference
+) -> None:
+    from celestial_serve.project import load_card
+    from celestial_serve.request import UploadRules, decode_image
+
+    card = load_card(trained_project)
+    real = ClassifierAPI(card, max_batch_size=4)
+    real.pre_setup()
+    real.setup("cpu")
+    rules = UploadRules(card.image_size, card.color_mode, len(card.classes))
+    files = [paths[0].read_bytes() for paths in reference.values()][:3]
+    contexts = [{} for _ in files]
+    inputs = [
+        real.decode_request(PredictionRequest(decode_image(data, rules), 10), context=context)
+        for data, context in zip(files, contexts, strict=True)
+    ]
+    outputs = real.unbatch(real.predict(real.batch(inputs)))
+    answers = [real.encode_response(o, context=c) for o, c in zip(outputs, contexts, strict=True)]
+    for data, answer in zip(files, answers, strict=True):
+        expected = classifier.predict(classifier.prepare(data)[None])[0]
+        served = {item["label"]: item["probability"] for item in answer["top_k"]}
+        probabilities = dict(zip(classifier.classes, expected.tolist(), strict=True))
+        assert served == pytest.approx(probabilities, abs=1e-5)
+        assert answer["model"] == {"project": "tiny-bodies", "model_hash": classifier.model_hash}
