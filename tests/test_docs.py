@@ -449,7 +449,8 @@ from PIL import Image
 value = int(sys.argv[1])
 Path("evaluation").mkdir(exist_ok=True)
 Image.new("RGB", (8, 8), (value, 0, 0)).save("evaluation/confusion.png")
-Path("evaluation/metrics.json").write_text(json.dumps({"accuracy": value / 255}))
+metrics = {"accuracy": value / 255, "classes": {"Ceres": {"f1": value / 510}}}
+Path("evaluation/metrics.json").write_text(json.dumps(metrics))
 """
 
 DVC_YAML = """\
@@ -515,6 +516,8 @@ def test_cml_report_compares_each_project_with_the_base(tmp_path: Path) -> None:
     # alpha changed: its param, metric and both images; nothing of beta's.
     assert re.search(r"train\.value \| 10 +\| 200", alpha), alpha
     assert "accuracy" in alpha and "0.78431" in alpha
+    headline, per_class = alpha.split("<details>")
+    assert "classes.Ceres.f1" in per_class and "classes.Ceres.f1" not in headline
     assert "../" not in alpha.replace("](", "")
     images = re.findall(r"!\[[^]]*\]\(([^)]+)\)", alpha)
     assert len(images) == 2

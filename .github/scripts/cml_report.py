@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 WORKSPACE = "workspace"
+# Plots the report shows as pictures; DVC's data plots need a browser to draw.
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".svg"}
 
 
 def run(command: Sequence[str], cwd: Path) -> str:
@@ -64,6 +66,34 @@ def table_or(text: str, empty: str) -> str:
     return text if text else f"_{empty}_"
 
 
+def metrics_tables(text: str, empty: str) -> str:
+    """The project's metrics table, per-class rows folded under ``<details>``.
+
+    ``evaluation/metrics.json`` holds a dozen headline figures and five per
+    class: the headline stays in view, the rest opens on demand.
+    """
+    table = own_rows(text)
+    if not table:
+        return f"_{empty}_"
+    lines = table.splitlines()
+    header, rows = lines[:2], lines[2:]
+
+    def per_class(row: str) -> bool:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        return len(cells) > 1 and cells[1].startswith("classes.")
+
+    headline = [row for row in rows if not per_class(row)]
+    classes = [row for row in rows if per_class(row)]
+    parts = ["\n".join(header + headline)] if headline else []
+    if classes:
+        parts.append(
+            f"<details><summary>Per-class metrics ({len(classes)} rows)</summary>\n\n"
+            + "\n".join(header + classes)
+            + "\n\n</details>"
+        )
+    return "\n\n".join(parts)
+
+
 def image_plots(
     project: Path, base: str, out_dir: Path
 ) -> tuple[dict[str, dict[str, Path]], list[str]]:
@@ -72,7 +102,7 @@ def image_plots(
     Returns:
         For each image plot path, the image file of each revision that has it
         (``base`` and ``"workspace"``); and a line per plot DVC could not load
-        (typically an output missing from the remote).
+        image (typically an output missing from the remote).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     document = json.loads(
@@ -81,7 +111,8 @@ def image_plots(
     errors = [
         f"`{e.get('name')}` ({e.get('rev')}): {e.get('msg')}"
         for e in document.get("errors", [])
-        if not str(e.get("name", "")).startswith("../")
+        if Path(str(e.get("name", ""))).suffix.lower() in IMAGE_SUFFIXES
+        and not str(e.get("name", "")).startswith("../")
     ]
     images: dict[str, dict[str, Path]] = {}
     for path, entries in sorted(document.get("data", {}).items()):
@@ -116,7 +147,7 @@ def project_section(project: Path, base: str, report_dir: Path) -> str:
         "",
         "### Metrics",
         "",
-        table_or(metrics, f"No metrics changed against {base}."),
+        metrics_tables(metrics, f"No metrics changed against {base}."),
         "",
         "### Plots",
         "",
