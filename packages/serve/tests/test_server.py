@@ -152,7 +152,12 @@ def test_a_form_without_the_file_field_says_which_field(server, reference) -> No
     data = reference["Earth"][0].read_bytes()
     response = requests.post(f"{server.url}/predict", files={"image": data}, timeout=30)
     assert response.status_code == 400
-    assert "field 'file'" in response.json()["detail"]
+    assert "no file in field 'file'" in response.json()["detail"]
+    text = requests.post(f"{server.url}/predict", data={"file": "Mars.jpg"}, timeout=30)
+    assert text.status_code == 415  # a urlencoded form, not multipart
+    as_text = requests.post(f"{server.url}/predict", files={"file": (None, "Mars.jpg")}, timeout=30)
+    assert as_text.status_code == 400
+    assert "text field, not a file upload" in as_text.json()["detail"]
 
 
 def test_unknown_routes_and_methods_get_json_errors(server) -> None:

@@ -161,7 +161,13 @@ async def read_multipart(request: Request) -> bytes:
     """The bytes of the ``file`` field of a multipart form."""
     async with request.form(max_files=1, max_fields=10) as form:
         upload = form.get("file")
-        if upload is None or isinstance(upload, str):
+        if isinstance(upload, str):
+            raise bad_request(
+                400,
+                "Field 'file' of the multipart form is a text field, not a file upload. "
+                "Send the image as a file, e.g. curl -F file=@image.jpg",
+            )
+        if upload is None:
             fields = sorted(form.keys())[:10]
             raise bad_request(
                 400,
