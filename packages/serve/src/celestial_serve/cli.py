@@ -35,6 +35,14 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def positive_float(text: str) -> float:
+    """An argparse type: a number above 0."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, received {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of ``celestial-serve``."""
     parser = argparse.ArgumentParser(
@@ -74,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-upload-mb",
-        type=non_negative_float,
+        type=positive_float,
         default=10.0,
         help="largest request body accepted, in MiB; larger ones get 413 (default: 10)",
     )

@@ -38,6 +38,10 @@ __all__ = [
 ]
 
 DEFAULT_K = 5
+ACCEPTED = (
+    "multipart/form-data with the image in field 'file', a raw body with an image/* "
+    'content type, or application/json {"image": "<base64>"}'
+)
 
 # ASGI types, spelled out to keep Starlette an indirect dependency.
 Scope = MutableMapping[str, Any]
@@ -45,10 +49,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-ACCEPTED = (
-    "multipart/form-data with the image in field 'file', a raw body with an image/* "
-    'content type, or application/json {"image": "<base64>"}'
-)
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,6 @@ class UploadRules:
     image_size: int
     color_mode: str
     num_classes: int
-    max_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 40_000_000
 
 
@@ -249,7 +248,7 @@ class BodyLimit:
         """The 413 message for a body of ``size``."""
         return (
             f"The request body is too large ({size}); the limit is {self.max_bytes} bytes "
-            f"({self.max_bytes / 2**20:.0f} MiB). Send a smaller image or raise --max-upload-mb."
+            f"({self.max_bytes / 2**20:.3g} MiB). Send a smaller image or raise --max-upload-mb."
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -61,7 +61,6 @@ def build_server(card: ModelCard, options: ServerOptions) -> ls.LitServer:
         image_size=card.image_size,
         color_mode=card.color_mode,
         num_classes=len(card.classes),
-        max_bytes=options.max_upload_bytes,
     )
     add_page(app)
     app.add_exception_handler(404, unknown_route)
