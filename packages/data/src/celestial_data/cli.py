@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from celestial_data.errors import DataError, ParamsError
+from celestial_data.synth import BODIES
+from celestial_data.synth import DEFAULTS as SYNTH
 
 PROG = "celestial-data"
 
@@ -51,10 +53,19 @@ def build_parser() -> argparse.ArgumentParser:
         "bodies of the reference dataset, deterministic per seed.",
     )
     synth.add_argument("out", type=Path, metavar="OUT", help="the output folder")
-    synth.add_argument("--per-class", type=int, help="images per class (default: 100)")
-    synth.add_argument("--size", type=int, help="side of the square images in pixels")
-    synth.add_argument("--seed", type=int, help="random seed")
-    synth.add_argument("--classes", nargs="+", metavar="CLASS", help="bodies to render")
+    synth.add_argument(
+        "--per-class", type=int, help=f"images per class (default: {SYNTH['per_class']})"
+    )
+    synth.add_argument(
+        "--size", type=int, help=f"side of the square images in pixels (default: {SYNTH['size']})"
+    )
+    synth.add_argument("--seed", type=int, help=f"random seed (default: {SYNTH['seed']})")
+    synth.add_argument(
+        "--classes",
+        nargs="+",
+        metavar="CLASS",
+        help=f"bodies to render (default: all of {', '.join(BODIES)})",
+    )
     synth.add_argument(
         "--params", type=Path, help="params.yaml whose 'synth' section gives the defaults"
     )
