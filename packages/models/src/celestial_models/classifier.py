@@ -12,6 +12,7 @@ from celestial_data import channels, decode, to_array
 from celestial_models.backend import keras
 from celestial_models.errors import ModelError
 from celestial_models.inference import Predictor
+from celestial_models.ood import OodDetector
 from celestial_models.saving import MODEL_FILE, file_sha256, load_model, read_metadata
 
 __all__ = ["Classifier", "load_classifier"]
@@ -25,8 +26,17 @@ class Classifier:
     class probabilities for a batch of such inputs.
     """
 
-    def __init__(self, model: keras.Model, metadata: dict[str, Any], model_hash: str):
+    def __init__(
+        self,
+        model: keras.Model,
+        metadata: dict[str, Any],
+        model_hash: str,
+        detector: OodDetector | None = None,
+    ):
         self.model = model
+        #: The unknown-image score and threshold (None for a model without one).
+        self.detector = detector
+        self._scoring: Any = None
         self.metadata = metadata
         self.model_hash = model_hash
         self.classes: tuple[str, ...] = tuple(metadata["classes"])
@@ -52,6 +62,49 @@ class Classifier:
         Raises:
             ModelError: If the batch has the wrong dtype or shape.
         """
+        return self._predictor(self._check(images))
+
+    def outputs(self, images: np.ndarray) -> Any:
+        """Embeddings, logits and probabilities of a batch in one pass.
+
+        Returns:
+            A `celestial_models.embedding.Outputs` tuple
+            ``(features, logits, probabilities)``.
+
+        Raises:
+            ModelError: If the batch has the wrong dtype or shape.
+        """
+        if self._scoring is None:
+            from celestial_models.embedding import Scoring
+
+            self._scoring = Scoring(self.model)
+        return self._scoring(self._check(images))
+
+    def predict_with_score(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Class probabilities and the unknown-image score of each image, in one pass.
+
+        An image is unknown (none of the classes) when its score is above
+        ``detector.threshold``; ``detector.unknown(scores)`` says which.
+
+        Args:
+            images: uint8 array ``(N, *input_shape)``.
+
+        Returns:
+            ``(probabilities float32 (N, K), scores float64 (N,))``.
+
+        Raises:
+            ModelError: If the batch is malformed or the model has no detector.
+        """
+        if self.detector is None:
+            raise ModelError(
+                "This model directory has no unknown-image calibration (ood.json). "
+                "Retrain it with this version of celestial-models (dvc repro)."
+            )
+        outputs = self.outputs(images)
+        return outputs.probabilities, self.detector.scores(*outputs)
+
+    def _check(self, images: np.ndarray) -> np.ndarray:
+        """``images`` as an array, or a ModelError if not a uint8 batch of the input shape."""
         images = np.asarray(images) if not isinstance(images, np.ndarray) else images
         if images.dtype != np.uint8 or images.shape[1:] != self.input_shape:
             raise ModelError(
@@ -59,7 +112,7 @@ class Classifier:
                 f"{', '.join(map(str, self.input_shape))}). Received: {images.dtype} "
                 f"{images.shape}. Convert images with Classifier.prepare and stack them."
             )
-        return self._predictor(images)
+        return images
 
     def prepare(self, image: bytes | str | Path | Image.Image) -> np.ndarray:
         """Turn an image into one model input, exactly as prepare did for training.
@@ -100,4 +153,6 @@ def load_classifier(model_dir: str | Path) -> Classifier:
     model_dir = Path(model_dir)
     metadata = read_metadata(model_dir)
     model = load_model(model_dir / MODEL_FILE)
-    return Classifier(model, metadata, file_sha256(model_dir / MODEL_FILE))
+    return Classifier(
+        model, metadata, file_sha256(model_dir / MODEL_FILE), OodDetector.load(model_dir)
+    )

@@ -22,9 +22,11 @@ from celestial_models import __version__
 from celestial_models.architectures import build_model
 from celestial_models.backend import fast_initializers, keras
 from celestial_models.batches import TrainingBatches
+from celestial_models.embedding import fit_detector
 from celestial_models.errors import ParamsError, TrainingDataError
 from celestial_models.inference import Predictor
 from celestial_models.live import LiveLogger
+from celestial_models.ood import resolve_ood_params
 from celestial_models.params import DEFAULTS, resolve_params
 from celestial_models.saving import (
     FORMAT_VERSION,
@@ -168,6 +170,7 @@ def train_model(
     params: Mapping[str, Any] | None = None,
     live_dir: str | Path | None = None,
     *,
+    ood: Mapping[str, Any] | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: bool = False,
 ) -> dict[str, Any]:
@@ -183,6 +186,8 @@ def train_model(
             ``history.json`` (created; those files are replaced).
         params: The ``train`` params; missing keys take `DEFAULTS`.
         live_dir: If given, DVCLive's output folder for per-epoch metrics.
+        ood: The ``ood`` params of the unknown-image detector fitted after
+            training and saved with the model (see `celestial_models.ood`).
         callbacks: Extra Keras callbacks (e.g. to time epochs).
         verbose: Print one line per epoch.
 
@@ -194,6 +199,7 @@ def train_model(
         TrainingDataError: If the prepared data is missing or unusable.
     """
     params = resolve_params(params)
+    ood = resolve_ood_params(ood)
     keras.utils.set_random_seed(params["seed"])
     dataset = open_training_data(prepared)
     model_dir = Path(model_dir)
@@ -247,6 +253,7 @@ def train_model(
         "val_loss": best["val_loss"],
         "val_accuracy": best["val_accuracy"],
     }
+    metadata["ood"] = fit_detector(model, dataset, ood, model_dir).summary()
     write_model(inference_copy(model), model_dir / MODEL_FILE)
     write_json(model_dir / HISTORY_FILE, history)
     write_json(model_dir / METADATA_FILE, metadata)

@@ -1,0 +1,131 @@
+"""Embeddings, logits and probabilities in one pass; fitting the unknown-image detector.
+
+The embedding of an image is what the classifier head reads: the input of the
+layer named ``logits`` (global-pooled features in ``compact_cnn``, the hidden
+dense layer in ``simple_cnn``). `Scoring` runs the model once per batch and
+returns embeddings, logits and the model's own probabilities, so scores come
+with every prediction at no extra pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from celestial_data import PreparedDataset
+from celestial_models.backend import keras
+from celestial_models.errors import ModelError
+from celestial_models.inference import Predictor
+from celestial_models.ood import (
+    OodDetector,
+    calibrate_threshold,
+    class_statistics,
+    compute_scores,
+    resolve_ood_params,
+)
+
+__all__ = ["Outputs", "Scoring", "fit_detector"]
+
+LOGITS_LAYER = "logits"
+
+
+class Outputs(tuple):
+    """``(features, logits, probabilities)`` of a batch, float32 arrays."""
+
+    __slots__ = ()
+
+    @property
+    def features(self) -> np.ndarray:
+        """``(N, D)`` embeddings."""
+        return self[0]
+
+    @property
+    def logits(self) -> np.ndarray:
+        """``(N, K)`` pre-softmax outputs."""
+        return self[1]
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """``(N, K)`` class probabilities, as `Classifier.predict` returns them."""
+        return self[2]
+
+
+class Scoring:
+    """Run a classifier and keep its embedding and logits along with its output.
+
+    Args:
+        model: A model built by `celestial_models.build_model` (it has a layer
+            named ``logits``).
+
+    Raises:
+        ModelError: If the model has no ``logits`` layer.
+    """
+
+    def __init__(self, model: keras.Model):
+        try:
+            head = model.get_layer(LOGITS_LAYER)
+        except ValueError as error:
+            raise ModelError(
+                f"Model {model.name!r} has no layer named {LOGITS_LAYER!r}, so its embedding "
+                "cannot be scored. Train it with celestial-models (build_model)."
+            ) from error
+        features, logits = head.input, head.output
+        self.dims = int(features.shape[-1])
+        self.classes = int(logits.shape[-1])
+        joined = keras.layers.Concatenate(name="scoring_outputs")(
+            [features, logits, model.output]
+        )
+        # The same layers (and weights) as ``model``: a view, not a copy.
+        self._predictor = Predictor(keras.Model(model.inputs, joined, name="scoring"))
+
+    def __call__(self, images: np.ndarray) -> Outputs:
+        """Outputs for uint8 images ``(N, S, S, C)`` (memory-mapped is fine)."""
+        joined = self._predictor(images)
+        d, k = self.dims, self.classes
+        return Outputs((joined[:, :d], joined[:, d : d + k], joined[:, d + k :]))
+
+
+def fit_detector(
+    model: keras.Model,
+    dataset: PreparedDataset,
+    params: Mapping[str, Any] | None = None,
+    model_dir: str | Path | None = None,
+) -> OodDetector:
+    """Fit the unknown-image detector of a trained model and save it with the model.
+
+    Class statistics come from the ``train`` split's embeddings; the threshold
+    is calibrated on the ``val`` split (images that did not fit the weights),
+    so that ``acceptance`` of them is accepted.
+
+    Args:
+        model: The trained model.
+        dataset: The prepared data it was trained on.
+        params: The ``ood`` params (see `celestial_models.ood.DEFAULTS`).
+        model_dir: If given, where to save ``ood.json`` and the ``.npy`` files.
+
+    Returns:
+        The fitted detector.
+    """
+    params = resolve_ood_params(params)
+    scoring = Scoring(model)
+    train = scoring(dataset.images("train"))
+    centroids, precision = class_statistics(
+        train.features, dataset.labels("train"), len(dataset.classes)
+    )
+    val = scoring(dataset.images("val"))
+    scores = compute_scores(params["score"], *val, centroids, precision)
+    threshold = calibrate_threshold(scores, params["acceptance"])
+    detector = OodDetector(
+        method=params["score"],
+        threshold=threshold,
+        acceptance=params["acceptance"],
+        val_acceptance=float(np.mean(scores <= threshold)),
+        centroids=centroids,
+        precision=precision,
+    )
+    if model_dir is not None:
+        detector.save(model_dir)
+    return detector

@@ -1,0 +1,278 @@
+"""Out-of-distribution scores: how unlike every known class an image is.
+
+A classifier of ten bodies shown an eleventh still names one of the ten, often
+with high confidence. Each prediction therefore comes with a score, higher for
+images less like the training data, and a threshold calibrated on validation
+images so that a chosen share of in-distribution images (``acceptance``) is
+accepted; anything scoring above it is answered as unknown.
+
+Scores (``ood.score`` in ``params.yaml``), all from one forward pass:
+
+- ``mahalanobis`` (default): squared Mahalanobis distance from the image's
+  embedding (the features the classifier head reads) to the nearest class
+  centroid, with one covariance shared by all classes, fitted on the training
+  images. Measured best on the reference dataset (``bench/results/ood.json``).
+- ``cosine``: one minus the largest cosine similarity to a class centroid.
+- ``energy``: minus the log-sum-exp of the logits.
+- ``msp``: minus the largest softmax probability (the classic baseline).
+
+This module is plain NumPy (no Keras): the statistics are fitted and saved as
+``.npy`` and JSON in the model directory, never pickles, and computed in
+float64 in a fixed order so the same features give the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from celestial_data.errors import ParamsError as DataParamsError
+from celestial_data.params import check_keys
+from celestial_models.errors import ModelDirError, ParamsError
+
+__all__ = [
+    "CENTROIDS_FILE",
+    "DEFAULTS",
+    "OOD_FILE",
+    "PRECISION_FILE",
+    "SCORES",
+    "OodDetector",
+    "calibrate_threshold",
+    "class_statistics",
+    "compute_scores",
+    "resolve_ood_params",
+]
+
+#: The ``ood`` section of ``params.yaml``: every key and its default.
+DEFAULTS: dict[str, Any] = {
+    # Which score decides "unknown" (see the module docstring).
+    "score": "mahalanobis",
+    # Share of validation images (known classes) the threshold accepts.
+    "acceptance": 0.95,
+}
+
+#: Accepted values of ``ood.score``.
+SCORES = ("mahalanobis", "cosine", "energy", "msp")
+
+OOD_FILE = "ood.json"
+CENTROIDS_FILE = "ood_centroids.npy"
+PRECISION_FILE = "ood_precision.npy"
+
+# Ridge added to the shared covariance, relative to its mean variance: keeps it
+# invertible when features are fewer than dimensions or some are always zero.
+RIDGE = 1e-3
+
+
+def resolve_ood_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`DEFAULTS` updated with ``params``, checked.
+
+    Raises:
+        ParamsError: If a key is unknown or a value invalid.
+    """
+    params = dict(params or {})
+    try:
+        check_keys(params, DEFAULTS, "params ood")
+    except DataParamsError as error:
+        raise ParamsError(str(error)) from error
+    resolved = {**DEFAULTS, **params}
+    if resolved["score"] not in SCORES:
+        raise ParamsError(
+            f"params ood.score must be one of {', '.join(SCORES)}. "
+            f"Received: {resolved['score']!r}"
+        )
+    value = resolved["acceptance"]
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0.0 < value <= 1.0
+    ):
+        raise ParamsError(
+            "params ood.acceptance must be a number > 0 and <= 1 (the share of known "
+            f"images to accept, e.g. 0.95). Received: {value!r}"
+        )
+    resolved["acceptance"] = float(value)
+    return resolved
+
+
+def class_statistics(
+    features: np.ndarray, labels: np.ndarray, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class centroids and the precision (inverse) of the shared covariance.
+
+    Args:
+        features: float ``(N, D)`` embeddings of training images.
+        labels: int ``(N,)`` their classes.
+        num_classes: Number of classes K.
+
+    Returns:
+        ``(centroids (K, D), precision (D, D))``, float64. A class without
+        images gets a centroid of NaN (never nearest).
+    """
+    features = np.asarray(features, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    dims = features.shape[1]
+    centroids = np.full((num_classes, dims), np.nan)
+    centred = np.empty_like(features)
+    for k in range(num_classes):
+        members = labels == k
+        if members.any():
+            centroids[k] = features[members].mean(axis=0)
+            centred[members] = features[members] - centroids[k]
+    covariance = centred.T @ centred / max(len(features), 1)
+    scale = float(np.trace(covariance)) / dims if dims else 1.0
+    covariance += np.eye(dims) * RIDGE * (scale if scale > 0 else 1.0)
+    precision = np.linalg.inv(covariance)
+    return centroids, (precision + precision.T) / 2
+
+
+def compute_scores(
+    method: str,
+    features: np.ndarray,
+    logits: np.ndarray,
+    probabilities: np.ndarray,
+    centroids: np.ndarray | None = None,
+    precision: np.ndarray | None = None,
+) -> np.ndarray:
+    """OOD scores of a batch (higher: less like the known classes).
+
+    Args:
+        method: One of `SCORES`.
+        features: float ``(N, D)`` embeddings (for the distance scores).
+        logits: float ``(N, K)`` pre-softmax outputs.
+        probabilities: float ``(N, K)`` softmax outputs.
+        centroids: ``(K, D)`` class centroids (distance scores only).
+        precision: ``(D, D)`` shared precision matrix (``mahalanobis`` only).
+
+    Returns:
+        float64 ``(N,)`` scores.
+    """
+    if method == "msp":
+        return -np.asarray(probabilities, dtype=np.float64).max(axis=1)
+    if method == "energy":
+        z = np.asarray(logits, dtype=np.float64)
+        top = z.max(axis=1, keepdims=True)
+        return -(top[:, 0] + np.log(np.exp(z - top).sum(axis=1)))
+    if centroids is None:
+        raise ValueError(f"The {method} score needs class centroids.")
+    f = np.asarray(features, dtype=np.float64)
+    known = ~np.isnan(centroids).any(axis=1)
+    mu = centroids[known]
+    if method == "cosine":
+        norms = np.linalg.norm(f, axis=1, keepdims=True) * np.linalg.norm(mu, axis=1)
+        similarity = (f @ mu.T) / np.maximum(norms, 1e-12)
+        return 1.0 - similarity.max(axis=1)
+    if method == "mahalanobis":
+        if precision is None:
+            raise ValueError("The mahalanobis score needs the precision matrix.")
+        # (f - mu)^T P (f - mu) for every class, without an (N, K, D) array.
+        projected = f @ precision
+        distances = (
+            (projected * f).sum(axis=1, keepdims=True)
+            - 2.0 * projected @ mu.T
+            + ((mu @ precision) * mu).sum(axis=1)
+        )
+        return np.maximum(distances.min(axis=1), 0.0)
+    raise ValueError(f"Unknown OOD score {method!r}; expected one of {', '.join(SCORES)}.")
+
+
+def calibrate_threshold(scores: np.ndarray, acceptance: float) -> float:
+    """The threshold that accepts ``acceptance`` of ``scores`` (accepted: score <= threshold).
+
+    The ``ceil(acceptance * N)``-th smallest score: at least that share is
+    accepted, exactly that share when ``acceptance * N`` is whole and the
+    scores have no ties.
+
+    Raises:
+        ValueError: If ``scores`` is empty or has non-finite values.
+    """
+    scores = np.sort(np.asarray(scores, dtype=np.float64))
+    if not len(scores) or not np.isfinite(scores).all():
+        raise ValueError("Calibrating a threshold needs finite validation scores.")
+    # Rounded before ceil, so 0.95 * 20 (19.000000000000004 in floats) is 19.
+    accepted = max(1, math.ceil(round(acceptance * len(scores), 9)))
+    return float(scores[min(accepted, len(scores)) - 1])
+
+
+@dataclass(frozen=True)
+class OodDetector:
+    """A fitted score and its threshold, as saved in a model directory.
+
+    Attributes:
+        method: One of `SCORES`.
+        threshold: Scores above it are unknown.
+        acceptance: The target share of validation images accepted.
+        val_acceptance: The share of validation images actually accepted.
+        centroids: ``(K, D)`` class centroids of the training embeddings.
+        precision: ``(D, D)`` precision of their shared covariance.
+    """
+
+    method: str
+    threshold: float
+    acceptance: float
+    val_acceptance: float
+    centroids: np.ndarray
+    precision: np.ndarray
+
+    def scores(
+        self, features: np.ndarray, logits: np.ndarray, probabilities: np.ndarray
+    ) -> np.ndarray:
+        """Scores of a batch with this detector's method (see `compute_scores`)."""
+        return compute_scores(
+            self.method, features, logits, probabilities, self.centroids, self.precision
+        )
+
+    def unknown(self, scores: np.ndarray) -> np.ndarray:
+        """Boolean ``(N,)``: which scores lie above the threshold."""
+        return np.asarray(scores, dtype=np.float64) > self.threshold
+
+    def summary(self) -> dict[str, Any]:
+        """What ``ood.json`` records (and the model metadata repeats)."""
+        return {
+            "score": self.method,
+            "threshold": self.threshold,
+            "acceptance": self.acceptance,
+            "val_acceptance": self.val_acceptance,
+            "features": int(self.centroids.shape[1]),
+        }
+
+    def save(self, model_dir: str | Path) -> None:
+        """Write ``ood.json`` and the statistics' ``.npy`` files into ``model_dir``."""
+        model_dir = Path(model_dir)
+        np.save(model_dir / CENTROIDS_FILE, np.ascontiguousarray(self.centroids, np.float64))
+        np.save(model_dir / PRECISION_FILE, np.ascontiguousarray(self.precision, np.float64))
+        text = json.dumps(self.summary(), indent=2, sort_keys=True) + "\n"
+        (model_dir / OOD_FILE).write_text(text)
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> OodDetector | None:
+        """Read a detector from ``model_dir``; None when the model has none.
+
+        Raises:
+            ModelDirError: If the files are there but unreadable.
+        """
+        model_dir = Path(model_dir)
+        if not (model_dir / OOD_FILE).is_file():
+            return None
+        try:
+            info = json.loads((model_dir / OOD_FILE).read_text())
+            centroids = np.load(model_dir / CENTROIDS_FILE, allow_pickle=False)
+            precision = np.load(model_dir / PRECISION_FILE, allow_pickle=False)
+            return cls(
+                method=info["score"],
+                threshold=float(info["threshold"]),
+                acceptance=float(info["acceptance"]),
+                val_acceptance=float(info["val_acceptance"]),
+                centroids=centroids,
+                precision=precision,
+            )
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ModelDirError(
+                f"Cannot read the unknown-image calibration in {model_dir} ({OOD_FILE}, "
+                f"{CENTROIDS_FILE}, {PRECISION_FILE}): {error}. Retrain the model (dvc repro)."
+            ) from error

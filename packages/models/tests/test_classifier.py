@@ -1,0 +1,137 @@
+"""Loading a model directory for inference: predict, prepare, checks, a fresh process."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from celestial_data import decode, load_prepared, to_array
+from celestial_models import Classifier, ModelDirError, ModelError, load_classifier
+
+
+@pytest.fixture(scope="module")
+def classifier(trained: Path) -> Classifier:
+    return load_classifier(trained / "model")
+
+
+def test_describes_its_inputs(classifier: Classifier, trained: Path) -> None:
+    assert classifier.classes == ("Mars", "Moon", "Neptune")
+    assert (classifier.image_size, classifier.color_mode) == (16, "rgb")
+    assert classifier.input_shape == (16, 16, 3)
+    digest = hashlib.sha256((trained / "model" / "model.keras").read_bytes()).hexdigest()
+    assert classifier.model_hash == digest
+    assert classifier.metadata["classes"] == ["Mars", "Moon", "Neptune"]
+
+
+@pytest.mark.parametrize("count", [0, 1, 7, 600])
+def test_predicts_probabilities_for_any_batch_size(classifier: Classifier, count: int) -> None:
+    images = np.random.default_rng(0).integers(0, 256, (count, 16, 16, 3), dtype=np.uint8)
+    probabilities = classifier.predict(images)
+    assert probabilities.dtype == np.float32 and probabilities.shape == (count, 3)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    if count:  # each image's answer does not depend on the batch it came in
+        np.testing.assert_allclose(classifier.predict(images[:1]), probabilities[:1], rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "images",
+    [
+        np.zeros((2, 16, 16, 3), dtype=np.float32),
+        np.zeros((2, 32, 32, 3), dtype=np.uint8),
+        np.zeros((16, 16, 3), dtype=np.uint8),
+    ],
+    ids=["float", "other size", "no batch axis"],
+)
+def test_refuses_inputs_of_another_shape_or_type(
+    classifier: Classifier, images: np.ndarray
+) -> None:
+    with pytest.raises(ModelError, match=r"uint8 batch of shape \(N, 16, 16, 3\).*prepare"):
+        classifier.predict(images)
+
+
+def test_prepare_matches_celestial_data_for_paths_bytes_and_images(
+    classifier: Classifier, tmp_path: Path
+) -> None:
+    picture = Image.fromarray(
+        np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    )
+    path = tmp_path / "picture.png"
+    picture.save(path)
+    expected = to_array(decode(path, 16), 16, "rgb")
+    stream = io.BytesIO()
+    picture.save(stream, format="PNG")
+    for source in (path, str(path), stream.getvalue(), picture):
+        prepared = classifier.prepare(source)
+        assert prepared.dtype == np.uint8
+        np.testing.assert_array_equal(prepared, expected)
+    assert classifier.predict(classifier.prepare(path)[None]).shape == (1, 3)
+
+
+def test_prepare_refuses_what_is_not_an_image(classifier: Classifier) -> None:
+    with pytest.raises(ModelError, match="Cannot read the image"):
+        classifier.prepare(b"not an image")
+
+
+def test_missing_model_directory_says_how_to_make_one(tmp_path: Path) -> None:
+    with pytest.raises(ModelDirError, match=r"not found.*celestial-models train"):
+        load_classifier(tmp_path / "nowhere")
+
+
+def test_incomplete_model_directory_is_refused(trained: Path, tmp_path: Path) -> None:
+    shutil.copytree(trained / "model", tmp_path / "model")
+    (tmp_path / "model" / "model.keras").unlink()
+    with pytest.raises(ModelDirError, match=r"model\.keras is missing"):
+        load_classifier(tmp_path / "model")
+
+
+def test_model_directory_of_another_version_is_refused(trained: Path, tmp_path: Path) -> None:
+    shutil.copytree(trained / "model", tmp_path / "model")
+    metadata_path = tmp_path / "model" / "metadata.json"
+    metadata = json.loads(metadata_path.read_text())
+    metadata["format_version"] = 99
+    metadata_path.write_text(json.dumps(metadata))
+    with pytest.raises(ModelDirError, match=r"format version 99.*reads version 1.*Retrain"):
+        load_classifier(tmp_path / "model")
+
+
+def test_corrupt_model_file_is_refused(trained: Path, tmp_path: Path) -> None:
+    shutil.copytree(trained / "model", tmp_path / "model")
+    (tmp_path / "model" / "model.keras").write_bytes(b"garbage")
+    with pytest.raises(ModelDirError, match="Cannot load"):
+        load_classifier(tmp_path / "model")
+
+
+@pytest.mark.slow
+def test_model_file_loads_in_a_fresh_process_with_keras_alone(
+    classifier: Classifier, trained: Path
+) -> None:
+    dataset = load_prepared(trained / "prepared")
+    code = (
+        "import sys, numpy as np, celestial_models, keras\n"
+        "model = keras.saving.load_model(sys.argv[1], safe_mode=True)\n"
+        "np.save(sys.argv[3], np.asarray(model.predict(np.load(sys.argv[2]), verbose=0)))\n"
+    )
+    np.save(trained / "val.npy", dataset.images("val"))
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            str(trained / "model" / "model.keras"),
+            str(trained / "val.npy"),
+            str(trained / "out.npy"),
+        ],
+        check=True,
+        env={"PATH": "/usr/bin:/bin", "KERAS_BACKEND": "jax"},
+    )
+    expected = classifier.predict(dataset.images("val"))
+    np.testing.assert_allclose(np.load(trained / "out.npy"), expected, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,157 @@
+"""Training: reproducible files, real learning, classes from the data, clear errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from celestial_models import ParamsError, TrainingDataError, load_classifier, train_model
+from celestial_models.batches import TrainingBatches
+from celestial_models.params import DEFAULTS
+
+OUTPUTS = ("model.keras", "metadata.json", "history.json")
+
+
+def test_same_seed_gives_identical_files_and_another_seed_differs(
+    make_prepared: Callable, tmp_path: Path, fast: dict
+) -> None:
+    prepared = make_prepared().path
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        train_model(
+            prepared, tmp_path / name, {**fast, "seed": seed}, live_dir=tmp_path / f"live-{name}"
+        )
+    for output in OUTPUTS:
+        assert (tmp_path / "a" / output).read_bytes() == (tmp_path / "b" / output).read_bytes()
+    for tsv in (tmp_path / "live-a").rglob("*.tsv"):
+        assert (
+            tsv.read_bytes()
+            == (tmp_path / "live-b" / tsv.relative_to(tmp_path / "live-a")).read_bytes()
+        )
+    assert (tmp_path / "a" / "model.keras").read_bytes() != (
+        tmp_path / "c" / "model.keras"
+    ).read_bytes()
+
+
+def test_learns_far_beyond_chance(make_prepared: Callable, tmp_path: Path, fast: dict) -> None:
+    dataset = make_prepared(classes=3, train=16, val=10, seed=3)
+    train_model(dataset, tmp_path / "model", {**fast, "epochs": 6})
+    classifier = load_classifier(tmp_path / "model")
+    predicted = classifier.predict(dataset.images("val")).argmax(axis=1)
+    # 30 unseen images of 3 classes: chance is 1/3.
+    assert np.mean(predicted == dataset.labels("val")) >= 0.9
+
+
+def test_class_count_follows_the_data(
+    make_prepared: Callable, trained: Path, tmp_path: Path, fast: dict
+) -> None:
+    three = load_classifier(trained / "model")
+    assert three.classes == ("Mars", "Moon", "Neptune")
+    four_classes = make_prepared(classes=4)
+    train_model(four_classes, tmp_path / "model", {**fast, "epochs": 1})
+    four = load_classifier(tmp_path / "model")
+    assert four.classes == ("Mars", "Moon", "Neptune", "Sun")
+    assert four.predict(four_classes.images("val")).shape == (16, 4)
+
+
+def test_history_and_metadata_describe_the_run(trained: Path, fast: dict) -> None:
+    history = json.loads((trained / "model" / "history.json").read_text())
+    metadata = json.loads((trained / "model" / "metadata.json").read_text())
+    assert [record["epoch"] for record in history] == list(range(1, len(history) + 1))
+    assert all(
+        set(record) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy"}
+        for record in history
+    )
+    best = min(history, key=lambda record: record["val_loss"])
+    assert metadata["best_epoch"] == best["epoch"]
+    assert metadata["epochs_run"] == len(history)
+    assert metadata["params"] == {**DEFAULTS, **fast}
+    assert metadata["image_size"] == 16 and metadata["color_mode"] == "rgb"
+    assert (
+        metadata["data_hash"]
+        == json.loads((trained / "prepared" / "dataset.json").read_text())["hash"]
+    )
+
+
+def test_the_best_epoch_is_the_saved_model(trained: Path) -> None:
+    from celestial_data import load_prepared
+
+    dataset = load_prepared(trained / "prepared")
+    classifier = load_classifier(trained / "model")
+    accuracy = np.mean(
+        classifier.predict(dataset.images("val")).argmax(axis=1) == dataset.labels("val")
+    )
+    assert accuracy == classifier.metadata["val_accuracy"]
+
+
+def test_dvclive_logs_one_step_per_epoch(trained: Path) -> None:
+    epochs = json.loads((trained / "model" / "metadata.json").read_text())["epochs_run"]
+    for name in ("train/loss", "train/accuracy", "eval/loss", "eval/accuracy"):
+        rows = (trained / "live" / "plots" / "metrics" / f"{name}.tsv").read_text().splitlines()
+        assert rows[0] == f"step\t{name.split('/')[1]}"
+        assert len(rows) == 1 + epochs
+    assert set(json.loads((trained / "live" / "metrics.json").read_text())) >= {"train", "eval"}
+
+
+def test_batches_have_one_shape_and_cover_every_image_each_epoch() -> None:
+    images = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1).repeat(2, axis=1).repeat(2, axis=2)
+    batches = TrainingBatches(images, np.arange(10, dtype=np.int32), batch_size=4, seed=0)
+    orders = []
+    for _ in range(2):
+        seen = [batches[i] for i in range(len(batches))]
+        assert len(batches) == 3
+        assert all(x.shape == (4, 2, 2, 1) and y.shape == (4,) for x, y in seen)
+        assert all((x[:, 0, 0, 0] == y).all() for x, y in seen)  # images stay with their labels
+        labels = np.concatenate([y for _, y in seen])
+        assert set(labels) == set(range(10))
+        orders.append(labels.tolist())
+        batches.on_epoch_end()
+    assert orders[0] != orders[1]
+
+
+def test_a_split_smaller_than_a_batch_is_repeated() -> None:
+    images = np.zeros((3, 2, 2, 1), dtype=np.uint8)
+    batches = TrainingBatches(images, np.array([0, 1, 2], dtype=np.int32), batch_size=8, seed=0)
+    x, y = batches[0]
+    assert len(batches) == 1 and x.shape == (8, 2, 2, 1) and set(y) == {0, 1, 2}
+
+
+def test_missing_prepared_data_says_how_to_make_it(tmp_path: Path, fast: dict) -> None:
+    with pytest.raises(TrainingDataError, match="celestial-data prepare"):
+        train_model(tmp_path / "nowhere", tmp_path / "model", fast)
+
+
+def test_an_empty_validation_split_is_refused(
+    make_prepared: Callable, tmp_path: Path, fast: dict
+) -> None:
+    with pytest.raises(TrainingDataError, match=r"no 'val' images.*val_fraction"):
+        train_model(make_prepared(val=0), tmp_path / "model", fast)
+    assert not (tmp_path / "model" / "model.keras").exists()
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        (
+            {"epoch": 3},
+            r"Unknown key 'epoch'.*Did you mean 'epochs'\?.*Accepted keys: architecture",
+        ),
+        ({"augment": {"flips": True}}, r"Unknown key 'flips'.*Did you mean 'flip'"),
+        ({"batch_size": 0}, r"train.batch_size must be an integer >= 1. Received: 0"),
+        ({"learning_rate": "fast"}, r"train.learning_rate must be a number > 0.0"),
+        ({"lr_schedule": "step"}, r"train.lr_schedule must be one of constant, cosine"),
+        ({"augment": {"zoom": 1.5}}, r"train.augment.zoom must be a number >= 0.0 and < 1.0"),
+        (
+            {"architecture": "simple_cnn", "dense_size": 0},
+            r"train.dense_size must be an integer >= 1",
+        ),
+    ],
+)
+def test_bad_params_name_the_key_and_the_fix(
+    params: dict, message: str, make_prepared: Callable, tmp_path: Path
+) -> None:
+    with pytest.raises(ParamsError, match=message):
+        train_model(make_prepared(), tmp_path / "model", params)
