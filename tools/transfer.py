@@ -127,16 +127,19 @@ def explain(verb: str, errors: str, remote: Remote) -> str:
             f"remote at an existing one with 'dvc remote modify --local {name} url "
             f"s3://BUCKET/PATH' (see {DOCS})."
         )
+    credentials = (
+        f"Set them with 'dvc remote modify --local {name} access_key_id ID' and '... "
+        "secret_access_key KEY', or through AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or "
+        f"AWS_PROFILE (see {DOCS})."
+    )
+    if re.search(r"Unable to locate credentials|NoCredentialsError", text):
+        return f"{lead}: no credentials were found for it. {credentials}"
     if re.search(
         r"\(403\)|Forbidden|AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch"
-        r"|Unable to locate credentials|NoCredentialsError|ExpiredToken|InvalidToken",
+        r"|ExpiredToken|InvalidToken",
         text,
     ):
-        return (
-            f"{lead}: the server refused the credentials. Set them with 'dvc remote modify "
-            f"--local {name} access_key_id ID' and '... secret_access_key KEY', or through "
-            f"AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE (see {DOCS})."
-        )
+        return f"{lead}: the server refused the credentials. {credentials}"
     if re.search(r"neither locally nor on remote|Checkout failed", text):
         return (
             f"{lead}: some files are neither in the local cache nor on the remote. Push them "
