@@ -277,7 +277,7 @@ def test_cruft_update_rolls_a_committed_template_change_into_a_project(tmp_path:
 
 def test_every_project_matches_the_template() -> None:
     projects = sorted(p.parent for p in (ROOT / "projects").glob("*/dvc.yaml"))
-    assert [p.name for p in projects] == ["planets-moons", "synthetic-bodies"]
+    assert {"planets-moons", "synthetic-bodies"} <= {p.name for p in projects}
     for project in projects:
         assert check_projects.check(project) == [], project.name
 
@@ -287,8 +287,10 @@ REFERENCE = ROOT.parent / "shared" / "datasets" / "planets-moons" / "raw"
 
 @pytest.mark.slow
 def test_dvc_sees_the_projects_pipelines_and_not_the_template() -> None:
-    listed = run("dvc", "stage", "list", "--recursive", "--name-only", ".", cwd=ROOT).stdout
-    assert sorted(listed.split()) == sorted(
+    listed = run("dvc", "stage", "list", "--recursive", "--name-only", ".", cwd=ROOT).stdout.split()
+    assert not [name for name in listed if not name.startswith("projects/")]
+    ours = [n for n in listed if n.split("/")[1] in ("planets-moons", "synthetic-bodies")]
+    assert sorted(ours) == sorted(
         [
             "projects/planets-moons/data/raw.dvc",
             *(f"projects/planets-moons/dvc.yaml:{s}" for s in ("prepare", "train", "evaluate")),
