@@ -105,10 +105,11 @@ def _bytes(folder: Path) -> dict[str, bytes]:
 
 
 def test_synthesize_is_deterministic_per_seed(tmp_path: Path) -> None:
-    synthesize(tmp_path / "a", per_class=2, size=24, seed=5, classes=["Moon", "Earth"])
-    synthesize(tmp_path / "b", per_class=2, size=24, seed=5, classes=["Earth", "Moon"], workers=1)
+    # Enough images for worker processes in one run, and one process in the other.
+    synthesize(tmp_path / "a", per_class=12, size=24, seed=5, classes=["Moon", "Earth"], workers=2)
+    synthesize(tmp_path / "b", per_class=12, size=24, seed=5, classes=["Earth", "Moon"], workers=1)
     assert _bytes(tmp_path / "a") == _bytes(tmp_path / "b")
-    synthesize(tmp_path / "c", per_class=2, size=24, seed=6, classes=["Moon", "Earth"])
+    synthesize(tmp_path / "c", per_class=12, size=24, seed=6, classes=["Moon", "Earth"])
     assert _bytes(tmp_path / "c") != _bytes(tmp_path / "a")
 
 

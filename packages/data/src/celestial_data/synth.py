@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import io
 import math
+import multiprocessing
+import os
+import threading
 from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
@@ -24,7 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from celestial_data.dataset import parallel_map
+from celestial_data.dataset import default_workers, parallel_map
 from celestial_data.errors import ParamsError
 from celestial_data.params import check_keys
 
@@ -602,7 +605,8 @@ def synthesize(
         size: Side of the square images in pixels.
         seed: Seed of the whole dataset.
         classes: Bodies to render (default: all of `BODIES`).
-        workers: Threads to render with (default: one per core).
+        workers: Processes (or threads, where forking is not safe) to render
+            with (default: one per core).
 
     Returns:
         The paths written, class by class.
@@ -628,15 +632,31 @@ def synthesize(
             stale.unlink()
         jobs += [(name, i) for i in range(per_class)]
 
-    def make(job: tuple[str, int]) -> Path:
-        name, i = job
-        rng = np.random.default_rng([seed, BODIES.index(name), i])
-        path = out / name / f"{name}_{i}.jpg"
-        path.write_bytes(_encode(render(name, rng, size)))
-        return path
+    build_surfaces(chosen)  # once, before the workers need them
+    tasks = [(str(out), name, i, size, seed) for name, i in jobs]
+    workers = workers or default_workers()
+    if workers > 1 and len(tasks) >= 8 * workers and _can_fork():
+        # Rendering is many small NumPy steps that hold the GIL, so processes
+        # beat threads; forked workers share the surfaces built above.
+        chunk = max(1, min(32, len(tasks) // (4 * workers)))
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            return [Path(p) for p in pool.imap(_make, tasks, chunksize=chunk)]
+    return [Path(p) for p in parallel_map(_make, tasks, workers)]
 
-    build_surfaces(chosen)  # before the threads need them
-    return list(parallel_map(make, jobs, workers))
+
+def _can_fork() -> bool:
+    """Whether forking is available and safe (no other thread could hold a lock)."""
+    return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
+
+
+def _make(task: tuple[str, str, int, int, int]) -> str:
+    """Render image ``i`` of a body, write it as a JPEG and return its path."""
+    out, name, i, size, seed = task
+    rng = np.random.default_rng([seed, BODIES.index(name), i])
+    path = os.path.join(out, name, f"{name}_{i}.jpg")
+    with open(path, "wb") as stream:
+        stream.write(_encode(render(name, rng, size)))
+    return path
 
 
 def build_surfaces(bodies: Sequence[str] = BODIES) -> None:
