@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import os
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -283,13 +284,10 @@ def _finish(
         params["color_mode"],
         {split: len(split_infos) for split, split_infos in entries.items()},
     )
-    counts = {
-        split: {
-            name: sum(1 for info in split_infos if info.label == label)
-            for label, name in enumerate(classes)
-        }
-        for split, split_infos in entries.items()
-    }
+    counts = {}
+    for split, split_infos in entries.items():
+        labels = Counter(info.label for info in split_infos)
+        counts[split] = {name: labels.get(label, 0) for label, name in enumerate(classes)}
     for split, per_class in counts.items():
         empty = [name for name, n in per_class.items() if n == 0]
         if empty:
