@@ -162,3 +162,11 @@ def test_other_formats_pillow_reads_are_images(raw: Path, encode) -> None:
     report = check_dataset(raw)
     assert report.counts["Venus"] == 9 and not report.ignored
     assert {"TIFF", "WEBP", "BMP"} <= set(report.formats)
+
+
+def test_parallel_map_keeps_the_order_of_its_items() -> None:
+    from celestial_data.dataset import parallel_map
+
+    items = range(1_000)  # several chunks, each of several batches
+    assert list(parallel_map(lambda x: x * x, items, workers=3)) == [x * x for x in items]
+    assert list(parallel_map(lambda x: x * x, [], workers=2)) == []

@@ -40,6 +40,7 @@ R = TypeVar("R")
 # Items handed to the worker threads at a time: enough to keep both cores busy,
 # few enough that memory does not grow with the dataset.
 CHUNK = 256
+BATCH = 8
 
 
 @dataclass(frozen=True)
@@ -196,9 +197,17 @@ def parallel_map(
     if workers == 1:
         yield from map(function, iterator)
         return
+
+    def run(batch: list[T]) -> list[R]:
+        return [function(item) for item in batch]
+
+    # Each task is a small batch of items: a future per item would cost as
+    # much as hashing a small file.
     with ThreadPoolExecutor(max_workers=workers) as executor:
         while chunk := list(islice(iterator, CHUNK)):
-            yield from executor.map(function, chunk)
+            batches = [chunk[start : start + BATCH] for start in range(0, len(chunk), BATCH)]
+            for results in executor.map(run, batches):
+                yield from results
 
 
 def read_info(root: Path, file: str, label: int, decode_size: int | None) -> FileInfo:
