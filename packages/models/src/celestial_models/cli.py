@@ -1,4 +1,4 @@
-"""Command line of celestial-models: ``celestial-models train PREPARED MODEL_DIR``."""
+"""Command line of celestial-models: ``train PREPARED MODEL_DIR``, ``predict MODEL_DIR FOLDER``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ PROG = "celestial-models"
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of ``celestial-models``."""
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Train Keras classifiers on prepared datasets."
+        prog=PROG, description="Train Keras classifiers on prepared datasets; predict folders."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train = commands.add_parser(
@@ -24,8 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a classifier on a prepared dataset",
         description=(
             "Train a classifier on PREPARED (a 'celestial-data prepare' output) and write "
-            "MODEL_DIR/model.keras, metadata.json and history.json. Params come from the "
-            "'train' section of --params (defaults when omitted)."
+            "MODEL_DIR/model.keras, metadata.json and history.json, and the unknown-image "
+            "calibration (ood.json, ood_*.npy). Params come from the 'train' and 'ood' "
+            "sections of --params (defaults when omitted)."
         ),
     )
     train.add_argument("prepared", metavar="PREPARED", help="prepared dataset folder")
@@ -36,21 +37,44 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--live-dir", metavar="DIR", help="folder for DVCLive's per-epoch metrics (dvc plots)"
     )
+    predict = commands.add_parser(
+        "predict",
+        help="classify every image under a folder into a CSV",
+        description=(
+            "Classify every image under FOLDER with the model in MODEL_DIR and write one CSV "
+            "row per image: file,label,probability,score,unknown. label is 'unknown' when "
+            "the image is unlike every class (its score is above the model's threshold); "
+            "probability is that of the closest class."
+        ),
+    )
+    predict.add_argument("model_dir", metavar="MODEL_DIR", help="a trained model folder")
+    predict.add_argument("folder", metavar="FOLDER", help="folder of images (searched recursively)")
+    predict.add_argument(
+        "-o", "--output", metavar="FILE", help="CSV file to write (default: standard output)"
+    )
+    predict.add_argument(
+        "--no-reject",
+        action="store_true",
+        help="label every image with its closest class (the unknown column still flags them)",
+    )
     return parser
 
 
 def run_train(args: argparse.Namespace) -> None:
     """Run ``celestial-models train``."""
     from celestial_data.params import read_section
+    from celestial_models.ood import DEFAULTS as OOD_DEFAULTS
+    from celestial_models.ood import resolve_ood_params
 
     # Read (and reject bad) params before paying for the Keras import.
     from celestial_models.params import DEFAULTS, resolve_params
 
     params = resolve_params(read_section(args.params, "train", DEFAULTS))
+    ood = resolve_ood_params(read_section(args.params, "ood", OOD_DEFAULTS))
     from celestial_models.train import train_model
 
     metadata = train_model(
-        args.prepared, args.model_dir, params, live_dir=args.live_dir, verbose=True
+        args.prepared, args.model_dir, params, live_dir=args.live_dir, ood=ood, verbose=True
     )
     print(
         f"Best epoch {metadata['best_epoch']} of {metadata['epochs_run']}: val_accuracy "
@@ -59,11 +83,28 @@ def run_train(args: argparse.Namespace) -> None:
     )
 
 
+def run_predict(args: argparse.Namespace) -> None:
+    """Run ``celestial-models predict``."""
+    from celestial_models.predict import predict_folder
+
+    if args.output is None:
+        counts = predict_folder(args.model_dir, args.folder, sys.stdout, reject=not args.no_reject)
+    else:
+        with open(args.output, "w", newline="") as stream:
+            counts = predict_folder(args.model_dir, args.folder, stream, reject=not args.no_reject)
+    print(
+        f"{counts['images']} images classified, {counts['unknown']} unknown, "
+        f"{counts['skipped']} skipped (not readable images)"
+        + (f"; written to {args.output}." if args.output else "."),
+        file=sys.stderr,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit status."""
     args = build_parser().parse_args(argv)
     try:
-        run_train(args)
+        run_predict(args) if args.command == "predict" else run_train(args)
     except DataParamsError as error:  # also celestial_models.ParamsError
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2

@@ -75,9 +75,7 @@ class Scoring:
         features, logits = head.input, head.output
         self.dims = int(features.shape[-1])
         self.classes = int(logits.shape[-1])
-        joined = keras.layers.Concatenate(name="scoring_outputs")(
-            [features, logits, model.output]
-        )
+        joined = keras.layers.Concatenate(name="scoring_outputs")([features, logits, model.output])
         # The same layers (and weights) as ``model``: a view, not a copy.
         self._predictor = Predictor(keras.Model(model.inputs, joined, name="scoring"))
 

@@ -83,15 +83,10 @@ def resolve_ood_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
     resolved = {**DEFAULTS, **params}
     if resolved["score"] not in SCORES:
         raise ParamsError(
-            f"params ood.score must be one of {', '.join(SCORES)}. "
-            f"Received: {resolved['score']!r}"
+            f"params ood.score must be one of {', '.join(SCORES)}. Received: {resolved['score']!r}"
         )
     value = resolved["acceptance"]
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not 0.0 < value <= 1.0
-    ):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 < value <= 1.0:
         raise ParamsError(
             "params ood.acceptance must be a number > 0 and <= 1 (the share of known "
             f"images to accept, e.g. 0.95). Received: {value!r}"

@@ -1,0 +1,209 @@
+"""Unknown-image scores: calibration, statistics, the trained detector and batch prediction."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from celestial_models import ModelError, ParamsError
+from celestial_models.ood import (
+    CENTROIDS_FILE,
+    OOD_FILE,
+    PRECISION_FILE,
+    calibrate_threshold,
+    class_statistics,
+    compute_scores,
+    resolve_ood_params,
+)
+
+SIZE = 16
+
+
+@pytest.mark.parametrize(
+    ("count", "acceptance", "accepted"), [(20, 0.95, 19), (10, 0.5, 5), (7, 1.0, 7), (40, 0.9, 36)]
+)
+def test_the_threshold_accepts_exactly_the_target_share(count, acceptance, accepted) -> None:
+    scores = np.random.default_rng(count).permutation(np.arange(count) * 1.5 + 3)
+    threshold = calibrate_threshold(scores, acceptance)
+    assert int((scores <= threshold).sum()) == accepted
+    assert threshold in scores
+
+
+def test_an_unreachable_share_is_rounded_up_never_down() -> None:
+    # 0.95 of 10 is 9.5 images: 10 are accepted, never fewer than the target.
+    scores = np.arange(10.0)
+    assert (scores <= calibrate_threshold(scores, 0.95)).mean() == 1.0
+    assert (scores <= calibrate_threshold(scores, 0.85)).mean() == 0.9
+
+
+def test_calibration_needs_finite_scores() -> None:
+    with pytest.raises(ValueError, match="finite"):
+        calibrate_threshold(np.array([1.0, np.nan]), 0.9)
+    with pytest.raises(ValueError, match="finite"):
+        calibrate_threshold(np.array([]), 0.9)
+
+
+def test_mahalanobis_with_identity_precision_is_the_squared_distance_to_the_nearest_centroid():
+    centroids = np.array([[0.0, 0.0], [10.0, 0.0]])
+    features = np.array([[1.0, 2.0], [9.0, 0.0], [5.0, 5.0]])
+    scores = compute_scores("mahalanobis", features, None, None, centroids, np.eye(2))
+    np.testing.assert_allclose(scores, [5.0, 1.0, 50.0])
+
+
+def test_energy_msp_and_cosine_follow_their_definitions() -> None:
+    logits = np.array([[2.0, 0.0, -1.0], [0.5, 0.5, 0.5]])
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    energy = compute_scores("energy", None, logits, probabilities)
+    np.testing.assert_allclose(energy, -np.log(np.exp(logits).sum(axis=1)))
+    msp = compute_scores("msp", None, logits, probabilities)
+    np.testing.assert_allclose(msp, -probabilities.max(axis=1))
+    centroids = np.array([[1.0, 0.0], [0.0, 1.0]])
+    cosine = compute_scores("cosine", np.array([[2.0, 0.0], [1.0, 1.0]]), None, None, centroids)
+    np.testing.assert_allclose(cosine, [0.0, 1 - np.sqrt(0.5)])
+
+
+def test_class_statistics_are_class_means_and_a_symmetric_precision() -> None:
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(30, 4))
+    labels = np.repeat([0, 1, 2], 10)
+    centroids, precision = class_statistics(features, labels, 3)
+    for k in range(3):
+        np.testing.assert_allclose(centroids[k], features[labels == k].mean(axis=0))
+    np.testing.assert_array_equal(precision, precision.T)
+    assert np.all(np.linalg.eigvalsh(precision) > 0)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"scroe": "msp"}, "scroe"),
+        ({"score": "distance"}, "ood.score must be one of mahalanobis"),
+        ({"acceptance": 0}, "ood.acceptance"),
+        ({"acceptance": 1.5}, "ood.acceptance"),
+        ({"acceptance": True}, "ood.acceptance"),
+    ],
+)
+def test_bad_ood_params_are_named(params, message) -> None:
+    with pytest.raises(ParamsError, match=message):
+        resolve_ood_params(params)
+
+
+def test_the_defaults_are_mahalanobis_at_95_percent() -> None:
+    assert resolve_ood_params(None) == {"score": "mahalanobis", "acceptance": 0.95}
+
+
+def far_images() -> np.ndarray:
+    """Uniform noise and grey and white frames: like none of the disc classes.
+
+    (A black frame is not here: the discs lie on black, so to a tiny model it
+    is a disc image with a very faint disc.)
+    """
+    rng = np.random.default_rng(3)
+    noise = rng.integers(0, 256, size=(4, SIZE, SIZE, 3), dtype=np.uint8)
+    blank = np.stack([np.full((SIZE, SIZE, 3), v, dtype=np.uint8) for v in (128, 255)])
+    return np.concatenate([noise, blank])
+
+
+def test_training_saves_the_detector_with_the_model(trained: Path) -> None:
+    from celestial_data import load_prepared
+    from celestial_models import load_classifier
+
+    model_dir = trained / "model"
+    for name in (OOD_FILE, CENTROIDS_FILE, PRECISION_FILE):
+        assert (model_dir / name).is_file()
+    metadata = json.loads((model_dir / "metadata.json").read_text())
+    summary = json.loads((model_dir / OOD_FILE).read_text())
+    assert metadata["ood"] == summary
+    assert summary["score"] == "mahalanobis" and summary["acceptance"] == 0.95
+    classifier = load_classifier(model_dir)
+    val = load_prepared(trained / "prepared").images("val")
+    probabilities, scores = classifier.predict_with_score(val)
+    np.testing.assert_allclose(probabilities, classifier.predict(val), atol=1e-6)
+    accepted = (~classifier.detector.unknown(scores)).mean()
+    assert accepted == pytest.approx(summary["val_acceptance"])
+    assert accepted >= 0.95
+
+
+def test_noise_and_blank_frames_are_unknown_to_a_trained_tiny_model(trained: Path) -> None:
+    from celestial_models import load_classifier
+
+    classifier = load_classifier(trained / "model")
+    _, scores = classifier.predict_with_score(far_images())
+    assert classifier.detector.unknown(scores).all(), (scores, classifier.detector.threshold)
+
+
+def test_the_detector_files_are_byte_identical_across_trainings(
+    trained: Path, tmp_path, fast
+) -> None:
+    from celestial_models import train_model
+
+    train_model(trained / "prepared", tmp_path / "again", fast)
+    for name in (OOD_FILE, CENTROIDS_FILE, PRECISION_FILE):
+        assert (tmp_path / "again" / name).read_bytes() == (trained / "model" / name).read_bytes()
+
+
+def test_a_model_without_detector_predicts_but_cannot_score(trained: Path, tmp_path) -> None:
+    from celestial_models import load_classifier
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(trained / "model", model_dir)
+    (model_dir / OOD_FILE).unlink()
+    classifier = load_classifier(model_dir)
+    assert classifier.detector is None
+    assert classifier.predict(far_images()).shape == (6, 3)
+    with pytest.raises(ModelError, match="no unknown-image calibration"):
+        classifier.predict_with_score(far_images())
+
+
+def write_folder(folder: Path, trained: Path) -> None:
+    from celestial_data import load_prepared
+
+    (folder / "sub").mkdir(parents=True)
+    val = load_prepared(trained / "prepared")
+    Image.fromarray(val.images("val")[0]).save(folder / "known.png")
+    Image.fromarray(far_images()[0]).save(folder / "sub" / "noise.png")
+    Image.fromarray(far_images()[-1]).save(folder / "white.png")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+
+
+def test_predict_writes_one_row_per_image_with_label_score_and_flag(
+    trained: Path, tmp_path, capsys
+) -> None:
+    from celestial_models.cli import main
+
+    write_folder(tmp_path / "images", trained)
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", str(trained / "model"), str(tmp_path / "images"), "-o", str(out)]) == 0
+    rows = {row["file"]: row for row in csv.DictReader(out.open())}
+    assert list(rows) == ["known.png", "sub/noise.png", "white.png"]
+    assert rows["sub/noise.png"]["label"] == "unknown"
+    assert rows["sub/noise.png"]["unknown"] == "true"
+    assert rows["white.png"]["label"] == "unknown"
+    threshold = json.loads((trained / "model" / OOD_FILE).read_text())["threshold"]
+    for row in rows.values():
+        assert (float(row["score"]) > threshold) == (row["unknown"] == "true")
+        assert 0.0 < float(row["probability"]) <= 1.0
+    assert "skipped broken.jpg" in capsys.readouterr().err
+
+    assert main(["predict", str(trained / "model"), str(tmp_path / "images"), "--no-reject"]) == 0
+    printed = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    assert printed[1]["file"] == "sub/noise.png"
+    assert printed[1]["label"] in ("Mars", "Moon", "Neptune")
+    assert printed[1]["unknown"] == "true"
+
+
+def test_predict_on_a_folder_without_images_is_one_clear_error(trained: Path, tmp_path, capsys):
+    from celestial_models.cli import main
+
+    (tmp_path / "empty").mkdir()
+    assert main(["predict", str(trained / "model"), str(tmp_path / "empty")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("celestial-models: error: No image files under")
+    assert len(err.strip().splitlines()) == 1
