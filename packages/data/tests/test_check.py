@@ -8,7 +8,7 @@ import pytest
 
 from celestial_data import DatasetError
 from celestial_data.check import check_dataset, format_report
-from celestial_data.dataset import scan
+from celestial_data.dataset import parallel_map, scan
 
 
 def test_classes_are_sorted_folder_names_and_files_sorted(make_raw) -> None:
@@ -165,8 +165,6 @@ def test_other_formats_pillow_reads_are_images(raw: Path, encode) -> None:
 
 
 def test_parallel_map_keeps_the_order_of_its_items() -> None:
-    from celestial_data.dataset import parallel_map
-
     items = range(1_000)  # several chunks, each of several batches
     assert list(parallel_map(lambda x: x * x, items, workers=3)) == [x * x for x in items]
     assert list(parallel_map(lambda x: x * x, [], workers=2)) == []
