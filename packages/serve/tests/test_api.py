@@ -65,7 +65,9 @@ def test_batched_and_single_predictions_agree(api: ClassifierAPI) -> None:
     batched = api.predict(images)
     singles = np.stack([api.predict(one) for one in images])
     np.testing.assert_allclose(batched, singles, rtol=1e-6)
-    assert batched.shape == (5, 3)
+    # Three probabilities and the unknown-image score (NaN: the fake has no detector).
+    assert batched.shape == (5, 4)
+    assert np.isnan(batched[:, -1]).all()
 
 
 def test_an_image_of_the_wrong_shape_never_reaches_the_model(api: ClassifierAPI) -> None:

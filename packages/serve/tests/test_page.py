@@ -71,3 +71,25 @@ def test_a_file_that_is_no_image_shows_the_servers_message(server, browser, tmp_
     error.filter(has_text="not an image").wait_for(timeout=30_000)
     assert "notes.png" in error.inner_text()
     assert page.locator("#label").inner_text() == ""
+
+
+def test_an_image_of_no_class_shows_unknown_until_rejection_is_off(
+    server, browser, tmp_path
+) -> None:
+    from PIL import Image
+
+    noise = tmp_path / "noise.png"
+    Image.effect_noise((64, 64), 120).convert("RGB").save(noise)
+    page = browser.new_page()
+    page.goto(server.url + "/")
+    page.get_by_label("Choose an image").set_input_files(str(noise))
+    label = page.locator("#label")
+    label.filter(has_text="unknown").wait_for(timeout=30_000)
+    assert label.inner_text().startswith("unknown (none of the classes; closest: ")
+    assert "unknown" in (label.get_attribute("class") or "")
+    assert "score" in page.locator("#score").inner_text()
+    assert page.locator("#topk li").count() >= 1
+    page.get_by_role("checkbox").uncheck()
+    label.filter(has_not_text="unknown").wait_for(timeout=30_000)
+    closest = page.locator("#topk li").first.inner_text().split("\n")[0].split("\t")[0]
+    assert label.inner_text().startswith(closest.strip())

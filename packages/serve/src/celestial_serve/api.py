@@ -61,6 +61,7 @@ class ClassifierAPI(ls.LitAPI):
         )
         self.card = card
         self.classifier: Any = None
+        self.threshold: float | None = None
         self.warmup_sizes = warmup_sizes(max_batch_size)
 
     def setup(self, device: str) -> None:
@@ -80,9 +81,11 @@ class ClassifierAPI(ls.LitAPI):
                 "(its hash or classes differ). Restart the server."
             )
         self.classifier = classifier
+        detector = classifier.detector
+        self.threshold = None if detector is None else detector.threshold
         blank = np.zeros((max(self.warmup_sizes), *self.card.input_shape), dtype=np.uint8)
         for size in self.warmup_sizes:
-            classifier.predict(blank[:size])
+            self.predict(blank[:size])
 
     def decode_request(
         self,
@@ -97,14 +100,38 @@ class ClassifierAPI(ls.LitAPI):
                 f"Received {image.dtype} {image.shape}."
             )
         context["k"] = request.k
+        context["reject"] = request.reject
         return image
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Class probabilities for one image ``(S, S, C)`` or a batch ``(N, S, S, C)``."""
-        if x.ndim == 3:  # batching off: one image
-            return self.classifier.predict(x[None])[0]
-        return self.classifier.predict(x)
+        """Class probabilities and the unknown-image score, for one image or a batch.
+
+        Args:
+            x: One image ``(S, S, C)`` or a batch ``(N, S, S, C)``.
+
+        Returns:
+            One row per image: its K probabilities followed by its score (NaN
+            for a model without a calibrated threshold), so that LitServe's
+            default unbatching hands each request its own row.
+        """
+        single = x.ndim == 3  # batching off: one image
+        batch = x[None] if single else x
+        if getattr(self.classifier, "detector", None) is None:
+            probabilities = self.classifier.predict(batch)
+            scores = np.full(len(batch), np.nan)
+        else:
+            probabilities, scores = self.classifier.predict_with_score(batch)
+        rows = np.concatenate([probabilities.astype(np.float64), scores[:, None]], axis=1)
+        return rows[0] if single else rows
 
     def encode_response(self, output: np.ndarray, context: dict[str, Any]) -> dict[str, Any]:
         """The JSON answer for one request."""
-        return prediction(output, self.card.classes, context["k"], self.card.identity)
+        return prediction(
+            output[:-1],
+            self.card.classes,
+            context["k"],
+            self.card.identity,
+            score=float(output[-1]),
+            threshold=self.threshold,
+            reject=context.get("reject", True),
+        )

@@ -34,6 +34,7 @@ __all__ = [
     "decode_image",
     "image_from_json",
     "parse_k",
+    "parse_reject",
     "read_prediction_request",
 ]
 
@@ -53,15 +54,23 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 @dataclass(frozen=True)
 class PredictionRequest:
-    """A checked request, as queued for the model: the preprocessed image and ``k``."""
+    """A checked request, as queued for the model: the preprocessed image and options.
+
+    ``reject`` is whether an image the model does not know is answered
+    ``unknown`` (the default) or with its closest class.
+    """
 
     image: np.ndarray
     k: int
+    reject: bool = True
 
     def __repr__(self) -> str:
         # LitServe formats every request into a debug message, logged or not;
         # numpy's repr of the image would cost milliseconds per request.
-        return f"PredictionRequest(image={self.image.dtype}{list(self.image.shape)}, k={self.k})"
+        return (
+            f"PredictionRequest(image={self.image.dtype}{list(self.image.shape)}, k={self.k}, "
+            f"reject={self.reject})"
+        )
 
 
 @dataclass(frozen=True)
@@ -99,6 +108,25 @@ def parse_k(query: Mapping[str, str], num_classes: int) -> int:
             400, f"Query parameter k must be a positive integer. Received: k={raw[:40]!r}"
         )
     return min(k, num_classes)
+
+
+def parse_reject(query: Mapping[str, str]) -> bool:
+    """The ``reject`` query parameter: answer ``unknown`` for unknown images (default true).
+
+    Raises:
+        HTTPException: 400 if ``reject`` is not true/false (or 1/0, yes/no).
+    """
+    raw = query.get("reject")
+    if raw is None:
+        return True
+    value = raw.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise bad_request(
+        400, f"Query parameter reject must be true or false. Received: reject={raw[:40]!r}"
+    )
 
 
 def image_from_json(body: bytes) -> bytes:
@@ -223,14 +251,15 @@ async def read_prediction_request(request: Request) -> PredictionRequest:
     Reads the upload rules from ``request.app.state.upload``.
 
     Returns:
-        The uint8 image ``(size, size, channels)`` and ``k``.
+        The uint8 image ``(size, size, channels)``, ``k`` and ``reject``.
     """
     rules: UploadRules = request.app.state.upload
     k = parse_k(request.query_params, rules.num_classes)
+    reject = parse_reject(request.query_params)
     data = await read_upload(request)
     # Decoding is CPU work: keep it off the event loop so other requests are read meanwhile.
     image = await run_in_threadpool(decode_image, data, rules)
-    return PredictionRequest(image=image, k=k)
+    return PredictionRequest(image=image, k=k, reject=reject)
 
 
 class BodyLimit:

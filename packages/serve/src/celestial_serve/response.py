@@ -7,11 +7,20 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["prediction"]
+__all__ = ["UNKNOWN", "prediction"]
+
+#: The label of an image that is none of the model's classes.
+UNKNOWN = "unknown"
 
 
 def prediction(
-    probabilities: np.ndarray, classes: Sequence[str], k: int, model: dict[str, str]
+    probabilities: np.ndarray,
+    classes: Sequence[str],
+    k: int,
+    model: dict[str, str],
+    score: float | None = None,
+    threshold: float | None = None,
+    reject: bool = True,
 ) -> dict[str, Any]:
     """The answer for one image.
 
@@ -20,10 +29,20 @@ def prediction(
         classes: Class names, in the model's output order.
         k: How many of the most probable classes to list in ``top_k`` (capped at K).
         model: The model's identity (project and model hash).
+        score: The image's unknown-image score (higher: less like the known
+            classes); None for a model without a calibrated threshold.
+        threshold: Scores above it are unknown images.
+        reject: Answer ``"unknown"`` for an unknown image; False labels it
+            with its closest class anyway.
 
     Returns:
-        ``{"label", "probability", "top_k": [{"label", "probability"}...], "model"}``,
-        ``top_k`` sorted by decreasing probability (ties in class order).
+        ``{"label", "probability", "unknown", "score", "threshold", "top_k":
+        [{"label", "probability"}...], "model"}``, ``top_k`` sorted by
+        decreasing probability (ties in class order). ``label`` is
+        ``"unknown"`` (and ``unknown`` true) when the score is above the
+        threshold and ``reject`` is on; ``probability`` is then that of the
+        closest class, ``top_k[0]``. ``score`` and ``threshold`` are null for
+        a model without a calibrated threshold.
     """
     probabilities = np.asarray(probabilities, dtype=np.float64)
     if probabilities.shape != (len(classes),):
@@ -33,9 +52,14 @@ def prediction(
         )
     order = np.argsort(-probabilities, kind="stable")[: max(1, k)]
     top_k = [{"label": classes[i], "probability": round(float(probabilities[i]), 6)} for i in order]
+    scored = score is not None and threshold is not None and np.isfinite(score)
+    unknown = bool(reject and scored and score > threshold)  # type: ignore[operator]
     return {
-        "label": top_k[0]["label"],
+        "label": UNKNOWN if unknown else top_k[0]["label"],
         "probability": top_k[0]["probability"],
+        "unknown": unknown,
+        "score": round(float(score), 6) if scored else None,  # type: ignore[arg-type]
+        "threshold": round(float(threshold), 6) if scored else None,  # type: ignore[arg-type]
         "top_k": top_k,
         "model": dict(model),
     }
