@@ -18,6 +18,7 @@ import io
 import math
 import multiprocessing
 import os
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from functools import cache
@@ -645,8 +646,12 @@ def synthesize(
 
 
 def _can_fork() -> bool:
-    """Whether forking is available and safe (no other thread could hold a lock)."""
-    return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
+    """Whether forking is safe here.
+
+    Only on Linux (macOS system libraries may not survive a fork), and only
+    with no other thread that could hold a lock across the fork.
+    """
+    return sys.platform == "linux" and threading.active_count() == 1
 
 
 def _make(task: tuple[str, str, int, int, int]) -> str:
