@@ -216,14 +216,20 @@ def run(verb: str, args: Sequence[str], cwd: Path) -> int:
     assert proc.stdout is not None
     reported = []  # DVC's ERROR and WARNING lines: what the explanation is drawn from
     failing = False
-    for line in proc.stdout:
-        if line.startswith(("ERROR:", "WARNING:")):
-            reported.append(line.strip())
-        failing = failing or line.startswith("ERROR:")
-        if not failing and not line.startswith(SUPPORT):
-            sys.stdout.write(line)
-            sys.stdout.flush()
-    status = proc.wait()
+    try:
+        for line in proc.stdout:
+            if line.startswith(("ERROR:", "WARNING:")):
+                reported.append(line.strip())
+            failing = failing or line.startswith("ERROR:")
+            if not failing and not line.startswith(SUPPORT):
+                sys.stdout.write(line)
+                sys.stdout.flush()
+        status = proc.wait()
+    except KeyboardInterrupt:
+        # Ctrl-C reached DVC too; let it stop cleanly, then say so in one line.
+        proc.wait()
+        print(f"dvc {verb}: interrupted; run it again to finish the transfer.", file=sys.stderr)
+        return 130
     if watchdog:
         watchdog.done.set()
         watchdog.join()
