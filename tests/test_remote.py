@@ -344,10 +344,13 @@ def test_a_server_that_is_down_is_named_with_the_command_that_starts_it(tmp_path
     add_remote(repo, "down")
     endpoint = f"http://127.0.0.1:{locals3.free_port()}"
     set_local(repo, endpointurl=endpoint, access_key_id="AKIAEXAMPLE", secret_access_key="x")
+    workspace, cache = snapshot(repo, ("data/raw",)), cache_objects(repo)
 
     line = one_clear_line(nox_transfer("push", cwd=repo), "'storage'", endpoint, "does not answer")
 
     assert "uv run nox -s s3" in line
+    assert snapshot(repo, ("data/raw",)) == workspace
+    assert cache_objects(repo) == cache
 
 
 @pytest.mark.slow
