@@ -16,7 +16,8 @@ process as `dvc repro` runs them:
     python bench/bench_train.py --out bench/results/train.json
     python bench/bench_train.py --set epochs=8 --set batch_size=64 --image-size 24
 
-Timings on a shared machine are noisy: compare runs made back to back.
+Wall times on a shared machine are noisy (the load average is recorded): CPU
+times, also recorded, move much less; compare runs made back to back.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -43,26 +45,35 @@ PREPARE = {"image_size": 16, "color_mode": "rgb"}
 # Child: time one training from inside the process; prints one JSON line.
 FIT_CHILD = """
 import json, sys, time
-start = time.perf_counter()
+start, start_cpu = time.perf_counter(), time.process_time()
 from celestial_models.backend import keras
-imported = time.perf_counter()
+imported, imported_cpu = time.perf_counter(), time.process_time()
 import celestial_models.train as train
 
 class Clock(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.begin, self.epochs = time.perf_counter(), []
+        self.begin_cpu, self.epochs_cpu = time.process_time(), []
     def on_epoch_begin(self, epoch, logs=None):
-        self.t = time.perf_counter()
+        self.t, self.t_cpu = time.perf_counter(), time.process_time()
     def on_epoch_end(self, epoch, logs=None):
         self.epochs.append(time.perf_counter() - self.t)
+        self.epochs_cpu.append(time.process_time() - self.t_cpu)
     def on_train_end(self, logs=None):
-        self.end = time.perf_counter()
+        self.end, self.end_cpu = time.perf_counter(), time.process_time()
 
 clock = Clock()
 prepared, model_dir, params = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 meta = train.train_model(prepared, model_dir, params, callbacks=[clock])
-done = time.perf_counter()
+done, done_cpu = time.perf_counter(), time.process_time()
 print(json.dumps({
+    "cpu_s": {
+        "import_keras": imported_cpu - start_cpu,
+        "before_fit": clock.begin_cpu - imported_cpu,
+        "first_epoch": clock.epochs_cpu[0],
+        "later_epochs": clock.epochs_cpu[1:],
+        "after_fit": done_cpu - clock.end_cpu,
+    },
     "import_keras_s": imported - start,
     "train_model_s": done - imported,
     "fit_s": clock.end - clock.begin,
@@ -107,11 +118,14 @@ def child(code: str, *args: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def timed(command: list[str]) -> float:
-    """Wall time of a command, which must succeed."""
+def timed(command: list[str]) -> tuple[float, float]:
+    """Wall time and CPU time (user + system) of a command, which must succeed."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def parse_value(text: str) -> object:
@@ -166,10 +180,17 @@ def main() -> None:
         ]
         runs = []
         for _ in range(args.repeats):
-            command_s = timed(command)
+            command_s, command_cpu_s = timed(command)
             fit = child(FIT_CHILD, str(prepared), str(work / "fit"), json.dumps(params))
             predict = child(PREDICT_CHILD, str(work / "model"), str(prepared))
-            runs.append({"train_command_s": command_s, "fit": fit, "predict": predict})
+            runs.append(
+                {
+                    "train_command_s": command_s,
+                    "train_command_cpu_s": command_cpu_s,
+                    "fit": fit,
+                    "predict": predict,
+                }
+            )
             print(json.dumps(runs[-1]), flush=True)
 
     def median(get):
@@ -207,7 +228,17 @@ def main() -> None:
             "eval_predict_first": median(lambda r: r["predict"]["predict_first_s"]),
             "eval_predict_again": median(lambda r: r["predict"]["predict_again_s"]),
         },
+        # CPU seconds are far less disturbed than wall seconds by other work on the machine.
+        "median_cpu_s": {
+            "train_command": median(lambda r: r["train_command_cpu_s"]),
+            "import_keras": median(lambda r: r["fit"]["cpu_s"]["import_keras"]),
+            "before_fit": median(lambda r: r["fit"]["cpu_s"]["before_fit"]),
+            "first_epoch": median(lambda r: r["fit"]["cpu_s"]["first_epoch"]),
+            "later_epoch": median(lambda r: statistics.median(r["fit"]["cpu_s"]["later_epochs"])),
+            "after_fit_save": median(lambda r: r["fit"]["cpu_s"]["after_fit"]),
+        },
         "train_images_per_s": round(images_per_epoch / steady, 1) if steady else None,
+        "load_average_at_end": os.getloadavg(),
         "runs": runs,
     }
     text = json.dumps(results, indent=2)

@@ -33,8 +33,9 @@ class LiveLogger(keras.callbacks.Callback):
     """A Keras callback that logs each epoch's metrics to a `dvclive.Live` in ``directory``.
 
     Importing DVCLive and opening `Live` (which looks up the DVC repository)
-    takes a couple of seconds of Python; it runs on a background thread while
-    the first epoch compiles and trains, which releases the interpreter.
+    takes a couple of seconds of Python. It starts on a background thread when
+    training begins, so it runs while XLA compiles the training step (which
+    releases the interpreter) rather than competing with building the model.
 
     Args:
         directory: DVCLive's output folder (emptied of earlier logs).
@@ -43,12 +44,18 @@ class LiveLogger(keras.callbacks.Callback):
 
     def __init__(self, directory: str | Path, keys: tuple[str, ...]):
         super().__init__()
+        self.directory = Path(directory)
         self.keys = keys
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dvclive")
-        self._live: Future = self._executor.submit(_open_live, Path(directory))
+        self._live: Future | None = None
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        """Open `Live` in the background."""
+        self._live = self._executor.submit(_open_live, self.directory)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         """Record one step per epoch."""
+        assert self._live is not None
         live = self._live.result()
         for key in self.keys:
             if logs and key in logs:
@@ -57,5 +64,6 @@ class LiveLogger(keras.callbacks.Callback):
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         """Write the summary and release the thread."""
-        self._live.result().end()
+        if self._live is not None:
+            self._live.result().end()
         self._executor.shutdown()
