@@ -27,6 +27,23 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("out_dir", type=Path, metavar="OUT_DIR")
     evaluate.add_argument("--params", type=Path, help="params.yaml whose 'evaluate' section to use")
 
+    rejection = commands.add_parser(
+        "rejection",
+        help="leave-one-class-out: how well unseen classes are answered 'unknown'",
+        description="For each class of PREPARED (or those of params rejection.classes), "
+        "train a model without it, as MODEL_DIR was trained and calibrated (its recorded "
+        "train and ood params), and measure how its images are "
+        "told from the known classes' held-out images: AUROC of every unknown-image score "
+        "and the share rejected at the calibrated threshold. Writes the averages and the "
+        "per-class figures to OUTPUT (JSON). One training per class: a separate stage.",
+    )
+    rejection.add_argument("model_dir", type=Path, metavar="MODEL_DIR")
+    rejection.add_argument("prepared", type=Path, metavar="PREPARED")
+    rejection.add_argument("output", type=Path, metavar="OUTPUT")
+    rejection.add_argument(
+        "--params", type=Path, help="params.yaml whose 'rejection' section to use"
+    )
+
     leaderboard = commands.add_parser(
         "leaderboard",
         help="one row of headline metrics per project",
@@ -67,6 +84,15 @@ def run(args: argparse.Namespace) -> None:
         )
         for warning in metrics["warnings"]:
             print(f"{PROG}: warning: {warning}", file=sys.stderr)
+    elif args.command == "rejection":
+        from celestial_eval.rejection import rejection_stage
+
+        figures = rejection_stage(args.model_dir, args.prepared, args.output, args.params)
+        print(
+            f"{figures['held_out_classes']} classes held out, score {figures['score']}: AUROC "
+            f"{figures['auroc']:.4f}, rejected {figures['rejected']:.3f}, known accepted "
+            f"{figures['accepted']:.3f} -> {args.output}"
+        )
     elif args.command == "leaderboard":
         from celestial_eval.leaderboard import leaderboard, to_json, to_markdown
 
@@ -85,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from celestial_eval.errors import EvalError
 
     known: tuple[type[Exception], ...] = (DataError, EvalError)
-    if args.command == "evaluate":
+    if args.command in ("evaluate", "rejection"):
         from celestial_models import ModelError
 
         known = (*known, ModelError)

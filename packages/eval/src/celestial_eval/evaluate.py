@@ -29,6 +29,7 @@ __all__ = [
     "MODEL_FILES",
     "OUTPUTS",
     "check_compatible",
+    "check_probabilities",
     "choose_split",
     "evaluate",
     "read_params",
@@ -141,11 +142,20 @@ def predict(classifier: Classifier, images: np.ndarray) -> np.ndarray:
     Raises:
         EvalError: If the model returns a wrong shape or non-finite values.
     """
-    probabilities = np.asarray(classifier.predict(images), dtype=np.float64)
-    if probabilities.shape != (len(images), len(classifier.classes)):
+    return check_probabilities(classifier.predict(images), len(images), len(classifier.classes))
+
+
+def check_probabilities(probabilities: np.ndarray, count: int, classes: int) -> np.ndarray:
+    """``probabilities`` as float64 ``(count, classes)``, checked.
+
+    Raises:
+        EvalError: If the shape is wrong or a value is not finite.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if probabilities.shape != (count, classes):
         raise EvalError(
             f"The model returned probabilities of shape {probabilities.shape} for "
-            f"{len(images)} images and {len(classifier.classes)} classes."
+            f"{count} images and {classes} classes."
         )
     if not np.isfinite(probabilities).all():
         raise EvalError(
@@ -287,7 +297,11 @@ def evaluate(
     classifier = load_classifier(model_dir)
     columns = check_compatible(classifier, dataset)
     images = dataset.images(split)
-    probabilities = predict(classifier, images)[:, columns]
+    from celestial_eval.rejection import predict_and_score
+
+    # One pass gives the probabilities and how the model answers "unknown".
+    probabilities, unknown = predict_and_score(classifier, images)
+    probabilities = probabilities[:, columns]
     warnings = []
     trained_on = classifier.metadata.get("data_hash")
     if trained_on and trained_on != dataset.hash:
@@ -299,6 +313,13 @@ def evaluate(
         "dataset": {"images": sum(dataset.splits.values()), "classes": len(dataset.classes)},
         "model": model_summary(model_dir, classifier),
     }
+    if unknown is not None:
+        extra["unknown"] = unknown
+    else:
+        warnings.append(
+            "The model has no unknown-image calibration (ood.json): retrain it with this "
+            "version of celestial-models to measure how it rejects unknown images."
+        )
     return write_evaluation(
         out_dir,
         classes=dataset.classes,

@@ -1,0 +1,120 @@
+"""How a model answers "unknown": AUROC, non-body images, leave-one-class-out, the stage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from celestial_data import ParamsError, write_prepared
+from celestial_eval.cli import main
+from celestial_eval.rejection import auroc, nonbody_images, read_params
+
+CLASSES = ["Red", "Green", "Blue"]
+COLOURS = np.array([[220, 40, 40], [40, 220, 40], [40, 40, 220]])
+
+
+def test_auroc_counts_the_pairs_an_unknown_image_wins() -> None:
+    assert auroc([1, 2, 3], [4, 5]) == 1.0
+    assert auroc([4, 5], [1, 2, 3]) == 0.0
+    assert auroc([1, 1], [1, 1]) == 0.5
+    # Unknown 3 beats known 1 and 2, loses to 4; unknown 2.5 beats 1 and 2: 5 of 6 pairs.
+    assert auroc([1, 2, 4], [3, 2.5]) == pytest.approx(4 / 6)
+    # A tie counts half: 0.5 + 1 + 1 of 3 pairs.
+    assert auroc([2, 1, 0], [2]) == pytest.approx(2.5 / 3)
+    with pytest.raises(ValueError, match="both"):
+        auroc([], [1.0])
+
+
+def test_nonbody_images_are_the_same_every_time_and_of_the_model_shape() -> None:
+    first, again = nonbody_images(16, 3), nonbody_images(16, 3)
+    assert list(first) == ["blank", "noise", "square", "smudge"]
+    for kind, images in first.items():
+        assert images.dtype == np.uint8 and images.shape == (8, 16, 16, 3), kind
+        np.testing.assert_array_equal(images, again[kind])
+    assert nonbody_images(24, 1)["smudge"].shape == (8, 24, 24, 1)
+    assert first["smudge"].max() > 40  # visible, not another blank frame
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("rejection:\n  classes: Red\n", "must be 'all' or a non-empty list"),
+        ("rejection:\n  classes: []\n", "must be 'all' or a non-empty list"),
+        ("rejection:\n  epochs: -1\n", "epochs must be an integer >= 0"),
+        ("rejection:\n  clases: all\n", "clases"),
+    ],
+)
+def test_bad_rejection_params_are_named(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(ParamsError, match=message):
+        read_params(path)
+
+
+def colour_images(labels: np.ndarray, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    noise = rng.integers(-30, 30, size=(len(labels), 16, 16, 3))
+    return np.clip(COLOURS[labels][:, None, None, :] + noise, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny prepared dataset of three colours and a model trained on it."""
+    from celestial_models import train_model
+
+    root = tmp_path_factory.mktemp("rejection")
+    arrays = {}
+    for seed, (split, count) in enumerate((("train", 10), ("val", 4), ("test", 4))):
+        labels = np.repeat(np.arange(3), count)
+        files = [f"{CLASSES[k]}/{split}{i}.png" for i, k in enumerate(labels)]
+        arrays[split] = (colour_images(labels, seed), labels, files)
+    write_prepared(root / "prepared", CLASSES, "rgb", arrays)
+    train_model(root / "prepared", root / "model", {"epochs": 3, "batch_size": 8, "conv_size": 4})
+    return root
+
+
+@pytest.mark.slow
+def test_evaluate_reports_acceptance_and_non_body_rejection(project: Path) -> None:
+    assert main(["evaluate", str(project / "model"), str(project / "prepared"),
+                 str(project / "evaluation")]) == 0  # fmt: skip
+    metrics = json.loads((project / "evaluation" / "metrics.json").read_text())
+    unknown = metrics["unknown"]
+    ood = json.loads((project / "model" / "ood.json").read_text())
+    assert unknown["score"] == "mahalanobis"
+    assert unknown["threshold"] == pytest.approx(ood["threshold"], rel=1e-6)
+    assert unknown["acceptance_target"] == 0.95
+    assert 0.0 <= unknown["accepted"] <= 1.0
+    assert set(unknown["nonbody"]) == {"blank", "noise", "square", "smudge"}
+    assert unknown["nonbody"]["noise"] == 1.0
+    assert unknown["nonbody_rejected"] == pytest.approx(np.mean(list(unknown["nonbody"].values())))
+
+
+@pytest.mark.slow
+def test_the_rejection_stage_holds_out_the_chosen_classes(project: Path, capsys) -> None:
+    params = project / "params.yaml"
+    params.write_text("rejection:\n  classes: [Blue]\n  epochs: 2\n")
+    output = project / "evaluation" / "rejection.json"
+    arguments = ["rejection", str(project / "model"), str(project / "prepared"), str(output)]
+    assert main([*arguments, "--params", str(params)]) == 0
+    figures = json.loads(output.read_text())
+    assert (figures["held_out_classes"], list(figures["classes"])) == (1, ["Blue"])
+    assert figures["score"] == "mahalanobis" and figures["known_split"] == "test"
+    blue = figures["classes"]["Blue"]
+    assert blue["images"] == 18  # every Blue image, from all three splits
+    assert set(blue["scores"]) == {"mahalanobis", "cosine", "energy", "msp"}
+    for method, row in figures["by_score"].items():
+        assert 0.0 <= row["auroc"] <= 1.0, method
+        assert row == {k: blue["scores"][method][k] for k in ("auroc", "rejected", "accepted")}
+    assert figures["auroc"] == figures["by_score"]["mahalanobis"]["auroc"]
+    # Three saturated colours: blue is unlike red and green to any embedding.
+    assert figures["auroc"] > 0.9
+    assert "1 classes held out" in capsys.readouterr().out
+
+    params.write_text("rejection:\n  classes: [Purple]\n")
+    assert main([*arguments, "--params", str(params)]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("celestial-eval: error: rejection.classes names Purple")
+    assert error.count("\n") == 1
