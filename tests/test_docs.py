@@ -250,8 +250,18 @@ PARAM_SECTIONS = {
     "synth": "celestial_data.synth",
     "prepare": "celestial_data.prepare",
     "train": "celestial_models.train",
+    "ood": "celestial_models.ood",
     "evaluate": "celestial_eval.evaluate",
+    "rejection": "celestial_eval.rejection",
 }
+TEMPLATE_PARAMS = ROOT / "templates" / "project" / "{{cookiecutter.slug}}" / "params.yaml"
+
+
+def test_every_params_section_is_documented() -> None:
+    # The template's params.yaml is Jinja: its sections are its unindented keys.
+    sections = re.findall(r"^(\w+):", TEMPLATE_PARAMS.read_text(), re.MULTILINE)
+    assert sorted(sections) == sorted(PARAM_SECTIONS)
+    assert sorted(reference_tables(DOCS / "pipeline.md")) == sorted(PARAM_SECTIONS)
 
 
 @pytest.mark.parametrize("section", PARAM_SECTIONS)
