@@ -1,0 +1,203 @@
+"""Benchmark the projects' pipelines: cold forced `dvc repro`, its stages, no-op repro.
+
+Each project of ``projects/`` is copied, with the packages' sources it depends
+on, into a fresh git + DVC repository in a temporary folder (planets-moons gets
+the reference images from ``../shared/datasets/planets-moons/raw``), so the
+workspace is left untouched. There, for each project:
+
+- ``dvc repro -f`` is run ``--repeats`` times (every stage in a fresh process,
+  as users run it); the figures are the median wall time of the whole command
+  and of each stage (from the moment DVC announces a stage to the next), the
+  held-out accuracy of the result, and whether every run wrote the same
+  ``dvc.lock``;
+- a no-op ``dvc repro`` (nothing changed) is timed ``--repeats`` times.
+
+Finally ``nox -s repro`` is timed on the real workspace once it is up to date
+(skip with ``--no-nox``, or time only that with ``--nox-only``), to show what
+the session adds to DVC's own floor.
+
+    python bench/bench_repro.py --out bench/results/repro.json
+
+Timings on a shared machine are noisy: compare runs made back to back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT.parent / "shared" / "datasets" / "planets-moons" / "raw"
+BIN = Path(sys.executable).parent
+ENV = {
+    **os.environ,
+    "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+    "GIT_AUTHOR_NAME": "bench",
+    "GIT_AUTHOR_EMAIL": "bench@celestial.invalid",
+    "GIT_COMMITTER_NAME": "bench",
+    "GIT_COMMITTER_EMAIL": "bench@celestial.invalid",
+}
+STAGE = re.compile(r"^Running stage '([\w-]+)'")
+
+
+def run(*args: str, cwd: Path) -> str:
+    done = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(args)} failed in {cwd}:\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+def copy_project(name: str, root: Path) -> Path | None:
+    """Lay out ``root`` like the repository for one project; None if its data is missing."""
+    source = ROOT / "projects" / name
+    for package in ("data", "models", "eval"):
+        target = root / "packages" / package / "src"
+        if not target.exists():
+            shutil.copytree(
+                ROOT / "packages" / package / "src",
+                target,
+                ignore=shutil.ignore_patterns("__pycache__"),
+            )
+    project = root / "projects" / name
+    project.mkdir(parents=True)
+    for file in ("dvc.yaml", "params.yaml", ".gitignore"):
+        shutil.copy(source / file, project / file)
+    if (source / "data" / "raw.dvc").is_file():
+        if name != "planets-moons" or not REFERENCE.is_dir():
+            return None
+        shutil.copytree(REFERENCE, project / "data" / "raw")
+        run("dvc", "add", "-q", "data/raw", cwd=project)
+    return project
+
+
+def timed_repro(project: Path, *args: str) -> tuple[float, dict[str, float]]:
+    """Wall time of ``dvc repro ARGS`` and of each stage it ran."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        ["dvc", "repro", *args],
+        cwd=project,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    marks: list[tuple[str, float]] = []
+    output = []
+    for line in proc.stdout:
+        output.append(line)
+        found = STAGE.match(line)
+        if found:
+            marks.append((found.group(1), time.perf_counter()))
+    if proc.wait() != 0:
+        sys.exit(f"dvc repro {' '.join(args)} failed in {project}:\n{''.join(output)}")
+    end = time.perf_counter()
+    stages = {
+        name: (marks[i + 1][1] if i + 1 < len(marks) else end) - began
+        for i, (name, began) in enumerate(marks)
+    }
+    return end - start, stages
+
+
+def bench_project(name: str, root: Path, repeats: int) -> dict:
+    project = copy_project(name, root)
+    if project is None:
+        return {"skipped": f"its data is not available here (looked in {REFERENCE})"}
+    run("git", "add", "-A", cwd=root)
+    run("git", "commit", "-q", "-m", f"bench {name}", cwd=root)
+    totals, stage_times, locks = [], [], set()
+    for _ in range(repeats):
+        total, stages = timed_repro(project, "-f")
+        totals.append(total)
+        stage_times.append(stages)
+        locks.add((project / "dvc.lock").read_bytes())
+    noop = [timed_repro(project)[0] for _ in range(repeats)]
+    metrics = json.loads((project / "evaluation" / "metrics.json").read_text())
+    metadata = json.loads((project / "model" / "metadata.json").read_text())
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    return {
+        "forced_repro_s": {"median": statistics.median(totals), "runs": totals},
+        "stages_s": {
+            stage: statistics.median(t[stage] for t in stage_times) for stage in stage_times[0]
+        },
+        "noop_repro_s": {"median": statistics.median(noop), "runs": noop},
+        "lock_identical_across_runs": len(locks) == 1,
+        "test_accuracy": metrics["accuracy"],
+        "evaluated_split": metrics["split"],
+        "evaluated_images": metrics["images"],
+        "val_accuracy": metadata.get("val_accuracy"),
+        "params": {k: params[k] for k in params if k in ("synth", "prepare", "train")},
+    }
+
+
+def bench_nox(repeats: int) -> dict:
+    """Time ``nox -s repro`` on the workspace once a first run has brought it up to date."""
+    command = [sys.executable, "-m", "nox", "-s", "repro", "--noxfile", str(ROOT / "noxfile.py")]
+    first = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True)
+    if first.returncode != 0:
+        return {"skipped": f"nox -s repro failed: {first.stdout[-500:]}{first.stderr[-500:]}"}
+    times, summary = [], ""
+    for _ in range(repeats):
+        start = time.perf_counter()
+        done = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True)
+        times.append(time.perf_counter() - start)
+        summary = [line for line in done.stderr.splitlines() if line.startswith("nox >   ")]
+    return {"noop_s": {"median": statistics.median(times), "runs": times}, "summary": summary}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="where to write the JSON")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per measure (median)")
+    parser.add_argument("--no-nox", action="store_true", help="do not time nox -s repro")
+    parser.add_argument(
+        "--nox-only", action="store_true", help="time nox -s repro only, keep the rest of --out"
+    )
+    args = parser.parse_args()
+    if args.nox_only:
+        results = json.loads(args.out.read_text()) if args.out.is_file() else {}
+        results["nox_repro"] = bench_nox(args.repeats)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        print(json.dumps(results["nox_repro"], indent=2))
+        return
+
+    names = sorted(p.parent.name for p in (ROOT / "projects").glob("*/dvc.yaml"))
+    results: dict = {
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+        },
+        "repeats": args.repeats,
+        "projects": {},
+    }
+    for name in names:
+        with tempfile.TemporaryDirectory(prefix="bench-repro-") as tmp:
+            root = Path(tmp)
+            run("git", "init", "-q", cwd=root)
+            run("dvc", "init", "-q", cwd=root)
+            shutil.copy(ROOT / ".dvcignore", root / ".dvcignore")
+            print(f"{name}: {args.repeats} forced repros...", flush=True)
+            results["projects"][name] = bench_project(name, root, args.repeats)
+            print(json.dumps(results["projects"][name], indent=2), flush=True)
+    if not args.no_nox:
+        results["nox_repro"] = bench_nox(args.repeats)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"Wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
