@@ -103,29 +103,31 @@ def test_dvc_interpolation_survives_and_the_first_stage_fits_the_source(
     project = bake(tmp_path, data_source=source)
     found = stages(project)
     if source == "synthetic":
-        assert list(found) == ["synth", "prepare", "train", "evaluate"]
+        assert list(found) == ["synth", "prepare", "train", "evaluate", "rejection"]
         assert found["synth"]["cmd"] == (
             "celestial-data synth data/raw --per-class ${synth.per_class} "
             "--size ${synth.size} --seed ${synth.seed}"
         )
         assert found["synth"]["params"] == ["synth.per_class", "synth.size", "synth.seed"]
     else:
-        assert list(found) == ["prepare", "train", "evaluate"]
+        assert list(found) == ["prepare", "train", "evaluate", "rejection"]
         assert "synth" not in yaml.safe_load((project / "params.yaml").read_text())
         assert "dvc add data/raw" in (project / "README.md").read_text()
 
 
 def test_params_yaml_holds_the_packages_defaults(tmp_path: Path) -> None:
     from celestial_data import prepare, synth
-    from celestial_eval import evaluate
-    from celestial_models import train
+    from celestial_eval import evaluate, rejection
+    from celestial_models import ood, train
 
     project = bake(tmp_path, data_source="synthetic")
     assert yaml.safe_load((project / "params.yaml").read_text()) == {
         "synth": synth.DEFAULTS,
         "prepare": prepare.DEFAULTS,
         "train": train.DEFAULTS,
+        "ood": ood.DEFAULTS,
         "evaluate": evaluate.DEFAULTS,
+        "rejection": rejection.DEFAULTS,
     }
 
 
@@ -223,7 +225,7 @@ def test_a_fresh_bake_matches_and_edits_are_reported(tmp_path: Path) -> None:
     assert check_projects.check(project) == []
 
     (project / "params.yaml").write_text(
-        (project / "params.yaml").read_text().replace("epochs:", "epoch:")
+        (project / "params.yaml").read_text().replace("epochs:", "epoch:", 1)  # train's
     )
     (project / "dvc.yaml").write_text((project / "dvc.yaml").read_text() + "# local edit\n")
     (project / "train.py").write_text("print('copied code')\n")
@@ -293,10 +295,13 @@ def test_dvc_sees_the_projects_pipelines_and_not_the_template() -> None:
     assert sorted(ours) == sorted(
         [
             "projects/planets-moons/data/raw.dvc",
-            *(f"projects/planets-moons/dvc.yaml:{s}" for s in ("prepare", "train", "evaluate")),
+            *(
+                f"projects/planets-moons/dvc.yaml:{s}"
+                for s in ("prepare", "train", "evaluate", "rejection")
+            ),
             *(
                 f"projects/synthetic-bodies/dvc.yaml:{s}"
-                for s in ("synth", "prepare", "train", "evaluate")
+                for s in ("synth", "prepare", "train", "evaluate", "rejection")
             ),
         ]
     )
@@ -328,6 +333,7 @@ def test_planets_moons_records_exactly_the_reference_images() -> None:
 TINY = {
     "synth": {"per_class": 6, "size": 16},
     "train": {"batch_size": 16, "conv_size": 4},
+    "rejection": {"classes": ["Moon"], "epochs": 1},
 }
 
 
@@ -381,7 +387,7 @@ def synthetic(workspace: Path) -> dict[str, Any]:
 def test_the_pipeline_runs_every_stage_and_writes_every_output(synthetic) -> None:
     project, done = synthetic["project"], synthetic["repro"]
     assert done.returncode == 0, done.stdout + done.stderr
-    assert stages_run(done.stdout) == ["synth", "prepare", "train", "evaluate"]
+    assert stages_run(done.stdout) == ["synth", "prepare", "train", "evaluate", "rejection"]
     for name in ("model.keras", "metadata.json", "history.json"):
         assert (project / "model" / name).is_file()
     metrics = json.loads((project / "evaluation" / "metrics.json").read_text())
@@ -402,6 +408,7 @@ def test_the_pipeline_runs_every_stage_and_writes_every_output(synthetic) -> Non
         "evaluation/history.csv",
         "evaluation/metrics.json",
         "evaluation/misclassified.csv",
+        "evaluation/rejection.json",
     ]
     assert check_projects.check(project) == []
 
@@ -445,10 +452,10 @@ def test_metrics_params_and_plots_each_once(synthetic, workspace: Path) -> None:
 
 
 @pytest.mark.slow
-def test_an_experiment_on_epochs_reruns_train_and_evaluate_only(synthetic) -> None:
+def test_an_experiment_on_epochs_reruns_the_stages_after_prepare_only(synthetic) -> None:
     project = synthetic["project"]
     done = run("dvc", "exp", "run", "-S", "train.epochs=3", "-n", "three-epochs", cwd=project)
-    assert stages_run(done.stdout) == ["train", "evaluate"]
+    assert stages_run(done.stdout) == ["train", "evaluate", "rejection"]
     history = (project / "evaluation" / "history.csv").read_text().splitlines()
     assert len(history) == 1 + 3
     table = json.loads(run("dvc", "exp", "show", "--json", cwd=project).stdout)
@@ -487,5 +494,5 @@ def test_a_folder_project_tracks_its_images_with_dvc_add(workspace: Path) -> Non
 
     done = run("dvc", "repro", cwd=project)
 
-    assert stages_run(done.stdout) == ["prepare", "train", "evaluate"]
+    assert stages_run(done.stdout) == ["prepare", "train", "evaluate", "rejection"]
     assert check_projects.check(project) == []
