@@ -179,6 +179,8 @@ def main() -> None:
             "platform": platform.platform(),
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
+            # Other work on the machine stretches every wall time: read them with this.
+            "load_average_1m_at_start": os.getloadavg()[0],
         },
         "repeats": args.repeats,
         "projects": {},
