@@ -92,6 +92,7 @@ def run_predict(args: argparse.Namespace) -> None:
     else:
         with open(args.output, "w", newline="") as stream:
             counts = predict_folder(args.model_dir, args.folder, stream, reject=not args.no_reject)
+    sys.stdout.flush()  # the CSV before the summary when both go to a terminal
     print(
         f"{counts['images']} images classified, {counts['unknown']} unknown, "
         f"{counts['skipped']} skipped (not readable images)"
