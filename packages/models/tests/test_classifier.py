@@ -103,6 +103,18 @@ def test_model_directory_of_another_version_is_refused(trained: Path, tmp_path: 
         load_classifier(tmp_path / "model")
 
 
+def test_model_and_metadata_from_different_trainings_are_refused(
+    trained: Path, tmp_path: Path
+) -> None:
+    shutil.copytree(trained / "model", tmp_path / "model")
+    metadata_path = tmp_path / "model" / "metadata.json"
+    metadata = json.loads(metadata_path.read_text())
+    metadata["classes"].append("Pluto")
+    metadata_path.write_text(json.dumps(metadata))
+    with pytest.raises(ModelDirError, match=r"gives 3 classes.*says .* and 4 classes.*retrain"):
+        load_classifier(tmp_path / "model")
+
+
 def test_corrupt_model_file_is_refused(trained: Path, tmp_path: Path) -> None:
     shutil.copytree(trained / "model", tmp_path / "model")
     (tmp_path / "model" / "model.keras").write_bytes(b"garbage")

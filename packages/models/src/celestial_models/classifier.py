@@ -10,7 +10,7 @@ from PIL import Image
 
 from celestial_data import channels, decode, to_array
 from celestial_models.backend import keras
-from celestial_models.errors import ModelError
+from celestial_models.errors import ModelDirError, ModelError
 from celestial_models.inference import Predictor
 from celestial_models.ood import OodDetector
 from celestial_models.saving import MODEL_FILE, file_sha256, load_model, read_metadata
@@ -47,7 +47,7 @@ class Classifier:
     @property
     def input_shape(self) -> tuple[int, int, int]:
         """Shape of one input image: ``(image_size, image_size, channels)``."""
-        return (self.image_size, self.image_size, channels(self.color_mode))  # type: ignore[arg-type]
+        return metadata_shape(self.metadata)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities for a batch of images.
@@ -137,6 +137,12 @@ class Classifier:
         return to_array(image, self.image_size, self.color_mode)  # type: ignore[arg-type]
 
 
+def metadata_shape(metadata: dict[str, Any]) -> tuple[int, int, int]:
+    """The input shape that ``metadata.json`` describes."""
+    size = int(metadata["image_size"])
+    return (size, size, channels(metadata["color_mode"]))  # type: ignore[arg-type]
+
+
 def load_classifier(model_dir: str | Path) -> Classifier:
     """Load a model directory written by ``celestial-models train``.
 
@@ -153,6 +159,14 @@ def load_classifier(model_dir: str | Path) -> Classifier:
     model_dir = Path(model_dir)
     metadata = read_metadata(model_dir)
     model = load_model(model_dir / MODEL_FILE)
+    expected = (None, *metadata_shape(metadata))
+    if tuple(model.input_shape) != expected or model.output_shape[-1] != len(metadata["classes"]):
+        raise ModelDirError(
+            f"{model_dir}: model.keras takes {model.input_shape} and gives "
+            f"{model.output_shape[-1]} classes, but metadata.json says {expected} and "
+            f"{len(metadata['classes'])} classes. The files come from different trainings: "
+            "retrain the model (dvc repro -f)."
+        )
     return Classifier(
         model, metadata, file_sha256(model_dir / MODEL_FILE), OodDetector.load(model_dir)
     )
