@@ -27,9 +27,11 @@ from celestial_models.ood import (
     resolve_ood_params,
 )
 
-__all__ = ["Outputs", "Scoring", "fit_detector"]
+__all__ = ["Outputs", "Scoring", "fit_detector", "outputs_of"]
 
 LOGITS_LAYER = "logits"
+# Largest total of images (bytes) `outputs_of` reads into memory at once.
+JOIN_BYTES = 256 * 2**20
 
 
 class Outputs(tuple):
@@ -86,6 +88,24 @@ class Scoring:
         return Outputs((joined[:, :d], joined[:, d : d + k], joined[:, d + k :]))
 
 
+def outputs_of(scoring: Scoring, *batches: np.ndarray) -> list[Outputs]:
+    """`Scoring` outputs of several batches, in one call when they are small.
+
+    Each call pads to its own power-of-two shape and JAX compiles once per
+    shape: joining the batches saves a compilation (a few tenths of a second
+    on two cores) where memory allows; large memory-mapped splits are read
+    one at a time instead.
+    """
+    if sum(batch.nbytes for batch in batches) > JOIN_BYTES:
+        return [scoring(batch) for batch in batches]
+    joined = scoring(np.concatenate([np.asarray(batch) for batch in batches]))
+    ends = np.cumsum([len(batch) for batch in batches])
+    return [
+        Outputs(tuple(part[start:end] for part in joined))
+        for start, end in zip([0, *ends[:-1]], ends, strict=True)
+    ]
+
+
 def fit_detector(
     model: keras.Model,
     dataset: PreparedDataset,
@@ -108,12 +128,10 @@ def fit_detector(
         The fitted detector.
     """
     params = resolve_ood_params(params)
-    scoring = Scoring(model)
-    train = scoring(dataset.images("train"))
+    train, val = outputs_of(Scoring(model), dataset.images("train"), dataset.images("val"))
     centroids, precision = class_statistics(
         train.features, dataset.labels("train"), len(dataset.classes)
     )
-    val = scoring(dataset.images("val"))
     scores = compute_scores(params["score"], *val, centroids, precision)
     threshold = calibrate_threshold(scores, params["acceptance"])
     detector = OodDetector(
