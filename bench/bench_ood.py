@@ -75,6 +75,7 @@ def main() -> None:
             params.get("ood"),
             args.classes or "all",
             work_dir=scratch,
+            detail=True,
         )
         loo["wall_s"] = round(time.perf_counter() - started, 1)
 

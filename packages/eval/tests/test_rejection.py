@@ -100,15 +100,16 @@ def test_the_rejection_stage_holds_out_the_chosen_classes(project: Path, capsys)
     arguments = ["rejection", str(project / "model"), str(project / "prepared"), str(output)]
     assert main([*arguments, "--params", str(params)]) == 0
     figures = json.loads(output.read_text())
-    assert (figures["held_out_classes"], list(figures["classes"])) == (1, ["Blue"])
+    assert (figures["held_out_classes"], list(figures["held_out"])) == (1, ["Blue"])
     assert figures["score"] == "mahalanobis" and figures["known_split"] == "test"
-    blue = figures["classes"]["Blue"]
+    blue = figures["held_out"]["Blue"]
     assert blue["images"] == 18  # every Blue image, from all three splits
-    assert set(blue["scores"]) == {"mahalanobis", "cosine", "energy", "msp"}
+    assert set(figures["by_score"]) == {"mahalanobis", "cosine", "energy", "msp"}
     for method, row in figures["by_score"].items():
         assert 0.0 <= row["auroc"] <= 1.0, method
-        assert row == {k: blue["scores"][method][k] for k in ("auroc", "rejected", "accepted")}
-    assert figures["auroc"] == figures["by_score"]["mahalanobis"]["auroc"]
+    assert figures["auroc"] == figures["by_score"]["mahalanobis"]["auroc"] == blue["auroc"]
+    assert figures["rejected"] == blue["rejected"] and figures["accepted"] == blue["accepted"]
+    assert "detail" not in figures
     # Three saturated colours: blue is unlike red and green to any embedding.
     assert figures["auroc"] > 0.9
     assert "1 classes held out" in capsys.readouterr().out

@@ -286,6 +286,8 @@ def leave_one_class_out(
     classes: Sequence[str] | str = "all",
     epochs: int = 0,
     work_dir: str | Path | None = None,
+    *,
+    detail: bool = False,
 ) -> dict[str, Any]:
     """Train once per held-out class and measure how its images are rejected.
 
@@ -296,6 +298,7 @@ def leave_one_class_out(
         classes: The classes to hold out, or ``"all"``.
         epochs: Epochs per training; 0 keeps ``train_params``' epochs.
         work_dir: Scratch folder (default: a temporary one, removed after).
+        detail: Also give every score's figures per class (``detail``).
 
     Returns:
         The figures written to ``rejection.json`` (see `rejection_stage`).
@@ -345,13 +348,21 @@ def leave_one_class_out(
                 "images": len(unseen),
                 "scores": result,
             }
-    return summarize(per_class, ood_params, split)
+    return summarize(per_class, ood_params, split, detail)
 
 
 def summarize(
-    per_class: Mapping[str, Any], ood_params: Mapping[str, Any], split: str
+    per_class: Mapping[str, Any],
+    ood_params: Mapping[str, Any],
+    split: str,
+    detail: bool = False,
 ) -> dict[str, Any]:
-    """Averages over held-out classes: the chosen score first, then every score."""
+    """Averages over held-out classes: the chosen score first, then every score.
+
+    ``held_out`` gives the chosen score's figures per class (named apart from
+    ``metrics.json``'s per-class ``classes`` so that ``dvc metrics show``
+    keeps them apart); ``detail`` adds every score's, per class.
+    """
     from celestial_models.ood import SCORES
 
     def mean(method: str, key: str) -> float:
@@ -372,7 +383,15 @@ def summarize(
         "by_score": {
             m: {key: mean(m, key) for key in ("auroc", "rejected", "accepted")} for m in SCORES
         },
-        "classes": dict(per_class),
+        "held_out": {
+            name: {
+                "images": c["images"],
+                "val_accuracy": c["val_accuracy"],
+                **c["scores"][method],
+            }
+            for name, c in per_class.items()
+        },
+        **({"detail": dict(per_class)} if detail else {}),
     }
 
 
