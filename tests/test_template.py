@@ -487,10 +487,13 @@ def test_a_folder_project_tracks_its_images_with_dvc_add(workspace: Path) -> Non
         workspace / "projects", dataset_name="Tiny folder", data_source="folder", image_size=16
     )
     tiny(project)
-    run("celestial-data", "synth", "data/raw", "--per-class", "6", "--size", "16", cwd=project)
+    # Other images than tiny-bodies', or DVC's run cache would restore its stages' outputs.
+    synth = ("celestial-data", "synth", "data/raw", "--per-class", "6", "--size", "16")
+    run(*synth, "--seed", "1", cwd=project)
     run("dvc", "add", "data/raw", cwd=project)
     assert (project / "data" / "raw.dvc").is_file()
     assert not (project / "data" / ".gitignore").exists()  # the template's covers it
+    commit(workspace, "Add the tiny-folder project")
 
     done = run("dvc", "repro", cwd=project)
 
