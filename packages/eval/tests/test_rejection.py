@@ -119,3 +119,20 @@ def test_the_rejection_stage_holds_out_the_chosen_classes(project: Path, capsys)
     error = capsys.readouterr().err
     assert error.startswith("celestial-eval: error: rejection.classes names Purple")
     assert error.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_two_classes_write_a_warning_instead_of_failing_the_pipeline(project, tmp_path, capsys):
+    arrays = {
+        split: (colour_images(np.repeat([0, 1], 4), seed), np.repeat([0, 1], 4),
+                [f"{CLASSES[k]}/{split}{i}.png" for i, k in enumerate(np.repeat([0, 1], 4))])
+        for seed, split in enumerate(("train", "val"))
+    }  # fmt: skip
+    write_prepared(tmp_path / "prepared", CLASSES[:2], "rgb", arrays)
+    output = tmp_path / "rejection.json"
+    arguments = [str(project / "model"), str(tmp_path / "prepared"), str(output)]
+    assert main(["rejection", *arguments]) == 0
+    figures = json.loads(output.read_text())
+    assert figures["held_out_classes"] == 0
+    assert "needs at least 3 classes" in figures["warnings"][0]
+    assert "celestial-eval: warning: Leave-one-class-out" in capsys.readouterr().err

@@ -88,11 +88,14 @@ def run(args: argparse.Namespace) -> None:
         from celestial_eval.rejection import rejection_stage
 
         figures = rejection_stage(args.model_dir, args.prepared, args.output, args.params)
-        print(
-            f"{figures['held_out_classes']} classes held out, score {figures['score']}: AUROC "
-            f"{figures['auroc']:.4f}, rejected {figures['rejected']:.3f}, known accepted "
-            f"{figures['accepted']:.3f} -> {args.output}"
-        )
+        for warning in figures.get("warnings", []):
+            print(f"{PROG}: warning: {warning}", file=sys.stderr)
+        if figures["held_out_classes"]:
+            print(
+                f"{figures['held_out_classes']} classes held out, score {figures['score']}: "
+                f"AUROC {figures['auroc']:.4f}, rejected {figures['rejected']:.3f}, known "
+                f"accepted {figures['accepted']:.3f} -> {args.output}"
+            )
     elif args.command == "leaderboard":
         from celestial_eval.leaderboard import leaderboard, to_json, to_markdown
 

@@ -438,9 +438,22 @@ def rejection_stage(
         raise EvalError(
             f"Prepared data {prepared} not found. Run the project's prepare stage first."
         )
-    figures = leave_one_class_out(
-        prepared, train_params, ood_params, params["classes"], params["epochs"]
-    )
+    dataset = load_prepared(prepared)
+    if len(dataset.classes) < 3:
+        # Not an error: a two-class project still reproduces, and says why
+        # this measurement is missing.
+        figures: dict[str, Any] = {
+            "score": ood_params["score"],
+            "held_out_classes": 0,
+            "warnings": [
+                f"Leave-one-class-out needs at least 3 classes (2 to train on, 1 held "
+                f"out); {dataset.path} has {len(dataset.classes)}, so nothing was measured."
+            ],
+        }
+    else:
+        figures = leave_one_class_out(
+            dataset, train_params, ood_params, params["classes"], params["epochs"]
+        )
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(figures, indent=2, allow_nan=False) + "\n")
