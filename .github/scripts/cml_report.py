@@ -25,6 +25,9 @@ from pathlib import Path
 WORKSPACE = "workspace"
 # Plots the report shows as pictures; DVC's data plots need a browser to draw.
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".svg"}
+# Metrics shown folded: per class (metrics.json), per held-out class and per
+# score (rejection.json).
+DETAIL_PREFIXES = ("classes.", "held_out.", "by_score.")
 
 
 def run(command: Sequence[str], cwd: Path) -> str:
@@ -67,10 +70,11 @@ def table_or(text: str, empty: str) -> str:
 
 
 def metrics_tables(text: str, empty: str) -> str:
-    """The project's metrics table, per-class rows folded under ``<details>``.
+    """The project's metrics table, detail rows folded under ``<details>``.
 
-    ``evaluation/metrics.json`` holds a dozen headline figures and five per
-    class: the headline stays in view, the rest opens on demand.
+    The metrics files hold a dozen headline figures, and then figures per
+    class, per held-out class and per score: the headline stays in view, the
+    rest opens on demand.
     """
     table = own_rows(text)
     if not table:
@@ -80,14 +84,14 @@ def metrics_tables(text: str, empty: str) -> str:
 
     def per_class(row: str) -> bool:
         cells = [cell.strip() for cell in row.strip("|").split("|")]
-        return len(cells) > 1 and cells[1].startswith("classes.")
+        return len(cells) > 1 and cells[1].startswith(DETAIL_PREFIXES)
 
     headline = [row for row in rows if not per_class(row)]
     classes = [row for row in rows if per_class(row)]
     parts = ["\n".join(header + headline)] if headline else []
     if classes:
         parts.append(
-            f"<details><summary>Per-class metrics ({len(classes)} rows)</summary>\n\n"
+            f"<details><summary>Per class and per score ({len(classes)} rows)</summary>\n\n"
             + "\n".join(header + classes)
             + "\n\n</details>"
         )
