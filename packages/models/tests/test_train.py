@@ -155,3 +155,21 @@ def test_bad_params_name_the_key_and_the_fix(
 ) -> None:
     with pytest.raises(ParamsError, match=message):
         train_model(make_prepared(), tmp_path / "model", params)
+
+
+def test_logging_in_a_repository_without_commits_names_the_fix(
+    make_prepared: Callable, tmp_path: Path, fast: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import sys
+
+    from celestial_models import ModelError
+
+    prepared = make_prepared().path
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=repo, check=True)
+    monkeypatch.chdir(repo)
+    with pytest.raises(ModelError, match=r"no commit yet .*git commit"):
+        train_model(prepared, repo / "model", {**fast, "epochs": 1}, live_dir=repo / "live")

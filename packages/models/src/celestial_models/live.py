@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from celestial_models.backend import keras
+from celestial_models.errors import ModelError
 
 __all__ = ["LiveLogger", "metric_name"]
 
@@ -24,9 +25,16 @@ def metric_name(key: str) -> str:
 
 def _open_live(directory: Path) -> Any:
     from dvclive import Live
+    from scmrepo.exceptions import SCMError
 
-    # The stage's own dvc.yaml declares the outputs; no report, no experiment commit.
-    return Live(str(directory), save_dvc_exp=False, dvcyaml=None, report=None)
+    try:
+        # The stage's own dvc.yaml declares the outputs; no report, no experiment commit.
+        return Live(str(directory), save_dvc_exp=False, dvcyaml=None, report=None)
+    except SCMError as error:  # DVCLive reads the git revision, which a new repository lacks
+        raise ModelError(
+            f"DVCLive cannot log to {directory}: the git repository has no commit yet "
+            f"({error}). Make a first commit (git add . && git commit), then train again."
+        ) from error
 
 
 class LiveLogger(keras.callbacks.Callback):
