@@ -126,6 +126,42 @@ def last_error(output: str) -> str:
     return (errors or lines or ["no output"])[-1]
 
 
+AWS_CREDENTIAL_VARIABLES = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_PROFILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+)
+
+
+def missing_credentials(project_dir: Path, dvc: str = "dvc") -> str | None:
+    """Why an S3 remote certainly cannot be read here, or None when it may be.
+
+    Without any credentials, the AWS SDK would spend many seconds asking the
+    cloud metadata address before failing: a fresh clone must not wait for
+    that on every run, so a pull is only tried where credentials are set.
+    """
+    listing = subprocess.run(
+        [dvc, "config", "--list"], cwd=project_dir, capture_output=True, text=True
+    ).stdout
+    config = dict(line.partition("=")[::2] for line in listing.splitlines() if "=" in line)
+    name = config.get("core.remote")
+    url = config.get(f"remote.{name}.url", "")
+    if not name or not url.startswith("s3://"):
+        return None
+    keys = ("access_key_id", "profile", "credentialpath")
+    if any(f"remote.{name}.{key}" in config for key in keys):
+        return None
+    if any(os.environ.get(variable) for variable in AWS_CREDENTIAL_VARIABLES):
+        return None
+    aws_dir = Path(os.environ.get("HOME", "~")).expanduser() / ".aws"
+    if (aws_dir / "credentials").is_file() or (aws_dir / "config").is_file():
+        return None
+    return f"no credentials are configured for the remote '{name}' ({url})"
+
+
 def skip_reason(project_dir: Path, dvc: str = "dvc") -> str | None:
     """Why the project's input data cannot be had, or None once it is in the workspace.
 
@@ -141,11 +177,14 @@ def skip_reason(project_dir: Path, dvc: str = "dvc") -> str | None:
         run = {"cwd": project_dir, "capture_output": True, "text": True}
         if subprocess.run([dvc, "checkout", "--quiet", target], **run).returncode == 0:
             continue
-        try:
-            pulled = subprocess.run([dvc, "pull", target], timeout=PULL_TIMEOUT_S, **run)
-            error = None if pulled.returncode == 0 else last_error(pulled.stdout + pulled.stderr)
-        except subprocess.TimeoutExpired:
-            error = f"dvc pull gave no answer in {PULL_TIMEOUT_S} s"
+        error = missing_credentials(project_dir, dvc)
+        if error is None:
+            try:
+                pulled = subprocess.run([dvc, "pull", target], timeout=PULL_TIMEOUT_S, **run)
+                if pulled.returncode != 0:
+                    error = last_error(pulled.stdout + pulled.stderr)
+            except subprocess.TimeoutExpired:
+                error = f"dvc pull gave no answer in {PULL_TIMEOUT_S} s"
         if error:
             return (
                 f"{path.relative_to(project_dir)} is neither in the workspace nor in the DVC "

@@ -136,3 +136,24 @@ def test_a_stage_that_fails_fails_with_dvc_s_error_line(repo: Path, noxfile, mon
     outcome = noxfile.repro_one(session(repo, noxfile, monkeypatch), "broken", strict=False)
     assert outcome.status == "failed"
     assert outcome.detail.startswith("ERROR: failed to reproduce 'count'")
+
+
+def test_an_s3_remote_without_credentials_is_skipped_without_asking_it(
+    repo: Path, noxfile, monkeypatch
+) -> None:
+    folder = project(repo, "s3-only", COUNT)
+    add_data(folder)
+    run("rm", "-r", "data/raw", "../../.dvc/cache", cwd=folder)
+    run("dvc", "remote", "add", "-d", "store", "s3://celestial-tests/store", cwd=repo)
+    for variable in noxfile.AWS_CREDENTIAL_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("HOME", str(repo / "home"))
+
+    outcome = noxfile.repro_one(session(repo, noxfile, monkeypatch), "s3-only", strict=False)
+
+    assert outcome.status == "skipped"
+    assert "no credentials are configured for the remote 'store'" in outcome.detail
+    assert "fix: run `uv run dvc pull` in projects/s3-only" in outcome.detail
+
+    monkeypatch.setenv("AWS_PROFILE", "team")
+    assert noxfile.missing_credentials(folder, str(BIN / "dvc")) is None
