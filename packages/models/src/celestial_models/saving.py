@@ -70,11 +70,8 @@ def write_json(path: Path, value: Any) -> None:
 
 def file_sha256(path: Path) -> str:
     """SHA-256 hex digest of a file's bytes."""
-    digest = hashlib.sha256()
     with open(path, "rb") as stream:
-        while chunk := stream.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
 def read_metadata(model_dir: Path) -> dict[str, Any]:

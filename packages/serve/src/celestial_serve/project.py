@@ -136,9 +136,6 @@ def read_metadata(path: Path) -> dict[str, Any]:
 
 
 def file_sha256(path: Path) -> str:
-    """SHA-256 hex digest of a file, read in chunks."""
-    digest = hashlib.sha256()
+    """SHA-256 hex digest of a file's bytes."""
     with open(path, "rb") as stream:
-        while chunk := stream.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(stream, "sha256").hexdigest()
