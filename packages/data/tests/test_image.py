@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from celestial_data import decode, to_array
+from celestial_data import ImageTooLarge, decode, to_array
 
 
 def encoded(image: Image.Image, fmt: str) -> bytes:
@@ -51,3 +51,13 @@ def test_transparency_is_composited_on_black() -> None:
     rgba[:, 8:, 3] = 255
     array = to_array(decode(encoded(Image.fromarray(rgba), "PNG"), 16), 16, "rgb")
     assert array[:, :8].max() == 0 and (array[:, 8:, 0] == 255).all()
+
+
+def test_an_image_over_the_pixel_limit_is_refused_from_its_header() -> None:
+    data = encoded(Image.new("RGB", (300, 200)), "PNG")
+    header: dict = {}
+    with pytest.raises(ImageTooLarge, match="300 x 200 pixels; the limit is 59999") as caught:
+        decode(data, 8, header, max_pixels=59_999)
+    assert (caught.value.width, caught.value.height) == (300, 200)
+    assert header["width"] == 300  # read before refusing
+    assert decode(data, 8, max_pixels=60_000).size == (300, 200)

@@ -2,7 +2,13 @@
 
 from celestial_data.check import CheckReport, check_dataset
 from celestial_data.dataset import RawDataset, scan
-from celestial_data.errors import DataError, DatasetError, ParamsError, PreparedDataError
+from celestial_data.errors import (
+    DataError,
+    DatasetError,
+    ImageTooLarge,
+    ParamsError,
+    PreparedDataError,
+)
 from celestial_data.image import COLOR_MODES, channels, decode, to_array
 from celestial_data.prepare import PrepareResult, prepare_dataset
 from celestial_data.prepared import SPLITS, PreparedDataset, load_prepared, write_prepared
@@ -16,6 +22,7 @@ __all__ = [
     "CheckReport",
     "DataError",
     "DatasetError",
+    "ImageTooLarge",
     "ParamsError",
     "PrepareResult",
     "PreparedDataError",

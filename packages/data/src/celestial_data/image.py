@@ -13,6 +13,8 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
+from celestial_data.errors import ImageTooLarge
+
 __all__ = ["COLOR_MODES", "ColorMode", "channels", "decode", "to_array"]
 
 ColorMode = Literal["rgb", "grayscale"]
@@ -26,7 +28,10 @@ def channels(color_mode: ColorMode) -> int:
 
 
 def decode(
-    source: bytes | str | Path, size: int, header: dict[str, Any] | None = None
+    source: bytes | str | Path,
+    size: int,
+    header: dict[str, Any] | None = None,
+    max_pixels: int | None = None,
 ) -> Image.Image:
     """Open and fully decode an image, letting JPEG decode at reduced scale.
 
@@ -36,12 +41,15 @@ def decode(
             at a smaller scale that is still at least this large.
         header: If given, filled with what the file says before any draft
             scaling: ``width``, ``height``, ``mode`` and ``format``.
+        max_pixels: If given, refuse larger images after reading their header,
+            before decoding them.
 
     Returns:
         The decoded image (any mode).
 
     Raises:
         PIL.UnidentifiedImageError, OSError: If the data is not a readable image.
+        ImageTooLarge: If the image has more than ``max_pixels`` pixels.
     """
     stream = io.BytesIO(source) if isinstance(source, bytes) else source
     with Image.open(stream) as image:
@@ -49,6 +57,8 @@ def decode(
             header.update(
                 width=image.width, height=image.height, mode=image.mode, format=image.format or ""
             )
+        if max_pixels is not None and image.width * image.height > max_pixels:
+            raise ImageTooLarge(image.width, image.height, max_pixels)
         if image.format == "JPEG":
             image.draft("RGB" if image.mode != "L" else "L", (size, size))
         image.load()
