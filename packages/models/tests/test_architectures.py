@@ -106,3 +106,13 @@ def test_unknown_architecture_names_the_accepted_ones() -> None:
         ParamsError, match=r"Unknown architecture 'resnet'.*compact_cnn, simple_cnn"
     ):
         tiny("resnet")
+
+
+def test_a_predictor_follows_weights_set_after_its_first_call() -> None:
+    model = tiny("compact_cnn")
+    predictor = Predictor(model)
+    before = predictor(images())
+    model.set_weights([np.zeros_like(w) for w in model.get_weights()])
+    after = predictor(images())
+    assert not np.allclose(before, after)
+    np.testing.assert_allclose(after, 1 / 3, rtol=1e-5)  # zero weights: uniform

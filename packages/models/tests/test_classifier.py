@@ -147,3 +147,26 @@ def test_model_file_loads_in_a_fresh_process_with_keras_alone(
     )
     expected = classifier.predict(dataset.images("val"))
     np.testing.assert_allclose(np.load(trained / "out.npy"), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_synchronous_dispatch_gives_the_same_probabilities(
+    classifier: Classifier, trained: Path
+) -> None:
+    dataset = load_prepared(trained / "prepared")
+    np.save(trained / "val-sync.npy", dataset.images("val"))
+    code = (
+        "import sys, jax, numpy as np\n"
+        "from celestial_models import load_classifier, synchronous_dispatch\n"
+        "synchronous_dispatch()\n"
+        'assert jax.config.read("jax_cpu_enable_async_dispatch") is False\n'
+        "classifier = load_classifier(sys.argv[1])\n"
+        "np.save(sys.argv[3], classifier.predict(np.load(sys.argv[2])))\n"
+    )
+    out = trained / "out-sync.npy"
+    subprocess.run(
+        [sys.executable, "-c", code, str(trained / "model"), str(trained / "val-sync.npy"), out],
+        check=True,
+    )
+    expected = classifier.predict(dataset.images("val"))
+    np.testing.assert_allclose(np.load(out), expected, rtol=1e-5, atol=1e-6)

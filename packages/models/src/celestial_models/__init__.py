@@ -6,6 +6,7 @@ command line's ``--help``) does not pay for importing Keras and JAX:
 - `train_model` trains on a prepared dataset and writes a model directory;
 - `load_classifier` loads one for inference and returns a `Classifier`;
 - `build_model` builds an architecture by name;
+- `synchronous_dispatch` makes JAX compute in the calling thread (for servers);
 - every error raised on purpose derives from `ModelError`.
 """
 
@@ -18,6 +19,7 @@ from celestial_models.errors import ModelDirError, ModelError, ParamsError, Trai
 
 if TYPE_CHECKING:
     from celestial_models.architectures import build_model
+    from celestial_models.backend import synchronous_dispatch
     from celestial_models.classifier import Classifier, load_classifier
     from celestial_models.train import DEFAULTS, train_model
 
@@ -31,6 +33,7 @@ __all__ = [
     "__version__",
     "build_model",
     "load_classifier",
+    "synchronous_dispatch",
     "train_model",
 ]
 
@@ -43,6 +46,7 @@ _LAZY = {
     "DEFAULTS": "celestial_models.params",
     "train_model": "celestial_models.train",
     "build_model": "celestial_models.architectures",
+    "synchronous_dispatch": "celestial_models.backend",
 }
 
 

@@ -21,7 +21,9 @@ class Predictor:
     statelessly under ``jax.jit`` on batches padded to a power of two (at most
     `MAX_CHUNK`), so a whole evaluation compiles once and a server compiles at
     most a handful of times whatever the request sizes. It reads the model's
-    current weights on every call, so it also follows a model being trained.
+    current weights on every call, so it also follows a model being trained
+    (the list of its variables is gathered once: walking the layers for it
+    costs more than predicting a small batch).
 
     Args:
         model: A Keras model that maps uint8 images to probabilities.
@@ -35,6 +37,7 @@ class Predictor:
             return outputs
 
         self._forward = jax.jit(forward)
+        self._variables: tuple[list, list] | None = None
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """Probabilities ``(N, classes)`` float32 for uint8 images ``(N, S, S, C)``.
@@ -43,8 +46,13 @@ class Predictor:
         """
         count = len(images)
         chunk = min(MAX_CHUNK, 1 << max(count - 1, 0).bit_length())
-        trainable = [v.value for v in self.model.trainable_variables]
-        non_trainable = [v.value for v in self.model.non_trainable_variables]
+        if self._variables is None:
+            self._variables = (
+                list(self.model.trainable_variables),
+                list(self.model.non_trainable_variables),
+            )
+        trainable = [v.value for v in self._variables[0]]
+        non_trainable = [v.value for v in self._variables[1]]
         outputs = []
         for start in range(0, count, chunk):
             batch = np.asarray(images[start : start + chunk])
