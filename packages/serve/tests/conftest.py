@@ -97,6 +97,10 @@ class Server:
         """SIGTERM the server; return whether its whole process group ended by itself."""
         return stop(self)
 
+    def wait_until_healthy(self) -> None:
+        """Return once ``/health`` answers 200; raise if the server exits or hangs."""
+        wait_until_healthy(self)
+
 
 def wait_until_healthy(server: Server, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
@@ -137,8 +141,11 @@ def stop(server: Server) -> bool:
         server.process.wait(timeout=10)
 
 
-def start(project: Path, log: Path, *options: str) -> Server:
-    """Start ``celestial-serve`` on a free port of 127.0.0.1 in its own process group."""
+def start(project: Path, log: Path, *options: str, env: dict | None = None) -> Server:
+    """Start ``celestial-serve`` on a free port of 127.0.0.1 in its own process group.
+
+    ``env`` adds to (or overrides) this process's environment.
+    """
     port = free_port()
     with open(log, "wb") as stream:
         process = subprocess.Popen(
@@ -146,17 +153,18 @@ def start(project: Path, log: Path, *options: str) -> Server:
             stdout=stream,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env={**os.environ, **(env or {})},
         )
     return Server(f"http://127.0.0.1:{port}", port, process, log)
 
 
 @pytest.fixture
 def launch() -> Iterator:
-    """Start extra servers (``launch(project, log, *options)``), all ended after the test."""
+    """Start extra servers (``launch(project, log, *options, env=...)``), ended after the test."""
     started: list[Server] = []
 
-    def launch_one(project: Path, log: Path, *options: str) -> Server:
-        started.append(start(project, log, *options))
+    def launch_one(project: Path, log: Path, *options: str, env: dict | None = None) -> Server:
+        started.append(start(project, log, *options, env=env))
         return started[-1]
 
     yield launch_one

@@ -6,6 +6,8 @@ import base64
 import io
 import json
 import random
+import shutil
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -104,6 +106,85 @@ def test_concurrent_requests_each_get_their_own_answer(server, classifier, refer
         answers = list(pool.map(ask, jobs))
     for path, answer in zip(jobs, answers, strict=True):
         check_answer(answer, expected_probabilities(classifier, path.read_bytes()), classifier)
+
+
+def test_several_workers_and_http_servers_route_every_answer_home(
+    trained_project: Path, classifier, reference, tmp_path: Path, launch
+) -> None:
+    temporary = Path(tempfile.mkdtemp(prefix="t-", dir="/tmp"))  # short: socket paths
+    wide = launch(
+        trained_project,
+        tmp_path / "wide.log",
+        "--workers",
+        "2",
+        "--api-servers",
+        "2",
+        "--log-level",
+        "warning",
+        env={"TMPDIR": str(temporary)},
+    )
+    wide.wait_until_healthy()
+    assert len(list(temporary.glob("celestial-serve-*"))) == 1
+    files = [path for paths in reference.values() for path in paths]
+    jobs = [files[i % len(files)] for i in range(80)]
+
+    def ask(path: Path) -> dict:
+        with requests.Session() as session:  # a new connection: spread over both servers
+            response = session.post(
+                f"{wide.url}/predict",
+                params={"k": len(classifier.classes)},
+                data=path.read_bytes(),
+                headers={"Content-Type": "image/jpeg"},
+                timeout=60,
+            )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(ask, jobs))
+    for path, answer in zip(jobs, answers, strict=True):
+        check_answer(answer, expected_probabilities(classifier, path.read_bytes()), classifier)
+    assert wide.stop(), "processes of the server were left running after SIGTERM"
+    assert list(temporary.glob("celestial-serve-*")) == [], "the socket folder was left behind"
+    shutil.rmtree(temporary)
+
+
+def test_batching_off_still_answers_each_request(
+    trained_project: Path, classifier, reference, tmp_path: Path, launch
+) -> None:
+    single = launch(
+        trained_project, tmp_path / "single.log", "--max-batch-size", "1", "--log-level", "warning"
+    )
+    single.wait_until_healthy()
+    files = [paths[0] for paths in reference.values()][:4]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(lambda path: ask_raw(single, path.read_bytes()), files))
+    for path, answer in zip(files, answers, strict=True):
+        check_answer(answer, expected_probabilities(classifier, path.read_bytes()), classifier)
+
+
+def test_a_large_image_is_decoded_off_the_event_loop_with_the_same_answer(
+    server, classifier, reference
+) -> None:
+    path = next(iter(reference.values()))[0]
+    with Image.open(path) as image:
+        large = image.convert("RGB").resize((1024, 1024), Image.Resampling.BILINEAR)
+    buffer = io.BytesIO()
+    large.save(buffer, "PNG")
+    data = buffer.getvalue()
+    answer = ask_raw(server, data, content_type="image/png")
+    check_answer(answer, expected_probabilities(classifier, data), classifier)
+
+
+def ask_raw(server, data: bytes, content_type: str = "image/jpeg") -> dict:
+    response = requests.post(
+        f"{server.url}/predict",
+        data=data,
+        headers={"Content-Type": content_type},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
 
 
 def truncated(data: bytes) -> bytes:

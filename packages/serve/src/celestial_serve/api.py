@@ -57,7 +57,7 @@ class ClassifierAPI(ls.LitAPI):
             max_batch_size=max_batch_size,
             batch_timeout=batch_timeout,
             api_path="/predict",
-            loop=GreedyBatchLoop() if max_batch_size > 1 else "auto",
+            loop=GreedyBatchLoop(),
         )
         self.card = card
         self.classifier: Any = None
@@ -66,8 +66,9 @@ class ClassifierAPI(ls.LitAPI):
 
     def setup(self, device: str) -> None:
         """Load the classifier (in each worker) and compile it for every batch size."""
-        from celestial_models import ModelError, load_classifier
+        from celestial_models import ModelError, load_classifier, synchronous_dispatch
 
+        synchronous_dispatch()  # a worker waits for every batch it predicts
         try:
             classifier = load_classifier(self.card.model_dir)
         except ModelError as error:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
@@ -21,13 +20,13 @@ import numpy as np
 from fastapi import HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from PIL import Image
 
-from celestial_data import decode, to_array
+from celestial_data import ImageTooLarge, decode, to_array
 
 __all__ = [
     "ACCEPTED",
     "DEFAULT_K",
+    "INLINE_PIXELS",
     "BodyLimit",
     "PredictionRequest",
     "UploadRules",
@@ -39,6 +38,8 @@ __all__ = [
 ]
 
 DEFAULT_K = 5
+# Images up to this many pixels are decoded on the event loop, larger ones in a thread.
+INLINE_PIXELS = 512 * 512
 ACCEPTED = (
     "multipart/form-data with the image in field 'file', a raw body with an image/* "
     'content type, or application/json {"image": "<base64>"}'
@@ -65,12 +66,9 @@ class PredictionRequest:
     reject: bool = True
 
     def __repr__(self) -> str:
-        # LitServe formats every request into a debug message, logged or not;
-        # numpy's repr of the image would cost milliseconds per request.
-        return (
-            f"PredictionRequest(image={self.image.dtype}{list(self.image.shape)}, k={self.k}, "
-            f"reject={self.reject})"
-        )
+        # LitServe formats every request into a debug message, logged or not:
+        # keep that cheap (numpy's repr of the image would take milliseconds).
+        return f"PredictionRequest(image={self.image.shape}, k={self.k}, reject={self.reject})"
 
 
 @dataclass(frozen=True)
@@ -205,34 +203,45 @@ async def read_multipart(request: Request) -> bytes:
         return await upload.read()
 
 
-def decode_image(data: bytes, rules: UploadRules) -> np.ndarray:
+def decode_image(data: bytes, rules: UploadRules, max_pixels: int | None = None) -> np.ndarray:
     """Decode and preprocess an encoded image exactly as training did.
+
+    Args:
+        data: The encoded image.
+        rules: The upload rules (model input, pixel limit).
+        max_pixels: A lower pixel limit to try first: an image above it but
+            within ``rules.max_pixels`` raises `celestial_data.ImageTooLarge`
+            instead of a 413, for the caller to decode elsewhere.
 
     Raises:
         HTTPException: 413 if the image has more pixels than allowed, 400 if it is
             not a readable image (unknown format, truncated, corrupt).
+        ImageTooLarge: See ``max_pixels``.
     """
+    limit = rules.max_pixels if max_pixels is None else min(max_pixels, rules.max_pixels)
+    header: dict[str, Any] = {}  # filled once the format is recognised
     try:
-        with Image.open(io.BytesIO(data)) as probe:
-            width, height = probe.size
-    except Exception:
-        # Pillow's format sniffers raise many types on malformed input.
-        raise bad_request(400, not_an_image(data)) from None
-    if width * height > rules.max_pixels:
+        image = decode(data, rules.image_size, header, max_pixels=limit)
+        return to_array(image, rules.image_size, rules.color_mode)  # type: ignore[arg-type]
+    except ImageTooLarge as error:
+        if error.width * error.height <= rules.max_pixels:
+            raise
+        pixels = error.width * error.height
         raise bad_request(
             413,
-            f"The image is {width} x {height} pixels ({width * height / 1e6:.0f} megapixels); "
-            f"the limit is {rules.max_pixels / 1e6:.0f} megapixels. Resize it before sending.",
-        )
-    try:
-        image = decode(data, rules.image_size)
-        return to_array(image, rules.image_size, rules.color_mode)  # type: ignore[arg-type]
+            f"The image is {error.width} x {error.height} pixels ({pixels / 1e6:.0f} "
+            f"megapixels); the limit is {rules.max_pixels / 1e6:.0f} megapixels. "
+            "Resize it before sending.",
+        ) from None
     except Exception:
-        # Decoders raise OSError, ValueError, SyntaxError, EOFError... on broken files.
+        # Pillow raises many types on malformed input: OSError, ValueError,
+        # SyntaxError, EOFError...
+        if not header:
+            raise bad_request(400, not_an_image(data)) from None
         raise bad_request(
             400,
             f"The image could not be decoded: it is truncated or corrupt ({len(data)} bytes, "
-            f"{width} x {height} pixels announced). Send the complete file.",
+            f"{header['width']} x {header['height']} pixels announced). Send the complete file.",
         ) from None
 
 
@@ -257,8 +266,13 @@ async def read_prediction_request(request: Request) -> PredictionRequest:
     k = parse_k(request.query_params, rules.num_classes)
     reject = parse_reject(request.query_params)
     data = await read_upload(request)
-    # Decoding is CPU work: keep it off the event loop so other requests are read meanwhile.
-    image = await run_in_threadpool(decode_image, data, rules)
+    try:
+        # A small image decodes in a fraction of a millisecond, less than a hop
+        # to the thread pool and back: decode it here, on the event loop.
+        image = decode_image(data, rules, max_pixels=INLINE_PIXELS)
+    except ImageTooLarge:
+        # A large one would hold up every other request meanwhile.
+        image = await run_in_threadpool(decode_image, data, rules)
     return PredictionRequest(image=image, k=k, reject=reject)
 
 

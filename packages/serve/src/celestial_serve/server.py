@@ -18,6 +18,7 @@ from celestial_serve.api import ClassifierAPI
 from celestial_serve.errors import ServeError
 from celestial_serve.project import ModelCard
 from celestial_serve.request import BodyLimit, UploadRules
+from celestial_serve.transport import LeanServer
 
 __all__ = ["ServerOptions", "build_server", "check_port", "serve"]
 
@@ -49,7 +50,7 @@ def build_server(card: ModelCard, options: ServerOptions) -> ls.LitServer:
         The server, ready to `ls.LitServer.run`.
     """
     api = ClassifierAPI(card, options.max_batch_size, options.batch_timeout)
-    server = ls.LitServer(
+    server = LeanServer(
         api,
         accelerator="cpu",
         workers_per_device=options.workers,
