@@ -1,4 +1,4 @@
-"""Requests and answers between processes over ZeroMQ: nothing lost, each to its server."""
+"""Requests and answers between processes over Unix sockets: nothing lost, each to its server."""
 
 from __future__ import annotations
 
@@ -17,7 +17,14 @@ from queue import Empty
 import pytest
 
 from celestial_serve.errors import ServeError
-from celestial_serve.transport import AnswerTransport, RequestQueue, sockets_dir
+from celestial_serve.transport import (
+    AnswerTransport,
+    RequestQueue,
+    Wiring,
+    frame,
+    sockets_dir,
+    unframe,
+)
 
 # A stand-in inference worker: doubles each request's payload and answers the
 # HTTP server named in the request, until it gets None.
@@ -29,6 +36,8 @@ while (item := queue.get(timeout=30)) is not None:
     answers.send_many([(uid, 2 * payload)], server)
 """
 
+PATH = "/predict"
+
 
 @pytest.fixture
 def folder() -> Iterator[Path]:
@@ -37,10 +46,14 @@ def folder() -> Iterator[Path]:
     shutil.rmtree(made, ignore_errors=True)
 
 
-def channels(folder: Path, workers: int, servers: int) -> tuple[RequestQueue, AnswerTransport]:
-    queue = RequestQueue([f"ipc://{folder}/requests-0-{i}" for i in range(workers)])
-    answers = AnswerTransport([f"ipc://{folder}/answers-{i}" for i in range(servers)])
-    return queue, answers
+def channels(folder: Path, workers: int) -> tuple[RequestQueue, AnswerTransport]:
+    wiring = Wiring({PATH: [f"{folder}/worker-0-{i}" for i in range(workers)]})
+    return RequestQueue(wiring, PATH), AnswerTransport(wiring)
+
+
+def http_server(queue: RequestQueue, answers: AnswerTransport):
+    """The ends of one HTTP server process: its own copy, as after a fork."""
+    return pickle.loads(pickle.dumps((queue, answers)))
 
 
 def start_worker(queue: RequestQueue, answers: AnswerTransport, worker_id: int):
@@ -59,57 +72,69 @@ async def receive(transport: AnswerTransport, server: int, count: int) -> list:
 
 
 def test_every_request_is_answered_once_to_the_server_that_sent_it(folder: Path) -> None:
-    queue, answers = channels(folder, workers=2, servers=2)
+    queue, answers = channels(folder, workers=2)
     workers = [start_worker(queue, answers, i) for i in range(2)]
+    servers = [http_server(queue, answers) for _ in range(2)]
     try:
-        for n in range(40):
-            queue.put((n % 2, f"r{n}", n))  # server n % 2 asks
-        first, second = pickle.loads(pickle.dumps(answers)), pickle.loads(pickle.dumps(answers))
+        for n in range(40):  # sent before connecting: held until connected
+            server_queue, _ = servers[n % 2]
+            server_queue.put((n % 2, f"r{n}", n))
 
-        async def both() -> tuple[list, list]:
-            return await asyncio.gather(receive(first, 0, 20), receive(second, 1, 20))
+        async def both() -> list[list]:
+            return await asyncio.gather(
+                *(receive(transport, i, 20) for i, (_, transport) in enumerate(servers))
+            )
 
         to_first, to_second = asyncio.run(both())
     finally:
-        for _ in workers:
-            queue.put(None)  # round-robin: one each
         for process in workers:
+            process.kill()
             process.wait(timeout=30)
     assert sorted(to_first) == sorted((f"r{n}", 2 * n) for n in range(0, 40, 2))
     assert sorted(to_second) == sorted((f"r{n}", 2 * n) for n in range(1, 40, 2))
-    assert [process.returncode for process in workers] == [0, 0]
 
 
-def test_answers_sent_together_arrive_one_by_one_in_order(folder: Path) -> None:
-    _, answers = channels(folder, workers=1, servers=1)
-    receiver = pickle.loads(pickle.dumps(answers))
+def test_requests_are_shared_out_and_none_is_lost_or_repeated(folder: Path) -> None:
+    queue, answers = channels(folder, workers=2)
+    workers = [start_worker(queue, answers, i) for i in range(2)]
+    server_queue, transport = http_server(queue, answers)
 
     async def exchange() -> list:
-        first = asyncio.ensure_future(receiver.areceive(0))  # binds the address
-        await asyncio.sleep(0.05)
-        answers.send_many([("a", 1), ("b", 2)], 0)
-        answers.send(("c", 3), 0)
-        return [await asyncio.wait_for(first, 30), *await receive(receiver, 0, 2)]
+        first = asyncio.ensure_future(transport.areceive(0))  # connects
+        await asyncio.sleep(0.2)
+        for n in range(200):
+            server_queue.put((0, f"r{n}", n))
+        return [await asyncio.wait_for(first, 30), *await receive(transport, 0, 199)]
 
-    assert asyncio.run(exchange()) == [("a", 1), ("b", 2), ("c", 3)]
-
-
-def test_a_request_sent_before_the_worker_listens_is_kept(folder: Path) -> None:
-    queue, _ = channels(folder, workers=1, servers=1)
-    queue.put("early")
-    time.sleep(0.2)
-    worker_side = pickle.loads(pickle.dumps(queue))
-    assert worker_side.get(timeout=10) == "early"
+    try:
+        got = asyncio.run(exchange())
+    finally:
+        for _ in workers:
+            server_queue.put(None)
+        for process in workers:
+            process.wait(timeout=30)
+    assert sorted(got) == sorted((f"r{n}", 2 * n) for n in range(200))
+    assert [process.returncode for process in workers] == [0, 0]  # both got a None
 
 
 def test_an_empty_queue_raises_empty_after_the_timeout(folder: Path) -> None:
-    queue, _ = channels(folder, workers=1, servers=1)
+    queue, _ = channels(folder, workers=1)
     start = time.monotonic()
     with pytest.raises(Empty):
         queue.get(timeout=0.1)
     assert time.monotonic() - start >= 0.09
     with pytest.raises(Empty):
         queue.get_nowait()
+
+
+def test_frames_split_anywhere_are_put_back_together() -> None:
+    stream = frame("a") + frame({"b": [1, 2]}) + frame(3)
+    buffer, items = bytearray(), []
+    for start in range(0, len(stream), 5):  # five bytes at a time
+        buffer += stream[start : start + 5]
+        items += unframe(buffer)
+    assert items == ["a", {"b": [1, 2]}, 3]
+    assert buffer == bytearray()
 
 
 def test_a_temporary_folder_too_long_for_socket_addresses_is_refused(
