@@ -88,34 +88,50 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def ceiling(model_dir: Path, payloads: list[bytes], dispatch: str, rounds: int = 5) -> dict:
-    """In-process images/s from encoded bytes to probabilities, batched like the server.
+def warm_classifier(model_dir: Path, dispatch: str):
+    """The model loaded in this process, compiled for batches of 1 and `MAX_BATCH`.
 
-    Every figure is the median of ``rounds`` runs, as the machine may be shared.
     ``dispatch`` is JAX's CPU dispatch: "asynchronous" (its default) or
-    "synchronous" (what the server's workers use).
+    "synchronous" (what the server's workers use); it is chosen once per process.
     """
     from celestial_models import load_classifier, synchronous_dispatch
 
     if dispatch == "synchronous":
         synchronous_dispatch()
-
     classifier = load_classifier(model_dir)
     blank = np.zeros((MAX_BATCH, *classifier.input_shape), np.uint8)
     for size in (1, MAX_BATCH):
         classifier.predict(blank[:size])
+    return classifier
 
-    def end_to_end() -> None:
-        for i in range(0, len(payloads), MAX_BATCH):
-            chunk = payloads[i : i + MAX_BATCH]
-            classifier.predict(np.stack([classifier.prepare(data) for data in chunk]))
+
+def end_to_end(classifier, payloads: list[bytes]) -> float:
+    """Seconds to turn ``payloads`` into probabilities, `MAX_BATCH` images at a time."""
+    start = time.perf_counter()
+    for i in range(0, len(payloads), MAX_BATCH):
+        chunk = payloads[i : i + MAX_BATCH]
+        classifier.predict(np.stack([classifier.prepare(data) for data in chunk]))
+    return time.perf_counter() - start
+
+
+def ceiling(model_dir: Path, payloads: list[bytes], dispatch: str, rounds: int = 5) -> dict:
+    """In-process images/s from encoded bytes to probabilities, batched like the server.
+
+    Every figure is the median of ``rounds`` runs, as the machine may be shared.
+    """
+    classifier = warm_classifier(model_dir, dispatch)
+    blank = np.zeros((MAX_BATCH, *classifier.input_shape), np.uint8)
 
     def median(fn, repeat: int) -> float:
         return statistics.median(timed(fn) for _ in range(rounds)) / repeat
 
     some = payloads[:256]
     return {
-        "images_per_s": round(1 / median(end_to_end, len(payloads)), 1),
+        "images_per_s": round(
+            len(payloads)
+            / statistics.median(end_to_end(classifier, payloads) for _ in range(rounds)),
+            1,
+        ),
         "decode_ms_per_image": round(
             1000 * median(lambda: [classifier.prepare(d) for d in some], len(some)), 3
         ),
@@ -303,18 +319,18 @@ def load(port: int, payloads: list[bytes], clients: int, requests_total: int) ->
     }
 
 
-def measure(
-    port: int, payloads: list[bytes], clients: int, requests_total: int, pgid: int, rounds: int
-) -> dict:
-    """The median round of ``rounds`` `load` runs, with each process's CPU per request."""
-    runs = []
-    for _ in range(rounds):
-        before = group_cpu(pgid)
-        figures = load(port, payloads, clients, requests_total)
-        figures["server_cpu"] = cpu_per_request(before, group_cpu(pgid), requests_total)
-        runs.append(figures)
-    runs.sort(key=lambda run: run["requests_per_s"])
-    median = runs[len(runs) // 2]
+def measure_round(port: int, payloads: list[bytes], pgid: int, requests_total: int) -> dict:
+    """One 8-client `load` round, with each server process's CPU per request."""
+    before = group_cpu(pgid)
+    figures = load(port, payloads, 8, requests_total)
+    figures["server_cpu"] = cpu_per_request(before, group_cpu(pgid), requests_total)
+    return figures
+
+
+def median_round(runs: list[dict]) -> dict:
+    """The round with the median requests per second, and every round's figure."""
+    ordered = sorted(runs, key=lambda run: run["requests_per_s"])
+    median = dict(ordered[len(ordered) // 2])
     median["requests_per_s_all_rounds"] = [run["requests_per_s"] for run in runs]
     return median
 
@@ -324,7 +340,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--project", type=Path, help="project to serve (default: see above)")
     parser.add_argument("--requests", type=int, default=3000, help="per 8-client round")
-    parser.add_argument("--rounds", type=int, default=5, help="8-client rounds (median kept)")
+    parser.add_argument("--rounds", type=int, default=7, help="rounds (medians kept)")
     parser.add_argument("--ceiling", type=Path, help=argparse.SUPPRESS)  # internal: one ceiling
     parser.add_argument("--dispatch", default="asynchronous", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -349,36 +365,43 @@ def main() -> None:
             for mode in ("asynchronous", "synchronous")
         }
         best = max(ceilings, key=lambda mode: ceilings[mode]["images_per_s"])
-        inproc = ceilings[best]
+        details = ceilings[best]
+        classifier = warm_classifier(project / "model", best)
 
         port = free_port()
-        process, startup = start_process(
+        server, startup = start_process(
             serve_command(project, port), port, Path(scratch) / "server.log"
         )
-        try:
-            single = load(port, payloads, clients=1, requests_total=500)
-            eight = measure(port, payloads, 8, args.requests, process.pid, args.rounds)
-        finally:
-            stop_server(process)
-
-        port = free_port()
+        floor_port = free_port()
         floor_command = [
             sys.executable,
             str(FLOOR),
             "--port",
-            str(port),
+            str(floor_port),
             "--image-size",
-            str(inproc["image_size"]),
+            str(details["image_size"]),
             "--color-mode",
-            inproc["color_mode"],
+            details["color_mode"],
         ]
-        process, _ = start_process(floor_command, port, Path(scratch) / "floor.log")
+        floor_server, _ = start_process(floor_command, floor_port, Path(scratch) / "floor.log")
+        # The machine's speed drifts: the ceiling, the server and the floor are
+        # measured in turn, round after round, and compared round by round.
+        rounds: list[dict] = []
         try:
-            floor = measure(port, payloads, 8, args.requests, process.pid, args.rounds)
+            single = load(port, payloads, clients=1, requests_total=500)
+            for _ in range(args.rounds):
+                ceiling_rate = len(payloads) / end_to_end(classifier, payloads)
+                served = measure_round(port, payloads, server.pid, args.requests)
+                floor = measure_round(floor_port, payloads, floor_server.pid, args.requests)
+                rounds.append({"ceiling": ceiling_rate, "served": served, "floor": floor})
         finally:
-            stop_server(process)
+            stop_server(server)
+            stop_server(floor_server)
 
-    images_per_s = inproc["images_per_s"]
+    eight = median_round([r["served"] for r in rounds])
+    floor = median_round([r["floor"] for r in rounds])
+    ratios = [r["served"]["requests_per_s"] / r["ceiling"] for r in rounds]
+    floor_ratios = [r["floor"]["requests_per_s"] / r["ceiling"] for r in rounds]
     result = {
         "benchmark": "serve",
         "machine": {
@@ -390,7 +413,7 @@ def main() -> None:
         "model": {
             "source": source,
             "project": project.name,
-            **{k: inproc[k] for k in ("model_hash", "input_shape")},
+            **{k: details[k] for k in ("model_hash", "input_shape")},
         },
         "server": {
             "workers": OPTIONS.workers,
@@ -400,7 +423,8 @@ def main() -> None:
         },
         "startup_to_health_s": round(startup, 2),
         "in_process_ceiling": {
-            "images_per_s": images_per_s,
+            "images_per_s": round(statistics.median(r["ceiling"] for r in rounds), 1),
+            "images_per_s_all_rounds": [round(r["ceiling"], 1) for r in rounds],
             "dispatch": best,
             **{
                 mode: {
@@ -413,19 +437,22 @@ def main() -> None:
         },
         "one_client": single,
         "eight_clients": eight,
-        "ratio_8_clients_to_ceiling": round(eight["requests_per_s"] / images_per_s, 3),
+        "ratio_8_clients_to_ceiling": round(statistics.median(ratios), 3),
+        "ratio_all_rounds": [round(x, 3) for x in ratios],
         "http_floor_8_clients": {
             **{k: floor[k] for k in ("requests_per_s", "requests_per_s_all_rounds")},
             "cpu_ms_per_request": round(
                 sum(row["cpu_ms_per_request"] for row in floor["server_cpu"]), 3
             ),
             "client_cpu_ms_per_request": floor["client_cpu_ms_per_request"],
-            "ratio_to_ceiling": round(floor["requests_per_s"] / images_per_s, 3),
+            "ratio_to_ceiling": round(statistics.median(floor_ratios), 3),
         },
         "notes": (
-            "Clients run on the same machine as the server and share its two CPUs. "
+            "Clients run on the same machine as the server and share its two CPUs. Each round "
+            "measures the in-process ceiling (one pass over the 1,500 reference images), then "
+            "the server, then the floor; ratios are per round, their median is kept. "
             "eight_clients.server_cpu splits the server's CPU per request by process; the "
-            "in-process ceiling spends 1000 / images_per_s ms of one CPU per image. "
+            "ceiling spends 1000 / images_per_s ms of one CPU per image. "
             "http_floor_8_clients is a bare FastAPI route on uvicorn that only decodes the "
             "upload (bench/serve_floor.py): no model, no LitServe, no queues."
         ),
