@@ -28,7 +28,7 @@ def fake_project(root: Path, *, model: bool = True, metadata: dict | None = None
     return root / "demo"
 
 
-META = {"classes": CLASSES, "image_size": 16, "color_mode": "rgb"}
+META = {"classes": CLASSES, "image_size": 16, "color_mode": "rgb", "format_version": 1}
 
 
 def test_card_describes_the_model_and_its_identity(tmp_path: Path) -> None:
@@ -71,6 +71,15 @@ def test_unusable_metadata_is_reported(tmp_path: Path, metadata: dict) -> None:
     project = fake_project(tmp_path, metadata=metadata)
     with pytest.raises(ServeError, match="metadata"):
         load_card(project)
+
+
+def test_a_model_of_another_format_version_is_refused_before_any_worker_starts(
+    tmp_path: Path,
+) -> None:
+    project = fake_project(tmp_path, metadata={**META, "format_version": 99})
+    with pytest.raises(ServeError, match="format version 99") as caught:
+        load_card(project)
+    assert "dvc pull" in str(caught.value)
 
 
 def test_command_reports_a_missing_model_in_one_line(tmp_path: Path, capsys) -> None:

@@ -12,8 +12,9 @@ from celestial_data import channels, decode, to_array
 from celestial_models.backend import keras
 from celestial_models.errors import ModelDirError, ModelError
 from celestial_models.inference import Predictor
+from celestial_models.model_dir import MODEL_FILE, file_sha256, read_metadata
 from celestial_models.ood import OodDetector
-from celestial_models.saving import MODEL_FILE, file_sha256, load_model, read_metadata
+from celestial_models.saving import load_model
 
 __all__ = ["Classifier", "load_classifier"]
 

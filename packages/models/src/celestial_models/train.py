@@ -26,16 +26,10 @@ from celestial_models.embedding import fit_detector
 from celestial_models.errors import ParamsError, TrainingDataError
 from celestial_models.inference import Predictor
 from celestial_models.live import LiveLogger
+from celestial_models.model_dir import FORMAT_VERSION, HISTORY_FILE, METADATA_FILE, MODEL_FILE
 from celestial_models.ood import resolve_ood_params
 from celestial_models.params import DEFAULTS, resolve_params
-from celestial_models.saving import (
-    FORMAT_VERSION,
-    HISTORY_FILE,
-    METADATA_FILE,
-    MODEL_FILE,
-    write_json,
-    write_model,
-)
+from celestial_models.saving import write_json, write_model
 
 __all__ = ["DEFAULTS", "HISTORY_KEYS", "resolve_params", "train_model"]
 

@@ -8,20 +8,18 @@ server process stays light and start-up errors come before any worker starts.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from celestial_data import COLOR_MODES, channels
+from celestial_data import channels
+from celestial_models import ModelDirError
+from celestial_models.model_dir import METADATA_FILE, MODEL_FILE, file_sha256, read_metadata
 from celestial_serve.errors import ServeError
 
-__all__ = ["METADATA_FILE", "MODEL_FILE", "ModelCard", "load_card"]
+__all__ = ["ModelCard", "load_card"]
 
 MODEL_DIR = "model"
-MODEL_FILE = "model.keras"
-METADATA_FILE = "metadata.json"
 
 
 @dataclass(frozen=True)
@@ -94,48 +92,18 @@ def load_card(project_dir: str | Path) -> ModelCard:
             f"Run 'dvc repro' in {project_dir} to retrain it, or 'dvc pull' there to "
             "fetch the complete model."
         )
-    meta = read_metadata(model_dir / METADATA_FILE)
+    try:
+        meta = read_metadata(model_dir)
+    except ModelDirError as error:
+        raise ServeError(
+            f"{error} (Or run 'dvc pull' in {project_dir} to fetch it again.)"
+        ) from None
     return ModelCard(
         project=project,
         model_dir=model_dir,
-        classes=meta["classes"],
+        classes=tuple(meta["classes"]),
         image_size=meta["image_size"],
         color_mode=meta["color_mode"],
         model_hash=file_sha256(model_dir / MODEL_FILE),
-        metadata=meta["metadata"],
+        metadata=meta,
     )
-
-
-def read_metadata(path: Path) -> dict[str, Any]:
-    """Read the fields the server needs from a model's ``metadata.json``.
-
-    Raises:
-        ServeError: If the file is not JSON or lacks a valid ``classes``,
-            ``image_size`` or ``color_mode``.
-    """
-    fix = "Rerun 'dvc repro' in the project to rewrite it, or 'dvc pull' to fetch it again."
-    try:
-        meta = json.loads(path.read_text())
-        classes = tuple(str(name) for name in meta["classes"])
-        image_size = int(meta["image_size"])
-        color_mode = str(meta["color_mode"])
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ServeError(f"Model metadata {path} is unreadable ({error!r}). {fix}") from error
-    if not classes or image_size < 1 or color_mode not in COLOR_MODES:
-        raise ServeError(
-            f"Model metadata {path} is invalid: expected classes, a positive image_size and "
-            f"a color_mode in {COLOR_MODES}; received classes={list(classes)}, "
-            f"image_size={image_size}, color_mode={color_mode!r}. {fix}"
-        )
-    return {
-        "classes": classes,
-        "image_size": image_size,
-        "color_mode": color_mode,
-        "metadata": meta,
-    }
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 hex digest of a file's bytes."""
-    with open(path, "rb") as stream:
-        return hashlib.file_digest(stream, "sha256").hexdigest()

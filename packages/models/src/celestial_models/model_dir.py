@@ -1,0 +1,97 @@
+"""What a model directory holds, and how to read its description without Keras.
+
+A model directory, as ``celestial-models train`` writes it, holds
+``model.keras`` (the network and its weights), ``metadata.json`` (classes,
+input format, training parameters, format version) and ``history.json``.
+This module imports neither Keras nor JAX, so that a process that only needs
+the description (an HTTP server checking uploads) stays light.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from celestial_data import COLOR_MODES
+from celestial_models import __version__
+from celestial_models.errors import ModelDirError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "HISTORY_FILE",
+    "METADATA_FILE",
+    "MODEL_FILE",
+    "file_sha256",
+    "read_metadata",
+]
+
+MODEL_FILE = "model.keras"
+METADATA_FILE = "metadata.json"
+HISTORY_FILE = "history.json"
+# Version of the model directory layout and metadata keys; bumped on any change
+# that an older reader would misread.
+FORMAT_VERSION = 1
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 hex digest of a file's bytes."""
+    with open(path, "rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
+
+
+def read_metadata(model_dir: Path) -> dict[str, Any]:
+    """Read and check ``metadata.json`` of a model directory.
+
+    Returns:
+        The metadata, with ``classes`` (a non-empty list of names),
+        ``image_size`` (a positive integer) and ``color_mode`` (one of
+        `celestial_data.COLOR_MODES`) checked.
+
+    Raises:
+        ModelDirError: If the directory, its model or its metadata is missing,
+            malformed or written by an incompatible version.
+    """
+    if not model_dir.is_dir():
+        raise ModelDirError(
+            f"Model directory {model_dir} not found. Train one with "
+            "'celestial-models train PREPARED MODEL_DIR' (the project's train stage)."
+        )
+    for name in (MODEL_FILE, METADATA_FILE):
+        if not (model_dir / name).is_file():
+            raise ModelDirError(
+                f"Model directory {model_dir} is incomplete: {name} is missing. "
+                "Retrain with 'celestial-models train' (dvc repro)."
+            )
+    path = model_dir / METADATA_FILE
+    try:
+        metadata = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ModelDirError(f"{path} is not readable JSON ({error}). Retrain the model.") from None
+    version = metadata.get("format_version") if isinstance(metadata, dict) else None
+    if version != FORMAT_VERSION:
+        raise ModelDirError(
+            f"{model_dir} holds a model directory of format version {version!r}; this "
+            f"celestial-models {__version__} reads version {FORMAT_VERSION}. Retrain the "
+            "model with this version (dvc repro -f), or install the version that wrote it."
+        )
+    missing = [key for key in ("classes", "image_size", "color_mode") if key not in metadata]
+    if missing:
+        raise ModelDirError(f"{path} lacks {', '.join(missing)}. Retrain the model.")
+    classes, size, mode = metadata["classes"], metadata["image_size"], metadata["color_mode"]
+    valid = (
+        isinstance(classes, list)
+        and classes
+        and all(isinstance(name, str) for name in classes)
+        and isinstance(size, int)
+        and size >= 1
+        and mode in COLOR_MODES
+    )
+    if not valid:
+        raise ModelDirError(
+            f"{path} is invalid: expected a non-empty list of class names, a positive "
+            f"image_size and a color_mode in {COLOR_MODES}; received classes={classes!r:.200}, "
+            f"image_size={size!r}, color_mode={mode!r}. Retrain the model."
+        )
+    return metadata
