@@ -89,23 +89,7 @@ def test_k_chooses_how_many_classes_are_listed(server, reference) -> None:
 
 def test_concurrent_requests_each_get_their_own_answer(server, classifier, reference) -> None:
     files = [path for paths in reference.values() for path in paths]
-    jobs = [files[i % len(files)] for i in range(64)]
-
-    def ask(path: Path) -> dict:
-        response = requests.post(
-            f"{server.url}/predict",
-            params={"k": len(classifier.classes)},
-            data=path.read_bytes(),
-            headers={"Content-Type": "image/jpeg"},
-            timeout=60,
-        )
-        assert response.status_code == 200, response.text
-        return response.json()
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        answers = list(pool.map(ask, jobs))
-    for path, answer in zip(jobs, answers, strict=True):
-        check_answer(answer, expected_probabilities(classifier, path.read_bytes()), classifier)
+    ask_all_at_once(server, classifier, [files[i % len(files)] for i in range(64)])
 
 
 def test_several_workers_and_http_servers_route_every_answer_home(
@@ -126,24 +110,7 @@ def test_several_workers_and_http_servers_route_every_answer_home(
     wide.wait_until_healthy()
     assert len(list(temporary.glob("celestial-serve-*"))) == 1
     files = [path for paths in reference.values() for path in paths]
-    jobs = [files[i % len(files)] for i in range(80)]
-
-    def ask(path: Path) -> dict:
-        with requests.Session() as session:  # a new connection: spread over both servers
-            response = session.post(
-                f"{wide.url}/predict",
-                params={"k": len(classifier.classes)},
-                data=path.read_bytes(),
-                headers={"Content-Type": "image/jpeg"},
-                timeout=60,
-            )
-        assert response.status_code == 200, response.text
-        return response.json()
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        answers = list(pool.map(ask, jobs))
-    for path, answer in zip(jobs, answers, strict=True):
-        check_answer(answer, expected_probabilities(classifier, path.read_bytes()), classifier)
+    ask_all_at_once(wide, classifier, [files[i % len(files)] for i in range(80)])
     assert wide.stop(), "processes of the server were left running after SIGTERM"
     assert list(temporary.glob("celestial-serve-*")) == [], "the socket folder was left behind"
     shutil.rmtree(temporary)
@@ -156,11 +123,7 @@ def test_batching_off_still_answers_each_request(
         trained_project, tmp_path / "single.log", "--max-batch-size", "1", "--log-level", "warning"
     )
     single.wait_until_healthy()
-    files = [paths[0] for paths in reference.values()][:4]
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        answers = list(pool.map(lambda path: ask_raw(single, path.read_bytes()), files))
-    for path, answer in zip(files, answers, strict=True):
-        check_answer(answer, expected_probabilities(classifier, path.read_bytes()), classifier)
+    ask_all_at_once(single, classifier, [paths[0] for paths in reference.values()][:4])
 
 
 def test_a_large_image_is_decoded_off_the_event_loop_with_the_same_answer(
@@ -176,9 +139,22 @@ def test_a_large_image_is_decoded_off_the_event_loop_with_the_same_answer(
     check_answer(answer, expected_probabilities(classifier, data), classifier)
 
 
-def ask_raw(server, data: bytes, content_type: str = "image/jpeg") -> dict:
+def ask_all_at_once(server, classifier, paths: list[Path]) -> None:
+    """Send every image from 8 threads (a new connection each); check every answer."""
+
+    def ask(path: Path) -> dict:
+        return ask_raw(server, path.read_bytes(), k=len(classifier.classes))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(ask, paths))
+    for path, answer in zip(paths, answers, strict=True):
+        check_answer(answer, expected_probabilities(classifier, path.read_bytes()), classifier)
+
+
+def ask_raw(server, data: bytes, content_type: str = "image/jpeg", k: int | None = None) -> dict:
     response = requests.post(
         f"{server.url}/predict",
+        params={} if k is None else {"k": k},
         data=data,
         headers={"Content-Type": content_type},
         timeout=60,
