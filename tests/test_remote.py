@@ -20,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -201,6 +201,27 @@ def snapshot(repo: Path, paths: tuple[str, ...] = OUTPUTS) -> dict[str, bytes]:
     return files
 
 
+def push_then_pull_on_a_new_server(
+    repo: Path, log: Path, workspace: dict[str, bytes], clear: Callable[[], None]
+) -> None:
+    """Point the remote at a new S3 server, push, ``clear()``, pull: the data comes back."""
+    server = start_s3(log)
+    try:
+        set_local(
+            repo,
+            endpointurl=server.endpoint,
+            access_key_id=server.key,
+            secret_access_key=server.secret,
+        )
+        assert nox_transfer("push", "data/raw.dvc", cwd=repo).returncode == 0
+        clear()
+        pulled = nox_transfer("pull", "data/raw.dvc", cwd=repo)
+        assert pulled.returncode == 0, pulled.stderr
+        assert snapshot(repo, ("data/raw",)) == workspace
+    finally:
+        server.stop()
+
+
 def remove_cache_and_workspace(repo: Path) -> None:
     shutil.rmtree(repo / ".dvc" / "cache")
     for name in OUTPUTS:
@@ -379,21 +400,9 @@ def test_server_stopped_mid_push_loses_nothing_and_a_second_push_completes(
     assert cache_objects(repo) == cache
 
     # A fresh server: the push starts again from nothing and completes.
-    server = start_s3(tmp_path / "second.log")
-    try:
-        set_local(
-            repo,
-            endpointurl=server.endpoint,
-            access_key_id=server.key,
-            secret_access_key=server.secret,
-        )
-        assert nox_transfer("push", "data/raw.dvc", cwd=repo).returncode == 0
-        remove_cache_and_workspace(repo)
-        pulled = nox_transfer("pull", "data/raw.dvc", cwd=repo)
-        assert pulled.returncode == 0, pulled.stderr
-        assert snapshot(repo, ("data/raw",)) == workspace
-    finally:
-        server.stop()
+    push_then_pull_on_a_new_server(
+        repo, tmp_path / "second.log", workspace, lambda: remove_cache_and_workspace(repo)
+    )
 
 
 @pytest.mark.slow
@@ -431,24 +440,14 @@ def test_server_stopped_mid_pull_leaves_no_object_dvc_would_trust_wrongly(
     assert "data/raw" in dvc("status", cwd=repo).stdout  # and DVC does not claim it did
 
     # Once the remote holds the data again, a pull completes with the right bytes.
-    server = start_s3(tmp_path / "second.log")
-    try:
-        partial = repo / ".dvc" / "cache"
-        shutil.copytree(saved_cache, partial, dirs_exist_ok=True)
-        set_local(
-            repo,
-            endpointurl=server.endpoint,
-            access_key_id=server.key,
-            secret_access_key=server.secret,
-        )
-        assert nox_transfer("push", "data/raw.dvc", cwd=repo).returncode == 0
+    partial = repo / ".dvc" / "cache"
+    shutil.copytree(saved_cache, partial, dirs_exist_ok=True)
+
+    def clear() -> None:
         shutil.rmtree(partial)
         shutil.rmtree(repo / "data" / "raw", ignore_errors=True)
-        pulled = nox_transfer("pull", "data/raw.dvc", cwd=repo)
-        assert pulled.returncode == 0, pulled.stderr
-        assert snapshot(repo, ("data/raw",)) == workspace
-    finally:
-        server.stop()
+
+    push_then_pull_on_a_new_server(repo, tmp_path / "second.log", workspace, clear)
 
 
 @pytest.mark.slow

@@ -82,7 +82,8 @@ def test_without_batching_one_image_gets_the_same_answer() -> None:
     single.classifier = FakeClassifier()
     context: dict = {}
     x = single.decode_request(PredictionRequest(image(2), 2), context=context)
-    answer = single.encode_response(single.predict(x), context=context)
+    (output,) = single.unbatch(single.predict(single.batch([x])))
+    answer = single.encode_response(output, context=context)
     assert answer["label"] == "Moon"
     assert len(answer["top_k"]) == 2
 

@@ -105,25 +105,25 @@ class ClassifierAPI(ls.LitAPI):
         return image
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Class probabilities and the unknown-image score, for one image or a batch.
+        """Class probabilities and the unknown-image score of each image of a batch.
+
+        The worker's loop (`celestial_serve.batching.GreedyBatchLoop`) always
+        hands over a batch, of one image when batching is off.
 
         Args:
-            x: One image ``(S, S, C)`` or a batch ``(N, S, S, C)``.
+            x: A batch ``(N, S, S, C)``.
 
         Returns:
             One row per image: its K probabilities followed by its score (NaN
             for a model without a calibrated threshold), so that LitServe's
             default unbatching hands each request its own row.
         """
-        single = x.ndim == 3  # batching off: one image
-        batch = x[None] if single else x
         if getattr(self.classifier, "detector", None) is None:
-            probabilities = self.classifier.predict(batch)
-            scores = np.full(len(batch), np.nan)
+            probabilities = self.classifier.predict(x)
+            scores = np.full(len(x), np.nan)
         else:
-            probabilities, scores = self.classifier.predict_with_score(batch)
-        rows = np.concatenate([probabilities.astype(np.float64), scores[:, None]], axis=1)
-        return rows[0] if single else rows
+            probabilities, scores = self.classifier.predict_with_score(x)
+        return np.concatenate([probabilities.astype(np.float64), scores[:, None]], axis=1)
 
     def encode_response(self, output: np.ndarray, context: dict[str, Any]) -> dict[str, Any]:
         """The JSON answer for one request."""

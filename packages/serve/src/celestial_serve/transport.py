@@ -146,11 +146,14 @@ class _HttpEnd:
     def send(self, path: str, item: Any) -> None:
         """Queue a request for the next worker of ``path`` (never blocks)."""
         data = frame(item)
-        links = self.links.get(path)
-        if not links:  # still connecting: sent once connected
+        if path in self.links:
+            self._write(path, data)
+        else:  # still connecting: sent once connected
             self.pending[path].append(data)
-            return
-        turn = self.turn[path]
+
+    def _write(self, path: str, data: bytes) -> None:
+        """Write a framed request to the next worker of ``path``, in turn."""
+        links, turn = self.links[path], self.turn[path]
         self.turn[path] = turn + 1
         links[turn % len(links)].transport.write(data)  # type: ignore[union-attr]
 
@@ -165,9 +168,7 @@ class _HttpEnd:
                 links.append(link)
             self.links[path] = links
             for data in self.pending.pop(path):
-                turn = self.turn[path]
-                self.turn[path] = turn + 1
-                links[turn % len(links)].transport.write(data)  # type: ignore[union-attr]
+                self._write(path, data)
 
     async def _connect(self, loop: asyncio.AbstractEventLoop, address: str) -> Any:
         # A worker listens once its model is loaded, about when LitServe starts
