@@ -63,7 +63,7 @@ def test_a_batch_of_requests_gets_one_answer_each_in_order(api: ClassifierAPI) -
 def test_batched_and_single_predictions_agree(api: ClassifierAPI) -> None:
     images = np.stack([image(c) for c in (0, 1, 2, 1, 0)])
     batched = api.predict(images)
-    singles = np.stack([api.predict(one) for one in images])
+    singles = np.concatenate([api.predict(one[None]) for one in images])  # batches of one
     np.testing.assert_allclose(batched, singles, rtol=1e-6)
     # Three probabilities and the unknown-image score (NaN: the fake has no detector).
     assert batched.shape == (5, 4)
