@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -12,7 +13,14 @@ from fastapi import HTTPException
 from PIL import Image
 
 from celestial_data import decode, to_array
-from celestial_serve.request import UploadRules, decode_image, image_from_json, parse_k
+from celestial_serve.request import (
+    PredictionRequest,
+    UploadRules,
+    decode_image,
+    image_from_json,
+    parse_k,
+    takes_body,
+)
 
 RULES = UploadRules(image_size=16, color_mode="rgb", num_classes=4)
 
@@ -107,3 +115,31 @@ def test_too_many_pixels_is_413_before_decoding() -> None:
     status, detail = status_of(lambda: decode_image(encoded(size=(40, 30)), rules))
     assert status == 413
     assert "40 x 30 pixels" in detail
+
+
+@pytest.mark.parametrize(
+    ("content_type", "whole_body"),
+    [
+        ("image/jpeg", True),
+        ("Image/PNG; q=1", True),
+        ("application/json", True),
+        ("application/json; charset=utf-8", True),
+        ("multipart/form-data; boundary=x", False),
+        ("application/x-www-form-urlencoded", False),
+        ("text/plain", False),
+        ("", False),
+    ],
+)
+def test_which_content_types_carry_the_image_as_the_body(
+    content_type: str, whole_body: bool
+) -> None:
+    assert takes_body(content_type) is whole_body
+
+
+def test_a_request_survives_the_trip_to_a_worker_intact() -> None:
+    image = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    for request in (PredictionRequest(image, 3, False), PredictionRequest(image[..., :1], 10)):
+        copy = pickle.loads(pickle.dumps(request, pickle.HIGHEST_PROTOCOL))
+        assert (copy.k, copy.reject) == (request.k, request.reject)
+        assert (copy.image.dtype, copy.image.shape) == (np.uint8, request.image.shape)
+        np.testing.assert_array_equal(copy.image, request.image)

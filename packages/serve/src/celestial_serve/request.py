@@ -31,10 +31,15 @@ __all__ = [
     "PredictionRequest",
     "UploadRules",
     "decode_image",
+    "image_from_body",
     "image_from_json",
+    "media_type",
     "parse_k",
     "parse_reject",
+    "preprocess",
     "read_prediction_request",
+    "takes_body",
+    "too_large",
 ]
 
 DEFAULT_K = 5
@@ -69,6 +74,20 @@ class PredictionRequest:
         # LitServe formats every request into a debug message, logged or not:
         # keep that cheap (numpy's repr of the image would take milliseconds).
         return f"PredictionRequest(image={self.image.shape}, k={self.k}, reject={self.reject})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled for every trip to a worker: the raw pixels pickle in a tenth
+        # of the time numpy's own reduction takes, and unpickle in a fifth.
+        image = self.image
+        return (_restored, (image.tobytes(), image.dtype.str, image.shape, self.k, self.reject))
+
+
+def _restored(
+    pixels: bytes, dtype: str, shape: tuple[int, ...], k: int, reject: bool
+) -> PredictionRequest:
+    """A `PredictionRequest` from its pickled parts (the image is read-only)."""
+    image = np.frombuffer(pixels, dtype=dtype).reshape(shape)
+    return PredictionRequest(image=image, k=k, reject=reject)
 
 
 @dataclass(frozen=True)
@@ -159,6 +178,11 @@ def image_from_json(body: bytes) -> bytes:
         ) from None
 
 
+def media_type(content_type: str) -> str:
+    """The media type of a ``Content-Type`` value, lower case, without parameters."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
 async def read_upload(request: Request) -> bytes:
     """The encoded image a request carries, in any of the accepted forms.
 
@@ -167,16 +191,41 @@ async def read_upload(request: Request) -> bytes:
             field, bad JSON/base64 or an empty image.
     """
     content_type = request.headers.get("content-type", "")
-    media_type = content_type.split(";", 1)[0].strip().lower()
-    if media_type == "multipart/form-data":
-        data = await read_multipart(request)
-    elif media_type.startswith("image/"):
-        data = await request.body()
-    elif media_type == "application/json":
-        data = image_from_json(await request.body())
-    else:
+    if media_type(content_type) == "multipart/form-data":
+        return nonempty(await read_multipart(request))
+    if not takes_body(content_type):
         received = f"'{content_type[:80]}'" if content_type else "no Content-Type"
         raise bad_request(415, f"Unsupported content type: {received}. Send {ACCEPTED}.")
+    return image_from_body(content_type, await request.body())
+
+
+def takes_body(content_type: str) -> bool:
+    """Whether a request of ``content_type`` carries the image as its whole body.
+
+    True for ``image/*`` (the raw file) and ``application/json`` (base64);
+    multipart forms are parsed by the route instead.
+    """
+    media = media_type(content_type)
+    return media.startswith("image/") or media == "application/json"
+
+
+def image_from_body(content_type: str, body: bytes) -> bytes:
+    """The encoded image of a body that `takes_body` accepts.
+
+    Raises:
+        HTTPException: 400 for bad JSON/base64 or an empty image.
+    """
+    if media_type(content_type) == "application/json":
+        body = image_from_json(body)
+    return nonempty(body)
+
+
+def nonempty(data: bytes) -> bytes:
+    """``data``, unless it is empty.
+
+    Raises:
+        HTTPException: 400 for an empty image.
+    """
     if not data:
         raise bad_request(400, f"The image is empty (0 bytes). Send {ACCEPTED}.")
     return data
@@ -266,14 +315,28 @@ async def read_prediction_request(request: Request) -> PredictionRequest:
     k = parse_k(request.query_params, rules.num_classes)
     reject = parse_reject(request.query_params)
     data = await read_upload(request)
+    return PredictionRequest(image=await preprocess(data, rules), k=k, reject=reject)
+
+
+async def preprocess(data: bytes, rules: UploadRules) -> np.ndarray:
+    """Decode and preprocess an upload; see `decode_image`.
+
+    A small image decodes in a fraction of a millisecond, less than a hop to
+    the thread pool and back: it is decoded here, on the event loop. A large
+    one would hold up every other request meanwhile, so it goes to a thread.
+    """
     try:
-        # A small image decodes in a fraction of a millisecond, less than a hop
-        # to the thread pool and back: decode it here, on the event loop.
-        image = decode_image(data, rules, max_pixels=INLINE_PIXELS)
+        return decode_image(data, rules, max_pixels=INLINE_PIXELS)
     except ImageTooLarge:
-        # A large one would hold up every other request meanwhile.
-        image = await run_in_threadpool(decode_image, data, rules)
-    return PredictionRequest(image=image, k=k, reject=reject)
+        return await run_in_threadpool(decode_image, data, rules)
+
+
+def too_large(size: str, max_bytes: int) -> str:
+    """The 413 message for a request body of ``size`` (in words) over ``max_bytes``."""
+    return (
+        f"The request body is too large ({size}); the limit is {max_bytes} bytes "
+        f"({max_bytes / 2**20:.3g} MiB). Send a smaller image or raise --max-upload-mb."
+    )
 
 
 class BodyLimit:
@@ -289,10 +352,7 @@ class BodyLimit:
 
     def message(self, size: str) -> str:
         """The 413 message for a body of ``size``."""
-        return (
-            f"The request body is too large ({size}); the limit is {self.max_bytes} bytes "
-            f"({self.max_bytes / 2**20:.3g} MiB). Send a smaller image or raise --max-upload-mb."
-        )
+        return too_large(size, self.max_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection."""
