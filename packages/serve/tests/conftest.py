@@ -97,18 +97,21 @@ class Server:
         """SIGTERM the server; return whether its whole process group ended by itself."""
         return stop(self)
 
-    def wait_until_healthy(self) -> None:
+    def wait_until_healthy(self, headers: dict[str, str] | None = None) -> None:
         """Return once ``/health`` answers 200; raise if the server exits or hangs."""
-        wait_until_healthy(self)
+        wait_until_healthy(self, headers=headers)
 
 
-def wait_until_healthy(server: Server, timeout: float = 180) -> None:
+def wait_until_healthy(
+    server: Server, timeout: float = 180, headers: dict[str, str] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise RuntimeError(f"celestial-serve exited early:\n{server.log_text()}")
         try:
-            if requests.get(f"{server.url}/health", timeout=2).status_code == 200:
+            health = requests.get(f"{server.url}/health", headers=headers, timeout=2)
+            if health.status_code == 200:
                 return
         except requests.ConnectionError:
             pass

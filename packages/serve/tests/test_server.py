@@ -207,6 +207,54 @@ def test_bad_input_gets_a_clear_4xx_json_error(server, reference, case: str) -> 
     assert words in response.json()["detail"]
 
 
+def test_a_streamed_body_over_the_limit_is_cut_off_with_413(server) -> None:
+    def chunks():  # no Content-Length: the server counts as it reads
+        for _ in range(11):
+            yield b"\0" * 2**20
+
+    for content_type in ("image/png", "application/json"):
+        response = requests.post(
+            f"{server.url}/predict",
+            data=chunks(),
+            headers={"Content-Type": content_type},
+            timeout=60,
+        )
+        assert response.status_code == 413, response.text
+        assert "too large" in response.json()["detail"]
+    assert ask_raw(server, png((20, 20)))["model"]["project"] == "tiny-bodies"
+
+
+def test_an_api_key_guards_every_input_form(
+    trained_project: Path, classifier, reference, tmp_path: Path, launch
+) -> None:
+    guarded = launch(
+        trained_project,
+        tmp_path / "guarded.log",
+        "--log-level",
+        "warning",
+        env={"LIT_SERVER_API_KEY": "let-me-in"},
+    )
+    guarded.wait_until_healthy(headers={"X-API-Key": "let-me-in"})  # LitServe guards it too
+    path = reference["Venus"][0]
+    data = path.read_bytes()
+    forms = [
+        {"data": data, "headers": {"Content-Type": "image/jpeg"}},
+        {"json": {"image": base64.b64encode(data).decode()}},
+        {"files": {"file": (path.name, data, "image/jpeg")}},
+    ]
+    url = f"{guarded.url}/predict"
+    for form in forms:
+        for key in (None, "wrong"):
+            extra = {} if key is None else {"X-API-Key": key}
+            headers = {**form.get("headers", {}), **extra}
+            refused = requests.post(url, **{**form, "headers": headers}, timeout=30)
+            assert refused.status_code in (401, 403), (form.keys(), key, refused.text)
+        headers = {**form.get("headers", {}), "X-API-Key": "let-me-in"}
+        allowed = requests.post(url, **{**form, "headers": headers}, timeout=30)
+        assert allowed.status_code == 200, allowed.text
+        check_answer(allowed.json(), expected_probabilities(classifier, data), classifier)
+
+
 def test_a_form_without_the_file_field_says_which_field(server, reference) -> None:
     data = reference["Earth"][0].read_bytes()
     response = requests.post(f"{server.url}/predict", files={"image": data}, timeout=30)

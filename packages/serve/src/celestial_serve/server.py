@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from celestial_serve.api import ClassifierAPI
 from celestial_serve.errors import ServeError
+from celestial_serve.fastpath import PredictFastPath
 from celestial_serve.project import ModelCard
 from celestial_serve.request import BodyLimit, UploadRules
 from celestial_serve.transport import LeanServer
@@ -58,10 +59,13 @@ def build_server(card: ModelCard, options: ServerOptions) -> ls.LitServer:
         middlewares=[(BodyLimit, {"max_bytes": options.max_upload_bytes})],
     )
     app = server.app
-    app.state.upload = UploadRules(
-        image_size=card.image_size,
-        color_mode=card.color_mode,
-        num_classes=len(card.classes),
+    rules = UploadRules(
+        image_size=card.image_size, color_mode=card.color_mode, num_classes=len(card.classes)
+    )
+    app.state.upload = rules
+    # Added last, so outermost: in front of FastAPI's stack and LitServe's middlewares.
+    app.add_middleware(
+        PredictFastPath, server=server, api=api, rules=rules, max_bytes=options.max_upload_bytes
     )
     add_page(app)
     app.add_exception_handler(404, unknown_route)

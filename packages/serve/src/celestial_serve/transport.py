@@ -337,7 +337,7 @@ class LeanServer(ls.LitServer):
         FastAPI runs in its thread pool for every request.
         """
         auth = super().setup_auth(lit_api)
-        return _no_auth if auth is litserve_server.no_auth else auth
+        return no_auth_async if auth is litserve_server.no_auth else auth
 
     def _perform_graceful_shutdown(self, *args: Any, **kwargs: Any) -> None:
         try:
@@ -363,5 +363,5 @@ def sockets_dir() -> Path:
     return folder
 
 
-async def _no_auth() -> None:
+async def no_auth_async() -> None:
     """No authentication (LitServe's ``LIT_SERVER_API_KEY`` still applies when set)."""
