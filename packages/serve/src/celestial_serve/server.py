@@ -141,6 +141,11 @@ def stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def logs_requests(log_level: str) -> bool:
+    """Whether uvicorn's access log (one line per request) shows at ``log_level``."""
+    return log_level.lower() in ("trace", "debug", "info")
+
+
 def serve(card: ModelCard, options: ServerOptions) -> None:
     """Run the server until interrupted (Ctrl+C or SIGTERM).
 
@@ -157,6 +162,8 @@ def serve(card: ModelCard, options: ServerOptions) -> None:
             log_level=options.log_level,
             generate_client_file=False,
             num_api_servers=options.api_servers,
+            # Else uvicorn formats every request's log line, only to drop it.
+            access_log=logs_requests(options.log_level),
         )
     except RuntimeError as error:
         if "workers failed to start" not in str(error):
