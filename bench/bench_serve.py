@@ -7,7 +7,8 @@ Measures, in one run on one machine:
   (asynchronous) and synchronous CPU dispatch; the faster one is the ceiling;
 - a real server on 127.0.0.1: start-up time until /health answers 200, latency
   p50/p95 and requests per second with 1 client, requests per second with 8
-  concurrent clients, and the ratio of that to the ceiling;
+  concurrent clients, and the ratio of that to the ceiling; the same with the
+  images sent as multipart forms (which take LitServe's route, not the fast path);
 - where the time goes: CPU per request in each process (HTTP server, inference
   worker, the load client) and the floor of the HTTP stack: a bare FastAPI route
   that only decodes the upload (`serve_floor.py`) under the same load.
@@ -258,12 +259,33 @@ def cpu_per_request(before: dict, after: dict, requests_total: int) -> list[dict
     )
 
 
+BOUNDARY = "celestial-bench-boundary"
+
+
 def raw_request(data: bytes) -> bytes:
-    head = (
-        "POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
-        f"Content-Length: {len(data)}\r\n\r\n"
+    """``POST /predict`` with the image as the body."""
+    return http_request("image/jpeg", data)
+
+
+def multipart_request(data: bytes) -> bytes:
+    """``POST /predict`` with the image as a form's ``file`` field, as a browser sends it."""
+    body = (
+        (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="image.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
     )
-    return head.encode() + data
+    return http_request(f"multipart/form-data; boundary={BOUNDARY}", body)
+
+
+def http_request(content_type: str, body: bytes) -> bytes:
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
 
 
 async def client(port: int, bodies: list[bytes], next_index, total: int, latencies: list) -> None:
@@ -287,13 +309,18 @@ async def client(port: int, bodies: list[bytes], next_index, total: int, latenci
         writer.close()
 
 
-def load(port: int, payloads: list[bytes], clients: int, requests_total: int) -> dict:
-    """Send ``requests_total`` raw-image requests over ``clients`` concurrent connections."""
+def load(
+    port: int, payloads: list[bytes], clients: int, requests_total: int, form=raw_request
+) -> dict:
+    """Send ``requests_total`` requests over ``clients`` concurrent connections.
+
+    ``form`` makes the request of an image (`raw_request`, `multipart_request`).
+    """
     with contextlib.suppress(ImportError):
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    bodies = [raw_request(data) for data in payloads]
+    bodies = [form(data) for data in payloads]
 
     async def run(total: int) -> list[float]:
         latencies: list[float] = []
@@ -319,10 +346,12 @@ def load(port: int, payloads: list[bytes], clients: int, requests_total: int) ->
     }
 
 
-def measure_round(port: int, payloads: list[bytes], pgid: int, requests_total: int) -> dict:
+def measure_round(
+    port: int, payloads: list[bytes], pgid: int, requests_total: int, form=raw_request
+) -> dict:
     """One 8-client `load` round, with each server process's CPU per request."""
     before = group_cpu(pgid)
-    figures = load(port, payloads, 8, requests_total)
+    figures = load(port, payloads, 8, requests_total, form)
     figures["server_cpu"] = cpu_per_request(before, group_cpu(pgid), requests_total)
     return figures
 
@@ -397,15 +426,22 @@ def main() -> None:
                     / sum(end_to_end(classifier, payloads) for _ in range(passes))
                 )
                 served = measure_round(port, payloads, server.pid, args.requests)
+                form = measure_round(
+                    port, payloads, server.pid, args.requests // 2, multipart_request
+                )
                 floor = measure_round(floor_port, payloads, floor_server.pid, args.requests)
-                rounds.append({"ceiling": ceiling_rate, "served": served, "floor": floor})
+                rounds.append(
+                    {"ceiling": ceiling_rate, "served": served, "form": form, "floor": floor}
+                )
         finally:
             stop_server(server)
             stop_server(floor_server)
 
     eight = median_round([r["served"] for r in rounds])
+    form = median_round([r["form"] for r in rounds])
     floor = median_round([r["floor"] for r in rounds])
     ratios = [r["served"]["requests_per_s"] / r["ceiling"] for r in rounds]
+    form_ratios = [r["form"]["requests_per_s"] / r["ceiling"] for r in rounds]
     floor_ratios = [r["floor"]["requests_per_s"] / r["ceiling"] for r in rounds]
     result = {
         "benchmark": "serve",
@@ -444,6 +480,19 @@ def main() -> None:
         "eight_clients": eight,
         "ratio_8_clients_to_ceiling": round(statistics.median(ratios), 3),
         "ratio_all_rounds": [round(x, 3) for x in ratios],
+        "eight_clients_multipart": {
+            **{
+                k: form[k]
+                for k in (
+                    "requests_per_s",
+                    "latency_ms_p50",
+                    "latency_ms_p95",
+                    "requests_per_s_all_rounds",
+                )
+            },
+            "server_cpu": form["server_cpu"],
+            "ratio_to_ceiling": round(statistics.median(form_ratios), 3),
+        },
         "http_floor_8_clients": {
             **{k: floor[k] for k in ("requests_per_s", "requests_per_s_all_rounds")},
             "cpu_ms_per_request": round(
@@ -457,7 +506,10 @@ def main() -> None:
             "measures the in-process ceiling (three passes over the 1,500 reference images), then "
             "the server, then the floor; ratios are per round, their median is kept. "
             "eight_clients.server_cpu splits the server's CPU per request by process; the "
-            "ceiling spends 1000 / images_per_s ms of one CPU per image. "
+            "ceiling spends 1000 / images_per_s ms of one CPU per image. eight_clients sends "
+            "raw JPEG bodies (answered by celestial_serve.fastpath); eight_clients_multipart "
+            "sends the same images as multipart forms, which take FastAPI's and LitServe's "
+            "route (half as many requests per round). "
             "http_floor_8_clients is a bare FastAPI route on uvicorn that only decodes the "
             "upload (bench/serve_floor.py): no model, no LitServe, no queues."
         ),
