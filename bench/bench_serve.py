@@ -8,7 +8,7 @@ Measures, in one run on one machine:
 - a real server on 127.0.0.1: start-up time until /health answers 200, latency
   p50/p95 and requests per second with 1 client, requests per second with 8
   concurrent clients, and the ratio of that to the ceiling; the same with the
-  images sent as multipart forms (which take LitServe's route, not the fast path);
+  images sent as multipart forms, as a browser sends them;
 - where the time goes: CPU per request in each process (HTTP server, inference
   worker, the load client) and the floor of the HTTP stack: a bare FastAPI route
   that only decodes the upload (`serve_floor.py`) under the same load.
@@ -507,9 +507,8 @@ def main() -> None:
             "the server, then the floor; ratios are per round, their median is kept. "
             "eight_clients.server_cpu splits the server's CPU per request by process; the "
             "ceiling spends 1000 / images_per_s ms of one CPU per image. eight_clients sends "
-            "raw JPEG bodies (answered by celestial_serve.fastpath); eight_clients_multipart "
-            "sends the same images as multipart forms, which take FastAPI's and LitServe's "
-            "route (half as many requests per round). "
+            "raw JPEG bodies; eight_clients_multipart sends the same images as multipart forms, "
+            "as a browser does (half as many requests per round). "
             "http_floor_8_clients is a bare FastAPI route on uvicorn that only decodes the "
             "upload (bench/serve_floor.py): no model, no LitServe, no queues."
         ),

@@ -149,13 +149,49 @@ def test_a_json_upload_in_several_chunks_is_read_whole() -> None:
     assert len(server.worker.queued) == 1
 
 
+def form(fields: dict[str, tuple[str | None, bytes]]) -> tuple[bytes, str]:
+    """A multipart body of ``{name: (filename or None, value)}``, and its content type."""
+    parts = []
+    for name, (filename, value) in fields.items():
+        file_part = f'; filename="{filename}"' if filename else ""
+        head = f'--B\r\nContent-Disposition: form-data; name="{name}"{file_part}\r\n\r\n'
+        parts.append(head.encode() + value + b"\r\n")
+    return b"".join(parts) + b"--B--\r\n", "multipart/form-data; boundary=B"
+
+
+def test_a_multipart_upload_is_read_from_its_file_field() -> None:
+    server = Server()
+    app, rest = fast_path(server)
+    body, content_type = form({"note": (None, b"hi"), "file": ("mars.png", png())})
+    status, answer = call(app, [body[:50], body[50:]], content_type, query=b"k=3")
+    assert (status, answer, rest.calls) == (200, ANSWER, 0)
+    [(_, _, _, request)] = server.worker.queued
+    assert (request.image.shape, request.k) == ((16, 16, 3), 3)
+
+
+def test_a_form_without_a_file_gets_the_routes_400() -> None:
+    server = Server()
+    app, _ = fast_path(server)
+    for fields, words in [
+        ({"image": ("mars.png", png())}, "no file in field 'file'"),
+        ({"file": (None, b"mars.png")}, "text field, not a file upload"),
+        ({"file": ("empty.png", b"")}, "empty"),
+    ]:
+        status, answer = call(app, *form(fields))
+        assert status == 400
+        assert words in answer["detail"]
+    status, answer = call(app, b"garbage", "multipart/form-data; boundary=B")
+    assert status == 400
+    assert server.worker.queued == []
+
+
 @pytest.mark.parametrize(
     ("method", "path", "content_type"),
     [
         ("GET", "/predict", "image/png"),
         ("POST", "/info", "image/png"),
         ("POST", "/predict/", "image/png"),
-        ("POST", "/predict", "multipart/form-data; boundary=x"),
+        ("POST", "/predict", "application/x-www-form-urlencoded"),
         ("POST", "/predict", "text/plain"),
         ("POST", "/predict", ""),
     ],
@@ -180,10 +216,15 @@ def test_with_authentication_or_callbacks_every_request_goes_to_the_route() -> N
 
 
 @pytest.mark.parametrize("declare_length", [True, False], ids=["declared", "streamed"])
-def test_a_body_over_the_limit_is_refused_413_before_the_model(declare_length: bool) -> None:
+@pytest.mark.parametrize("content_type", ["image/png", "multipart/form-data; boundary=B"])
+def test_a_body_over_the_limit_is_refused_413_before_the_model(
+    declare_length: bool, content_type: str
+) -> None:
     server = Server()
     app, _ = fast_path(server)
-    status, answer = call(app, [b"\0" * 3000, b"\0" * 3000], declare_length=declare_length)
+    body, _ = form({"file": ("big.png", b"\0" * 6000)})
+    chunks = [body[:3000], body[3000:]]
+    status, answer = call(app, chunks, content_type, declare_length=declare_length)
     assert status == 413
     assert "too large" in answer["detail"] and str(LIMIT) in answer["detail"]
     assert server.worker.queued == []
@@ -221,8 +262,9 @@ def test_a_worker_error_keeps_its_status_and_other_failures_are_500() -> None:
         assert call(app, png()) == (status, {"detail": detail})
 
 
-def test_a_client_that_leaves_mid_upload_gets_nothing_queued() -> None:
+@pytest.mark.parametrize("content_type", ["image/png", "multipart/form-data; boundary=B"])
+def test_a_client_that_leaves_mid_upload_gets_nothing_queued(content_type: str) -> None:
     server = Server()
-    app, _ = fast_path(server)
-    assert call(app, None) == (None, None)
-    assert server.worker.queued == []
+    app, rest = fast_path(server)
+    assert call(app, None, content_type) == (None, None)
+    assert (server.worker.queued, rest.calls) == ([], 0)

@@ -1,21 +1,21 @@
-"""Answer ``POST /predict`` with a raw or JSON image body, without FastAPI's route.
+"""Answer ``POST /predict`` uploads without FastAPI's route.
 
 A request through LitServe's route crosses FastAPI's routing, dependency
 solving, LitServe's request handler and a response class: with a model that
 takes a tenth of a millisecond per image, that costs more than the model
 (``bench/bench_serve.py`` measures it). `PredictFastPath`, the outermost of the
-app's own middlewares, takes the common case, the image as the whole body
-(``image/*``) or as JSON base64, and does what the route would do: the same
-upload checks and errors (`celestial_serve.request`), the same queue and answer
-buffer as LitServe's handler, the same translation of a worker's error, the
-answer encoded as FastAPI encodes it.
+app's own middlewares, takes uploads in the three accepted forms (the raw
+file, JSON base64, a multipart form) and does what the route would do: the
+same upload checks, limits and errors (`celestial_serve.request`), the same
+queue and answer buffer as LitServe's handler, the same translation of a
+worker's error, the answer encoded as FastAPI encodes it.
 
-Everything else goes down the stack unchanged: multipart forms, other content
-types (answered 415 there), other routes and methods, and every request while
-authentication (``LIT_SERVER_API_KEY``, ``LitAPI.authorize``) or LitServe
-callbacks are configured, which this path does not implement. Its answers are
-never gzip-compressed (LitServe compresses bodies over 1,000 bytes; a
-prediction takes a few hundred).
+Everything else goes down the stack unchanged: other content types (answered
+415 there), other routes and methods, and every request while authentication
+(``LIT_SERVER_API_KEY``, ``LitAPI.authorize``) or LitServe callbacks are
+configured, which this path does not implement. Its answers are never
+gzip-compressed (LitServe compresses bodies over 1,000 bytes; a prediction
+takes a few hundred).
 """
 
 from __future__ import annotations
@@ -29,23 +29,29 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-from fastapi import HTTPException
+from fastapi import HTTPException, Request
 from litserve.server import RegularRequestHandler
 from litserve.utils import LitAPIStatus, ResponseBufferItem
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from celestial_serve.request import (
     ASGIApp,
+    Message,
     PredictionRequest,
     Receive,
     Scope,
     Send,
     UploadRules,
+    declared_too_large,
     image_from_body,
+    limited,
+    media_type,
+    nonempty,
     parse_k,
     parse_reject,
     preprocess,
+    read_multipart,
     takes_body,
-    too_large,
 )
 from celestial_serve.transport import no_auth_async
 
@@ -60,7 +66,7 @@ JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 class PredictFastPath:
-    """ASGI middleware answering raw and JSON-base64 uploads to the predict route.
+    """ASGI middleware answering uploads to the predict route.
 
     Args:
         app: The rest of the application (FastAPI's stack).
@@ -99,15 +105,15 @@ class PredictFastPath:
             return
         headers = dict(scope["headers"])
         content_type = headers.get(b"content-type", b"").decode("latin-1")
-        if not takes_body(content_type):
-            await self.app(scope, receive, send)
+        if not takes_upload(content_type):
+            await self.app(scope, receive, send)  # the route answers 415
             return
         try:
             request = await self.read(scope, receive, headers, content_type)
-            if request is None:  # the client went away
-                return
             answer = await self.predict(scope["app"].response_queue_id, request)
-        except HTTPException as error:
+        except ClientGone:
+            return
+        except StarletteHTTPException as error:  # FastAPI's, and the form parser's
             await respond(send, error.status_code, {"detail": error.detail}, error.headers)
             return
         except Exception:
@@ -119,42 +125,26 @@ class PredictFastPath:
 
     async def read(
         self, scope: Scope, receive: Receive, headers: dict[bytes, bytes], content_type: str
-    ) -> PredictionRequest | None:
+    ) -> PredictionRequest:
         """The checked request, as the route's dependency would make it.
-
-        Returns:
-            The request, or None if the client disconnected while sending it.
 
         Raises:
             HTTPException: 4xx for bad options, too large a body or a bad image.
+            ClientGone: If the client disconnected while sending it.
         """
         # As Starlette reads a query string: the last of repeated names wins.
         query = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
         k = parse_k(query, self.rules.num_classes)
         reject = parse_reject(query)
-        declared = headers.get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            raise HTTPException(413, too_large(f"{int(declared)} bytes", self.max_bytes))
-        body = await self.body(receive)
-        if body is None:
-            return None
-        data = image_from_body(content_type, body)
+        refusal = declared_too_large(headers, self.max_bytes)
+        if refusal is not None:
+            raise HTTPException(413, refusal)
+        receive = until_disconnect(limited(receive, self.max_bytes))
+        if media_type(content_type) == "multipart/form-data":
+            data = nonempty(await read_multipart(Request(scope, receive)))
+        else:
+            data = image_from_body(content_type, await read_body(receive))
         return PredictionRequest(image=await preprocess(data, self.rules), k=k, reject=reject)
-
-    async def body(self, receive: Receive) -> bytes | None:
-        """The request body, at most ``max_bytes`` of it; None on disconnect."""
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                raise HTTPException(413, too_large(f"over {self.max_bytes} bytes", self.max_bytes))
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
 
     async def predict(self, consumer_id: int, request: PredictionRequest) -> Any:
         """Queue ``request`` for the workers and wait for its answer, as LitServe does.
@@ -176,6 +166,37 @@ class PredictFastPath:
         if status == LitAPIStatus.ERROR:
             RegularRequestHandler._handle_error_response(response)  # raises HTTPException
         return response
+
+
+class ClientGone(Exception):
+    """The client closed the connection before its request was read."""
+
+
+def until_disconnect(receive: Receive) -> Receive:
+    """``receive``, raising `ClientGone` when the client disconnects."""
+
+    async def checked() -> Message:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        return message
+
+    return checked
+
+
+async def read_body(receive: Receive) -> bytes:
+    """The whole request body."""
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def takes_upload(content_type: str) -> bool:
+    """Whether a request of ``content_type`` can carry an image in an accepted form."""
+    return takes_body(content_type) or media_type(content_type) == "multipart/form-data"
 
 
 def is_open(server: ls.LitServer, api: ls.LitAPI) -> bool:

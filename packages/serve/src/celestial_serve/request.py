@@ -30,13 +30,17 @@ __all__ = [
     "BodyLimit",
     "PredictionRequest",
     "UploadRules",
+    "declared_too_large",
     "decode_image",
     "image_from_body",
     "image_from_json",
+    "limited",
     "media_type",
+    "nonempty",
     "parse_k",
     "parse_reject",
     "preprocess",
+    "read_multipart",
     "read_prediction_request",
     "takes_body",
     "too_large",
@@ -50,7 +54,7 @@ ACCEPTED = (
     'content type, or application/json {"image": "<base64>"}'
 )
 
-# ASGI types, spelled out to keep Starlette an indirect dependency.
+# ASGI types, as starlette.types spells them.
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -339,6 +343,33 @@ def too_large(size: str, max_bytes: int) -> str:
     )
 
 
+def declared_too_large(headers: Mapping[bytes, bytes], max_bytes: int) -> str | None:
+    """The 413 message if a request's ``Content-Length`` is over ``max_bytes``, else None."""
+    declared = headers.get(b"content-length", b"")
+    if declared.isdigit() and int(declared) > max_bytes:
+        return too_large(f"{int(declared)} bytes", max_bytes)
+    return None
+
+
+def limited(receive: Receive, max_bytes: int) -> Receive:
+    """``receive``, counting the body as it streams in and cutting it off at ``max_bytes``.
+
+    Raises (from the returned callable):
+        HTTPException: 413 once more than ``max_bytes`` have come.
+    """
+    received = 0
+
+    async def counted() -> Message:
+        nonlocal received
+        message = await receive()
+        received += len(message.get("body", b""))
+        if received > max_bytes:
+            raise bad_request(413, too_large(f"over {max_bytes} bytes", max_bytes))
+        return message
+
+    return counted
+
+
 class BodyLimit:
     """ASGI middleware answering 413 to request bodies larger than ``max_bytes``.
 
@@ -350,29 +381,14 @@ class BodyLimit:
         self.app = app
         self.max_bytes = max_bytes
 
-    def message(self, size: str) -> str:
-        """The 413 message for a body of ``size``."""
-        return too_large(size, self.max_bytes)
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            response = JSONResponse({"detail": self.message(f"{int(declared)} bytes")}, 413)
-            await response(scope, receive, send)
+        refusal = declared_too_large(dict(scope["headers"]), self.max_bytes)
+        if refusal is not None:
+            await JSONResponse({"detail": refusal}, 413)(scope, receive, send)
             return
-        received = 0
-
-        async def counted() -> Message:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                # Raised inside the route, where FastAPI turns it into the JSON answer.
-                raise bad_request(413, self.message(f"over {self.max_bytes} bytes"))
-            return message
-
-        await self.app(scope, counted, send)
+        # Raised inside the route, where FastAPI turns it into the JSON answer.
+        await self.app(scope, limited(receive, self.max_bytes), send)
