@@ -16,6 +16,7 @@ from celestial_models.ood import (
     CENTROIDS_FILE,
     OOD_FILE,
     PRECISION_FILE,
+    OodDetector,
     calibrate_threshold,
     class_statistics,
     compute_scores,
@@ -54,6 +55,23 @@ def test_mahalanobis_with_identity_precision_is_the_squared_distance_to_the_near
     features = np.array([[1.0, 2.0], [9.0, 0.0], [5.0, 5.0]])
     scores = compute_scores("mahalanobis", features, None, None, centroids, np.eye(2))
     np.testing.assert_allclose(scores, [5.0, 1.0, 50.0])
+
+
+def test_a_mahalanobis_detector_scores_exactly_as_compute_scores() -> None:
+    # The detector computes its centroids' terms once; the scores must not change.
+    rng = np.random.default_rng(3)
+    centroids = rng.normal(size=(4, 6))
+    centroids[2] = np.nan  # a class without training images
+    spread = rng.normal(size=(6, 6))
+    precision = np.linalg.inv(spread @ spread.T + np.eye(6))
+    detector = OodDetector("mahalanobis", 1.0, 0.95, 0.95, centroids, precision)
+    for batch in (1, 5):
+        features = rng.normal(size=(batch, 6)).astype(np.float32)
+        logits = rng.normal(size=(batch, 4))
+        probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        outputs = (features, logits, probabilities)
+        expected = compute_scores("mahalanobis", *outputs, centroids, precision)
+        np.testing.assert_array_equal(detector.scores(*outputs), expected)
 
 
 def test_energy_msp_and_cosine_follow_their_definitions() -> None:

@@ -27,6 +27,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -156,24 +157,43 @@ def compute_scores(
     if centroids is None:
         raise ValueError(f"The {method} score needs class centroids.")
     f = np.asarray(features, dtype=np.float64)
-    known = ~np.isnan(centroids).any(axis=1)
-    mu = centroids[known]
     if method == "cosine":
+        mu = known_centroids(centroids)
         norms = np.linalg.norm(f, axis=1, keepdims=True) * np.linalg.norm(mu, axis=1)
         similarity = (f @ mu.T) / np.maximum(norms, 1e-12)
         return 1.0 - similarity.max(axis=1)
     if method == "mahalanobis":
         if precision is None:
             raise ValueError("The mahalanobis score needs the precision matrix.")
-        # (f - mu)^T P (f - mu) for every class, without an (N, K, D) array.
-        projected = f @ precision
-        distances = (
-            (projected * f).sum(axis=1, keepdims=True)
-            - 2.0 * projected @ mu.T
-            + ((mu @ precision) * mu).sum(axis=1)
-        )
-        return np.maximum(distances.min(axis=1), 0.0)
+        return mahalanobis(f, precision, *mahalanobis_terms(centroids, precision))
     raise ValueError(f"Unknown OOD score {method!r}; expected one of {', '.join(SCORES)}.")
+
+
+def known_centroids(centroids: np.ndarray) -> np.ndarray:
+    """The centroids of the classes that had training images (the others are NaN)."""
+    return centroids[~np.isnan(centroids).any(axis=1)]
+
+
+def mahalanobis_terms(
+    centroids: np.ndarray, precision: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """What `mahalanobis` needs of the centroids: the known ones, and mu^T P mu of each."""
+    mu = known_centroids(centroids)
+    return mu, ((mu @ precision) * mu).sum(axis=1)
+
+
+def mahalanobis(
+    features: np.ndarray, precision: np.ndarray, mu: np.ndarray, mu_terms: np.ndarray
+) -> np.ndarray:
+    """The Mahalanobis distance of each embedding to its nearest centroid (float64 ``(N,)``).
+
+    ``mu`` and ``mu_terms`` come from `mahalanobis_terms`.
+    """
+    f = np.asarray(features, dtype=np.float64)
+    # (f - mu)^T P (f - mu) for every class, without an (N, K, D) array.
+    projected = f @ precision
+    distances = (projected * f).sum(axis=1, keepdims=True) - 2.0 * projected @ mu.T + mu_terms
+    return np.maximum(distances.min(axis=1), 0.0)
 
 
 def calibrate_threshold(scores: np.ndarray, acceptance: float) -> float:
@@ -218,9 +238,15 @@ class OodDetector:
         self, features: np.ndarray, logits: np.ndarray, probabilities: np.ndarray
     ) -> np.ndarray:
         """Scores of a batch with this detector's method (see `compute_scores`)."""
+        if self.method == "mahalanobis":  # the centroids' terms computed once, not per batch
+            return mahalanobis(features, self.precision, *self._mahalanobis_terms)
         return compute_scores(
             self.method, features, logits, probabilities, self.centroids, self.precision
         )
+
+    @cached_property
+    def _mahalanobis_terms(self) -> tuple[np.ndarray, np.ndarray]:
+        return mahalanobis_terms(self.centroids, self.precision)
 
     def unknown(self, scores: np.ndarray) -> np.ndarray:
         """Boolean ``(N,)``: which scores lie above the threshold."""
