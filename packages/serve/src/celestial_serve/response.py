@@ -50,8 +50,10 @@ def prediction(
             f"Expected {len(classes)} probabilities, one per class. "
             f"Received shape {probabilities.shape}."
         )
-    order = np.argsort(-probabilities, kind="stable")[: max(1, k)]
-    top_k = [{"label": classes[i], "probability": round(float(probabilities[i]), 6)} for i in order]
+    values = probabilities.tolist()
+    # Python's sort is stable with reverse=True too: ties stay in class order.
+    order = sorted(range(len(values)), key=values.__getitem__, reverse=True)[: max(1, k)]
+    top_k = [{"label": classes[i], "probability": round(values[i], 6)} for i in order]
     scored = score is not None and threshold is not None and np.isfinite(score)
     unknown = bool(reject and scored and score > threshold)  # type: ignore[operator]
     return {
