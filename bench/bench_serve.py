@@ -369,7 +369,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--project", type=Path, help="project to serve (default: see above)")
     parser.add_argument("--requests", type=int, default=3000, help="per 8-client round")
-    parser.add_argument("--rounds", type=int, default=7, help="rounds (medians kept)")
+    parser.add_argument("--rounds", type=int, default=11, help="rounds (medians kept)")
     parser.add_argument("--ceiling", type=Path, help=argparse.SUPPRESS)  # internal: one ceiling
     parser.add_argument("--dispatch", default="asynchronous", help=argparse.SUPPRESS)
     args = parser.parse_args()
