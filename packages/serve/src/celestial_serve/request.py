@@ -390,5 +390,6 @@ class BodyLimit:
         if refusal is not None:
             await JSONResponse({"detail": refusal}, 413)(scope, receive, send)
             return
-        # Raised inside the route, where FastAPI turns it into the JSON answer.
+        # Past the limit, reading raises 413 inside the route, where FastAPI
+        # turns it into the JSON answer.
         await self.app(scope, limited(receive, self.max_bytes), send)
