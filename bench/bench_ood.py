@@ -43,19 +43,20 @@ def main() -> None:
     if not args.raw.is_dir():
         raise SystemExit(f"bench_ood: reference images not found at {args.raw}")
 
-    from celestial_data import load_prepared, prepare_dataset
+    from celestial_data import PrepareParams, load_prepared, prepare_dataset
     from celestial_eval.rejection import leave_one_class_out, nonbody_rejection
-    from celestial_models import load_classifier, train_model
+    from celestial_models import TrainParams, load_classifier, train_model
+    from celestial_models.ood import OodParams
 
     params = yaml.safe_load(PARAMS.read_text())
+    train_params = TrainParams.parse(params["train"])
+    ood_params = OodParams.parse(params.get("ood"))
     with tempfile.TemporaryDirectory() as scratch:
         prepared = Path(scratch) / "prepared"
-        prepare_dataset(args.raw, prepared, params["prepare"])
+        prepare_dataset(args.raw, prepared, PrepareParams.parse(params["prepare"]))
         dataset = load_prepared(prepared)
         started = time.perf_counter()
-        metadata = train_model(
-            dataset, Path(scratch) / "model", params["train"], ood=params.get("ood")
-        )
+        metadata = train_model(dataset, Path(scratch) / "model", train_params, ood=ood_params)
         classifier = load_classifier(Path(scratch) / "model")
         test_probabilities, test_scores = classifier.predict_with_score(dataset.images("test"))
         full = {
@@ -71,8 +72,8 @@ def main() -> None:
         started = time.perf_counter()
         loo = leave_one_class_out(
             dataset,
-            params["train"],
-            params.get("ood"),
+            train_params,
+            ood_params,
             args.classes or "all",
             work_dir=scratch,
             detail=True,

@@ -43,7 +43,7 @@ def memory(key):  # MiB; VmHWM is this process's peak (ru_maxrss survives exec)
 raw, out = sys.argv[1], sys.argv[2]
 before = memory("VmRSS")
 start = time.perf_counter()
-result = prepare_dataset(raw, out, {})
+result = prepare_dataset(raw, out)
 seconds = time.perf_counter() - start
 print(json.dumps({
     "images": result.report.total,
@@ -114,11 +114,12 @@ def main() -> None:
         sys.exit(f"bench_prepare: reference images not found at {REFERENCE}")
 
     from celestial_data.dataset import default_workers
-    from celestial_data.prepare import DEFAULTS
-    from celestial_data.synth import BODIES, synthesize
+    from celestial_data.prepare import PrepareParams
+    from celestial_data.synth import BODIES, SynthParams, synthesize
 
     workers = default_workers()
-    size = DEFAULTS["image_size"]
+    defaults = PrepareParams()
+    size = defaults.image_size
     figures: dict = {
         "machine": {
             "python": platform.python_version(),
@@ -126,7 +127,7 @@ def main() -> None:
             "workers": workers,
             "platform": platform.platform(),
         },
-        "params": DEFAULTS,
+        "params": defaults.dump(),
     }
     for kind in ("plain", "draft"):
         ceiling = {}
@@ -140,7 +141,7 @@ def main() -> None:
         figures["reference"] = prepare_figures(REFERENCE, work, args.runs)
         per_class = -(-args.synthetic // len(BODIES))
         start = time.perf_counter()
-        synthesize(work / "synthetic", per_class=per_class, size=128, seed=0)
+        synthesize(work / "synthetic", SynthParams(per_class=per_class, size=128, seed=0))
         rendered = time.perf_counter() - start
         synthetic = prepare_figures(work / "synthetic", work, max(1, args.runs - 1))
         synthetic["rendered_in_s"] = round(rendered, 1)

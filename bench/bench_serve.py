@@ -65,10 +65,10 @@ def reference_files(per_class: int) -> list[Path]:
 def train_fallback(root: Path) -> Path:
     """A project with a model trained briefly on reference images at the default size."""
     from celestial_data import decode, to_array, write_prepared
-    from celestial_data.prepare import DEFAULTS as PREPARE
-    from celestial_models import train_model
+    from celestial_data import PrepareParams
+    from celestial_models import TrainParams, train_model
 
-    size, mode = PREPARE["image_size"], PREPARE["color_mode"]
+    size, mode = PrepareParams().image_size, PrepareParams().color_mode
     files = reference_files(per_class=20)
     classes = sorted({p.parent.name for p in files})
     images = np.stack([to_array(decode(p, size), size, mode) for p in files])
@@ -81,7 +81,7 @@ def train_fallback(root: Path) -> Path:
         {"train": (images, labels, names), "val": (images, labels, names)},
     )
     project = root / "bench-bodies"
-    train_model(prepared, project / "model", {"epochs": 1})
+    train_model(prepared, project / "model", TrainParams(epochs=1))
     return project
 
 

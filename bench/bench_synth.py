@@ -41,7 +41,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from celestial_data.dataset import default_workers
-    from celestial_data.synth import BODIES, DEFAULTS, build_surfaces, synthesize
+    from celestial_data.synth import BODIES, SynthParams, build_surfaces, synthesize
 
     start = time.perf_counter()
     build_surfaces()
@@ -65,11 +65,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-synth-") as tmp:
         for _ in range(args.runs):
             start = time.perf_counter()
-            synthesize(Path(tmp) / "raw", per_class=args.per_class, size=DEFAULTS["size"])
+            synthesize(Path(tmp) / "raw", SynthParams(per_class=args.per_class))
             best = min(best, time.perf_counter() - start)
     figures["synthesize"] = {
         "images": images,
-        "size": DEFAULTS["size"],
+        "size": SynthParams().size,
         "seconds": round(best, 2),
         "images_per_s": round(images / best),
     }

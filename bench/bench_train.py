@@ -49,6 +49,7 @@ start, start_cpu = time.perf_counter(), time.process_time()
 from celestial_models.backend import keras
 imported, imported_cpu = time.perf_counter(), time.process_time()
 import celestial_models.train as train
+from celestial_models.params import TrainParams
 
 class Clock(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
@@ -64,7 +65,7 @@ class Clock(keras.callbacks.Callback):
 
 clock = Clock()
 prepared, model_dir, params = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-meta = train.train_model(prepared, model_dir, params, callbacks=[clock])
+meta = train.train_model(prepared, model_dir, TrainParams.parse(params), callbacks=[clock])
 done, done_cpu = time.perf_counter(), time.process_time()
 print(json.dumps({
     "cpu_s": {
@@ -135,10 +136,11 @@ def parse_value(text: str) -> object:
 
 def prepare(raw: Path, out: Path, image_size: int, color_mode: str) -> dict:
     """Prepare the reference dataset in ``out`` and return its split sizes and time."""
-    from celestial_data.prepare import prepare_dataset
+    from celestial_data.prepare import PrepareParams, prepare_dataset
 
     start = time.perf_counter()
-    result = prepare_dataset(raw, out, {"image_size": image_size, "color_mode": color_mode})
+    params = PrepareParams.parse({"image_size": image_size, "color_mode": color_mode})
+    result = prepare_dataset(raw, out, params)
     return {"splits": result.dataset.splits, "in_process_s": time.perf_counter() - start}
 
 
@@ -160,7 +162,7 @@ def main() -> None:
         key, _, value = item.partition("=")
         params[key] = parse_value(value)
 
-    from celestial_models.params import resolve_params
+    from celestial_models.params import TrainParams
 
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
@@ -199,15 +201,15 @@ def main() -> None:
     fits = [run["fit"] for run in runs]
     later = [s for fit in fits for s in fit["epoch_s"][1:]]
     images_per_epoch = (
-        -(-data["splits"]["train"] // resolve_params(params)["batch_size"])
-        * (resolve_params(params)["batch_size"])
+        -(-data["splits"]["train"] // TrainParams.parse(params).batch_size)
+        * TrainParams.parse(params).batch_size
     )
     steady = statistics.median(later) if later else None
     results = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "dataset": {"raw": "planets-moons", **data},
         "prepare_params": {"image_size": args.image_size, "color_mode": args.color_mode},
-        "train_params": resolve_params(params),
+        "train_params": TrainParams.parse(params).dump(),
         "repeats": args.repeats,
         "val_accuracy": [fit["val_accuracy"] for fit in fits],
         "eval_val_accuracy": [run["predict"]["val_accuracy"] for run in runs],

@@ -1,7 +1,7 @@
 """The documentation and the workflows tell the truth about the code.
 
-- The params reference in ``docs/pipeline.md`` lists exactly the keys and
-  defaults of the commands' ``DEFAULTS`` dictionaries.
+- The params reference in ``docs/pipeline.md`` is what
+  ``tools/params_reference.py`` generates from the params models.
 - Every command the docs and the README show exists: the program, its
   subcommand, its long options, and each ``nox -s`` session.
 - Shell blocks marked runnable (an HTML comment ``<!-- runnable -->`` on the
@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import itertools
 import os
 import re
@@ -217,71 +218,53 @@ def test_runnable_blocks_are_marked_and_found() -> None:
     assert marked == len(found) >= 2, "a runnable marker must sit right above a ```sh fence"
 
 
-def reference_tables(page: Path) -> dict[str, dict[str, object]]:
-    """The params tables of ``page``: section -> key -> default (parsed as YAML)."""
-    tables: dict[str, dict[str, object]] = {}
-    section = None
-    for line in page.read_text().splitlines():
-        heading = re.fullmatch(r"### `(\w+)`", line.strip())
-        if heading:
-            section = heading.group(1)
-            tables[section] = {}
-        elif section and line.startswith("| `"):
-            cells = [cell.strip() for cell in line.strip("|").split("|")]
-            key, default = cells[0].strip("`"), cells[1].strip("`")
-            tables[section][key] = yaml.safe_load(default)
-        elif line.startswith("## "):
-            section = None
-    return tables
+def load_tool(name: str):
+    """A script of ``tools/`` as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def flatten(defaults: dict[str, object]) -> dict[str, object]:
-    """``{"a": {"b": 1}}`` as ``{"a.b": 1}``: nested sections are documented key by key."""
-    flat: dict[str, object] = {}
-    for key, value in defaults.items():
-        if isinstance(value, dict):
-            flat.update({f"{key}.{inner}": v for inner, v in flatten(value).items()})
-        else:
-            flat[key] = value
-    return flat
-
-
-PARAM_SECTIONS = {
-    "synth": "celestial_data.synth",
-    "prepare": "celestial_data.prepare",
-    "train": "celestial_models.train",
-    "ood": "celestial_models.ood",
-    "evaluate": "celestial_eval.evaluate",
-    "rejection": "celestial_eval.rejection",
-}
 TEMPLATE_PARAMS = ROOT / "templates" / "project" / "{{cookiecutter.slug}}" / "params.yaml"
 
 
 def test_every_params_section_is_documented() -> None:
+    reference = load_tool("params_reference")
     # The template's params.yaml is Jinja: its sections are its unindented keys.
     sections = re.findall(r"^(\w+):", TEMPLATE_PARAMS.read_text(), re.MULTILINE)
-    assert sorted(sections) == sorted(PARAM_SECTIONS)
-    assert sorted(reference_tables(DOCS / "pipeline.md")) == sorted(PARAM_SECTIONS)
+    assert sections == [model.section for model in reference.SECTIONS]
+    documented = re.findall(r"^### `(\w+)`$", (DOCS / "pipeline.md").read_text(), re.MULTILINE)
+    assert sections == documented
 
 
-@pytest.mark.parametrize("section", PARAM_SECTIONS)
-def test_params_reference_matches_the_code(section: str) -> None:
-    defaults = flatten(importlib.import_module(PARAM_SECTIONS[section]).DEFAULTS)
-    documented = reference_tables(DOCS / "pipeline.md").get(section)
-    expected = "\n".join(f"| `{k}` | `{v}` | ... |" for k, v in defaults.items())
-    assert documented == defaults, (
-        f"docs/pipeline.md, section `{section}`, must list exactly the keys and defaults "
-        f"of {PARAM_SECTIONS[section]}.DEFAULTS:\n{expected}"
+def test_params_reference_is_generated_from_the_models() -> None:
+    page = DOCS / "pipeline.md"
+    reference = load_tool("params_reference")
+    assert reference.render(page.read_text()) == page.read_text(), (
+        "docs/pipeline.md's params tables are stale: run `uv run python "
+        "tools/params_reference.py` (or `uv run nox -s docs`)."
     )
 
 
-def test_reference_parsing_sees_a_drift(tmp_path: Path) -> None:
+def test_params_reference_regenerates_a_stale_table(tmp_path: Path) -> None:
+    reference = load_tool("params_reference")
     page = tmp_path / "pipeline.md"
-    page.write_text(
-        "## Params reference\n\n### `prepare`\n\n| key | default | effect |\n| --- | --- | --- |\n"
-        "| `image_size` | `64` | side |\n| `color_mode` | `rgb` | mode |\n"
+    blocks = "".join(
+        f"### `{m.section}`\n\n<!-- params: {m.section} -->\n| stale |\n<!-- /params -->\n\n"
+        for m in reference.SECTIONS
     )
-    assert reference_tables(page) == {"prepare": {"image_size": 64, "color_mode": "rgb"}}
+    page.write_text(blocks)
+    assert reference.main([str(page), "--check"]) == 1
+    assert reference.main([str(page)]) == 0
+    text = page.read_text()
+    assert "| stale |" not in text
+    assert "| `epochs` | `8` | most passes over the training split" in text
+    assert reference.main([str(page), "--check"]) == 0
+    page.write_text(blocks.replace("<!-- params: ood -->", "<!-- params: odd -->"))
+    with pytest.raises(ValueError, match=r"unknown: \['odd'\], missing: \['ood'\]"):
+        reference.render(page.read_text())
 
 
 def option_table(page: Path) -> dict[str, object]:

@@ -116,19 +116,19 @@ def test_dvc_interpolation_survives_and_the_first_stage_fits_the_source(
 
 
 def test_params_yaml_holds_the_packages_defaults(tmp_path: Path) -> None:
-    from celestial_data import prepare, synth
-    from celestial_eval import evaluate, rejection
-    from celestial_models import ood, train
+    from celestial_data import PrepareParams, SynthParams
+    from celestial_eval.evaluate import EvaluateParams
+    from celestial_eval.rejection import RejectionParams
+    from celestial_models.ood import OodParams
+    from celestial_models.params import TrainParams
 
     project = bake(tmp_path, data_source="synthetic")
-    assert yaml.safe_load((project / "params.yaml").read_text()) == {
-        "synth": synth.DEFAULTS,
-        "prepare": prepare.DEFAULTS,
-        "train": train.DEFAULTS,
-        "ood": ood.DEFAULTS,
-        "evaluate": evaluate.DEFAULTS,
-        "rejection": rejection.DEFAULTS,
-    }
+    written = yaml.safe_load((project / "params.yaml").read_text())
+    sections = (SynthParams, PrepareParams, TrainParams, OodParams, EvaluateParams, RejectionParams)
+    assert list(written) == [model.section for model in sections]
+    for model in sections:
+        # Every key written is valid and, with the prompts' defaults, is the package's default.
+        assert model.parse(written[model.section]) == model(), model.section
 
 
 def test_the_prompts_offer_what_the_packages_accept() -> None:

@@ -12,9 +12,14 @@ import pytest
 from PIL import Image
 
 from celestial_data import DatasetError, ParamsError, decode, load_prepared, to_array
-from celestial_data.prepare import DEFAULTS, prepare_dataset, validate_params
+from celestial_data.prepare import PrepareParams, prepare_dataset
 
-PARAMS = {"image_size": 8, "val_fraction": 0.25, "test_fraction": 0.25, "seed": 3}
+PARAMS = PrepareParams(image_size=8, val_fraction=0.25, test_fraction=0.25, seed=3)
+
+
+def changed(**values: object) -> PrepareParams:
+    """`PARAMS` with some keys changed."""
+    return PrepareParams.parse({**PARAMS.dump(), **values})
 
 
 def manifest(out: Path) -> list[dict[str, str]]:
@@ -75,7 +80,7 @@ def test_arrays_match_manifest_and_the_shared_preprocessing(raw: Path, tmp_path:
 def test_report_holds_the_check_and_counts_per_split(raw: Path, tmp_path: Path) -> None:
     prepare_dataset(raw, tmp_path / "out", PARAMS)
     report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert report["params"] == validate_params(PARAMS)
+    assert report["params"] == PARAMS.dump()
     assert report["counts"] == {"Mars": 6, "Moon": 6, "Venus": 6}
     per_split = report["splits"]
     assert set(per_split) == {"train", "val", "test"}
@@ -89,7 +94,7 @@ def test_rerun_is_byte_identical_even_from_another_folder(raw: Path, tmp_path: P
     copy = shutil.copytree(raw, tmp_path / "elsewhere" / "raw")
     prepare_dataset(copy, tmp_path / "b", PARAMS, workers=2)
     assert file_bytes(tmp_path / "a") == file_bytes(tmp_path / "b")
-    prepare_dataset(raw, tmp_path / "c", {**PARAMS, "seed": 4})
+    prepare_dataset(raw, tmp_path / "c", changed(seed=4))
     assert file_bytes(tmp_path / "c") != file_bytes(tmp_path / "a")
 
 
@@ -130,14 +135,16 @@ def test_duplicates_are_never_split_across(make_raw, tmp_path: Path) -> None:
 def test_zero_test_fraction_means_no_test_split(raw: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     prepare_dataset(raw, out, PARAMS)
-    dataset = prepare_dataset(raw, out, {**PARAMS, "test_fraction": 0}).dataset
+    dataset = prepare_dataset(raw, out, changed(test_fraction=0)).dataset
     assert list(dataset.splits) == ["train", "val"]
     assert not dataset.has("test")
     assert not (out / "test_images.npy").exists()
 
 
 def test_grayscale_and_size(raw: Path, tmp_path: Path) -> None:
-    dataset = prepare_dataset(raw, tmp_path / "out", {"image_size": 12, "color_mode": "grayscale"})
+    dataset = prepare_dataset(
+        raw, tmp_path / "out", PrepareParams(image_size=12, color_mode="grayscale")
+    )
     assert dataset.dataset.input_shape == (12, 12, 1)
     assert dataset.dataset.images("train").shape[1:] == (12, 12, 1)
 
@@ -146,22 +153,29 @@ def test_grayscale_and_size(raw: Path, tmp_path: Path) -> None:
     ("params", "message"),
     [
         ({"image_sise": 8}, "Unknown key 'image_sise'.*Did you mean 'image_size'"),
-        ({"image_size": "big"}, "image_size must be a whole number"),
-        ({"image_size": 2}, "image_size must be"),
-        ({"color_mode": "rgba"}, "color_mode must be one of rgb, grayscale"),
-        ({"val_fraction": 1.2}, "val_fraction must be a number"),
+        ({"image_size": "big"}, r"prepare.image_size: Input should be a valid integer"),
+        ({"image_size": 2}, r"prepare.image_size: Input should be greater than or equal to 4"),
+        ({"color_mode": "rgba"}, r"prepare.color_mode: Input should be 'rgb' or 'grayscale'"),
+        ({"val_fraction": 1.2}, r"prepare.val_fraction: Input should be less than 1"),
         ({"val_fraction": 0.5, "test_fraction": 0.5}, "leave images for training"),
-        ({"seed": 1.5}, "seed must be an integer"),
-        ({"on_corrupt": "ignore"}, "on_corrupt must be one of error, skip"),
+        ({"seed": 1.5}, r"prepare.seed: Input should be a valid integer\. Received: 1.5"),
+        ({"on_corrupt": "ignore"}, r"prepare.on_corrupt: Input should be 'error' or 'skip'"),
     ],
 )
 def test_bad_params_are_errors_naming_the_key(params: dict, message: str) -> None:
     with pytest.raises(ParamsError, match=message):
-        validate_params(params)
+        PrepareParams.parse(params)
 
 
 def test_defaults_are_valid() -> None:
-    assert validate_params({}) == DEFAULTS
+    assert PrepareParams().dump() == {
+        "image_size": 32,
+        "color_mode": "rgb",
+        "seed": 42,
+        "val_fraction": 0.15,
+        "test_fraction": 0.15,
+        "on_corrupt": "error",
+    }
 
 
 def test_corrupt_images_fail_and_leave_no_dataset(raw: Path, tmp_path: Path, encode) -> None:
@@ -181,7 +195,7 @@ def test_corrupt_images_can_be_skipped(raw: Path, tmp_path: Path, encode) -> Non
         (raw / "Moon" / f"cut_{i}.jpg").write_bytes(whole[: len(whole) // 2 + i])
     (raw / "Moon" / "empty.png").write_bytes(b"")
     out = tmp_path / "out"
-    dataset = prepare_dataset(raw, out, {**PARAMS, "on_corrupt": "skip"}).dataset
+    dataset = prepare_dataset(raw, out, changed(on_corrupt="skip")).dataset
     assert sum(dataset.splits.values()) == 18
     report = json.loads((out / "report.json").read_text())
     assert report["skipped"] == [*(f"Moon/cut_{i}.jpg" for i in range(4)), "Moon/empty.png"]
@@ -214,7 +228,7 @@ def test_memory_maps_stream_without_loading(raw: Path, tmp_path: Path) -> None:
 
 def test_a_class_missing_from_a_split_is_a_warning(make_raw, tmp_path: Path) -> None:
     root = make_raw({"A": 2, "B": 2})
-    result = prepare_dataset(root, tmp_path / "out", {**PARAMS, "val_fraction": 0.1})
+    result = prepare_dataset(root, tmp_path / "out", changed(val_fraction=0.1))
     empty = [
         (split, name)
         for split, counts in result.split_counts.items()

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from celestial_data.check import check_dataset
-from celestial_data.prepare import DEFAULTS, prepare_dataset
+from celestial_data.prepare import PrepareParams, prepare_dataset
 from celestial_data.split import split_of
 
 ROOT = Path(__file__).resolve().parents[3]
 REFERENCE = ROOT.parent / "shared" / "datasets" / "planets-moons" / "raw"
+DEFAULT = PrepareParams()
 CLASSES = [
     "Earth",
     "Jupiter",
@@ -45,12 +46,10 @@ def test_prepare_reference_counts_per_split_and_class(tmp_path: Path) -> None:
     expected: Counter[tuple[str, str]] = Counter()
     for path in REFERENCE.glob("*/*"):
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        split = split_of(
-            digest, DEFAULTS["seed"], DEFAULTS["val_fraction"], DEFAULTS["test_fraction"]
-        )
+        split = split_of(digest, DEFAULT.seed, DEFAULT.val_fraction, DEFAULT.test_fraction)
         expected[split, path.parent.name] += 1
 
-    result = prepare_dataset(REFERENCE, tmp_path / "out", {})
+    result = prepare_dataset(REFERENCE, tmp_path / "out")
     dataset = result.dataset
     assert dataset.classes == tuple(CLASSES)
     assert dataset.input_shape == (32, 32, 3)
@@ -63,7 +62,7 @@ def test_prepare_reference_counts_per_split_and_class(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["splits"]["val"] == {name: expected["val", name] for name in CLASSES}
 
-    again = prepare_dataset(REFERENCE, tmp_path / "again", {})
+    again = prepare_dataset(REFERENCE, tmp_path / "again")
     assert again.dataset.hash == dataset.hash
     for name in ("manifest.csv", "report.json", "preview.png", "dataset.json"):
         assert (tmp_path / "again" / name).read_bytes() == (tmp_path / "out" / name).read_bytes()

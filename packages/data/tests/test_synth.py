@@ -10,7 +10,7 @@ from PIL import Image
 
 from celestial_data import ParamsError
 from celestial_data.check import check_dataset
-from celestial_data.synth import BODIES, DEFAULTS, render, synthesize, validate_params
+from celestial_data.synth import BODIES, SynthParams, render, synthesize
 
 
 def mean_colour(body: str, count: int = 6, size: int = 48) -> np.ndarray:
@@ -85,7 +85,7 @@ def test_moon_has_dark_maria_and_mercury_has_none() -> None:
 
 
 def test_synthesize_writes_the_reference_layout(tmp_path: Path) -> None:
-    paths = synthesize(tmp_path / "raw", per_class=3, size=32, seed=1, workers=2)
+    paths = synthesize(tmp_path / "raw", SynthParams(per_class=3, size=32, seed=1), workers=2)
     assert len(paths) == 30
     assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == list(BODIES)
     assert sorted(p.name for p in (tmp_path / "raw" / "Mars").iterdir()) == [
@@ -106,24 +106,40 @@ def _bytes(folder: Path) -> dict[str, bytes]:
 
 def test_synthesize_is_deterministic_per_seed(tmp_path: Path) -> None:
     # Enough images for worker processes in one run, and one process in the other.
-    synthesize(tmp_path / "a", per_class=12, size=24, seed=5, classes=["Moon", "Earth"], workers=2)
-    synthesize(tmp_path / "b", per_class=12, size=24, seed=5, classes=["Earth", "Moon"], workers=1)
+    synthesize(
+        tmp_path / "a",
+        SynthParams(per_class=12, size=24, seed=5),
+        classes=["Moon", "Earth"],
+        workers=2,
+    )
+    synthesize(
+        tmp_path / "b",
+        SynthParams(per_class=12, size=24, seed=5),
+        classes=["Earth", "Moon"],
+        workers=1,
+    )
     assert _bytes(tmp_path / "a") == _bytes(tmp_path / "b")
-    synthesize(tmp_path / "c", per_class=12, size=24, seed=6, classes=["Moon", "Earth"])
+    synthesize(
+        tmp_path / "c", SynthParams(per_class=12, size=24, seed=6), classes=["Moon", "Earth"]
+    )
     assert _bytes(tmp_path / "c") != _bytes(tmp_path / "a")
 
 
 def test_more_images_per_class_keep_the_first_ones(tmp_path: Path) -> None:
-    synthesize(tmp_path / "a", per_class=2, size=24, seed=0, classes=["Venus", "Jupiter"])
-    synthesize(tmp_path / "b", per_class=4, size=24, seed=0, classes=["Venus", "Jupiter"])
+    synthesize(
+        tmp_path / "a", SynthParams(per_class=2, size=24, seed=0), classes=["Venus", "Jupiter"]
+    )
+    synthesize(
+        tmp_path / "b", SynthParams(per_class=4, size=24, seed=0), classes=["Venus", "Jupiter"]
+    )
     small, large = _bytes(tmp_path / "a"), _bytes(tmp_path / "b")
     assert len(large) == 8
     assert {name: large[name] for name in small} == small
 
 
 def test_rerun_replaces_earlier_renders(tmp_path: Path) -> None:
-    synthesize(tmp_path / "raw", per_class=4, size=24, classes=["Moon", "Mars"])
-    synthesize(tmp_path / "raw", per_class=2, size=24, classes=["Moon", "Mars"])
+    synthesize(tmp_path / "raw", SynthParams(per_class=4, size=24), classes=["Moon", "Mars"])
+    synthesize(tmp_path / "raw", SynthParams(per_class=2, size=24), classes=["Moon", "Mars"])
     assert sorted(p.name for p in (tmp_path / "raw" / "Moon").iterdir()) == [
         "Moon_0.jpg",
         "Moon_1.jpg",
@@ -132,22 +148,26 @@ def test_rerun_replaces_earlier_renders(tmp_path: Path) -> None:
 
 def test_unknown_class_is_an_error_listing_the_bodies(tmp_path: Path) -> None:
     with pytest.raises(ParamsError, match=r"Unknown class.*Ceres.*Earth, Jupiter"):
-        synthesize(tmp_path, per_class=1, size=16, classes=["Mars", "Ceres"])
+        synthesize(tmp_path, SynthParams(per_class=1, size=16), classes=["Mars", "Ceres"])
 
 
 @pytest.mark.parametrize(
     ("params", "message"),
     [
         ({"per_clas": 3}, "Unknown key 'per_clas'.*Did you mean 'per_class'"),
-        ({"per_class": 0}, "per_class must be a whole number from 1"),
-        ({"size": 8}, "size must be a whole number from 16"),
-        ({"seed": "x"}, "seed must be"),
+        (
+            {"per_class": 0},
+            r"synth.per_class: Input should be greater than or equal to 1\. Received: 0",
+        ),
+        ({"size": 8}, r"synth.size: Input should be greater than or equal to 16"),
+        ({"seed": "x"}, r"synth.seed: Input should be a valid integer\. Received: 'x'"),
+        ({"seed": True}, r"synth.seed: Input should be a valid integer\. Received: True"),
     ],
 )
 def test_bad_params_are_errors(params: dict, message: str) -> None:
     with pytest.raises(ParamsError, match=message):
-        validate_params(params)
+        SynthParams.parse(params)
 
 
 def test_defaults() -> None:
-    assert validate_params({}) == DEFAULTS == {"per_class": 100, "size": 128, "seed": 0}
+    assert SynthParams().dump() == {"per_class": 100, "size": 128, "seed": 0}

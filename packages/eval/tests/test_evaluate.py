@@ -37,12 +37,12 @@ def splits(size: int = 16, splits_wanted=("train", "val", "test"), relabel=None)
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A model trained for two epochs on a tiny prepared dataset, and that dataset."""
-    from celestial_models import train_model
+    from celestial_models import TrainParams, train_model
 
     root = tmp_path_factory.mktemp("trained")
     prepared = root / "prepared"
     write_prepared(prepared, CLASSES, "rgb", splits())
-    train_model(prepared, root / "model", {"epochs": 2, "batch_size": 8, "conv_size": 4})
+    train_model(prepared, root / "model", TrainParams(epochs=2, batch_size=8, conv_size=4))
     return root / "model", prepared
 
 
@@ -173,8 +173,14 @@ def test_missing_prepared_data_is_a_clear_error(tmp_path: Path, capsys) -> None:
     ("section", "message"),
     [
         ("evaluate:\n  splitt: test\n", "Unknown key 'splitt'"),
-        ("evaluate:\n  split: train\n", "split must be auto, test or val"),
-        ("evaluate:\n  preview_images: -1\n", "preview_images must be an integer >= 0"),
+        (
+            "evaluate:\n  split: train\n",
+            "evaluate.split: Input should be 'auto', 'test' or 'val'. Received: 'train'",
+        ),
+        (
+            "evaluate:\n  preview_images: -1\n",
+            "evaluate.preview_images: Input should be greater than or equal to 0",
+        ),
     ],
 )
 def test_bad_params_exit_2(tmp_path: Path, capsys, section: str, message: str) -> None:

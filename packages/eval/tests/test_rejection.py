@@ -10,7 +10,7 @@ import pytest
 
 from celestial_data import ParamsError, write_prepared
 from celestial_eval.cli import main
-from celestial_eval.rejection import auroc, nonbody_images, read_params
+from celestial_eval.rejection import RejectionParams, auroc, nonbody_images
 
 CLASSES = ["Red", "Green", "Blue"]
 COLOURS = np.array([[220, 40, 40], [40, 220, 40], [40, 40, 220]])
@@ -43,7 +43,10 @@ def test_nonbody_images_are_the_same_every_time_and_of_the_model_shape() -> None
     [
         ("rejection:\n  classes: Red\n", "must be 'all' or a non-empty list"),
         ("rejection:\n  classes: []\n", "must be 'all' or a non-empty list"),
-        ("rejection:\n  epochs: -1\n", "epochs must be an integer >= 0"),
+        (
+            "rejection:\n  epochs: -1\n",
+            "rejection.epochs: Input should be greater than or equal to 0",
+        ),
         ("rejection:\n  clases: all\n", "clases"),
     ],
 )
@@ -51,7 +54,7 @@ def test_bad_rejection_params_are_named(tmp_path: Path, text: str, message: str)
     path = tmp_path / "params.yaml"
     path.write_text(text)
     with pytest.raises(ParamsError, match=message):
-        read_params(path)
+        RejectionParams.load(path)
 
 
 def colour_images(labels: np.ndarray, seed: int) -> np.ndarray:
@@ -63,7 +66,7 @@ def colour_images(labels: np.ndarray, seed: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny prepared dataset of three colours and a model trained on it."""
-    from celestial_models import train_model
+    from celestial_models import TrainParams, train_model
 
     root = tmp_path_factory.mktemp("rejection")
     arrays = {}
@@ -72,7 +75,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         files = [f"{CLASSES[k]}/{split}{i}.png" for i, k in enumerate(labels)]
         arrays[split] = (colour_images(labels, seed), labels, files)
     write_prepared(root / "prepared", CLASSES, "rgb", arrays)
-    train_model(root / "prepared", root / "model", {"epochs": 3, "batch_size": 8, "conv_size": 4})
+    train_model(root / "prepared", root / "model", TrainParams(epochs=3, batch_size=8, conv_size=4))
     return root
 
 

@@ -77,9 +77,9 @@ def make_prepared(tmp_path: Path) -> MakePrepared:
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with ``prepared``, ``model`` and ``live``: one training shared by the session."""
-    from celestial_models import train_model
+    from celestial_models import TrainParams, train_model
 
     root = tmp_path_factory.mktemp("trained")
     write_discs(root / "prepared", train=12, val=6, seed=1)
-    train_model(root / "prepared", root / "model", FAST, live_dir=root / "live")
+    train_model(root / "prepared", root / "model", TrainParams(**FAST), live_dir=root / "live")
     return root

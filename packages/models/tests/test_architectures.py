@@ -11,11 +11,12 @@ import pytest
 from celestial_models import ParamsError, build_model
 from celestial_models.backend import fast_initializers, keras
 from celestial_models.inference import Predictor
+from celestial_models.params import AugmentParams
 
-AUGMENT_ALL = {"flip": True, "rotation": 0.1, "zoom": 0.1, "brightness": 0.1}
+AUGMENT_ALL = AugmentParams(flip=True, rotation=0.1, zoom=0.1, brightness=0.1)
 
 
-def tiny(architecture: str, augment: dict | None = None) -> keras.Model:
+def tiny(architecture: str, augment: AugmentParams | None = None) -> keras.Model:
     return build_model(
         architecture, (16, 16, 3), 3, conv_size=4, dense_size=8, augment=augment, seed=0
     )
@@ -70,7 +71,7 @@ def test_config_round_trip_and_keras_file_give_equal_outputs(
 
 
 def test_augmentation_acts_only_while_training() -> None:
-    model = tiny("compact_cnn", {"flip": True, "brightness": 0.5})
+    model = tiny("compact_cnn", AugmentParams(flip=True, brightness=0.5))
     variables = (
         [v.value for v in model.trainable_variables],
         [v.value for v in model.non_trainable_variables],

@@ -45,7 +45,7 @@ def test_train_writes_the_model_directory_and_the_live_logs(
     ("train", "status", "message"),
     [
         ({"epoch": 3}, 2, "Unknown key 'epoch' in"),
-        ({"batch_size": -1}, 2, "params train.batch_size must be an integer >= 1"),
+        ({"batch_size": -1}, 2, "train.batch_size: Input should be greater than or equal to 1"),
     ],
 )
 def test_bad_params_exit_2_with_one_line(
@@ -60,7 +60,7 @@ def test_bad_params_exit_2_with_one_line(
     prepared = make_prepared().path
     assert main(["train", str(prepared), str(tmp_path / "m"), "--params", str(params)]) == status
     err = capsys.readouterr().err
-    assert err.startswith(f"celestial-models: error: {message}")
+    assert err.startswith("celestial-models: error: ") and message in err and str(params) in err
     assert err.count("\n") == 1
 
 

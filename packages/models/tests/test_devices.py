@@ -15,12 +15,13 @@ CODE = """
 import json, sys
 import jax
 from celestial_models import ParamsError, load_classifier, train_model
+from celestial_models.params import TrainParams
 prepared, model_dir, params = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 try:
-    train_model(prepared, model_dir, {**params, "batch_size": 7})
+    train_model(prepared, model_dir, TrainParams(**{**params, "batch_size": 7}))
 except ParamsError as error:
     refused = str(error)
-train_model(prepared, model_dir, params)
+train_model(prepared, model_dir, TrainParams(**params))
 classifier = load_classifier(model_dir)
 print(json.dumps({"devices": jax.device_count(), "refused": refused,
                   "classes": len(classifier.classes)}))

@@ -11,17 +11,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from celestial_models import ModelError, ParamsError
+from celestial_data import ParamsError
+from celestial_models import ModelError
 from celestial_models.ood import (
     CENTROIDS_FILE,
     OOD_FILE,
     PRECISION_FILE,
     OodDetector,
+    OodParams,
     calibrate_threshold,
     class_statistics,
     compute_scores,
-    resolve_ood_params,
 )
+from celestial_models.params import TrainParams
 
 SIZE = 16
 
@@ -101,7 +103,7 @@ def test_class_statistics_are_class_means_and_a_symmetric_precision() -> None:
     ("params", "message"),
     [
         ({"scroe": "msp"}, "scroe"),
-        ({"score": "distance"}, "ood.score must be one of mahalanobis"),
+        ({"score": "distance"}, "ood.score: Input should be 'mahalanobis', 'cosine'"),
         ({"acceptance": 0}, "ood.acceptance"),
         ({"acceptance": 1.5}, "ood.acceptance"),
         ({"acceptance": True}, "ood.acceptance"),
@@ -109,11 +111,11 @@ def test_class_statistics_are_class_means_and_a_symmetric_precision() -> None:
 )
 def test_bad_ood_params_are_named(params, message) -> None:
     with pytest.raises(ParamsError, match=message):
-        resolve_ood_params(params)
+        OodParams.parse(params)
 
 
 def test_the_defaults_are_mahalanobis_at_95_percent() -> None:
-    assert resolve_ood_params(None) == {"score": "mahalanobis", "acceptance": 0.95}
+    assert OodParams().dump() == {"score": "mahalanobis", "acceptance": 0.95}
 
 
 def far_images() -> np.ndarray:
@@ -161,7 +163,7 @@ def test_the_detector_files_are_byte_identical_across_trainings(
 ) -> None:
     from celestial_models import train_model
 
-    train_model(trained / "prepared", tmp_path / "again", fast)
+    train_model(trained / "prepared", tmp_path / "again", TrainParams(**fast))
     for name in (OOD_FILE, CENTROIDS_FILE, PRECISION_FILE):
         assert (tmp_path / "again" / name).read_bytes() == (trained / "model" / name).read_bytes()
 

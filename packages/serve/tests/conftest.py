@@ -40,7 +40,8 @@ def reference() -> dict[str, list[Path]]:
 def trained_project(tmp_path_factory: pytest.TempPathFactory, reference) -> Path:
     """A project folder holding a tiny model trained on 16 x 16 reference images."""
     from celestial_data import decode, to_array, write_prepared
-    from celestial_models import train_model
+    from celestial_models import TrainParams, train_model
+    from celestial_models.ood import OodParams
 
     root = tmp_path_factory.mktemp("serve")
     classes = list(reference)
@@ -62,7 +63,10 @@ def trained_project(tmp_path_factory: pytest.TempPathFactory, reference) -> Path
     # Its validation images are its training images: calibrating the unknown-image
     # threshold to accept all of them keeps the reference images labelled.
     train_model(
-        prepared, project / "model", {"epochs": 2, "batch_size": 16}, ood={"acceptance": 1.0}
+        prepared,
+        project / "model",
+        TrainParams(epochs=2, batch_size=16),
+        ood=OodParams(acceptance=1.0),
     )
     return project
 

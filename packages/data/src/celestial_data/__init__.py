@@ -1,5 +1,7 @@
 """Read, check, split and prepare image datasets; render synthetic celestial bodies."""
 
+import importlib.metadata
+
 from celestial_data.check import CheckReport, check_dataset
 from celestial_data.dataset import RawDataset, scan
 from celestial_data.errors import (
@@ -9,11 +11,12 @@ from celestial_data.errors import (
     ParamsError,
     PreparedDataError,
 )
-from celestial_data.image import COLOR_MODES, channels, decode, to_array
-from celestial_data.prepare import PrepareResult, prepare_dataset
+from celestial_data.image import COLOR_MODES, ImageFormat, channels, decode, to_array
+from celestial_data.params import Params
+from celestial_data.prepare import PrepareParams, PrepareResult, prepare_dataset
 from celestial_data.prepared import SPLITS, PreparedDataset, load_prepared, write_prepared
 from celestial_data.split import split_of
-from celestial_data.synth import BODIES, render, synthesize
+from celestial_data.synth import BODIES, SynthParams, render, synthesize
 
 __all__ = [
     "BODIES",
@@ -22,12 +25,16 @@ __all__ = [
     "CheckReport",
     "DataError",
     "DatasetError",
+    "ImageFormat",
     "ImageTooLarge",
+    "Params",
     "ParamsError",
+    "PrepareParams",
     "PrepareResult",
     "PreparedDataError",
     "PreparedDataset",
     "RawDataset",
+    "SynthParams",
     "__version__",
     "channels",
     "check_dataset",
@@ -42,4 +49,4 @@ __all__ = [
     "write_prepared",
 ]
 
-__version__ = "0.1.0"
+__version__ = importlib.metadata.version("celestial-data")

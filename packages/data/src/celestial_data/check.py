@@ -11,7 +11,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from celestial_data.dataset import FileInfo, RawDataset, inspect_files, scan
 
@@ -19,12 +19,14 @@ __all__ = [
     "IMBALANCE_RATIO",
     "ON_CORRUPT",
     "CheckReport",
+    "OnCorrupt",
     "build_report",
     "check_dataset",
     "format_report",
 ]
 
-ON_CORRUPT: tuple[str, ...] = ("error", "skip")
+OnCorrupt = Literal["error", "skip"]
+ON_CORRUPT: tuple[str, ...] = get_args(OnCorrupt)
 IMBALANCE_RATIO = 3.0
 """Largest class over smallest class above which a warning is given."""
 
@@ -93,7 +95,7 @@ def _listing(names: Sequence[str], limit: int = 10) -> str:
     return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
 
 
-def build_report(dataset: RawDataset, infos: list[FileInfo], on_corrupt: str) -> CheckReport:
+def build_report(dataset: RawDataset, infos: list[FileInfo], on_corrupt: OnCorrupt) -> CheckReport:
     """Turn what was read from each file into a report of counts and problems.
 
     Args:
@@ -105,8 +107,6 @@ def build_report(dataset: RawDataset, infos: list[FileInfo], on_corrupt: str) ->
     Returns:
         The report; ``report.errors`` is empty when the dataset can be prepared.
     """
-    if on_corrupt not in ON_CORRUPT:
-        raise ValueError(f"on_corrupt must be one of {ON_CORRUPT}. Received: {on_corrupt!r}")
     good = [info for info in infos if not info.error]
     bad = sorted((info for info in infos if info.error), key=lambda info: info.file)
     counts = Counter(dataset.classes[info.label] for info in good)
@@ -193,7 +193,7 @@ def _imbalance_warning(counts: dict[str, int]) -> str:
 
 
 def check_dataset(
-    root: str | Path, on_corrupt: str = "error", workers: int | None = None
+    root: str | Path, on_corrupt: OnCorrupt = "error", workers: int | None = None
 ) -> CheckReport:
     """Read every image of a raw dataset folder and report on it.
 

@@ -9,10 +9,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from celestial_data.errors import DataError, ParamsError
-from celestial_data.synth import BODIES
-from celestial_data.synth import DEFAULTS as SYNTH
+from celestial_data.synth import BODIES, SynthParams
 
 PROG = "celestial-data"
+
+
+SYNTH = SynthParams()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="params.yaml whose prepare.on_corrupt decides if unreadable images are errors",
     )
     check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.set_defaults(run=_check)
 
     prepare = commands.add_parser(
         "prepare",
@@ -45,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument(
         "--params", type=Path, help="params.yaml to read the 'prepare' section from"
     )
+    prepare.set_defaults(run=_prepare)
 
     synth = commands.add_parser(
         "synth",
@@ -54,12 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     synth.add_argument("out", type=Path, metavar="OUT", help="the output folder")
     synth.add_argument(
-        "--per-class", type=int, help=f"images per class (default: {SYNTH['per_class']})"
+        "--per-class", type=int, help=f"images per class (default: {SYNTH.per_class})"
     )
     synth.add_argument(
-        "--size", type=int, help=f"side of the square images in pixels (default: {SYNTH['size']})"
+        "--size", type=int, help=f"side of the square images in pixels (default: {SYNTH.size})"
     )
-    synth.add_argument("--seed", type=int, help=f"random seed (default: {SYNTH['seed']})")
+    synth.add_argument("--seed", type=int, help=f"random seed (default: {SYNTH.seed})")
     synth.add_argument(
         "--classes",
         nargs="+",
@@ -69,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument(
         "--params", type=Path, help="params.yaml whose 'synth' section gives the defaults"
     )
+    synth.set_defaults(run=_synth)
     return parser
 
 
@@ -81,11 +86,10 @@ def _check(args: argparse.Namespace) -> int:
     import json
 
     from celestial_data.check import check_dataset, format_report
-    from celestial_data.params import read_section
-    from celestial_data.prepare import DEFAULTS, validate_params
+    from celestial_data.prepare import PrepareParams
 
-    params = validate_params(read_section(args.params, "prepare", DEFAULTS))
-    report = check_dataset(args.raw, on_corrupt=params["on_corrupt"])
+    params = PrepareParams.load(args.params)
+    report = check_dataset(args.raw, on_corrupt=params.on_corrupt)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -96,10 +100,9 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from celestial_data.params import read_section
-    from celestial_data.prepare import DEFAULTS, prepare_dataset
+    from celestial_data.prepare import PrepareParams, prepare_dataset
 
-    params = read_section(args.params, "prepare", DEFAULTS)
+    params = PrepareParams.load(args.params)
     start = time.perf_counter()
     result = prepare_dataset(args.raw, args.out, params)
     seconds = time.perf_counter() - start
@@ -114,15 +117,15 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from celestial_data.params import read_section
-    from celestial_data.synth import DEFAULTS, synthesize
+    from celestial_data.synth import synthesize
 
-    params = read_section(args.params, "synth", DEFAULTS)
-    for key in ("per_class", "size", "seed"):
-        if getattr(args, key) is not None:
-            params[key] = getattr(args, key)
+    given = {key: getattr(args, key) for key in ("per_class", "size", "seed")}
+    overrides = {key: value for key, value in given.items() if value is not None}
+    params = SynthParams.load(args.params)
+    if overrides:  # the command's flags take precedence over the file
+        params = SynthParams.parse({**params.dump(), **overrides}, f"{PROG} synth")
     start = time.perf_counter()
-    paths = synthesize(args.out, classes=args.classes, **params)
+    paths = synthesize(args.out, params, classes=args.classes)
     seconds = time.perf_counter() - start
     print(f"Rendered {len(paths)} images into {args.out} in {seconds:.1f} s.")
     return 0
@@ -131,9 +134,8 @@ def _synth(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit status."""
     args = build_parser().parse_args(argv)
-    command = {"check": _check, "prepare": _prepare, "synth": _synth}[args.command]
     try:
-        return command(args)
+        return args.run(args)
     except ParamsError as error:
         return _error(str(error), 2)
     except DataError as error:

@@ -7,24 +7,43 @@ raw file, and serving uses it on every upload, so the two cannot disagree.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 from PIL import Image
 
 from celestial_data.errors import ImageTooLarge
 
-__all__ = ["COLOR_MODES", "ColorMode", "channels", "decode", "to_array"]
+__all__ = ["COLOR_MODES", "ColorMode", "ImageFormat", "channels", "decode", "to_array"]
 
 ColorMode = Literal["rgb", "grayscale"]
-COLOR_MODES: tuple[str, ...] = ("rgb", "grayscale")
+COLOR_MODES: tuple[str, ...] = get_args(ColorMode)
 _PIL_MODE = {"rgb": "RGB", "grayscale": "L"}
 
 
 def channels(color_mode: ColorMode) -> int:
     """Number of channels of arrays in ``color_mode`` (3 for rgb, 1 for grayscale)."""
     return 3 if color_mode == "rgb" else 1
+
+
+@dataclass(frozen=True)
+class ImageFormat:
+    """The square size and colour mode a model's images have, and the shape they make."""
+
+    size: int
+    color_mode: ColorMode
+
+    @property
+    def channels(self) -> int:
+        """3 for rgb, 1 for grayscale."""
+        return channels(self.color_mode)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(size, size, channels)``: one image's array shape."""
+        return (self.size, self.size, self.channels)
 
 
 def decode(

@@ -18,14 +18,14 @@ import io
 import json
 import os
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Self
 
 import numpy as np
+from pydantic import Field, model_validator
 
-from celestial_data.check import ON_CORRUPT, CheckReport, build_report
+from celestial_data.check import CheckReport, OnCorrupt, build_report
 from celestial_data.dataset import (
     FileInfo,
     RawDataset,
@@ -36,9 +36,9 @@ from celestial_data.dataset import (
     read_bytes,
     scan,
 )
-from celestial_data.errors import DatasetError, ParamsError
-from celestial_data.image import COLOR_MODES, channels, to_array
-from celestial_data.params import check_keys
+from celestial_data.errors import DatasetError
+from celestial_data.image import ColorMode, ImageFormat, to_array
+from celestial_data.params import Params
 from celestial_data.prepared import (
     DATASET_FILE,
     MANIFEST_FILE,
@@ -51,28 +51,67 @@ from celestial_data.prepared import (
 from celestial_data.preview import write_preview
 from celestial_data.split import split_of
 
-__all__ = [
-    "DEFAULTS",
-    "PREVIEW_FILE",
-    "REPORT_FILE",
-    "PrepareResult",
-    "prepare_dataset",
-    "validate_params",
-]
+__all__ = ["PREVIEW_FILE", "REPORT_FILE", "PrepareParams", "PrepareResult", "prepare_dataset"]
 
-DEFAULTS: dict[str, Any] = {
-    "image_size": 32,
-    "color_mode": "rgb",
-    "seed": 42,
-    "val_fraction": 0.15,
-    "test_fraction": 0.15,
-    "on_corrupt": "error",
-}
-"""The ``prepare`` section of ``params.yaml``, with its default values."""
+
+class PrepareParams(Params):
+    """The ``prepare`` section of ``params.yaml``."""
+
+    section = "prepare"
+
+    image_size: int = Field(
+        32,
+        ge=4,
+        le=1024,
+        description="side of the square images the model sees, in pixels (4 to 1024); images "
+        "are resized to it",
+    )
+    color_mode: ColorMode = Field(
+        "rgb",
+        description="`rgb` (3 channels) or `grayscale` (1 channel); every image is converted "
+        "to it, whatever its mode on disk",
+    )
+    seed: int = Field(
+        42,
+        description="seed of the split: an image's split is a seeded hash of its content, so "
+        "adding images never moves existing ones",
+    )
+    val_fraction: float = Field(
+        0.15,
+        ge=0,
+        lt=1,
+        description="share of each class put in the validation split (from 0 to below 1)",
+    )
+    test_fraction: float = Field(
+        0.15,
+        ge=0,
+        lt=1,
+        description="share of each class put in the test split; `0` means no test split, and "
+        "evaluation then uses validation",
+    )
+    on_corrupt: OnCorrupt = Field(
+        "error",
+        description="what an unreadable, truncated or empty image does: `error` stops with the "
+        "list of files; `skip` leaves them out and lists them in `report.json`",
+    )
+
+    @model_validator(mode="after")
+    def _leaves_training_images(self) -> Self:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(
+                "val_fraction + test_fraction must leave images for training (sum below 1). "
+                f"Received: {self.val_fraction} + {self.test_fraction}"
+            )
+        return self
+
+    @property
+    def image_format(self) -> ImageFormat:
+        """The size and colour mode of the prepared images."""
+        return ImageFormat(self.image_size, self.color_mode)
+
 
 REPORT_FILE = "report.json"
 PREVIEW_FILE = "preview.png"
-WHERE = "params.yaml: prepare"
 
 
 @dataclass(frozen=True)
@@ -83,51 +122,6 @@ class PrepareResult:
     report: CheckReport
     split_counts: dict[str, dict[str, int]]
     """Images per class in each split."""
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def validate_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Check a ``prepare`` section and return it complete with defaults.
-
-    Raises:
-        ParamsError: If a key is unknown or a value is out of range.
-    """
-    check_keys(params, DEFAULTS, WHERE)
-    merged = {**DEFAULTS, **params}
-    size = merged["image_size"]
-    if not _is_int(size) or not 4 <= size <= 1024:
-        raise ParamsError(
-            f"{WHERE}.image_size must be a whole number of pixels from 4 to 1024 (the side "
-            f"of the square images). Received: {size!r}"
-        )
-    if merged["color_mode"] not in COLOR_MODES:
-        raise ParamsError(
-            f"{WHERE}.color_mode must be one of {', '.join(COLOR_MODES)}. "
-            f"Received: {merged['color_mode']!r}"
-        )
-    if not _is_int(merged["seed"]):
-        raise ParamsError(f"{WHERE}.seed must be an integer. Received: {merged['seed']!r}")
-    for key in ("val_fraction", "test_fraction"):
-        value = merged[key]
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
-            raise ParamsError(
-                f"{WHERE}.{key} must be a number from 0 to below 1. Received: {value!r}"
-            )
-        merged[key] = float(value)
-    if merged["val_fraction"] + merged["test_fraction"] >= 1:
-        raise ParamsError(
-            f"{WHERE}: val_fraction + test_fraction must leave images for training (sum "
-            f"below 1). Received: {merged['val_fraction']} + {merged['test_fraction']}"
-        )
-    if merged["on_corrupt"] not in ON_CORRUPT:
-        raise ParamsError(
-            f"{WHERE}.on_corrupt must be one of {', '.join(ON_CORRUPT)}. "
-            f"Received: {merged['on_corrupt']!r}"
-        )
-    return merged
 
 
 def _output_names() -> list[str]:
@@ -148,14 +142,14 @@ def _npy_header(shape: tuple[int, ...]) -> bytes:
     return stream.getvalue()
 
 
-def _load(root: Path, info: FileInfo, size: int, color_mode: str) -> np.ndarray | None:
+def _load(root: Path, info: FileInfo, image_format: ImageFormat) -> np.ndarray | None:
     """The image as a uint8 array, or None (with ``info.error`` set) if unreadable."""
     data = read_bytes(root, info, digest=False)  # hashed in the first pass
-    image = decode_into(info, data, size) if data else None
+    image = decode_into(info, data, image_format.size) if data else None
     if image is None:
         return None
     try:
-        return to_array(image, size, color_mode)  # type: ignore[arg-type]
+        return to_array(image, image_format.size, image_format.color_mode)
     except Exception as error:  # e.g. a mode Pillow cannot convert
         info.error = describe_error(error)
         return None
@@ -165,8 +159,7 @@ def _write_images(
     path: Path,
     root: Path,
     entries: list[FileInfo],
-    size: int,
-    color_mode: str,
+    image_format: ImageFormat,
     workers: int | None,
 ) -> None:
     """Decode ``entries`` in parallel and append them to a ``.npy`` file, in order.
@@ -174,11 +167,11 @@ def _write_images(
     Each entry gets its header read; entries that fail to decode get their
     ``error`` set and are left out.
     """
-    shape = (size, size, channels(color_mode))  # type: ignore[arg-type]
+    shape = image_format.shape
     written = 0
     with open(path, "wb") as stream:
         stream.write(_npy_header((len(entries), *shape)))
-        results = parallel_map(lambda info: _load(root, info, size, color_mode), entries, workers)
+        results = parallel_map(lambda info: _load(root, info, image_format), entries, workers)
         for result in results:
             if result is not None:
                 stream.write(result.tobytes())
@@ -201,15 +194,17 @@ def _rewrite_count(path: Path, shape: tuple[int, ...], offset: int) -> None:
     os.replace(temporary, path)
 
 
-def _split_entries(infos: list[FileInfo], params: Mapping[str, Any]) -> dict[str, list[FileInfo]]:
+def _split_entries(infos: list[FileInfo], params: PrepareParams) -> dict[str, list[FileInfo]]:
     wanted = ["train"]
-    wanted += [s for s in ("val", "test") if params[f"{s}_fraction"] > 0]
+    wanted += [
+        s
+        for s, share in (("val", params.val_fraction), ("test", params.test_fraction))
+        if share > 0
+    ]
     entries: dict[str, list[FileInfo]] = {split: [] for split in wanted}
     for info in infos:
         if not info.error:
-            split = split_of(
-                info.sha256, params["seed"], params["val_fraction"], params["test_fraction"]
-            )
+            split = split_of(info.sha256, params.seed, params.val_fraction, params.test_fraction)
             entries[split].append(info)
     return entries
 
@@ -217,7 +212,7 @@ def _split_entries(infos: list[FileInfo], params: Mapping[str, Any]) -> dict[str
 def prepare_dataset(
     raw: str | Path,
     out: str | Path,
-    params: Mapping[str, Any] | None = None,
+    params: PrepareParams | None = None,
     workers: int | None = None,
 ) -> PrepareResult:
     """Check, split and write a raw dataset in the prepared format.
@@ -225,18 +220,17 @@ def prepare_dataset(
     Args:
         raw: The raw folder, laid out as ``raw/<ClassName>/<image files>``.
         out: The output folder (created; earlier outputs in it are replaced).
-        params: The ``prepare`` section (missing keys take `DEFAULTS`).
+        params: The ``prepare`` section (default: its defaults).
         workers: Threads to decode with (default: one per core).
 
     Returns:
         The prepared dataset, the check report and the counts per split.
 
     Raises:
-        ParamsError: If ``params`` has an unknown key or a bad value.
         DatasetError: If the raw folder has errors (see `check_dataset`); no
             prepared dataset is left in ``out`` then.
     """
-    params = validate_params(params or {})
+    params = params or PrepareParams()
     out = Path(out)
     if out.resolve().is_relative_to(Path(raw).resolve()):
         raise DatasetError(
@@ -248,15 +242,13 @@ def prepare_dataset(
     entries = _split_entries(infos, params)
     out.mkdir(parents=True, exist_ok=True)
     _clear(out)
-    size, color_mode = params["image_size"], params["color_mode"]
     for split, split_infos in entries.items():
-        _write_images(
-            out / f"{split}_images.npy", dataset.root, split_infos, size, color_mode, workers
-        )
+        path = out / f"{split}_images.npy"
+        _write_images(path, dataset.root, split_infos, params.image_format, workers)
         entries[split] = [info for info in split_infos if not info.error]
         labels = np.array([info.label for info in entries[split]], dtype=np.int32)
         np.save(out / f"{split}_labels.npy", labels)
-    report = build_report(dataset, infos, params["on_corrupt"])
+    report = build_report(dataset, infos, params.on_corrupt)
     if not report.ok:
         _clear(out)
         raise DatasetError(" ".join(report.errors))
@@ -266,7 +258,7 @@ def prepare_dataset(
 def _finish(
     out: Path,
     dataset: RawDataset,
-    params: Mapping[str, Any],
+    params: PrepareParams,
     entries: dict[str, list[FileInfo]],
     report: CheckReport,
 ) -> PrepareResult:
@@ -280,8 +272,8 @@ def _finish(
     write_dataset_json(
         out,
         classes,
-        params["image_size"],
-        params["color_mode"],
+        params.image_size,
+        params.color_mode,
         {split: len(split_infos) for split, split_infos in entries.items()},
     )
     counts = {}
@@ -295,7 +287,7 @@ def _finish(
                 f"Split '{split}' has no images of {', '.join(empty)}: the class is too "
                 "small for the split fractions. Add images or raise the fraction."
             )
-    document = {"params": dict(params), **report.to_dict(), "splits": counts}
+    document = {"params": params.dump(), **report.to_dict(), "splits": counts}
     (out / REPORT_FILE).write_text(json.dumps(document, indent=2) + "\n")
     prepared = load_prepared(out)
     write_preview(prepared, out / PREVIEW_FILE)

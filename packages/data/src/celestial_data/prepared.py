@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from celestial_data.errors import PreparedDataError
-from celestial_data.image import COLOR_MODES, channels
+from celestial_data.image import COLOR_MODES, ColorMode, ImageFormat, channels
 
 __all__ = [
     "DATASET_FILE",
@@ -51,20 +51,25 @@ class PreparedDataset:
     path: Path
     classes: tuple[str, ...]
     image_size: int
-    color_mode: str
+    color_mode: ColorMode
     splits: dict[str, int]
     hash: str
     _files: dict[str, list[str]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
+    def image_format(self) -> ImageFormat:
+        """The images' size and colour mode."""
+        return ImageFormat(self.image_size, self.color_mode)
+
+    @property
     def channels(self) -> int:
         """Channels per pixel (3 for rgb, 1 for grayscale)."""
-        return channels(self.color_mode)  # type: ignore[arg-type]
+        return self.image_format.channels
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         """Shape of one image: ``(size, size, channels)``."""
-        return (self.image_size, self.image_size, self.channels)
+        return self.image_format.shape
 
     def has(self, split: str) -> bool:
         """Whether the split exists and holds at least one image."""
@@ -152,7 +157,7 @@ def digest_arrays(path: Path, splits: list[str]) -> str:
 def write_prepared(
     path: str | Path,
     classes: list[str],
-    color_mode: str,
+    color_mode: ColorMode,
     arrays: dict[str, tuple[np.ndarray, np.ndarray, list[str]]],
     sha256: dict[str, list[str]] | None = None,
 ) -> PreparedDataset:
@@ -209,7 +214,7 @@ def write_manifest(path: Path, rows: list[tuple[str, str, str, str]]) -> None:
 
 
 def write_dataset_json(
-    path: Path, classes: list[str], image_size: int, color_mode: str, splits: dict[str, int]
+    path: Path, classes: list[str], image_size: int, color_mode: ColorMode, splits: dict[str, int]
 ) -> None:
     """Write ``dataset.json``, hashing the arrays already written for ``splits``."""
     meta = {
@@ -217,7 +222,7 @@ def write_dataset_json(
         "classes": list(classes),
         "image_size": image_size,
         "color_mode": color_mode,
-        "channels": channels(color_mode),  # type: ignore[arg-type]
+        "channels": channels(color_mode),
         "splits": splits,
         "hash": digest_arrays(path, list(splits)),
     }

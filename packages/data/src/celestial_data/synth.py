@@ -23,27 +23,41 @@ import threading
 from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image
+from pydantic import Field
 
 from celestial_data.dataset import default_workers, parallel_map
 from celestial_data.errors import ParamsError
-from celestial_data.params import check_keys
+from celestial_data.params import Params
 
-__all__ = [
-    "BODIES",
-    "DEFAULTS",
-    "build_surfaces",
-    "montage",
-    "render",
-    "synthesize",
-    "validate_params",
-]
+__all__ = ["BODIES", "SynthParams", "build_surfaces", "montage", "render", "synthesize"]
 
-DEFAULTS: dict[str, Any] = {"per_class": 100, "size": 128, "seed": 0}
-"""The ``synth`` section of ``params.yaml``, with its default values."""
+
+class SynthParams(Params):
+    """The ``synth`` section of ``params.yaml``."""
+
+    section = "synth"
+
+    per_class: int = Field(
+        100,
+        ge=1,
+        le=1_000_000,
+        description="images rendered per body; image *i* of a body is the same whatever the "
+        "count, so raising it keeps the first images",
+    )
+    size: int = Field(
+        128, ge=16, le=1024, description="side of the square JPEG images, in pixels (16 to 1024)"
+    )
+    seed: int = Field(
+        0,
+        ge=0,
+        le=2**63 - 1,
+        description="seed of the whole dataset: the orientation, scale, offset, lighting and "
+        "noise of every image",
+    )
+
 
 BODIES: tuple[str, ...] = (
     "Earth",
@@ -65,7 +79,6 @@ SURFACE_SEED = 20240607
 JPEG_QUALITY = 92
 PHASE_CHANCE = 0.5
 NOISE = 0.03
-WHERE = "params.yaml: synth"
 
 # ---------------------------------------------------------------- noise
 
@@ -563,24 +576,6 @@ def render(
 # ---------------------------------------------------------------- datasets
 
 
-def validate_params(params: dict[str, Any]) -> dict[str, Any]:
-    """Check a ``synth`` section and return it complete with defaults.
-
-    Raises:
-        ParamsError: If a key is unknown or a value is out of range.
-    """
-    check_keys(params, DEFAULTS, WHERE)
-    merged = {**DEFAULTS, **params}
-    limits = {"per_class": (1, 1_000_000), "size": (16, 1024), "seed": (0, 2**63 - 1)}
-    for key, (low, high) in limits.items():
-        value = merged[key]
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ParamsError(
-                f"{WHERE}.{key} must be a whole number from {low} to {high}. Received: {value!r}"
-            )
-    return merged
-
-
 def _encode(image: np.ndarray) -> bytes:
     stream = io.BytesIO()
     Image.fromarray(image).save(stream, format="JPEG", quality=JPEG_QUALITY)
@@ -589,9 +584,7 @@ def _encode(image: np.ndarray) -> bytes:
 
 def synthesize(
     out: str | Path,
-    per_class: int = DEFAULTS["per_class"],
-    size: int = DEFAULTS["size"],
-    seed: int = DEFAULTS["seed"],
+    params: SynthParams | None = None,
     classes: Sequence[str] | None = None,
     workers: int | None = None,
 ) -> list[Path]:
@@ -602,9 +595,7 @@ def synthesize(
 
     Args:
         out: Output folder (created).
-        per_class: Images per class.
-        size: Side of the square images in pixels.
-        seed: Seed of the whole dataset.
+        params: Images per class, their size and the seed (default: the defaults).
         classes: Bodies to render (default: all of `BODIES`).
         workers: Processes (or threads, where forking is not safe) to render
             with (default: one per core).
@@ -613,9 +604,10 @@ def synthesize(
         The paths written, class by class.
 
     Raises:
-        ParamsError: If a value is out of range or a class is unknown.
+        ParamsError: If a class is unknown.
     """
-    validate_params({"per_class": per_class, "size": size, "seed": seed})
+    params = params or SynthParams()
+    per_class, size, seed = params.per_class, params.size, params.seed
     chosen = list(BODIES if classes is None else classes)
     unknown = [name for name in chosen if name not in BODIES]
     if unknown or not chosen:

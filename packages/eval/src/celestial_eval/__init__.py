@@ -1,5 +1,7 @@
 """Measure trained classifiers and draw their plots."""
 
+import importlib.metadata
+
 __all__ = ["__version__"]
 
-__version__ = "0.1.0"
+__version__ = importlib.metadata.version("celestial-eval")

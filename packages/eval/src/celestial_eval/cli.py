@@ -7,6 +7,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from celestial_data.errors import DataError, ParamsError
+from celestial_eval.errors import EvalError
+from celestial_models.errors import ModelError
+
 PROG = "celestial-eval"
 
 
@@ -26,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("prepared", type=Path, metavar="PREPARED")
     evaluate.add_argument("out_dir", type=Path, metavar="OUT_DIR")
     evaluate.add_argument("--params", type=Path, help="params.yaml whose 'evaluate' section to use")
+    evaluate.set_defaults(run=_evaluate)
 
     rejection = commands.add_parser(
         "rejection",
@@ -43,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     rejection.add_argument(
         "--params", type=Path, help="params.yaml whose 'rejection' section to use"
     )
+    rejection.set_defaults(run=_rejection)
 
     leaderboard = commands.add_parser(
         "leaderboard",
@@ -54,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         "projects_dir", type=Path, nargs="?", default=Path("projects"), metavar="PROJECTS_DIR"
     )
     leaderboard.add_argument("--format", choices=("markdown", "json"), default="markdown")
+    leaderboard.set_defaults(run=_leaderboard)
 
     report = commands.add_parser(
         "report",
@@ -69,61 +76,69 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="where to write the page (default: PROJECT_DIR/report.html)",
     )
+    report.set_defaults(run=_report)
     return parser
 
 
-def run(args: argparse.Namespace) -> None:
-    """Run the chosen command (imports stay here so ``--help`` is instant)."""
-    if args.command == "evaluate":
-        from celestial_eval.evaluate import evaluate, read_params
+def _error(message: str, status: int) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return status
 
-        metrics = evaluate(args.model_dir, args.prepared, args.out_dir, read_params(args.params))
+
+# Each command imports what it needs, so that ``--help`` stays instant.
+def _evaluate(args: argparse.Namespace) -> int:
+    from celestial_eval.evaluate import EvaluateParams, evaluate
+
+    params = EvaluateParams.load(args.params)
+    metrics = evaluate(args.model_dir, args.prepared, args.out_dir, params)
+    print(
+        f"{metrics['split']} split: accuracy {metrics['accuracy']:.4f}, loss "
+        f"{metrics['loss']:.4f}, {metrics['images']} images -> {args.out_dir}"
+    )
+    for warning in metrics["warnings"]:
+        print(f"{PROG}: warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def _rejection(args: argparse.Namespace) -> int:
+    from celestial_eval.rejection import RejectionParams, rejection_stage
+
+    params = RejectionParams.load(args.params)
+    figures = rejection_stage(args.model_dir, args.prepared, args.output, params)
+    for warning in figures.get("warnings", []):
+        print(f"{PROG}: warning: {warning}", file=sys.stderr)
+    if figures["held_out_classes"]:
         print(
-            f"{metrics['split']} split: accuracy {metrics['accuracy']:.4f}, loss "
-            f"{metrics['loss']:.4f}, {metrics['images']} images -> {args.out_dir}"
+            f"{figures['held_out_classes']} classes held out, score {figures['score']}: "
+            f"AUROC {figures['auroc']:.4f}, rejected {figures['rejected']:.3f}, known "
+            f"accepted {figures['accepted']:.3f} -> {args.output}"
         )
-        for warning in metrics["warnings"]:
-            print(f"{PROG}: warning: {warning}", file=sys.stderr)
-    elif args.command == "rejection":
-        from celestial_eval.rejection import rejection_stage
+    return 0
 
-        figures = rejection_stage(args.model_dir, args.prepared, args.output, args.params)
-        for warning in figures.get("warnings", []):
-            print(f"{PROG}: warning: {warning}", file=sys.stderr)
-        if figures["held_out_classes"]:
-            print(
-                f"{figures['held_out_classes']} classes held out, score {figures['score']}: "
-                f"AUROC {figures['auroc']:.4f}, rejected {figures['rejected']:.3f}, known "
-                f"accepted {figures['accepted']:.3f} -> {args.output}"
-            )
-    elif args.command == "leaderboard":
-        from celestial_eval.leaderboard import leaderboard, to_json, to_markdown
 
-        rows = leaderboard(args.projects_dir)
-        print(to_json(rows) if args.format == "json" else to_markdown(rows), end="")
-    elif args.command == "report":
-        from celestial_eval.report import write_report
+def _leaderboard(args: argparse.Namespace) -> int:
+    from celestial_eval.leaderboard import leaderboard, to_json, to_markdown
 
-        print(write_report(args.project_dir, args.output))
+    rows = leaderboard(args.projects_dir)
+    print(to_json(rows) if args.format == "json" else to_markdown(rows), end="")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from celestial_eval.report import write_report
+
+    print(write_report(args.project_dir, args.output))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit status."""
     args = build_parser().parse_args(argv)
-    from celestial_data.errors import DataError, ParamsError
-    from celestial_eval.errors import EvalError
-
-    known: tuple[type[Exception], ...] = (DataError, EvalError)
-    if args.command in ("evaluate", "rejection"):
-        from celestial_models import ModelError
-
-        known = (*known, ModelError)
     try:
-        run(args)
+        return args.run(args)
     except ParamsError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
-    except known as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 1
-    return 0
+        return _error(str(error), 2)
+    except (DataError, EvalError, ModelError) as error:
+        return _error(str(error), 1)
+    except KeyboardInterrupt:
+        return _error("interrupted", 130)

@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+from pydantic import Field
 
 from celestial_data import PreparedDataset, load_prepared
-from celestial_data.errors import ParamsError
-from celestial_data.params import read_section
+from celestial_data.params import Params
 from celestial_eval.errors import EvalError, MismatchError, MissingInputError
 from celestial_eval.metrics import classification_metrics, confusion_matrix
 from celestial_eval.misclassified import write_misclassified_csv
@@ -25,24 +25,33 @@ if TYPE_CHECKING:
     from celestial_models import Classifier
 
 __all__ = [
-    "DEFAULTS",
     "MODEL_FILES",
     "OUTPUTS",
+    "EvaluateParams",
     "check_compatible",
     "check_probabilities",
     "choose_split",
     "evaluate",
-    "read_params",
     "write_evaluation",
 ]
 
-DEFAULTS: dict[str, Any] = {
-    # Which held-out split to measure: auto (test if the data has one, else
-    # val), test or val. The training split is never accepted.
-    "split": "auto",
-    # Images shown in preview.png (mistakes first); 0 draws an empty grid.
-    "preview_images": 24,
-}
+
+class EvaluateParams(Params):
+    """The ``evaluate`` section of ``params.yaml``."""
+
+    section = "evaluate"
+
+    split: Literal["auto", "test", "val"] = Field(
+        "auto",
+        description="the held-out split to measure: `auto` (test if the data has one, else "
+        "validation), `test` or `val`; the training split is never accepted",
+    )
+    preview_images: int = Field(
+        24,
+        ge=0,
+        description="images drawn in `preview.png`, mistakes first; `0` draws an empty grid",
+    )
+
 
 # File names in OUT_DIR; the project template's dvc.yaml declares these.
 OUTPUTS = {
@@ -56,25 +65,6 @@ OUTPUTS = {
 }
 MODEL_FILES = ("model.keras", "metadata.json", "history.json")
 SPLIT_NAMES = {"test": "test", "val": "validation"}
-
-
-def read_params(path: str | Path | None) -> dict[str, Any]:
-    """Read and check the ``evaluate`` section of ``params.yaml``.
-
-    Raises:
-        ParamsError: If a key is unknown or a value is out of range.
-    """
-    params = read_section(path, "evaluate", DEFAULTS)
-    where = f"{path or 'params'}: evaluate"
-    if params["split"] not in ("auto", "test", "val"):
-        raise ParamsError(
-            f"{where}.split must be auto, test or val (metrics on the training split would "
-            f"flatter the model). Received: {params['split']!r}"
-        )
-    value = params["preview_images"]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ParamsError(f"{where}.preview_images must be an integer >= 0. Received: {value!r}")
-    return params
 
 
 def choose_split(dataset: PreparedDataset, requested: str = "auto") -> str:
@@ -175,7 +165,7 @@ def write_evaluation(
     files: Sequence[str],
     images: np.ndarray,
     history: Mapping[str, list[float | None]],
-    preview_images: int = DEFAULTS["preview_images"],
+    preview_images: int = 24,
     extra: Mapping[str, Any] | None = None,
     warnings: Sequence[str] = (),
 ) -> dict[str, Any]:
@@ -265,7 +255,7 @@ def evaluate(
     model_dir: str | Path,
     prepared: str | Path,
     out_dir: str | Path,
-    params: Mapping[str, Any] | None = None,
+    params: EvaluateParams | None = None,
 ) -> dict[str, Any]:
     """Measure the model in ``model_dir`` on held-out images of ``prepared``.
 
@@ -273,7 +263,7 @@ def evaluate(
         model_dir: A folder written by ``celestial-models train``.
         prepared: A prepared dataset folder.
         out_dir: Where to write the outputs listed in `OUTPUTS`.
-        params: The ``evaluate`` params (default: `DEFAULTS`).
+        params: The ``evaluate`` params (default: their defaults).
 
     Returns:
         The metrics written to ``metrics.json``.
@@ -285,11 +275,11 @@ def evaluate(
     """
     from celestial_eval.history import read_history
 
-    params = {**DEFAULTS, **(params or {})}
+    params = params or EvaluateParams()
     model_dir = Path(model_dir)
     check_model_dir(model_dir)
     dataset = load_prepared(prepared)
-    split = choose_split(dataset, params["split"])
+    split = choose_split(dataset, params.split)
     history = read_history(model_dir / "history.json")
 
     from celestial_models import load_classifier
@@ -329,7 +319,7 @@ def evaluate(
         files=dataset.files(split),
         images=images,
         history=history,
-        preview_images=params["preview_images"],
+        preview_images=params.preview_images,
         extra=extra,
         warnings=warnings,
     )

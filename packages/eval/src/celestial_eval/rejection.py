@@ -22,64 +22,62 @@ import json
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+from pydantic import Field, field_validator
 
 from celestial_data import PreparedDataset, load_prepared, write_prepared
 from celestial_data.errors import ParamsError
-from celestial_data.params import read_section
+from celestial_data.params import Params
 from celestial_eval.errors import EvalError
+from celestial_models.ood import OOD_FILE, OodParams
+from celestial_models.params import TrainParams
 
 if TYPE_CHECKING:
     from celestial_models import Classifier
 
 __all__ = [
-    "DEFAULTS",
+    "RejectionParams",
     "auroc",
     "leave_one_class_out",
     "nonbody_images",
     "nonbody_rejection",
     "predict_and_score",
-    "read_params",
     "rejection_stage",
 ]
 
-#: The ``rejection`` section of ``params.yaml``.
-DEFAULTS: dict[str, Any] = {
-    # Classes held out one at a time: "all", or a list of class names (each
-    # costs one training).
-    "classes": "all",
-    # Training epochs of each held-out model; 0 trains as the project's model
-    # was trained (its train.epochs).
-    "epochs": 0,
-}
+
+class RejectionParams(Params):
+    """The ``rejection`` section of ``params.yaml``."""
+
+    section = "rejection"
+
+    classes: Literal["all"] | list[str] = Field(
+        "all",
+        min_length=1,
+        description="classes held out one at a time: `all`, or a list of class names; each "
+        "costs one training",
+    )
+    epochs: int = Field(
+        0,
+        ge=0,
+        description="training epochs of each held-out model; `0` trains as the project's model "
+        "was trained (its `train.epochs`)",
+    )
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _all_or_names(cls, value: Any) -> Any:
+        names = isinstance(value, list) and value and all(isinstance(v, str) for v in value)
+        if value != "all" and not names:
+            raise ValueError(
+                f"must be 'all' or a non-empty list of class names. Received: {value!r:.100}"
+            )
+        return value
+
 
 DIGITS = 6
-
-
-def read_params(path: str | Path | None) -> dict[str, Any]:
-    """Read and check the ``rejection`` section of ``params.yaml``.
-
-    Raises:
-        ParamsError: If a key is unknown or a value invalid.
-    """
-    params = read_section(path, "rejection", DEFAULTS)
-    where = f"{path or 'params'}: rejection"
-    classes = params["classes"]
-    if classes != "all" and (
-        not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes)
-    ):
-        raise ParamsError(
-            f"{where}.classes must be 'all' or a non-empty list of class names. "
-            f"Received: {classes!r}"
-        )
-    epochs = params["epochs"]
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-        raise ParamsError(
-            f"{where}.epochs must be an integer >= 0 (0: as the model). Received: {epochs!r}"
-        )
-    return params
 
 
 def auroc(known: np.ndarray, unknown: np.ndarray) -> float:
@@ -281,8 +279,8 @@ def measure_held_out(
 
 def leave_one_class_out(
     prepared: str | Path | PreparedDataset,
-    train_params: Mapping[str, Any] | None = None,
-    ood_params: Mapping[str, Any] | None = None,
+    train_params: TrainParams | None = None,
+    ood_params: OodParams | None = None,
     classes: Sequence[str] | str = "all",
     epochs: int = 0,
     work_dir: str | Path | None = None,
@@ -307,8 +305,6 @@ def leave_one_class_out(
         EvalError: If a class is unknown or the data has too few classes.
     """
     from celestial_models import load_classifier, train_model
-    from celestial_models.ood import resolve_ood_params
-    from celestial_models.params import resolve_params
 
     dataset = prepared if isinstance(prepared, PreparedDataset) else load_prepared(prepared)
     if len(dataset.classes) < 3:
@@ -323,10 +319,10 @@ def leave_one_class_out(
             f"rejection.classes names {', '.join(unknown_names)}, not classes of {dataset.path} "
             f"({', '.join(dataset.classes)}). Fix the list in params.yaml or use 'all'."
         )
-    train_params = dict(resolve_params(train_params))
+    train_params = train_params or TrainParams()
     if epochs:
-        train_params["epochs"] = epochs
-    ood_params = resolve_ood_params(ood_params)
+        train_params = train_params.model_copy(update={"epochs": epochs})
+    ood_params = ood_params or OodParams()
     split = known_split(dataset)
 
     per_class: dict[str, Any] = {}
@@ -353,7 +349,7 @@ def leave_one_class_out(
 
 def summarize(
     per_class: Mapping[str, Any],
-    ood_params: Mapping[str, Any],
+    ood_params: OodParams,
     split: str,
     detail: bool = False,
 ) -> dict[str, Any]:
@@ -368,10 +364,10 @@ def summarize(
     def mean(method: str, key: str) -> float:
         return round(float(np.mean([c["scores"][method][key] for c in per_class.values()])), DIGITS)
 
-    method = ood_params["score"]
+    method = ood_params.score
     return {
         "score": method,
-        "acceptance_target": ood_params["acceptance"],
+        "acceptance_target": ood_params.acceptance,
         "known_split": split,
         "held_out_classes": len(per_class),
         "auroc": mean(method, "auroc"),
@@ -395,20 +391,19 @@ def summarize(
     }
 
 
-def model_recipe(model_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def model_recipe(model_dir: str | Path) -> tuple[TrainParams, OodParams]:
     """The ``train`` and ``ood`` params a model directory was made with.
 
     Raises:
         EvalError: If the folder lacks ``metadata.json`` or the calibration.
     """
-    from celestial_models.ood import OOD_FILE
-
     model_dir = Path(model_dir)
     try:
         metadata = json.loads((model_dir / "metadata.json").read_text())
         ood = json.loads((model_dir / OOD_FILE).read_text())
-        return dict(metadata["params"]), {"score": ood["score"], "acceptance": ood["acceptance"]}
-    except (OSError, ValueError, KeyError, TypeError) as error:
+        recorded = {"score": ood["score"], "acceptance": ood["acceptance"]}
+        return TrainParams.parse(metadata["params"]), OodParams.parse(recorded)
+    except (OSError, ValueError, KeyError, TypeError, ParamsError) as error:
         raise EvalError(
             f"Model folder {model_dir} lacks the training params (metadata.json) or the "
             f"unknown-image calibration ({OOD_FILE}): {error}. Run the project's train stage "
@@ -420,19 +415,19 @@ def rejection_stage(
     model_dir: str | Path,
     prepared: str | Path,
     output: str | Path,
-    params_path: str | Path | None = None,
+    params: RejectionParams | None = None,
 ) -> dict[str, Any]:
     """The ``rejection`` stage: leave-one-class-out figures written to ``output`` (JSON).
 
     Each held-out model is trained with the ``train`` params and calibrated
     with the ``ood`` params recorded in ``model_dir``, so the figures describe
-    the project's model recipe; ``params_path``'s ``rejection`` section
+    the project's model recipe; ``params`` (the ``rejection`` section)
     chooses the classes (and may shorten training).
 
     Returns:
         The figures written.
     """
-    params = read_params(params_path)
+    params = params or RejectionParams()
     train_params, ood_params = model_recipe(model_dir)
     if not Path(prepared).is_dir():
         raise EvalError(
@@ -443,7 +438,7 @@ def rejection_stage(
         # Not an error: a two-class project still reproduces, and says why
         # this measurement is missing.
         figures: dict[str, Any] = {
-            "score": ood_params["score"],
+            "score": ood_params.score,
             "held_out_classes": 0,
             "warnings": [
                 f"Leave-one-class-out needs at least 3 classes (2 to train on, 1 held "
@@ -452,7 +447,7 @@ def rejection_stage(
         }
     else:
         figures = leave_one_class_out(
-            dataset, train_params, ood_params, params["classes"], params["epochs"]
+            dataset, train_params, ood_params, params.classes, params.epochs
         )
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)

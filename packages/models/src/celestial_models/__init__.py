@@ -13,6 +13,7 @@ command line's ``--help``) does not pay for importing Keras and JAX:
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from typing import TYPE_CHECKING, Any
 
 from celestial_models.errors import ModelDirError, ModelError, ParamsError, TrainingDataError
@@ -21,14 +22,15 @@ if TYPE_CHECKING:
     from celestial_models.architectures import build_model
     from celestial_models.backend import synchronous_dispatch
     from celestial_models.classifier import Classifier, load_classifier
-    from celestial_models.train import DEFAULTS, train_model
+    from celestial_models.params import TrainParams
+    from celestial_models.train import train_model
 
 __all__ = [
-    "DEFAULTS",
     "Classifier",
     "ModelDirError",
     "ModelError",
     "ParamsError",
+    "TrainParams",
     "TrainingDataError",
     "__version__",
     "build_model",
@@ -37,13 +39,13 @@ __all__ = [
     "train_model",
 ]
 
-__version__ = "0.1.0"
+__version__ = importlib.metadata.version("celestial-models")
 
 # Public names that need Keras, and the module that defines each.
 _LAZY = {
     "Classifier": "celestial_models.classifier",
     "load_classifier": "celestial_models.classifier",
-    "DEFAULTS": "celestial_models.params",
+    "TrainParams": "celestial_models.params",
     "train_model": "celestial_models.train",
     "build_model": "celestial_models.architectures",
     "synchronous_dispatch": "celestial_models.backend",

@@ -8,28 +8,25 @@ what serving feeds it is exactly what training fed it. Every layer is named.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 from celestial_models.backend import fast_initializers, keras
 from celestial_models.errors import ParamsError
+from celestial_models.params import AugmentParams
 
 __all__ = ["ARCHITECTURES", "build_model", "compact_cnn", "simple_cnn"]
 
 layers = keras.layers
 
-# Augmentations a params file may switch on, and the value that leaves each off.
-AUGMENT_OFF: dict[str, Any] = {"flip": False, "rotation": 0.0, "zoom": 0.0, "brightness": 0.0}
-
 
 def preprocessing(
-    input_shape: tuple[int, int, int], augment: Mapping[str, Any], seed: int
+    input_shape: tuple[int, int, int], augment: AugmentParams, seed: int
 ) -> tuple[keras.KerasTensor, keras.KerasTensor]:
     """The model's input and its preprocessed float image.
 
     Args:
         input_shape: ``(size, size, channels)`` of the uint8 images.
-        augment: Which augmentations to apply while training (see `AUGMENT_OFF`).
+        augment: Which augmentations to apply while training.
         seed: Seed of the augmentation layers.
 
     Returns:
@@ -38,19 +35,19 @@ def preprocessing(
     """
     inputs = keras.Input(shape=input_shape, dtype="uint8", name="image")
     x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
-    if augment["flip"]:
+    if augment.flip:
         x = layers.RandomFlip("horizontal_and_vertical", seed=seed, name="random_flip")(x)
-    if augment["rotation"]:
+    if augment.rotation:
         x = layers.RandomRotation(
-            augment["rotation"], fill_mode="constant", seed=seed + 1, name="random_rotation"
+            augment.rotation, fill_mode="constant", seed=seed + 1, name="random_rotation"
         )(x)
-    if augment["zoom"]:
+    if augment.zoom:
         x = layers.RandomZoom(
-            augment["zoom"], fill_mode="constant", seed=seed + 2, name="random_zoom"
+            augment.zoom, fill_mode="constant", seed=seed + 2, name="random_zoom"
         )(x)
-    if augment["brightness"]:
+    if augment.brightness:
         x = layers.RandomBrightness(
-            augment["brightness"], value_range=(0.0, 1.0), seed=seed + 3, name="random_brightness"
+            augment.brightness, value_range=(0.0, 1.0), seed=seed + 3, name="random_brightness"
         )(x)
     return inputs, x
 
@@ -67,7 +64,7 @@ def simple_cnn(
     *,
     conv_size: int,
     dense_size: int,
-    augment: Mapping[str, Any],
+    augment: AugmentParams,
     seed: int,
 ) -> keras.Model:
     """The tutorial's model: Conv2D, MaxPooling, Flatten, Dense, Dense.
@@ -90,7 +87,7 @@ def compact_cnn(
     *,
     conv_size: int,
     dense_size: int,
-    augment: Mapping[str, Any],
+    augment: AugmentParams,
     seed: int,
 ) -> keras.Model:
     """A small VGG-style network that learns in a few epochs on two CPU cores.
@@ -137,7 +134,7 @@ def build_model(
     *,
     conv_size: int,
     dense_size: int,
-    augment: Mapping[str, Any] | None = None,
+    augment: AugmentParams | None = None,
     seed: int = 0,
 ) -> keras.Model:
     """Build the named architecture for images of ``input_shape``.
@@ -148,7 +145,7 @@ def build_model(
         num_classes: Number of outputs (from the prepared dataset's classes).
         conv_size: Filters of the first convolution.
         dense_size: Units of the hidden dense layer.
-        augment: Training-only augmentations (see `AUGMENT_OFF`); none by default.
+        augment: Training-only augmentations; none by default.
         seed: Seed of the augmentation layers.
 
     Raises:
@@ -165,6 +162,6 @@ def build_model(
             num_classes,
             conv_size=conv_size,
             dense_size=dense_size,
-            augment={**AUGMENT_OFF, **(augment or {})},
+            augment=augment or AugmentParams(),
             seed=seed,
         )

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from celestial_data import channels, decode, to_array
+from celestial_data import ImageFormat, decode, to_array
+from celestial_data.image import ColorMode
 from celestial_models.backend import keras
 from celestial_models.errors import ModelDirError, ModelError
 from celestial_models.inference import Predictor
@@ -41,14 +42,23 @@ class Classifier:
         self.metadata = metadata
         self.model_hash = model_hash
         self.classes: tuple[str, ...] = tuple(metadata["classes"])
-        self.image_size: int = int(metadata["image_size"])
-        self.color_mode: str = metadata["color_mode"]
+        self.image_format = metadata_format(metadata)
         self._predictor = Predictor(model)
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square images the model takes."""
+        return self.image_format.size
+
+    @property
+    def color_mode(self) -> ColorMode:
+        """``rgb`` or ``grayscale``."""
+        return self.image_format.color_mode
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         """Shape of one input image: ``(image_size, image_size, channels)``."""
-        return metadata_shape(self.metadata)
+        return self.image_format.shape
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities for a batch of images.
@@ -135,13 +145,12 @@ class Classifier:
                     f"Cannot read the image ({error}). Send a JPEG, PNG or another "
                     "format Pillow reads."
                 ) from error
-        return to_array(image, self.image_size, self.color_mode)  # type: ignore[arg-type]
+        return to_array(image, self.image_size, self.color_mode)
 
 
-def metadata_shape(metadata: dict[str, Any]) -> tuple[int, int, int]:
-    """The input shape that ``metadata.json`` describes."""
-    size = int(metadata["image_size"])
-    return (size, size, channels(metadata["color_mode"]))  # type: ignore[arg-type]
+def metadata_format(metadata: dict[str, Any]) -> ImageFormat:
+    """The image format that ``metadata.json`` describes."""
+    return ImageFormat(int(metadata["image_size"]), metadata["color_mode"])
 
 
 def load_classifier(model_dir: str | Path) -> Classifier:
@@ -160,7 +169,7 @@ def load_classifier(model_dir: str | Path) -> Classifier:
     model_dir = Path(model_dir)
     metadata = read_metadata(model_dir)
     model = load_model(model_dir / MODEL_FILE)
-    expected = (None, *metadata_shape(metadata))
+    expected = (None, *metadata_format(metadata).shape)
     if tuple(model.input_shape) != expected or model.output_shape[-1] != len(metadata["classes"]):
         raise ModelDirError(
             f"{model_dir}: model.keras takes {model.input_shape} and gives "

@@ -6,9 +6,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from celestial_data.errors import DataError
-from celestial_data.errors import ParamsError as DataParamsError
+from celestial_data.errors import DataError, ParamsError
 from celestial_models.errors import ModelError
+from celestial_models.ood import OodParams
+from celestial_models.params import TrainParams
 
 PROG = "celestial-models"
 
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--live-dir", metavar="DIR", help="folder for DVCLive's per-epoch metrics (dvc plots)"
     )
+    train.set_defaults(run=_train)
     predict = commands.add_parser(
         "predict",
         help="classify every image under a folder into a CSV",
@@ -57,20 +59,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="label every image with its closest class (the unknown column still flags them)",
     )
+    predict.set_defaults(run=_predict)
     return parser
 
 
-def run_train(args: argparse.Namespace) -> None:
-    """Run ``celestial-models train``."""
-    from celestial_data.params import read_section
-    from celestial_models.ood import DEFAULTS as OOD_DEFAULTS
-    from celestial_models.ood import resolve_ood_params
+def _error(message: str, status: int) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return status
 
+
+def _train(args: argparse.Namespace) -> int:
     # Read (and reject bad) params before paying for the Keras import.
-    from celestial_models.params import DEFAULTS, resolve_params
-
-    params = resolve_params(read_section(args.params, "train", DEFAULTS))
-    ood = resolve_ood_params(read_section(args.params, "ood", OOD_DEFAULTS))
+    params = TrainParams.load(args.params)
+    ood = OodParams.load(args.params)
     from celestial_models.train import train_model
 
     metadata = train_model(
@@ -81,10 +82,10 @@ def run_train(args: argparse.Namespace) -> None:
         f"{metadata['val_accuracy']:.4f}, val_loss {metadata['val_loss']:.4f}. "
         f"Model written to {args.model_dir}."
     )
+    return 0
 
 
-def run_predict(args: argparse.Namespace) -> None:
-    """Run ``celestial-models predict``."""
+def _predict(args: argparse.Namespace) -> int:
     from celestial_models.predict import predict_folder
 
     if args.output is None:
@@ -99,17 +100,17 @@ def run_predict(args: argparse.Namespace) -> None:
         + (f"; written to {args.output}." if args.output else "."),
         file=sys.stderr,
     )
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit status."""
     args = build_parser().parse_args(argv)
     try:
-        run_predict(args) if args.command == "predict" else run_train(args)
-    except DataParamsError as error:  # also celestial_models.ParamsError
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
+        return args.run(args)
+    except ParamsError as error:  # also celestial_models.ParamsError
+        return _error(str(error), 2)
     except (ModelError, DataError) as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 1
-    return 0
+        return _error(str(error), 1)
+    except KeyboardInterrupt:
+        return _error("interrupted", 130)

@@ -9,9 +9,7 @@ with every prediction at no extra pass.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -21,10 +19,10 @@ from celestial_models.errors import ModelError
 from celestial_models.inference import Predictor
 from celestial_models.ood import (
     OodDetector,
+    OodParams,
     calibrate_threshold,
     class_statistics,
     compute_scores,
-    resolve_ood_params,
 )
 
 __all__ = ["Outputs", "Scoring", "fit_detector", "outputs_of"]
@@ -109,7 +107,7 @@ def outputs_of(scoring: Scoring, *batches: np.ndarray) -> list[Outputs]:
 def fit_detector(
     model: keras.Model,
     dataset: PreparedDataset,
-    params: Mapping[str, Any] | None = None,
+    params: OodParams | None = None,
     model_dir: str | Path | None = None,
 ) -> OodDetector:
     """Fit the unknown-image detector of a trained model and save it with the model.
@@ -121,23 +119,23 @@ def fit_detector(
     Args:
         model: The trained model.
         dataset: The prepared data it was trained on.
-        params: The ``ood`` params (see `celestial_models.ood.DEFAULTS`).
+        params: The ``ood`` params (default: their defaults).
         model_dir: If given, where to save ``ood.json`` and the ``.npy`` files.
 
     Returns:
         The fitted detector.
     """
-    params = resolve_ood_params(params)
+    params = params or OodParams()
     train, val = outputs_of(Scoring(model), dataset.images("train"), dataset.images("val"))
     centroids, precision = class_statistics(
         train.features, dataset.labels("train"), len(dataset.classes)
     )
-    scores = compute_scores(params["score"], *val, centroids, precision)
-    threshold = calibrate_threshold(scores, params["acceptance"])
+    scores = compute_scores(params.score, *val, centroids, precision)
+    threshold = calibrate_threshold(scores, params.acceptance)
     detector = OodDetector(
-        method=params["score"],
+        method=params.score,
         threshold=threshold,
-        acceptance=params["acceptance"],
+        acceptance=params.acceptance,
         val_acceptance=float(np.mean(scores <= threshold)),
         centroids=centroids,
         precision=precision,

@@ -25,41 +25,54 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
+from pydantic import Field
 
-from celestial_data.errors import ParamsError as DataParamsError
-from celestial_data.params import check_keys
-from celestial_models.errors import ModelDirError, ParamsError
+from celestial_data.params import Params
+from celestial_models.errors import ModelDirError
 
 __all__ = [
     "CENTROIDS_FILE",
-    "DEFAULTS",
     "OOD_FILE",
     "PRECISION_FILE",
     "SCORES",
     "OodDetector",
+    "OodParams",
     "calibrate_threshold",
     "class_statistics",
     "compute_scores",
-    "resolve_ood_params",
 ]
 
-#: The ``ood`` section of ``params.yaml``: every key and its default.
-DEFAULTS: dict[str, Any] = {
-    # Which score decides "unknown" (see the module docstring).
-    "score": "mahalanobis",
-    # Share of validation images (known classes) the threshold accepts.
-    "acceptance": 0.95,
-}
-
+Score = Literal["mahalanobis", "cosine", "energy", "msp"]
 #: Accepted values of ``ood.score``.
-SCORES = ("mahalanobis", "cosine", "energy", "msp")
+SCORES: tuple[str, ...] = get_args(Score)
+
+
+class OodParams(Params):
+    """The ``ood`` section of ``params.yaml``: the unknown-image detector."""
+
+    section = "ood"
+
+    score: Score = Field(
+        "mahalanobis",
+        description="the unknown-image score: `mahalanobis` (squared distance from the image's "
+        "embedding to the nearest class centroid, with one shared covariance), `cosine` (one "
+        "minus the largest cosine similarity to a centroid), `energy` (minus the log-sum-exp of "
+        "the logits) or `msp` (minus the largest softmax probability)",
+    )
+    acceptance: float = Field(
+        0.95,
+        gt=0,
+        le=1,
+        description="share of the validation images (all of known classes) whose score the "
+        "threshold accepts; a higher share rejects fewer known images and fewer unknown ones",
+    )
+
 
 OOD_FILE = "ood.json"
 CENTROIDS_FILE = "ood_centroids.npy"
@@ -68,32 +81,6 @@ PRECISION_FILE = "ood_precision.npy"
 # Ridge added to the shared covariance, relative to its mean variance: keeps it
 # invertible when features are fewer than dimensions or some are always zero.
 RIDGE = 1e-3
-
-
-def resolve_ood_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """`DEFAULTS` updated with ``params``, checked.
-
-    Raises:
-        ParamsError: If a key is unknown or a value invalid.
-    """
-    params = dict(params or {})
-    try:
-        check_keys(params, DEFAULTS, "params ood")
-    except DataParamsError as error:
-        raise ParamsError(str(error)) from error
-    resolved = {**DEFAULTS, **params}
-    if resolved["score"] not in SCORES:
-        raise ParamsError(
-            f"params ood.score must be one of {', '.join(SCORES)}. Received: {resolved['score']!r}"
-        )
-    value = resolved["acceptance"]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 < value <= 1.0:
-        raise ParamsError(
-            "params ood.acceptance must be a number > 0 and <= 1 (the share of known "
-            f"images to accept, e.g. 0.95). Received: {value!r}"
-        )
-    resolved["acceptance"] = float(value)
-    return resolved
 
 
 def class_statistics(

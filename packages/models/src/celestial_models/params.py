@@ -1,4 +1,4 @@
-"""The ``train`` section of ``params.yaml``: its keys, defaults and checks.
+"""The ``train`` section of ``params.yaml``: its keys, defaults and ranges.
 
 Kept free of Keras so that a bad param fails in a fraction of a second, before
 the command pays for importing Keras.
@@ -6,99 +6,100 @@ the command pays for importing Keras.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
-from typing import Any
+from typing import Literal, Self, get_args
 
-from celestial_data.errors import ParamsError as DataParamsError
-from celestial_data.params import check_keys
-from celestial_models.errors import ParamsError
+from pydantic import Field, model_validator
 
-__all__ = ["ARCHITECTURE_NAMES", "DEFAULTS", "LR_SCHEDULES", "resolve_params"]
+from celestial_data.params import Params
 
+__all__ = ["ARCHITECTURE_NAMES", "LR_SCHEDULES", "AugmentParams", "TrainParams"]
+
+Architecture = Literal["compact_cnn", "simple_cnn"]
 #: Names accepted by ``train.architecture`` (the keys of `architectures.ARCHITECTURES`).
-ARCHITECTURE_NAMES = ("compact_cnn", "simple_cnn")
-LR_SCHEDULES = ("constant", "cosine")
-
-#: The ``train`` section of ``params.yaml``: every key and its default.
-DEFAULTS: dict[str, Any] = {
-    "architecture": "compact_cnn",
-    "seed": 0,
-    "epochs": 8,
-    "batch_size": 32,
-    "learning_rate": 0.003,
-    "lr_schedule": "cosine",
-    "conv_size": 16,
-    "dense_size": 0,
-    "patience": 3,
-    "augment": {"flip": False, "rotation": 0.0, "zoom": 0.0, "brightness": 0.0},
-}
+ARCHITECTURE_NAMES: tuple[str, ...] = get_args(Architecture)
+LrSchedule = Literal["constant", "cosine"]
+LR_SCHEDULES: tuple[str, ...] = get_args(LrSchedule)
 
 
-def resolve_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """`DEFAULTS` updated with ``params``, checked key by key and value by value.
+class AugmentParams(Params):
+    """``train.augment``: random changes to the training images (all off by default)."""
 
-    Raises:
-        ParamsError: If a key is unknown or a value has the wrong type or range.
-    """
-    params = dict(params or {})
-    if not isinstance(params.get("augment", {}), Mapping):
-        raise ParamsError(
-            "params train.augment must be a mapping of augmentation names to values "
-            f"({', '.join(DEFAULTS['augment'])}). Received: {params['augment']!r}"
-        )
-    try:
-        check_keys(params, DEFAULTS, "params train")
-        check_keys(params.get("augment", {}), DEFAULTS["augment"], "params train.augment")
-    except DataParamsError as error:  # re-raised as this package's own
-        raise ParamsError(str(error)) from error
-    resolved = {
-        **DEFAULTS,
-        **params,
-        "augment": {**DEFAULTS["augment"], **params.get("augment", {})},
-    }
-    _check_choice(resolved, "architecture", ARCHITECTURE_NAMES)
-    _check_choice(resolved, "lr_schedule", LR_SCHEDULES)
-    for key, low in (("seed", 0), ("epochs", 1), ("batch_size", 1), ("conv_size", 1)):
-        _check_int(resolved, key, low)
-    _check_int(resolved, "dense_size", 1 if resolved["architecture"] == "simple_cnn" else 0)
-    _check_int(resolved, "patience", 1)
-    _check_number(resolved, "learning_rate", 0.0, math.inf)
-    augment = resolved["augment"]
-    if not isinstance(augment["flip"], bool):
-        raise ParamsError(
-            f"params train.augment.flip must be true or false. Received: {augment['flip']!r}"
-        )
-    for key in ("rotation", "zoom", "brightness"):
-        _check_number(augment, key, 0.0, 1.0, where="train.augment", closed_low=True)
-    return resolved
+    flip: bool = Field(False, description="random horizontal and vertical flips while training")
+    rotation: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="random rotations while training, up to this fraction of a full turn "
+        "(0 to 1; 0 is off)",
+    )
+    zoom: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="random zoom while training, up to this fraction of the size (0 to 1; 0 is "
+        "off)",
+    )
+    brightness: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="random brightness changes while training, up to this fraction (0 to 1; 0 "
+        "is off)",
+    )
 
 
-def _check_choice(params: Mapping[str, Any], key: str, choices: tuple[str, ...]) -> None:
-    if params[key] not in choices:
-        raise ParamsError(
-            f"params train.{key} must be one of {', '.join(choices)}. Received: {params[key]!r}"
-        )
+class TrainParams(Params):
+    """The ``train`` section of ``params.yaml``."""
 
+    section = "train"
 
-def _check_int(params: Mapping[str, Any], key: str, low: int) -> None:
-    value = params[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ParamsError(f"params train.{key} must be an integer >= {low}. Received: {value!r}")
+    architecture: Architecture = Field(
+        "compact_cnn",
+        description="`compact_cnn`: blocks of 3x3 convolution, batch normalisation and ReLU, "
+        "halving the resolution and doubling the width down to 4x4, then global average "
+        "pooling; `simple_cnn`: the classic tutorial model (one convolution, max pooling, "
+        "flatten, a dense layer), kept for comparison",
+    )
+    seed: int = Field(
+        0,
+        ge=0,
+        description="seed of the weights' initialisation, the batch order and the augmentation; "
+        "the same seed gives a byte-identical model",
+    )
+    epochs: int = Field(
+        8, ge=1, description="most passes over the training split (early stopping may end sooner)"
+    )
+    batch_size: int = Field(32, ge=1, description="images per training step")
+    learning_rate: float = Field(0.003, gt=0, description="Adam's (initial) learning rate")
+    lr_schedule: LrSchedule = Field(
+        "cosine",
+        description="`cosine` decays the learning rate to zero over all the epochs' steps; "
+        "`constant` keeps it",
+    )
+    conv_size: int = Field(
+        16,
+        ge=1,
+        description="filters of the first convolution (`compact_cnn` doubles them at each block)",
+    )
+    dense_size: int = Field(
+        0,
+        ge=0,
+        description="units of the hidden dense layer before the classifier; `0` for none "
+        "(`compact_cnn` only; `simple_cnn` needs at least 1)",
+    )
+    patience: int = Field(
+        3,
+        ge=1,
+        description="epochs without a better validation loss before training stops; the best "
+        "epoch's weights are kept",
+    )
+    augment: AugmentParams = AugmentParams()
 
-
-def _check_number(
-    params: Mapping[str, Any],
-    key: str,
-    low: float,
-    high: float,
-    where: str = "train",
-    closed_low: bool = False,
-) -> None:
-    value = params[key]
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if not ok or not (low <= value if closed_low else low < value) or not value < high:
-        bounds = f"{'>=' if closed_low else '>'} {low}" + (
-            f" and < {high}" if high < math.inf else ""
-        )
-        raise ParamsError(f"params {where}.{key} must be a number {bounds}. Received: {value!r}")
+    @model_validator(mode="after")
+    def _dense_layer_where_needed(self) -> Self:
+        if self.architecture == "simple_cnn" and self.dense_size < 1:
+            raise ValueError(
+                "dense_size must be at least 1 for architecture simple_cnn (its hidden dense "
+                f"layer). Received: {self.dense_size}"
+            )
+        return self

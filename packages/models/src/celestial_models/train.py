@@ -1,6 +1,6 @@
 """Train a classifier on a prepared dataset: ``celestial-models train``.
 
-Reads the ``train`` section of ``params.yaml`` (defaults in `DEFAULTS`), trains
+Takes the ``train`` section of ``params.yaml`` (`TrainParams`), trains
 on the ``train`` split with early stopping on the ``val`` split's loss, and
 writes ``model.keras``, ``metadata.json`` and ``history.json`` to the model
 directory, byte for byte the same for the same data and params.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +27,11 @@ from celestial_models.errors import ParamsError, TrainingDataError
 from celestial_models.inference import Predictor
 from celestial_models.live import LiveLogger
 from celestial_models.model_dir import FORMAT_VERSION, HISTORY_FILE, METADATA_FILE, MODEL_FILE
-from celestial_models.ood import resolve_ood_params
-from celestial_models.params import DEFAULTS, resolve_params
+from celestial_models.ood import OodParams
+from celestial_models.params import TrainParams
 from celestial_models.saving import write_json, write_model
 
-__all__ = ["DEFAULTS", "HISTORY_KEYS", "resolve_params", "train_model"]
+__all__ = ["HISTORY_KEYS", "train_model"]
 
 #: What ``history.json`` records per epoch, besides the epoch number.
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
@@ -136,12 +136,12 @@ class EpochPrinter(keras.callbacks.Callback):
         print(f"epoch {epoch + 1}/{self.epochs}  {figures}", file=sys.stdout, flush=True)
 
 
-def compile_model(model: keras.Model, params: Mapping[str, Any], steps_per_epoch: int) -> None:
+def compile_model(model: keras.Model, params: TrainParams, steps_per_epoch: int) -> None:
     """Compile with Adam, sparse cross-entropy and accuracy."""
-    learning_rate: Any = params["learning_rate"]
-    if params["lr_schedule"] == "cosine":
+    learning_rate: Any = params.learning_rate
+    if params.lr_schedule == "cosine":
         learning_rate = keras.optimizers.schedules.CosineDecay(
-            learning_rate, decay_steps=params["epochs"] * steps_per_epoch
+            learning_rate, decay_steps=params.epochs * steps_per_epoch
         )
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
@@ -161,10 +161,10 @@ def inference_copy(model: keras.Model) -> keras.Model:
 def train_model(
     prepared: str | Path | PreparedDataset,
     model_dir: str | Path,
-    params: Mapping[str, Any] | None = None,
+    params: TrainParams | None = None,
     live_dir: str | Path | None = None,
     *,
-    ood: Mapping[str, Any] | None = None,
+    ood: OodParams | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: bool = False,
 ) -> dict[str, Any]:
@@ -178,7 +178,7 @@ def train_model(
         prepared: A prepared dataset folder (or the opened dataset).
         model_dir: Output folder for ``model.keras``, ``metadata.json`` and
             ``history.json`` (created; those files are replaced).
-        params: The ``train`` params; missing keys take `DEFAULTS`.
+        params: The ``train`` params (default: their defaults).
         live_dir: If given, DVCLive's output folder for per-epoch metrics.
         ood: The ``ood`` params of the unknown-image detector fitted after
             training and saved with the model (see `celestial_models.ood`).
@@ -189,43 +189,43 @@ def train_model(
         The metadata written to ``metadata.json``.
 
     Raises:
-        ParamsError: If a param is unknown or invalid.
+        ParamsError: If the batch cannot be split evenly over the devices.
         TrainingDataError: If the prepared data is missing or unusable.
     """
-    params = resolve_params(params)
-    ood = resolve_ood_params(ood)
-    keras.utils.set_random_seed(params["seed"])
+    params = params or TrainParams()
+    ood = ood or OodParams()
+    keras.utils.set_random_seed(params.seed)
     dataset = open_training_data(prepared)
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
 
     batches = TrainingBatches(
-        dataset.images("train"), dataset.labels("train"), params["batch_size"], params["seed"]
+        dataset.images("train"), dataset.labels("train"), params.batch_size, params.seed
     )
     epoch_callbacks: list[keras.callbacks.Callback] = [
         ValidationMetrics(dataset.images("val"), dataset.labels("val")),
         keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=params["patience"], restore_best_weights=True
+            monitor="val_loss", patience=params.patience, restore_best_weights=True
         ),
         *callbacks,
     ]
     if live_dir is not None:
         epoch_callbacks.append(LiveLogger(live_dir, HISTORY_KEYS))
     if verbose:
-        epoch_callbacks.append(EpochPrinter(params["epochs"]))
+        epoch_callbacks.append(EpochPrinter(params.epochs))
 
-    with data_parallel(params["batch_size"]):
+    with data_parallel(params.batch_size):
         model = build_model(
-            params["architecture"],
+            params.architecture,
             dataset.input_shape,
             len(dataset.classes),
-            conv_size=params["conv_size"],
-            dense_size=params["dense_size"],
-            augment=params["augment"],
-            seed=params["seed"],
+            conv_size=params.conv_size,
+            dense_size=params.dense_size,
+            augment=params.augment,
+            seed=params.seed,
         )
         compile_model(model, params, len(batches))
-        fit = model.fit(batches, epochs=params["epochs"], callbacks=epoch_callbacks, verbose=0)
+        fit = model.fit(batches, epochs=params.epochs, callbacks=epoch_callbacks, verbose=0)
 
     history = [
         {"epoch": epoch + 1, **{key: float(fit.history[key][epoch]) for key in HISTORY_KEYS}}
@@ -241,7 +241,7 @@ def train_model(
         "color_mode": dataset.color_mode,
         "input_shape": list(dataset.input_shape),
         "data_hash": dataset.hash,
-        "params": params,
+        "params": params.dump(),
         "epochs_run": len(history),
         "best_epoch": best["epoch"],
         "val_loss": best["val_loss"],
