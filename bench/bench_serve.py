@@ -64,8 +64,7 @@ def reference_files(per_class: int) -> list[Path]:
 
 def train_fallback(root: Path) -> Path:
     """A project with a model trained briefly on reference images at the default size."""
-    from celestial_data import decode, to_array, write_prepared
-    from celestial_data import PrepareParams
+    from celestial_data import PrepareParams, decode, to_array, write_prepared
     from celestial_models import TrainParams, train_model
 
     size, mode = PrepareParams().image_size, PrepareParams().color_mode
