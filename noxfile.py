@@ -57,10 +57,11 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """Check style and formatting with ruff, and the GitHub workflows with jactionlint."""
-    sync(session, "lint", only=True)
+    """Check style with ruff, types with mypy, and the GitHub workflows with jactionlint."""
+    sync(session, "lint")  # the workspace too: mypy follows the packages' imports
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
     session.run("jactionlint", "--no-color", *sorted(map(str, WORKFLOWS_DIR.glob("*.yml"))))
 
 

@@ -16,9 +16,13 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
-from celestial_data.params import Params, reference_rows
+import yaml
+from pydantic import BaseModel
+
+from celestial_data.params import Params
 from celestial_data.prepare import PrepareParams
 from celestial_data.synth import SynthParams
 from celestial_eval.evaluate import EvaluateParams
@@ -26,7 +30,7 @@ from celestial_eval.rejection import RejectionParams
 from celestial_models.ood import OodParams
 from celestial_models.params import TrainParams
 
-__all__ = ["SECTIONS", "main", "render", "table"]
+__all__ = ["SECTIONS", "main", "reference_rows", "render", "table"]
 
 #: Every section of ``params.yaml``, in pipeline order.
 SECTIONS: tuple[type[Params], ...] = (
@@ -39,6 +43,24 @@ SECTIONS: tuple[type[Params], ...] = (
 )
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "pipeline.md"
 BLOCK = re.compile(r"(<!-- params: (\w+) -->\n).*?(<!-- /params -->)", re.DOTALL)
+
+
+def reference_rows(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, str, str]]:
+    """``(key, default, description)`` for each key of ``model``, nested keys dotted.
+
+    The default is written as it would be in ``params.yaml``.
+    """
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from reference_rows(annotation, f"{prefix}{name}.")
+            continue
+        default = yaml.safe_dump(field.get_default(call_default_factory=True))
+        yield (
+            f"{prefix}{name}",
+            default.removesuffix("\n").removesuffix("\n..."),
+            field.description or "",
+        )
 
 
 def table(model: type[Params]) -> str:

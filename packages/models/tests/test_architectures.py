@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import jax
 import numpy as np
 import pytest
 
 from celestial_models import ParamsError, build_model
+from celestial_models.architectures import ARCHITECTURES
 from celestial_models.backend import fast_initializers, keras
 from celestial_models.inference import Predictor
-from celestial_models.params import AugmentParams
+from celestial_models.params import AugmentParams, TrainParams
 
 AUGMENT_ALL = AugmentParams(flip=True, rotation=0.1, zoom=0.1, brightness=0.1)
 
@@ -117,3 +119,8 @@ def test_a_predictor_follows_weights_set_after_its_first_call() -> None:
     after = predictor(images())
     assert not np.allclose(before, after)
     np.testing.assert_allclose(after, 1 / 3, rtol=1e-5)  # zero weights: uniform
+
+
+def test_train_params_accept_exactly_the_architectures() -> None:
+    accepted = get_args(TrainParams.model_fields["architecture"].annotation)
+    assert set(accepted) == set(ARCHITECTURES)

@@ -157,7 +157,7 @@ def test_an_empty_validation_split_is_refused(
             {"augment": {"zoom": 1.5}},
             r"train.augment.zoom: Input should be less than or equal to 1",
         ),
-        ({"augment": 3}, r"train.augment: Input should be a mapping of keys to values"),
+        ({"augment": 3}, r"train.augment must be a mapping of keys to values\. Received: 3"),
         (
             {"architecture": "simple_cnn", "dense_size": 0},
             r"params train: dense_size must be at least 1 for architecture simple_cnn",

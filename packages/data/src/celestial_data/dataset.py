@@ -154,7 +154,8 @@ def scan(root: str | Path) -> RawDataset:
         )
     files: dict[str, list[str]] = {}
     for name in classes:
-        images, others = [], []
+        images: list[str] = []
+        others: list[str] = []
         for relative in sorted(_walk(root / name, root)):
             leaf = relative.rsplit("/", 1)[-1]
             (images if is_image_name(leaf) else others).append(relative)

@@ -8,7 +8,7 @@ fails there, in one clear line, before any heavy import.
 
 Adding a parameter is one field with its default, range and description on
 the section's model, plus its use: the docs' params reference is generated
-from the fields (`reference_rows`).
+from the fields (``tools/params_reference.py``).
 
 This module lives in celestial-data, the package every other one builds on,
 so that all sections share one loader and one error type.
@@ -17,7 +17,6 @@ so that all sections share one loader and one error type.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -27,7 +26,7 @@ from pydantic_core import ErrorDetails
 
 from celestial_data.errors import ParamsError
 
-__all__ = ["Params", "read_document", "reference_rows"]
+__all__ = ["Params"]
 
 
 class Params(BaseModel):
@@ -44,7 +43,7 @@ class Params(BaseModel):
     """The section's key in ``params.yaml``."""
 
     @classmethod
-    def parse(cls, values: Mapping[str, Any] | None = None, where: str | None = None) -> Self:
+    def parse(cls, values: Any = None, where: str | None = None) -> Self:
         """The section from a mapping of its keys (missing keys take their defaults).
 
         Args:
@@ -55,12 +54,8 @@ class Params(BaseModel):
             ParamsError: If a key is unknown or a value has the wrong type or range.
         """
         where = where or f"params {cls.section}"
-        if values is not None and not isinstance(values, Mapping):
-            raise ParamsError(
-                f"{where} must be a mapping of keys to values. Received: {values!r:.100}"
-            )
         try:
-            return cls.model_validate(dict(values or {}))
+            return cls.model_validate({} if values is None else values)
         except ValidationError as error:
             lines = [_explain(cls, detail, where) for detail in error.errors()]
             raise ParamsError("\n".join(lines)) from None
@@ -77,82 +72,42 @@ class Params(BaseModel):
         """
         if path is None:
             return cls()
-        return cls.parse(read_document(path).get(cls.section), f"{path}: {cls.section}")
+        path = Path(path)
+        if not path.is_file():
+            raise ParamsError(f"Params file {path} not found. Pass --params with an existing file.")
+        try:
+            document = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ParamsError(f"{path} is not valid YAML: {error}") from None
+        if not isinstance(document, dict):
+            raise ParamsError(f"{path} must be a mapping of sections (prepare:, train:, ...).")
+        return cls.parse(document.get(cls.section), f"{path}: {cls.section}")
 
     def dump(self) -> dict[str, Any]:
         """The section as plain YAML/JSON values, every key present."""
         return self.model_dump(mode="json")
 
 
-def read_document(path: str | Path) -> dict[str, Any]:
-    """The mapping at the top of the YAML file at ``path``.
-
-    Raises:
-        ParamsError: If the file is missing, not YAML, or not a mapping.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ParamsError(f"Params file {path} not found. Pass --params with an existing file.")
-    try:
-        document = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ParamsError(f"{path} is not valid YAML: {error}") from None
-    if not isinstance(document, dict):
-        raise ParamsError(f"{path} must be a mapping of sections (prepare:, train:, ...).")
-    return document
-
-
-def _fields(
-    model: type[BaseModel], loc: tuple[int | str, ...]
-) -> tuple[type[BaseModel], list[str]]:
-    """The keys of ``loc`` that name fields, and the model holding the last of them.
-
-    Pydantic's locations also name union members and list indexes: they are
-    dropped, so a message names the key a user wrote.
-    """
+def _explain(model: type[BaseModel], detail: ErrorDetails, where: str) -> str:
+    """One line for one validation error: where, what was expected, what was received."""
     keys: list[str] = []
-    for key in loc:
-        if not isinstance(key, str) or key not in model.model_fields:
+    fields = model.model_fields
+    # Pydantic's location also names union members and list indexes: the
+    # message names only the keys a user wrote.
+    for key in detail["loc"]:
+        if key not in fields:
             break
-        keys.append(key)
-        annotation = model.model_fields[key].annotation
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            break
-        model = annotation
-    return model, keys
-
-
-def _explain(model: type[Params], detail: ErrorDetails, where: str) -> str:
-    """One line for one validation error: what was expected, what was received."""
-    holder, keys = _fields(model, detail["loc"])
+        keys.append(str(key))
+        fields = getattr(fields[str(key)].annotation, "model_fields", {})
+    place = ".".join([where, *keys])
     if detail["type"] == "extra_forbidden":
-        accepted = list(holder.model_fields)
         unknown = str(detail["loc"][-1])
-        close = difflib.get_close_matches(unknown, accepted, n=1)
+        close = difflib.get_close_matches(unknown, list(fields), n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
-        inside = ".".join([where, *keys])
-        return f"Unknown key '{unknown}' in {inside}.{hint} Accepted keys: {', '.join(accepted)}."
+        return f"Unknown key '{unknown}' in {place}.{hint} Accepted keys: {', '.join(fields)}."
+    if detail["type"] == "model_type":
+        return f"{place} must be a mapping of keys to values. Received: {detail['input']!r:.100}"
     message = detail["msg"].removeprefix("Value error, ")
     if not keys:  # a check across several keys
-        return f"{where}: {message}"
-    dotted = ".".join([where, *keys])
-    if detail["type"] in ("model_type", "model_attributes_type"):
-        message = "Input should be a mapping of keys to values"
-    if "Received:" in message:
-        return f"{dotted}: {message}"
-    return f"{dotted}: {message}. Received: {detail['input']!r:.100}"
-
-
-def reference_rows(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, str, str]]:
-    """``(key, default, description)`` for each key of ``model``, nested keys dotted.
-
-    The default is written as it would be in ``params.yaml``.
-    """
-    for name, field in model.model_fields.items():
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            yield from reference_rows(annotation, f"{prefix}{name}.")
-            continue
-        default = yaml.safe_dump(field.get_default(call_default_factory=True))
-        default = default.removesuffix("\n").removesuffix("\n...")
-        yield f"{prefix}{name}", default, field.description or ""
+        return f"{place}: {message}"
+    return f"{place}: {message}. Received: {detail['input']!r:.100}"

@@ -69,11 +69,9 @@ class RejectionParams(Params):
     @field_validator("classes", mode="before")
     @classmethod
     def _all_or_names(cls, value: Any) -> Any:
-        names = isinstance(value, list) and value and all(isinstance(v, str) for v in value)
-        if value != "all" and not names:
-            raise ValueError(
-                f"must be 'all' or a non-empty list of class names. Received: {value!r:.100}"
-            )
+        # One message for both forms, instead of one per member of the union.
+        if value != "all" and not (isinstance(value, list) and value):
+            raise ValueError("must be 'all' or a non-empty list of class names")
         return value
 
 

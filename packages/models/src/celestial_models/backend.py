@@ -31,7 +31,7 @@ if _chosen != BACKEND:
 # during the import (a None entry makes `import` raise ImportError) and made
 # importable again right after. A process that already imported it keeps it.
 _hidden = [name for name in ("matplotlib", "matplotlib.pyplot") if name not in sys.modules]
-sys.modules.update(dict.fromkeys(_hidden))
+sys.modules.update(dict.fromkeys(_hidden))  # type: ignore[arg-type]  # None: unimportable
 try:
     import keras
 finally:

@@ -10,6 +10,7 @@ with every prediction at no extra pass.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -32,25 +33,15 @@ LOGITS_LAYER = "logits"
 JOIN_BYTES = 256 * 2**20
 
 
-class Outputs(tuple):
-    """``(features, logits, probabilities)`` of a batch, float32 arrays."""
+class Outputs(NamedTuple):
+    """What `Scoring` gives for a batch: float32 arrays."""
 
-    __slots__ = ()
-
-    @property
-    def features(self) -> np.ndarray:
-        """``(N, D)`` embeddings."""
-        return self[0]
-
-    @property
-    def logits(self) -> np.ndarray:
-        """``(N, K)`` pre-softmax outputs."""
-        return self[1]
-
-    @property
-    def probabilities(self) -> np.ndarray:
-        """``(N, K)`` class probabilities, as `Classifier.predict` returns them."""
-        return self[2]
+    features: np.ndarray
+    """``(N, D)`` embeddings."""
+    logits: np.ndarray
+    """``(N, K)`` pre-softmax outputs."""
+    probabilities: np.ndarray
+    """``(N, K)`` class probabilities, as `Classifier.predict` returns them."""
 
 
 class Scoring:
@@ -83,7 +74,7 @@ class Scoring:
         """Outputs for uint8 images ``(N, S, S, C)`` (memory-mapped is fine)."""
         joined = self._predictor(images)
         d, k = self.dims, self.classes
-        return Outputs((joined[:, :d], joined[:, d : d + k], joined[:, d + k :]))
+        return Outputs(joined[:, :d], joined[:, d : d + k], joined[:, d + k :])
 
 
 def outputs_of(scoring: Scoring, *batches: np.ndarray) -> list[Outputs]:
@@ -99,7 +90,7 @@ def outputs_of(scoring: Scoring, *batches: np.ndarray) -> list[Outputs]:
     joined = scoring(np.concatenate([np.asarray(batch) for batch in batches]))
     ends = np.cumsum([len(batch) for batch in batches])
     return [
-        Outputs(tuple(part[start:end] for part in joined))
+        Outputs(*(part[start:end] for part in joined))
         for start, end in zip([0, *ends[:-1]], ends, strict=True)
     ]
 

@@ -6,19 +6,13 @@ the command pays for importing Keras.
 
 from __future__ import annotations
 
-from typing import Literal, Self, get_args
+from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
 from celestial_data.params import Params
 
-__all__ = ["ARCHITECTURE_NAMES", "LR_SCHEDULES", "AugmentParams", "TrainParams"]
-
-Architecture = Literal["compact_cnn", "simple_cnn"]
-#: Names accepted by ``train.architecture`` (the keys of `architectures.ARCHITECTURES`).
-ARCHITECTURE_NAMES: tuple[str, ...] = get_args(Architecture)
-LrSchedule = Literal["constant", "cosine"]
-LR_SCHEDULES: tuple[str, ...] = get_args(LrSchedule)
+__all__ = ["AugmentParams", "TrainParams"]
 
 
 class AugmentParams(Params):
@@ -53,7 +47,8 @@ class TrainParams(Params):
 
     section = "train"
 
-    architecture: Architecture = Field(
+    # The keys of `architectures.ARCHITECTURES` (a test keeps them equal).
+    architecture: Literal["compact_cnn", "simple_cnn"] = Field(
         "compact_cnn",
         description="`compact_cnn`: blocks of 3x3 convolution, batch normalisation and ReLU, "
         "halving the resolution and doubling the width down to 4x4, then global average "
@@ -71,7 +66,7 @@ class TrainParams(Params):
     )
     batch_size: int = Field(32, ge=1, description="images per training step")
     learning_rate: float = Field(0.003, gt=0, description="Adam's (initial) learning rate")
-    lr_schedule: LrSchedule = Field(
+    lr_schedule: Literal["constant", "cosine"] = Field(
         "cosine",
         description="`cosine` decays the learning rate to zero over all the epochs' steps; "
         "`constant` keeps it",
