@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import os
 import platform
@@ -45,13 +44,11 @@ ENV = {
 
 
 def load_locals3():
-    spec = importlib.util.spec_from_file_location(
-        "celestial_locals3", ROOT / "tools" / "locals3.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    # tools/ holds scripts, not a package; locals3 imports its sibling dvcrepo.
+    sys.path.insert(0, str(ROOT / "tools"))
+    import locals3
+
+    return locals3
 
 
 def dvc(*args: str, cwd: Path) -> float:

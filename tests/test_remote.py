@@ -11,7 +11,6 @@ killed as a group. The server checks signatures, so wrong keys fail as on AWS.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import random
 import re
@@ -23,9 +22,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
+import locals3  # tools/ is on pytest's pythonpath
 import pytest
+import transfer
+from dvcrepo import RemoteConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -35,20 +36,6 @@ ENV = {
     "DVC_NO_ANALYTICS": "1",
     "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
 }
-
-
-def load_tool(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        f"celestial_tools_{name}", ROOT / "tools" / f"{name}.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-locals3 = load_tool("locals3")
-transfer = load_tool("transfer")
 
 
 @dataclass
@@ -477,7 +464,7 @@ def test_local_server_session_points_the_remote_and_gives_old_settings_back(tmp_
     assert locals3.stop(repo) is None
 
 
-REMOTE = transfer.Remote("storage", "s3://celestial-dvc/store", "http://127.0.0.1:9")
+REMOTE = RemoteConfig("storage", "s3://celestial-dvc/store", "http://127.0.0.1:9")
 
 
 @pytest.mark.parametrize(
@@ -521,7 +508,7 @@ def test_explain_without_any_remote_tells_how_to_add_one() -> None:
         "push",
         "ERROR: failed to push data to the cloud - config file error: no remote "
         "specified in /repo. Setup default remote with",
-        transfer.Remote(None),
+        RemoteConfig(None),
     )
 
     assert "no DVC remote is configured" in line

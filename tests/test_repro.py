@@ -1,23 +1,22 @@
 """`nox -s repro` tells reproduced, up to date, skipped and failed projects apart.
 
-The session's logic runs here against small DVC repositories in temporary
-folders, with real ``dvc`` processes: a project whose data is nowhere to be had
-is skipped with its fix (or fails in strict mode), data in the cache is checked
-out instead of skipped, and a stage that fails fails.
+The session's logic (``tools/dvcrepo.py``) runs here against small DVC
+repositories in temporary folders, with real ``dvc`` processes: a project whose
+data is nowhere to be had is skipped with its fix (or fails in strict mode),
+data in the cache is checked out instead of skipped, and a stage that fails
+fails.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
+import dvcrepo  # tools/ is on pytest's pythonpath
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "celestial tests",
@@ -27,16 +26,6 @@ GIT_ENV = {
 }
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def noxfile():
-    spec = importlib.util.spec_from_file_location("celestial_noxfile", ROOT / "noxfile.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -76,36 +65,34 @@ def add_data(folder: Path) -> None:
     run("dvc", "add", "-q", "data/raw", cwd=folder)
 
 
-def session(repo: Path, noxfile, monkeypatch) -> SimpleNamespace:
-    """Enough of a nox session for `repro_one`, logging into a list."""
-    monkeypatch.setattr(noxfile, "PROJECTS_DIR", repo / "projects")
-    logged: list[str] = []
-    return SimpleNamespace(bin=str(BIN), log=logged.append, warn=logged.append, logged=logged)
+def reproduce(repo: Path, project: str, strict: bool) -> dvcrepo.Outcome:
+    """What ``nox -s repro`` does for one project, with this environment's ``dvc``."""
+    return dvcrepo.reproduce(repo / "projects" / project, BIN, strict, log=lambda line: None)
 
 
 COUNT = "python -c \"import os; open('out.txt', 'w').write(str(len(os.listdir('data/raw'))))\""
 
 
-def test_data_in_the_cache_is_checked_out_not_skipped(repo: Path, noxfile, monkeypatch) -> None:
+def test_data_in_the_cache_is_checked_out_not_skipped(repo: Path) -> None:
     folder = project(repo, "cached", COUNT)
     add_data(folder)
     run("rm", "-r", "data/raw", cwd=folder)
-    outcome = noxfile.repro_one(session(repo, noxfile, monkeypatch), "cached", strict=True)
+    outcome = reproduce(repo, "cached", strict=True)
     assert (outcome.status, outcome.detail) == ("reproduced", "")
     assert (folder / "data" / "raw" / "Mars" / "a.jpg").is_file()
     assert (folder / "out.txt").read_text() == "1"
-    again = noxfile.repro_one(session(repo, noxfile, monkeypatch), "cached", strict=True)
+    again = reproduce(repo, "cached", strict=True)
     assert again.status == "up to date"
 
 
-def test_data_nowhere_to_be_had_is_skipped_with_the_fix(repo: Path, noxfile, monkeypatch) -> None:
+def test_data_nowhere_to_be_had_is_skipped_with_the_fix(repo: Path) -> None:
     folder = project(repo, "remote-only", COUNT)
     add_data(folder)
     # What a fresh clone has: the pointer, not the data, and an empty cache.
     run("rm", "-r", "data/raw", "../../.dvc/cache", cwd=folder)
     run("dvc", "remote", "add", "-d", "store", str(repo / "unreachable-remote"), cwd=repo)
 
-    outcome = noxfile.repro_one(session(repo, noxfile, monkeypatch), "remote-only", strict=False)
+    outcome = reproduce(repo, "remote-only", strict=False)
 
     assert outcome.status == "skipped"
     assert "\n" not in outcome.detail
@@ -113,16 +100,14 @@ def test_data_nowhere_to_be_had_is_skipped_with_the_fix(repo: Path, noxfile, mon
     assert "fix: run `uv run dvc pull` in projects/remote-only" in outcome.detail
     assert not (folder / "out.txt").exists()
 
-    strict = noxfile.repro_one(session(repo, noxfile, monkeypatch), "remote-only", strict=True)
+    strict = reproduce(repo, "remote-only", strict=True)
     assert strict.status == "failed"
     assert strict.detail == outcome.detail
 
 
-def test_an_input_nothing_provides_is_skipped_with_dvc_add(
-    repo: Path, noxfile, monkeypatch
-) -> None:
+def test_an_input_nothing_provides_is_skipped_with_dvc_add(repo: Path) -> None:
     project(repo, "new-folder", COUNT)
-    outcome = noxfile.repro_one(session(repo, noxfile, monkeypatch), "new-folder", strict=False)
+    outcome = reproduce(repo, "new-folder", strict=False)
     assert outcome.status == "skipped"
     assert outcome.detail == (
         "data/raw does not exist and no stage or .dvc file provides it; fix: put the data "
@@ -130,30 +115,30 @@ def test_an_input_nothing_provides_is_skipped_with_dvc_add(
     )
 
 
-def test_a_stage_that_fails_fails_with_dvc_s_error_line(repo: Path, noxfile, monkeypatch) -> None:
+def test_a_stage_that_fails_fails_with_dvc_s_error_line(repo: Path) -> None:
     folder = project(repo, "broken", "python -c \"raise SystemExit('boom')\"")
     add_data(folder)
-    outcome = noxfile.repro_one(session(repo, noxfile, monkeypatch), "broken", strict=False)
+    outcome = reproduce(repo, "broken", strict=False)
     assert outcome.status == "failed"
     assert outcome.detail.startswith("ERROR: failed to reproduce 'count'")
 
 
 def test_an_s3_remote_without_credentials_is_skipped_without_asking_it(
-    repo: Path, noxfile, monkeypatch
+    repo: Path, monkeypatch
 ) -> None:
     folder = project(repo, "s3-only", COUNT)
     add_data(folder)
     run("rm", "-r", "data/raw", "../../.dvc/cache", cwd=folder)
     run("dvc", "remote", "add", "-d", "store", "s3://celestial-tests/store", cwd=repo)
-    for variable in noxfile.AWS_CREDENTIAL_VARIABLES:
+    for variable in dvcrepo.AWS_CREDENTIAL_VARIABLES:
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("HOME", str(repo / "home"))
 
-    outcome = noxfile.repro_one(session(repo, noxfile, monkeypatch), "s3-only", strict=False)
+    outcome = reproduce(repo, "s3-only", strict=False)
 
     assert outcome.status == "skipped"
     assert "no credentials are configured for the remote 'store'" in outcome.detail
     assert "fix: run `uv run dvc pull` in projects/s3-only" in outcome.detail
 
     monkeypatch.setenv("AWS_PROFILE", "team")
-    assert noxfile.missing_credentials(folder, str(BIN / "dvc")) is None
+    assert dvcrepo.missing_credentials(folder) is None

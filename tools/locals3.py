@@ -9,7 +9,9 @@ would on AWS. Finally it points the remote at the server with
 ``.dvc/config.local``, which git ignores. ``stop`` ends the server and puts
 back whatever ``.dvc/config.local`` held before.
 
-The server keeps objects in memory: stopping it discards what was pushed.
+The server keeps objects in memory: stopping it discards what was pushed. The
+remote and its bucket come from ``dvcrepo.remote_config``, the repository's one
+reader of the DVC config; a DVC command that fails raises ``dvcrepo.DvcError``.
 
 Usage (``uv run nox -s s3`` and ``uv run nox -s s3-stop`` call these)::
 
@@ -28,18 +30,17 @@ import subprocess
 import sys
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from dvcrepo import DvcError, read_config, remote_config, run_checked
 
 __all__ = [
     "REMOTE_KEYS",
     "LocalS3Error",
     "Server",
-    "bucket_of",
     "configure_remote",
-    "dvc",
     "free_port",
     "kill_group",
     "launch",
@@ -81,27 +82,6 @@ class Server:
     def endpoint(self) -> str:
         """The server's base URL, as boto3 and DVC's ``endpointurl`` expect it."""
         return f"http://{self.host}:{self.port}"
-
-
-def dvc(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run the DVC command line of this Python environment in ``cwd``."""
-    return subprocess.run(
-        [sys.executable, "-m", "dvc", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "DVC_NO_ANALYTICS": "1"},
-    )
-
-
-def _dvc_checked(*args: str, cwd: Path) -> str:
-    result = dvc(*args, cwd=cwd)
-    if result.returncode != 0:
-        lines = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
-        reason = lines[-1] if lines else result.stderr.strip() or f"exit {result.returncode}"
-        raise LocalS3Error(f"'dvc {' '.join(args[:3])} ...' failed in {cwd}: {reason}")
-    return result.stdout
 
 
 def free_port(host: str = HOST) -> int:
@@ -259,45 +239,15 @@ def _is_moto(pid: int) -> bool:
         return False
 
 
-def bucket_of(url: str) -> str:
-    """The bucket of an ``s3://BUCKET/PATH`` URL.
-
-    Raises:
-        LocalS3Error: ``url`` is not an ``s3://`` URL.
-    """
-    parsed = urllib.parse.urlparse(url)
-    if parsed.scheme != "s3" or not parsed.netloc:
-        raise LocalS3Error(
-            f"An s3://BUCKET/PATH remote URL was expected; received {url!r}. "
-            "Set one with 'dvc remote add -d storage s3://BUCKET/PATH'."
-        )
-    return parsed.netloc
-
-
-def _config(repo: Path, *level: str) -> dict[str, str]:
-    out = _dvc_checked("config", "--list", *level, cwd=repo)
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-
-
-def _default_remote(repo: Path) -> str:
-    remote = _config(repo).get("core.remote")
-    if not remote:
-        raise LocalS3Error(
-            f"No default DVC remote is set in {repo / '.dvc' / 'config'}. "
-            "Add one with 'dvc remote add -d storage s3://BUCKET/PATH'."
-        )
-    return remote
-
-
 def configure_remote(repo: Path, remote: str, settings: dict[str, str | None]) -> None:
     """Set (or, for ``None``, unset) settings of ``remote`` in ``.dvc/config.local``."""
-    current = _config(repo, "--local") if None in settings.values() else {}
+    current = read_config(repo, "local") if None in settings.values() else {}
     for key, value in settings.items():
         if value is None:
             if f"remote.{remote}.{key}" in current:
-                _dvc_checked("remote", "modify", "--local", "--unset", remote, key, cwd=repo)
+                run_checked("remote", "modify", "--local", "--unset", remote, key, cwd=repo)
         else:
-            _dvc_checked("remote", "modify", "--local", remote, key, value, cwd=repo)
+            run_checked("remote", "modify", "--local", remote, key, value, cwd=repo)
 
 
 def _state_file(repo: Path) -> Path:
@@ -341,17 +291,9 @@ def start(repo: Path, remote: str | None = None) -> Server:
         return running
     if running is not None:
         stop(repo)
-    remote = remote or _default_remote(repo)
-    config = _config(repo)
-    url = config.get(f"remote.{remote}.url")
-    if url is None:
-        raise LocalS3Error(
-            f"Remote {remote!r} is not defined in {repo / '.dvc' / 'config'}. "
-            f"Add it with 'dvc remote add {remote} s3://BUCKET/PATH'."
-        )
-    bucket = bucket_of(url)
+    bucket, remote = _bucket_of(repo, remote)
     proc = launch(repo / STATE_DIR / "server.log")
-    local = _config(repo, "--local")
+    local = read_config(repo, "local")
     server = Server(
         pid=proc.pid,
         port=int(proc.args[-1]),
@@ -370,6 +312,28 @@ def start(repo: Path, remote: str | None = None) -> Server:
             kill_group(proc.pid)
         raise
     return server
+
+
+def _bucket_of(repo: Path, name: str | None) -> tuple[str, str]:
+    """The bucket of remote ``name`` (or of the default remote), and the remote's name."""
+    remote = remote_config(repo, name)
+    config = repo / ".dvc" / "config"
+    if remote.name is None:
+        raise LocalS3Error(
+            f"No default DVC remote is set in {config}. "
+            "Add one with 'dvc remote add -d storage s3://BUCKET/PATH'."
+        )
+    if remote.url is None:
+        raise LocalS3Error(
+            f"Remote {remote.name!r} is not defined in {config}. "
+            f"Add it with 'dvc remote add {remote.name} s3://BUCKET/PATH'."
+        )
+    if remote.bucket is None:
+        raise LocalS3Error(
+            f"An s3://BUCKET/PATH remote URL was expected; received {remote.url!r}. "
+            "Set one with 'dvc remote add -d storage s3://BUCKET/PATH'."
+        )
+    return remote.bucket, remote.name
 
 
 def _ours(server: Server) -> dict[str, str | None]:
@@ -393,7 +357,7 @@ def stop(repo: Path) -> Server | None:
         return None
     if _is_moto(server.pid):
         kill_group(server.pid)
-    local = _config(repo, "--local")
+    local = read_config(repo, "local")
     restore = {
         key: server.previous.get(key)
         for key, value in _ours(server).items()
@@ -430,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"Stopped the local S3 server on {stopped.endpoint}; remote "
                     f"{stopped.remote!r} has its previous local settings back."
                 )
-    except LocalS3Error as error:
+    except (LocalS3Error, DvcError) as error:
         print(f"locals3: error: {error}", file=sys.stderr)
         return 1
     return 0

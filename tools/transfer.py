@@ -5,7 +5,9 @@ DVC reports an unreachable server, a missing bucket or refused keys as an
 normal output, and on failure prints a single line that names the remote, what
 went wrong and the fix, then exits with DVC's status. DVC itself keeps the
 cache and the workspace consistent: objects land in the cache only once fully
-downloaded, and a failed transfer can simply be run again.
+downloaded, and a failed transfer can simply be run again. The remote's name,
+URL and endpoint come from ``dvcrepo.remote_config``, the repository's one
+reader of the DVC config.
 
 Usage (``uv run nox -s push`` and ``uv run nox -s pull`` call this)::
 
@@ -23,33 +25,16 @@ import sys
 import threading
 import urllib.parse
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Remote", "Watchdog", "explain", "main", "remote_in_use", "run"]
+from dvcrepo import DVC, DvcError, RemoteConfig, remote_config
+
+__all__ = ["Watchdog", "explain", "main", "remote_in_use", "run"]
 
 DOCS = "docs/remote.md"
 
 # The line DVC closes each failure with.
 SUPPORT = "Having any troubles?"
-
-
-@dataclass(frozen=True)
-class Remote:
-    """The remote a transfer used, as far as the DVC config tells."""
-
-    name: str | None
-    url: str | None = None
-    endpoint: str | None = None
-
-    def describe(self) -> str:
-        """``'storage' (s3://bucket/path at http://host:port)`` or as much as is known."""
-        if self.name is None:
-            return "the default remote"
-        where = self.url or "no URL"
-        if self.endpoint:
-            where += f" at {self.endpoint}"
-        return f"remote {self.name!r} ({where})"
 
 
 def _requested_remote(args: Sequence[str]) -> str | None:
@@ -63,29 +48,16 @@ def _requested_remote(args: Sequence[str]) -> str | None:
     return None
 
 
-def remote_in_use(args: Sequence[str], cwd: Path) -> Remote:
+def remote_in_use(args: Sequence[str], cwd: Path) -> RemoteConfig:
     """The remote that ``dvc push/pull ARGS`` run in ``cwd`` talks to."""
-    result = subprocess.run(
-        [sys.executable, "-m", "dvc", "config", "--list"],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "DVC_NO_ANALYTICS": "1"},
-    )
-    config = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
-    name = _requested_remote(args) or config.get("core.remote")
-    if name is None:
-        return Remote(None)
-    return Remote(name, config.get(f"remote.{name}.url"), config.get(f"remote.{name}.endpointurl"))
+    requested = _requested_remote(args)
+    try:
+        return remote_config(cwd, requested)
+    except DvcError:
+        return RemoteConfig(requested)  # DVC's own run reports why its config is unreadable
 
 
-def _bucket(url: str | None) -> str:
-    match = re.match(r"s3://([^/]+)", url or "")
-    return match.group(1) if match else "?"
-
-
-def explain(verb: str, errors: str, remote: Remote) -> str:
+def explain(verb: str, errors: str, remote: RemoteConfig) -> str:
     """One line that says what failed in a DVC transfer and how to fix it.
 
     Args:
@@ -123,7 +95,7 @@ def explain(verb: str, errors: str, remote: Remote) -> str:
         )
     if re.search(r"NoSuchBucket|bucket does not exist", text):
         return (
-            f"{lead}: bucket {_bucket(remote.url)!r} does not exist. Create it, or point the "
+            f"{lead}: bucket {remote.bucket or '?'!r} does not exist. Create it, or point the "
             f"remote at an existing one with 'dvc remote modify --local {name} url "
             f"s3://BUCKET/PATH' (see {DOCS})."
         )
@@ -203,7 +175,7 @@ def run(verb: str, args: Sequence[str], cwd: Path) -> int:
     """
     remote = remote_in_use(args, cwd)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dvc", verb, *args],
+        [*DVC, verb, *args],
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
