@@ -105,7 +105,7 @@ def main() -> None:
         scratch = Path(tmp)
         server = locals3.launch(scratch / "moto.log")
         try:
-            endpoint = f"http://127.0.0.1:{server.args[-1]}"
+            endpoint = f"http://127.0.0.1:{locals3.port_of(server)}"
             key, secret = locals3.provision(endpoint, BUCKET)
             repo = scratch / "repo"
             repo.mkdir()

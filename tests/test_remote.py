@@ -49,7 +49,7 @@ class S3:
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.proc.args[-1]}"
+        return f"http://127.0.0.1:{locals3.port_of(self.proc)}"
 
     def stop(self) -> None:
         locals3.kill_group(self.proc.pid)
@@ -59,7 +59,7 @@ class S3:
 def start_s3(log: Path) -> S3:
     proc = locals3.launch(log)
     try:
-        key, secret = locals3.provision(f"http://127.0.0.1:{proc.args[-1]}", BUCKET)
+        key, secret = locals3.provision(f"http://127.0.0.1:{locals3.port_of(proc)}", BUCKET)
     except BaseException:
         locals3.kill_group(proc.pid)
         raise

@@ -44,6 +44,7 @@ __all__ = [
     "free_port",
     "kill_group",
     "launch",
+    "port_of",
     "provision",
     "start",
     "stop",
@@ -111,6 +112,13 @@ def _answers(endpoint: str) -> bool:
         return False
 
 
+def port_of(proc: subprocess.Popen[bytes]) -> int:
+    """The port a server started by `launch` listens on (its last argument)."""
+    args = proc.args
+    assert isinstance(args, list), "launch starts servers from an argument list"
+    return int(args[-1])
+
+
 def launch(log: Path, host: str = HOST, timeout: float = 30.0) -> subprocess.Popen[bytes]:
     """Start ``moto_server`` on a free port of ``host`` in a new process group.
 
@@ -123,7 +131,7 @@ def launch(log: Path, host: str = HOST, timeout: float = 30.0) -> subprocess.Pop
         timeout: Seconds to wait for the server to answer.
 
     Returns:
-        The server process; its ``args[-1]`` is the port.
+        The server process; `port_of` gives its port.
 
     Raises:
         LocalS3Error: The server did not start.
@@ -296,7 +304,7 @@ def start(repo: Path, remote: str | None = None) -> Server:
     local = read_config(repo, "local")
     server = Server(
         pid=proc.pid,
-        port=int(proc.args[-1]),
+        port=port_of(proc),
         remote=remote,
         bucket=bucket,
         previous={key: local.get(f"remote.{remote}.{key}") for key in REMOTE_KEYS},
