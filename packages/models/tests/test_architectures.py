@@ -12,8 +12,8 @@ import pytest
 from celestial_models import ParamsError, build_model
 from celestial_models.architectures import ARCHITECTURES
 from celestial_models.backend import fast_initializers, keras
-from celestial_models.inference import Predictor
 from celestial_models.params import AugmentParams, TrainParams
+from celestial_models.predictor import Predictor
 
 AUGMENT_ALL = AugmentParams(flip=True, rotation=0.1, zoom=0.1, brightness=0.1)
 

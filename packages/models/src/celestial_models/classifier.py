@@ -12,10 +12,11 @@ from celestial_data import ImageFormat, decode, to_array
 from celestial_data.image import ColorMode
 from celestial_models.backend import keras
 from celestial_models.errors import ModelDirError, ModelError
-from celestial_models.inference import Predictor
 from celestial_models.model_dir import MODEL_FILE, file_sha256, read_metadata
 from celestial_models.ood import OodDetector
+from celestial_models.predictor import Predictor
 from celestial_models.saving import load_model
+from celestial_models.scoring import Outputs, Scoring
 
 __all__ = ["Classifier", "load_classifier"]
 
@@ -38,7 +39,7 @@ class Classifier:
         self.model = model
         #: The unknown-image score and threshold (None for a model without one).
         self.detector = detector
-        self._scoring: Any = None
+        self._scoring: Scoring | None = None
         self.metadata = metadata
         self.model_hash = model_hash
         self.classes: tuple[str, ...] = tuple(metadata["classes"])
@@ -75,19 +76,17 @@ class Classifier:
         """
         return self._predictor(self._check(images))
 
-    def outputs(self, images: np.ndarray) -> Any:
+    def outputs(self, images: np.ndarray) -> Outputs:
         """Embeddings, logits and probabilities of a batch in one pass.
 
         Returns:
-            A `celestial_models.embedding.Outputs` tuple
+            A `celestial_models.scoring.Outputs` tuple
             ``(features, logits, probabilities)``.
 
         Raises:
             ModelError: If the batch has the wrong dtype or shape.
         """
-        if self._scoring is None:
-            from celestial_models.embedding import Scoring
-
+        if self._scoring is None:  # built on first use: serving without scores never pays it
             self._scoring = Scoring(self.model)
         return self._scoring(self._check(images))
 

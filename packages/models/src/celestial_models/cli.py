@@ -86,7 +86,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from celestial_models.predict import predict_folder
+    from celestial_models.predict_folder import predict_folder
 
     if args.output is None:
         counts = predict_folder(args.model_dir, args.folder, sys.stdout, reject=not args.no_reject)

@@ -22,14 +22,14 @@ from celestial_models import __version__
 from celestial_models.architectures import build_model
 from celestial_models.backend import fast_initializers, keras
 from celestial_models.batches import TrainingBatches
-from celestial_models.embedding import fit_detector
 from celestial_models.errors import ParamsError, TrainingDataError
-from celestial_models.inference import Predictor
 from celestial_models.live import LiveLogger
 from celestial_models.model_dir import FORMAT_VERSION, HISTORY_FILE, METADATA_FILE, MODEL_FILE
 from celestial_models.ood import OodParams
 from celestial_models.params import TrainParams
+from celestial_models.predictor import Predictor
 from celestial_models.saving import write_json, write_model
+from celestial_models.scoring import fit_detector
 
 __all__ = ["HISTORY_KEYS", "train_model"]
 

@@ -17,7 +17,6 @@ import numpy as np
 from celestial_data import PreparedDataset
 from celestial_models.backend import keras
 from celestial_models.errors import ModelError
-from celestial_models.inference import Predictor
 from celestial_models.ood import (
     OodDetector,
     OodParams,
@@ -25,6 +24,7 @@ from celestial_models.ood import (
     class_statistics,
     compute_scores,
 )
+from celestial_models.predictor import Predictor
 
 __all__ = ["Outputs", "Scoring", "fit_detector", "outputs_of"]
 
