@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -136,3 +137,68 @@ def test_package_imports_on_its_own(package: Path) -> None:
         capture_output=True,
         env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"},
     )
+
+
+# Which sibling packages each package may import: dependencies point one way.
+ALLOWED = {
+    "celestial_data": set(),
+    "celestial_models": {"celestial_data"},
+    "celestial_eval": {"celestial_data", "celestial_models"},
+    "celestial_serve": {"celestial_data", "celestial_models"},
+}
+
+
+def module_imports(source: Path, package: str) -> dict[str, set[str]]:
+    """``module -> celestial modules it imports``, anywhere in its file (nested imports too)."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted((source / package).glob("*.py")):
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                found.add(node.module)
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+        graph[f"{package}.{path.stem}"] = {m for m in found if m.startswith("celestial_")}
+    return graph
+
+
+def cycle_in(graph: dict[str, set[str]]) -> list[str]:
+    """A cycle of ``graph`` as a list of nodes, or [] when it has none."""
+    state: dict[str, str] = {}
+
+    def visit(node: str, path: list[str]) -> list[str]:
+        state[node] = "open"
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == "open":
+                return [*path[path.index(target) :], target] if target in path else [node, target]
+            if target in graph and target not in state:
+                found = visit(target, [*path, target])
+                if found:
+                    return found
+        state[node] = "done"
+        return []
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node, [node])):
+            return found
+    return []
+
+
+@pytest.mark.parametrize("package", PACKAGES, ids=lambda p: p.name)
+def test_imports_point_one_way_without_cycles(package: Path) -> None:
+    name = package.name
+    module = next(p.name for p in (package / "src").iterdir() if p.name.startswith("celestial_"))
+    graph = module_imports(package / "src", module)
+    siblings = {m.split(".")[0] for targets in graph.values() for m in targets} - {module}
+    assert siblings <= ALLOWED[module], f"{name} imports {sorted(siblings - ALLOWED[module])}"
+    inside = {
+        node: {t for t in targets if t.startswith(f"{module}.")} for node, targets in graph.items()
+    }
+    # The package's __init__ re-exports its modules; cycles through it do not count.
+    inside = {n: t - {module} for n, t in inside.items() if n != f"{module}.__init__"}
+    assert not cycle_in(inside), f"{name}: modules import each other: {cycle_in(inside)}"
+
+
+def test_the_cycle_check_finds_a_cycle() -> None:
+    assert cycle_in({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert cycle_in({"a": {"b"}, "b": set()}) == []

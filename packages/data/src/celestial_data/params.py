@@ -17,12 +17,12 @@ so that all sections share one loader and one error type.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
-from pydantic_core import ErrorDetails
 
 from celestial_data.errors import ParamsError
 
@@ -88,7 +88,7 @@ class Params(BaseModel):
         return self.model_dump(mode="json")
 
 
-def _explain(model: type[BaseModel], detail: ErrorDetails, where: str) -> str:
+def _explain(model: type[BaseModel], detail: Mapping[str, Any], where: str) -> str:
     """One line for one validation error: where, what was expected, what was received."""
     keys: list[str] = []
     fields = model.model_fields
