@@ -18,6 +18,16 @@ from celestial_models.errors import ModelError
 PROG = "celestial-eval"
 
 
+def _stage_arguments(
+    parser: argparse.ArgumentParser, output: str, metavar: str, section: str
+) -> None:
+    """Add a pipeline stage's arguments: MODEL_DIR PREPARED <output> [--params]."""
+    parser.add_argument("model_dir", type=Path, metavar="MODEL_DIR")
+    parser.add_argument("prepared", type=Path, metavar="PREPARED")
+    parser.add_argument(output, type=Path, metavar=metavar)
+    parser.add_argument("--params", type=Path, help=f"params.yaml whose '{section}' section to use")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of ``celestial-eval``."""
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
@@ -30,12 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         "when there is no test split) and write metrics.json, confusion.csv, history.csv, "
         "confusion.png, history.png, preview.png and misclassified.csv into OUT_DIR.",
     )
-    evaluate_cmd.add_argument("model_dir", type=Path, metavar="MODEL_DIR")
-    evaluate_cmd.add_argument("prepared", type=Path, metavar="PREPARED")
-    evaluate_cmd.add_argument("out_dir", type=Path, metavar="OUT_DIR")
-    evaluate_cmd.add_argument(
-        "--params", type=Path, help="params.yaml whose 'evaluate' section to use"
-    )
+    _stage_arguments(evaluate_cmd, "out_dir", "OUT_DIR", "evaluate")
     evaluate_cmd.set_defaults(run=_evaluate)
 
     rejection_cmd = commands.add_parser(
@@ -48,12 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and the share rejected at the calibrated threshold. Writes the averages and the "
         "per-class figures to OUTPUT (JSON). One training per class: a separate stage.",
     )
-    rejection_cmd.add_argument("model_dir", type=Path, metavar="MODEL_DIR")
-    rejection_cmd.add_argument("prepared", type=Path, metavar="PREPARED")
-    rejection_cmd.add_argument("output", type=Path, metavar="OUTPUT")
-    rejection_cmd.add_argument(
-        "--params", type=Path, help="params.yaml whose 'rejection' section to use"
-    )
+    _stage_arguments(rejection_cmd, "output", "OUTPUT", "rejection")
     rejection_cmd.set_defaults(run=_rejection)
 
     leaderboard_cmd = commands.add_parser(
