@@ -45,6 +45,7 @@ def lap(name):
     now = time.perf_counter(); laps[name] = round(now - t, 3); t = now
 from celestial_eval import evaluate as ev
 from celestial_eval.history import read_history
+from celestial_eval.scoring import predict
 from celestial_data import load_prepared
 lap("import_celestial_eval_s")
 from celestial_models import load_classifier
@@ -53,7 +54,7 @@ lap("load_classifier_s")
 dataset = load_prepared(sys.argv[2])
 split = ev.choose_split(dataset)
 images = dataset.images(split)
-probabilities = ev.predict(classifier, images)
+probabilities = predict(classifier, images)
 lap("predict_s")
 import matplotlib.figure
 lap("import_matplotlib_s")

@@ -44,7 +44,8 @@ def main() -> None:
         raise SystemExit(f"bench_ood: reference images not found at {args.raw}")
 
     from celestial_data import PrepareParams, load_prepared, prepare_dataset
-    from celestial_eval.rejection import leave_one_class_out, nonbody_rejection
+    from celestial_eval.leave_one_class_out import leave_one_class_out
+    from celestial_eval.scoring import nonbody_rejection
     from celestial_models import TrainParams, load_classifier, train_model
     from celestial_models.ood import OodParams
 

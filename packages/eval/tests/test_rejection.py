@@ -10,7 +10,8 @@ import pytest
 
 from celestial_data import ParamsError, write_prepared
 from celestial_eval.cli import main
-from celestial_eval.rejection import RejectionParams, auroc, nonbody_images
+from celestial_eval.rejection import RejectionParams
+from celestial_eval.scoring import auroc, nonbody_images
 
 CLASSES = ["Red", "Green", "Blue"]
 COLOURS = np.array([[220, 40, 40], [40, 220, 40], [40, 40, 220]])

@@ -1,5 +1,6 @@
 """The offline HTML report: content, self-containment, and a real headless browser."""
 
+import base64
 import re
 import shutil
 from pathlib import Path
@@ -48,6 +49,16 @@ def project(tmp_path: Path, written) -> Path:
     return project
 
 
+def embedded(html: str) -> list[bytes]:
+    """The bytes of every image the page embeds, in order."""
+    return [base64.b64decode(data) for data in re.findall(r"base64,([A-Za-z0-9+/=]+)'", html)]
+
+
+def pngs(project: Path) -> list[bytes]:
+    """The bytes of every PNG of the evaluation folder, sorted."""
+    return sorted(p.read_bytes() for p in (project / "evaluation").glob("*.png"))
+
+
 def test_reads_the_plots_dvc_yaml_declares(project: Path) -> None:
     specs = plot_specs(project)
 
@@ -70,7 +81,7 @@ def test_report_is_self_contained(project: Path) -> None:
     assert "default-src 'none'" in html  # the browser refuses any fetch
     # every PNG of the evaluation, embedded: preview declared, the others added
     assert html.count("src='data:image/png;base64,") == 3
-    assert html.count("<svg") == 3  # loss, accuracy, confusion
+    assert html.count("<svg") == 2  # loss, accuracy
     assert "undefined" in html  # Gamma's precision
     assert "Class &#x27;Gamma&#x27; was never predicted" in html
     assert "Gamma/img6.jpg" in html  # misclassified table
@@ -84,8 +95,9 @@ def test_without_declared_plots_the_evaluation_files_are_drawn(project: Path) ->
     (project / "dvc.yaml").unlink()
     html = build_report(project)
 
-    assert html.count("<svg") == 3
+    assert html.count("<svg") == 2
     assert html.count("src='data:image/png;base64,") == 3
+    assert sorted(embedded(html)) == pngs(project)
 
 
 def test_missing_metrics_is_a_clear_error(tmp_path: Path, capsys) -> None:
@@ -144,7 +156,9 @@ def test_report_renders_offline_in_a_real_browser(project: Path) -> None:
             images = page.eval_on_selector_all(
                 "img", "els => els.map(e => e.complete && e.naturalWidth)"
             )
-            cells = page.locator("svg .cell").count()
+            confusion = page.eval_on_selector(
+                "img[alt='evaluation/confusion.png']", "e => e.complete && e.naturalWidth"
+            )
         finally:
             browser.close()
 
@@ -152,19 +166,29 @@ def test_report_renders_offline_in_a_real_browser(project: Path) -> None:
     assert [u for u in requests if not u.startswith("data:")] == [page_url]
     assert failed == []
     assert errors == []
-    assert len(charts) == 3 and all(width > 200 and shapes > 0 for width, shapes in charts)
+    assert len(charts) == 2 and all(width > 200 and shapes > 0 for width, shapes in charts)
     assert len(images) == 3 and all(width and width > 200 for width in images)
-    assert cells == 9  # 3 x 3 confusion cells
+    assert confusion > 200  # the matrix is visible offline
 
 
-def test_confusion_axes_follow_the_declared_x_and_y(project: Path) -> None:
-    # DVC draws x along the columns and y down the rows; so does the report.
-    html = build_report(project)  # stage plot: x actual, y predicted
-    assert "<title>predicted Alpha, actual Gamma: 2 (50.0% of 4)</title>" in html
+def test_the_confusion_matrix_is_the_png_evaluate_drew(project: Path) -> None:
+    # One renderer: the report embeds evaluate's confusion.png, byte for byte.
+    drawn = (project / "evaluation" / "confusion.png").read_bytes()
+    html = build_report(project)  # a confusion template on confusion.csv
+    assert embedded(html).count(drawn) == 1
+    assert "<figcaption>evaluation/confusion.png</figcaption>" in html
 
+    # Declared twice, as the project template does (DVC's view and the image): shown once.
     (project / "dvc.yaml").write_text(
         "plots:\n  - Confusion matrix:\n      template: confusion\n      x: predicted\n"
-        "      y:\n        evaluation/confusion.csv: actual\n"
+        "      y:\n        evaluation/confusion.csv: actual\n  - evaluation/confusion.png\n"
     )
     html = build_report(project)
-    assert "<title>actual Gamma, predicted Alpha: 2 (66.7% of 3)</title>" in html
+    assert embedded(html).count(drawn) == 1
+    assert sorted(embedded(html)) == pngs(project)  # history and preview added, once each
+
+
+def test_a_missing_confusion_png_is_named(project: Path) -> None:
+    (project / "evaluation" / "confusion.png").unlink()
+    html = build_report(project)
+    assert "evaluation/confusion.png not found: run <code>dvc repro</code>." in html

@@ -1,21 +1,21 @@
-"""Inline SVG charts of DVC plot data, drawn without JavaScript.
+"""Inline SVG line charts of DVC plot data, drawn without JavaScript.
 
 `dvc plots show` renders Vega specs with scripts fetched from a CDN. These
-functions draw the same data (the ``linear`` family and the ``confusion``
-templates) as plain SVG, so a report opens anywhere, offline included. Points
-and cells carry ``<title>`` tooltips with their exact values.
+functions draw the same data (the ``linear`` family of templates) as plain
+SVG, so a report opens anywhere, offline included. Points carry ``<title>``
+tooltips with their exact values. The confusion matrix is not drawn here: the
+report embeds the evaluate stage's ``confusion.png`` (see `celestial_eval.report`).
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Sequence
 from html import escape
 
 from celestial_eval.figures import COLORS
 
-__all__ = ["PALETTE", "confusion_svg", "line_svg", "nice_ticks"]
+__all__ = ["PALETTE", "line_svg", "nice_ticks"]
 
 PALETTE = (COLORS["train"], COLORS["val"], "#7c3aed", "#0891b2", "#ca8a04", "#db2777")
 FONT = "font-family='DejaVu Sans, Verdana, sans-serif'"
@@ -141,87 +141,4 @@ def line_svg(
                 f"<title>{escape(name)} at {escape(x_label)} {_label(x)}: {y:.4g}</title></circle>"
             )
     parts.append("</svg>")
-    return "".join(parts)
-
-
-def confusion_svg(
-    title: str,
-    rows: Sequence[str],
-    columns: Sequence[str],
-    normalized: bool = False,
-    row_label: str = "actual",
-    column_label: str = "predicted",
-) -> str:
-    """A confusion matrix counted from paired labels, as DVC's confusion templates draw it.
-
-    Like DVC, the plot's ``x`` field runs along the columns and its ``y`` field
-    down the rows; cells are shaded by their share of the row, green on the
-    diagonal (same label on both axes) and red elsewhere.
-
-    Args:
-        title: Shown above the chart.
-        rows: One label per image for the rows (DVC's ``y`` field).
-        columns: One label per image for the columns (DVC's ``x`` field).
-        normalized: Show each cell as a share of its row (``confusion_normalized``).
-        row_label: Name of the rows' field.
-        column_label: Name of the columns' field.
-
-    Returns:
-        An ``<svg>`` element.
-    """
-    labels = sorted(set(rows) | set(columns))
-    counts = Counter(zip(rows, columns, strict=True))
-    totals = Counter(rows)
-    n = max(len(labels), 1)
-    cell = max(30, min(56, 520 // n))
-    longest = max((len(label) for label in labels), default=1)
-    left, top = 40 + 7 * longest, 48
-    bottom = 40 + 5 * longest
-    width, height = left + n * cell + 20, top + n * cell + bottom
-    parts = [
-        f"<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 {width} {height}' "
-        f"width='{width}' height='{height}' role='img' aria-label='{escape(title)}' {FONT}>",
-        f"<text x='10' y='20' font-size='14' font-weight='bold' "
-        f"fill='{COLORS['ink']}'>{escape(title)}</text>",
-    ]
-    for r, row in enumerate(labels):
-        y = top + r * cell
-        parts.append(
-            f"<text x='{left - 8}' y='{y + cell / 2 + 4:.1f}' font-size='12' text-anchor='end' "
-            f"fill='{COLORS['ink']}'>{escape(row)}</text>"
-        )
-        for c, column in enumerate(labels):
-            x = left + c * cell
-            count = counts.get((row, column), 0)
-            share = count / totals[row] if totals[row] else 0.0
-            base = COLORS["right"] if row == column else COLORS["wrong"]
-            opacity = 0.0 if count == 0 else 0.12 + 0.88 * share
-            text = f"{share:.0%}" if normalized else str(count)
-            parts.append(
-                f"<g class='cell'><rect x='{x}' y='{y}' width='{cell}' height='{cell}' "
-                f"fill='{base}' fill-opacity='{opacity:.3f}' stroke='{COLORS['grid']}'/>"
-                f"<title>{escape(row_label)} {escape(row)}, "
-                f"{escape(column_label)} {escape(column)}: "
-                f"{count} ({share:.1%} of {totals[row]})</title>"
-            )
-            if count:
-                fill = "white" if share > 0.55 else COLORS["ink"]
-                parts.append(
-                    f"<text x='{x + cell / 2:.1f}' y='{y + cell / 2 + 4:.1f}' font-size='12' "
-                    f"text-anchor='middle' fill='{fill}'>{text}</text>"
-                )
-            parts.append("</g>")
-    for c, column in enumerate(labels):
-        x = left + c * cell + cell / 2
-        y = top + n * cell + 10
-        parts.append(
-            f"<text transform='translate({x + 4:.1f} {y}) rotate(-45)' font-size='12' "
-            f"text-anchor='end' fill='{COLORS['ink']}'>{escape(column)}</text>"
-        )
-    parts.append(
-        f"<text x='{left + n * cell / 2:.1f}' y='{height - 6}' font-size='12' "
-        f"text-anchor='middle' fill='{COLORS['ink']}'>{escape(column_label)}</text>"
-        f"<text transform='translate(14 {top + n * cell / 2:.1f}) rotate(-90)' font-size='12' "
-        f"text-anchor='middle' fill='{COLORS['ink']}'>{escape(row_label)}</text></svg>"
-    )
     return "".join(parts)

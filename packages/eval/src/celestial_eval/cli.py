@@ -9,9 +9,23 @@ from pathlib import Path
 
 from celestial_data.errors import DataError, ParamsError
 from celestial_eval.errors import EvalError
+from celestial_eval.evaluate import EvaluateParams, evaluate
+from celestial_eval.leaderboard import leaderboard, to_json, to_markdown
+from celestial_eval.rejection import RejectionParams, rejection_stage
+from celestial_eval.report import write_report
 from celestial_models.errors import ModelError
 
 PROG = "celestial-eval"
+
+
+def _stage_arguments(
+    parser: argparse.ArgumentParser, output: str, metavar: str, section: str
+) -> None:
+    """Add a pipeline stage's arguments: MODEL_DIR PREPARED <output> [--params]."""
+    parser.add_argument("model_dir", type=Path, metavar="MODEL_DIR")
+    parser.add_argument("prepared", type=Path, metavar="PREPARED")
+    parser.add_argument(output, type=Path, metavar=metavar)
+    parser.add_argument("--params", type=Path, help=f"params.yaml whose '{section}' section to use")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,20 +33,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    evaluate = commands.add_parser(
+    evaluate_cmd = commands.add_parser(
         "evaluate",
         help="measure a trained model on held-out images; write metrics and plots",
         description="Measure MODEL_DIR on the test split of PREPARED (the validation split "
         "when there is no test split) and write metrics.json, confusion.csv, history.csv, "
         "confusion.png, history.png, preview.png and misclassified.csv into OUT_DIR.",
     )
-    evaluate.add_argument("model_dir", type=Path, metavar="MODEL_DIR")
-    evaluate.add_argument("prepared", type=Path, metavar="PREPARED")
-    evaluate.add_argument("out_dir", type=Path, metavar="OUT_DIR")
-    evaluate.add_argument("--params", type=Path, help="params.yaml whose 'evaluate' section to use")
-    evaluate.set_defaults(run=_evaluate)
+    _stage_arguments(evaluate_cmd, "out_dir", "OUT_DIR", "evaluate")
+    evaluate_cmd.set_defaults(run=_evaluate)
 
-    rejection = commands.add_parser(
+    rejection_cmd = commands.add_parser(
         "rejection",
         help="leave-one-class-out: how well unseen classes are answered 'unknown'",
         description="For each class of PREPARED (or those of params rejection.classes), "
@@ -42,41 +53,36 @@ def build_parser() -> argparse.ArgumentParser:
         "and the share rejected at the calibrated threshold. Writes the averages and the "
         "per-class figures to OUTPUT (JSON). One training per class: a separate stage.",
     )
-    rejection.add_argument("model_dir", type=Path, metavar="MODEL_DIR")
-    rejection.add_argument("prepared", type=Path, metavar="PREPARED")
-    rejection.add_argument("output", type=Path, metavar="OUTPUT")
-    rejection.add_argument(
-        "--params", type=Path, help="params.yaml whose 'rejection' section to use"
-    )
-    rejection.set_defaults(run=_rejection)
+    _stage_arguments(rejection_cmd, "output", "OUTPUT", "rejection")
+    rejection_cmd.set_defaults(run=_rejection)
 
-    leaderboard = commands.add_parser(
+    leaderboard_cmd = commands.add_parser(
         "leaderboard",
         help="one row of headline metrics per project",
         description="Print the headline metrics of every project folder (one holding a "
         "dvc.yaml) under PROJECTS_DIR; projects without metrics are listed as such.",
     )
-    leaderboard.add_argument(
+    leaderboard_cmd.add_argument(
         "projects_dir", type=Path, nargs="?", default=Path("projects"), metavar="PROJECTS_DIR"
     )
-    leaderboard.add_argument("--format", choices=("markdown", "json"), default="markdown")
-    leaderboard.set_defaults(run=_leaderboard)
+    leaderboard_cmd.add_argument("--format", choices=("markdown", "json"), default="markdown")
+    leaderboard_cmd.set_defaults(run=_leaderboard)
 
-    report = commands.add_parser(
+    report_cmd = commands.add_parser(
         "report",
         help="a self-contained HTML report of a project's metrics and plots",
         description="Write an HTML page of PROJECT_DIR's metrics and plots that opens with "
         "no network: images are embedded and charts are inline SVG.",
     )
-    report.add_argument("project_dir", type=Path, metavar="PROJECT_DIR")
-    report.add_argument(
+    report_cmd.add_argument("project_dir", type=Path, metavar="PROJECT_DIR")
+    report_cmd.add_argument(
         "-o",
         "--output",
         type=Path,
         metavar="FILE",
         help="where to write the page (default: PROJECT_DIR/report.html)",
     )
-    report.set_defaults(run=_report)
+    report_cmd.set_defaults(run=_report)
     return parser
 
 
@@ -85,10 +91,9 @@ def _error(message: str, status: int) -> int:
     return status
 
 
-# Each command imports what it needs, so that ``--help`` stays instant.
+# The command modules load Keras and matplotlib only when a command runs, so
+# importing them here keeps ``--help`` instant.
 def _evaluate(args: argparse.Namespace) -> int:
-    from celestial_eval.evaluate import EvaluateParams, evaluate
-
     params = EvaluateParams.load(args.params)
     metrics = evaluate(args.model_dir, args.prepared, args.out_dir, params)
     print(
@@ -101,8 +106,6 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _rejection(args: argparse.Namespace) -> int:
-    from celestial_eval.rejection import RejectionParams, rejection_stage
-
     params = RejectionParams.load(args.params)
     figures = rejection_stage(args.model_dir, args.prepared, args.output, params)
     for warning in figures.get("warnings", []):
@@ -117,16 +120,12 @@ def _rejection(args: argparse.Namespace) -> int:
 
 
 def _leaderboard(args: argparse.Namespace) -> int:
-    from celestial_eval.leaderboard import leaderboard, to_json, to_markdown
-
     rows = leaderboard(args.projects_dir)
     print(to_json(rows) if args.format == "json" else to_markdown(rows), end="")
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
-    from celestial_eval.report import write_report
-
     print(write_report(args.project_dir, args.output))
     return 0
 

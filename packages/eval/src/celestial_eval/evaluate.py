@@ -17,9 +17,13 @@ from pydantic import Field
 
 from celestial_data import PreparedDataset, load_prepared
 from celestial_data.params import Params
+from celestial_eval.confusion import draw_confusion, write_confusion_csv
 from celestial_eval.errors import EvalError, MismatchError, MissingInputError
+from celestial_eval.history import draw_history, read_history, write_history_csv
 from celestial_eval.metrics import classification_metrics, confusion_matrix
 from celestial_eval.misclassified import write_misclassified_csv
+from celestial_eval.preview import draw_preview, select_preview
+from celestial_eval.scoring import predict_and_score
 
 if TYPE_CHECKING:
     from celestial_models import Classifier
@@ -29,7 +33,6 @@ __all__ = [
     "OUTPUTS",
     "EvaluateParams",
     "check_compatible",
-    "check_probabilities",
     "choose_split",
     "evaluate",
     "write_evaluation",
@@ -122,39 +125,6 @@ def check_compatible(classifier: Classifier, dataset: PreparedDataset) -> np.nda
     return np.asarray([model_classes.index(c) for c in data_classes], dtype=np.int64)
 
 
-def predict(classifier: Classifier, images: np.ndarray) -> np.ndarray:
-    """Probabilities for ``images`` (read chunk by chunk when memory-mapped).
-
-    The whole split goes to the classifier in one call: it batches internally
-    with a single compiled shape, where calls of varying sizes would compile
-    again.
-
-    Raises:
-        EvalError: If the model returns a wrong shape or non-finite values.
-    """
-    return check_probabilities(classifier.predict(images), len(images), len(classifier.classes))
-
-
-def check_probabilities(probabilities: np.ndarray, count: int, classes: int) -> np.ndarray:
-    """``probabilities`` as float64 ``(count, classes)``, checked.
-
-    Raises:
-        EvalError: If the shape is wrong or a value is not finite.
-    """
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    if probabilities.shape != (count, classes):
-        raise EvalError(
-            f"The model returned probabilities of shape {probabilities.shape} for "
-            f"{count} images and {classes} classes."
-        )
-    if not np.isfinite(probabilities).all():
-        raise EvalError(
-            "The model returned non-finite probabilities (NaN or inf): training diverged. "
-            "Lower the learning rate in params.yaml and retrain."
-        )
-    return probabilities
-
-
 def write_evaluation(
     out_dir: str | Path,
     *,
@@ -187,10 +157,6 @@ def write_evaluation(
     Returns:
         The metrics written to metrics.json.
     """
-    from celestial_eval.confusion import draw_confusion, write_confusion_csv
-    from celestial_eval.history import draw_history, write_history_csv
-    from celestial_eval.preview import draw_preview, select_preview
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     actual = np.asarray(actual, dtype=np.int64)
@@ -273,8 +239,6 @@ def evaluate(
         celestial_data.DataError: If the prepared data is unreadable.
         celestial_models.ModelError: If the model cannot be loaded.
     """
-    from celestial_eval.history import read_history
-
     params = params or EvaluateParams()
     model_dir = Path(model_dir)
     check_model_dir(model_dir)
@@ -282,13 +246,12 @@ def evaluate(
     split = choose_split(dataset, params.split)
     history = read_history(model_dir / "history.json")
 
+    # Keras comes with the model: imported here, so that importing this module stays light.
     from celestial_models import load_classifier
 
     classifier = load_classifier(model_dir)
     columns = check_compatible(classifier, dataset)
     images = dataset.images(split)
-    from celestial_eval.rejection import predict_and_score
-
     # One pass gives the probabilities and how the model answers "unknown".
     probabilities, unknown = predict_and_score(classifier, images)
     probabilities = probabilities[:, columns]

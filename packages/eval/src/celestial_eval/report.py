@@ -1,9 +1,16 @@
 """A self-contained HTML report of one project's metrics and plots.
 
-The page needs no network: the project's PNGs are embedded as data URIs and the
-plots its ``dvc.yaml`` declares are drawn as inline SVG (see
+The page needs no network: the project's PNGs are embedded as data URIs, the
+line plots its ``dvc.yaml`` declares are drawn as inline SVG (see
 `celestial_eval.charts`), and a Content-Security-Policy forbids any fetch, so
 it opens the same on a laptop offline, in a CI artifact or attached to an email.
+
+The confusion matrix has one renderer, the evaluate stage's
+(`celestial_eval.confusion.draw_confusion`): a plot of DVC's ``confusion``
+templates is shown as the ``confusion.png`` that stage drew beside its
+``confusion.csv``, byte for byte, so the report, ``dvc plots show``'s image
+and the CI report show the same figure (recall per class, never-predicted
+classes named). DVC's Vega template stays DVC's own interactive view of the CSV.
 """
 
 from __future__ import annotations
@@ -13,12 +20,12 @@ import csv
 import json
 from dataclasses import dataclass, field
 from html import escape
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
 
-from celestial_eval.charts import confusion_svg, line_svg
+from celestial_eval.charts import line_svg
 from celestial_eval.errors import EvalError, MissingInputError
 from celestial_eval.leaderboard import find_metrics, metrics_revision
 
@@ -118,6 +125,27 @@ def _image(path: Path, alt: str) -> str:
     return f"<img src='data:{IMAGE_TYPES[path.suffix.lower()]};base64,{data}' alt='{escape(alt)}'>"
 
 
+def drawn_once(specs: list[PlotSpec]) -> list[PlotSpec]:
+    """``specs`` as the report draws them: confusion matrices as PNGs, each image once.
+
+    A plot of a ``confusion`` template becomes the PNG of the same name beside
+    its data (``confusion.csv`` -> ``confusion.png``, drawn by the evaluate
+    stage); a plot of images already shown is dropped (the project template's
+    ``dvc.yaml`` lists ``confusion.png`` too, for ``dvc plots show``).
+    """
+    kept, shown = [], set()
+    for spec in specs:
+        if spec.template in CONFUSION_TEMPLATES:
+            png = {str(PurePosixPath(s).with_suffix(".png")): [] for s in spec.sources}
+            spec = PlotSpec(spec.title, png)
+        images = {s for s in spec.sources if PurePosixPath(s).suffix.lower() in IMAGE_TYPES}
+        if images == spec.sources.keys() and images <= shown:
+            continue
+        shown |= images
+        kept.append(spec)
+    return kept
+
+
 def _render(project: Path, spec: PlotSpec) -> str:
     """The chart of one plot, or a note saying why it cannot be drawn."""
     charts = []
@@ -144,20 +172,6 @@ def _render(project: Path, spec: PlotSpec) -> str:
         columns = list(rows[0])
         x_field = spec.x.get(source)
         fields = y_fields or [columns[-1]]
-        if spec.template in CONFUSION_TEMPLATES:
-            # DVC: x along the columns, y down the rows.
-            column, row = x_field or columns[0], fields[0]
-            charts.append(
-                confusion_svg(
-                    spec.title,
-                    [str(r.get(row)) for r in rows],
-                    [str(r.get(column)) for r in rows],
-                    normalized=spec.template == "confusion_normalized",
-                    row_label=spec.y_label or row,
-                    column_label=spec.x_label or column,
-                )
-            )
-            continue
         x_name = x_name or x_field or "step"
         xs = [_number(r.get(x_field)) if x_field else float(i) for i, r in enumerate(rows)]
         for y_field in fields:
@@ -290,7 +304,7 @@ def build_report(project_dir: str | Path) -> str:
         if revision is None
         else f"revision {revision}" + (" with local changes" if modified else "")
     )
-    specs = plot_specs(project) or default_specs(project, evaluation)
+    specs = drawn_once(plot_specs(project) or default_specs(project, evaluation))
     declared = {project / s for spec in specs for s in spec.sources}
     extra = [
         p

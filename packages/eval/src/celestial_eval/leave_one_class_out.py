@@ -1,0 +1,214 @@
+"""Leave-one-class-out: how well a model recipe answers "unknown" for classes it never saw.
+
+For each held-out class, train on the other classes with the ``train`` and
+``ood`` params the project's model was made with, then measure how well the
+score separates the held-out class's images (every split: the model never saw
+any) from the known classes' held-out images (AUROC), and how many of them the
+calibrated threshold rejects. Every score of `celestial_models.ood.SCORES` is
+measured from the same trainings, so the choice of score can be checked. The
+``rejection`` stage (`celestial_eval.rejection`) runs it and writes the figures.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from celestial_data import PreparedDataset, load_prepared, write_prepared
+from celestial_eval.errors import EvalError
+from celestial_eval.metrics import DIGITS
+from celestial_eval.scoring import auroc
+from celestial_models.ood import SCORES, OodParams, calibrate_threshold, compute_scores
+from celestial_models.params import TrainParams
+
+if TYPE_CHECKING:
+    from celestial_models import Classifier
+
+__all__ = ["leave_one_class_out"]
+
+
+def known_split(dataset: PreparedDataset) -> str:
+    """The known images to compare with: test when present, else val."""
+    for split in ("test", "val"):
+        if dataset.has(split):
+            return split
+    raise EvalError(
+        f"Prepared data {dataset.path} has no test or validation images: nothing held out "
+        "to measure rejection on. Set prepare's test_fraction or val_fraction above 0."
+    )
+
+
+def without_class(dataset: PreparedDataset, held_out: int, path: Path) -> PreparedDataset:
+    """A copy of ``dataset`` without class ``held_out`` (labels renumbered), written to ``path``."""
+    classes = [c for k, c in enumerate(dataset.classes) if k != held_out]
+    arrays = {}
+    for split, count in dataset.splits.items():
+        if not count:
+            continue
+        labels = np.asarray(dataset.labels(split))
+        keep = np.flatnonzero(labels != held_out)
+        files = dataset.files(split)
+        arrays[split] = (
+            np.asarray(dataset.images(split))[keep],
+            labels[keep] - (labels[keep] > held_out),
+            [files[i] for i in keep],
+        )
+    return write_prepared(path, classes, dataset.color_mode, arrays)
+
+
+def held_out_images(dataset: PreparedDataset, held_out: int) -> np.ndarray:
+    """Every image of class ``held_out``, from all splits."""
+    parts = []
+    for split, count in dataset.splits.items():
+        if count:
+            labels = np.asarray(dataset.labels(split))
+            parts.append(np.asarray(dataset.images(split))[labels == held_out])
+    return np.concatenate(parts)
+
+
+def measure_held_out(
+    classifier: Classifier, known: np.ndarray, unknown: np.ndarray, val: np.ndarray
+) -> dict[str, Any]:
+    """AUROC, rejection and acceptance of every score for one held-out model."""
+    detector = classifier.detector
+    if detector is None:
+        raise EvalError("The held-out model has no unknown-image detector.")
+    stats = (detector.centroids, detector.precision)
+    outputs = {
+        name: classifier.outputs(images)
+        for name, images in (("known", known), ("unknown", unknown), ("val", val))
+    }
+    scores: dict[str, dict[str, Any]] = {}
+    for method in SCORES:
+        known_s, unknown_s, val_s = (
+            compute_scores(method, *outputs[name], *stats) for name in ("known", "unknown", "val")
+        )
+        threshold = (
+            detector.threshold
+            if method == detector.method
+            else calibrate_threshold(val_s, detector.acceptance)
+        )
+        scores[method] = {
+            "auroc": round(auroc(known_s, unknown_s), DIGITS),
+            "rejected": round(float(np.mean(unknown_s > threshold)), DIGITS),
+            "accepted": round(float(np.mean(known_s <= threshold)), DIGITS),
+        }
+    return scores
+
+
+def leave_one_class_out(
+    prepared: str | Path | PreparedDataset,
+    train_params: TrainParams | None = None,
+    ood_params: OodParams | None = None,
+    classes: Sequence[str] | str = "all",
+    epochs: int = 0,
+    work_dir: str | Path | None = None,
+    *,
+    detail: bool = False,
+) -> dict[str, Any]:
+    """Train once per held-out class and measure how its images are rejected.
+
+    Args:
+        prepared: The project's prepared dataset.
+        train_params: The ``train`` params each model is trained with.
+        ood_params: The ``ood`` params (score, acceptance).
+        classes: The classes to hold out, or ``"all"``.
+        epochs: Epochs per training; 0 keeps ``train_params``' epochs.
+        work_dir: Scratch folder (default: a temporary one, removed after).
+        detail: Also give every score's figures per class (``detail``).
+
+    Returns:
+        The figures written to ``rejection.json`` (see `celestial_eval.rejection.rejection_stage`).
+
+    Raises:
+        EvalError: If a class is unknown or the data has too few classes.
+    """
+    # Keras comes with training: imported here, not with the module.
+    from celestial_models import load_classifier, train_model
+
+    dataset = prepared if isinstance(prepared, PreparedDataset) else load_prepared(prepared)
+    if len(dataset.classes) < 3:
+        raise EvalError(
+            f"Leave-one-class-out needs at least 3 classes (2 to train on, 1 held out); "
+            f"{dataset.path} has {len(dataset.classes)}."
+        )
+    chosen = list(dataset.classes) if classes == "all" else list(classes)
+    unknown_names = [c for c in chosen if c not in dataset.classes]
+    if unknown_names:
+        raise EvalError(
+            f"rejection.classes names {', '.join(unknown_names)}, not classes of {dataset.path} "
+            f"({', '.join(dataset.classes)}). Fix the list in params.yaml or use 'all'."
+        )
+    train_params = train_params or TrainParams()
+    if epochs:
+        train_params = train_params.model_copy(update={"epochs": epochs})
+    ood_params = ood_params or OodParams()
+    split = known_split(dataset)
+
+    per_class: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(dir=work_dir) as scratch:
+        for name in chosen:
+            held_out = dataset.classes.index(name)
+            folder = Path(scratch) / f"without-{held_out}"
+            subset = without_class(dataset, held_out, folder / "prepared")
+            metadata = train_model(subset, folder / "model", train_params, ood=ood_params)
+            unseen = held_out_images(dataset, held_out)
+            result = measure_held_out(
+                load_classifier(folder / "model"),
+                np.asarray(subset.images(split)),
+                unseen,
+                np.asarray(subset.images("val")),
+            )
+            per_class[name] = {
+                "val_accuracy": round(float(metadata["val_accuracy"]), DIGITS),
+                "images": len(unseen),
+                "scores": result,
+            }
+    return summarize(per_class, ood_params, split, detail)
+
+
+def summarize(
+    per_class: Mapping[str, Any],
+    ood_params: OodParams,
+    split: str,
+    detail: bool = False,
+) -> dict[str, Any]:
+    """Averages over held-out classes: the chosen score first, then every score.
+
+    ``held_out`` gives the chosen score's figures per class (named apart from
+    ``metrics.json``'s per-class ``classes`` so that ``dvc metrics show``
+    keeps them apart); ``detail`` adds every score's, per class.
+    """
+
+    def mean(method: str, key: str) -> float:
+        return round(float(np.mean([c["scores"][method][key] for c in per_class.values()])), DIGITS)
+
+    method = ood_params.score
+    return {
+        "score": method,
+        "acceptance_target": ood_params.acceptance,
+        "known_split": split,
+        "held_out_classes": len(per_class),
+        "auroc": mean(method, "auroc"),
+        "rejected": mean(method, "rejected"),
+        "accepted": mean(method, "accepted"),
+        "val_accuracy": round(
+            float(np.mean([c["val_accuracy"] for c in per_class.values()])), DIGITS
+        ),
+        "by_score": {
+            m: {key: mean(m, key) for key in ("auroc", "rejected", "accepted")} for m in SCORES
+        },
+        "held_out": {
+            name: {
+                "images": c["images"],
+                "val_accuracy": c["val_accuracy"],
+                **c["scores"][method],
+            }
+            for name, c in per_class.items()
+        },
+        **({"detail": dict(per_class)} if detail else {}),
+    }

@@ -1,0 +1,186 @@
+"""How a model scores images: its probabilities, and how it answers "unknown".
+
+Both stages score through here: ``evaluate`` measures the model on the
+held-out split (`predict_and_score`, one pass for the probabilities, the
+unknown-image score of the split and of generated non-body images), and the
+``rejection`` stage measures how well a score separates unseen classes
+(`auroc`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from celestial_eval.errors import EvalError
+from celestial_eval.metrics import DIGITS
+
+if TYPE_CHECKING:
+    from celestial_models import Classifier
+
+__all__ = [
+    "auroc",
+    "check_probabilities",
+    "nonbody_images",
+    "nonbody_rejection",
+    "predict",
+    "predict_and_score",
+]
+
+
+def predict(classifier: Classifier, images: np.ndarray) -> np.ndarray:
+    """Probabilities for ``images`` (read chunk by chunk when memory-mapped).
+
+    The whole split goes to the classifier in one call: it batches internally
+    with a single compiled shape, where calls of varying sizes would compile
+    again.
+
+    Raises:
+        EvalError: If the model returns a wrong shape or non-finite values.
+    """
+    return check_probabilities(classifier.predict(images), len(images), len(classifier.classes))
+
+
+def check_probabilities(probabilities: np.ndarray, count: int, classes: int) -> np.ndarray:
+    """``probabilities`` as float64 ``(count, classes)``, checked.
+
+    Raises:
+        EvalError: If the shape is wrong or a value is not finite.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if probabilities.shape != (count, classes):
+        raise EvalError(
+            f"The model returned probabilities of shape {probabilities.shape} for "
+            f"{count} images and {classes} classes."
+        )
+    if not np.isfinite(probabilities).all():
+        raise EvalError(
+            "The model returned non-finite probabilities (NaN or inf): training diverged. "
+            "Lower the learning rate in params.yaml and retrain."
+        )
+    return probabilities
+
+
+def predict_and_score(
+    classifier: Classifier, images: np.ndarray
+) -> tuple[np.ndarray, dict[str, Any] | None]:
+    """Probabilities of ``images`` and how the model answers "unknown", in one pass.
+
+    The evaluated images and the non-body images (`nonbody_images`) go through
+    the model in a single call (one compiled shape).
+
+    Returns:
+        ``(probabilities float64 (N, K), figures)``: ``figures`` holds the score,
+        its threshold, the target and achieved acceptance of ``images`` (known
+        classes), and the share of non-body images rejected, overall and per
+        kind; None for a model without a detector (probabilities only).
+
+    Raises:
+        EvalError: If the model returns a wrong shape or non-finite values.
+    """
+    detector = getattr(classifier, "detector", None)
+    if detector is None:
+        return predict(classifier, images), None
+    size, _, channels = classifier.input_shape
+    kinds = nonbody_images(size, channels)
+    batch = np.concatenate([np.asarray(images), *kinds.values()])
+    probabilities, scores = classifier.predict_with_score(batch)
+    count, classes = len(images), len(classifier.classes)
+    probabilities = check_probabilities(probabilities[:count], count, classes)
+    unknown = detector.unknown(scores)
+    rates, start = {}, count
+    for kind, kind_images in kinds.items():
+        rates[kind] = round(float(unknown[start : start + len(kind_images)].mean()), DIGITS)
+        start += len(kind_images)
+    figures = {
+        "score": detector.method,
+        "threshold": round(detector.threshold, DIGITS),
+        "acceptance_target": detector.acceptance,
+        "accepted": round(float(1.0 - unknown[:count].mean()), DIGITS) if count else None,
+        "nonbody_rejected": round(float(unknown[count:].mean()), DIGITS),
+        "nonbody": rates,
+    }
+    return probabilities, figures
+
+
+def auroc(known: np.ndarray, unknown: np.ndarray) -> float:
+    """Area under the ROC curve of a score meant to be higher for ``unknown``.
+
+    The probability that an unknown image scores above a known one, ties
+    counting half (the Mann-Whitney statistic).
+
+    Raises:
+        ValueError: If either side is empty.
+    """
+    known = np.asarray(known, dtype=np.float64)
+    unknown = np.asarray(unknown, dtype=np.float64)
+    if not len(known) or not len(unknown):
+        raise ValueError("AUROC needs scores of both known and unknown images.")
+    values = np.concatenate([known, unknown])
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    sorted_values = values[order]
+    # Average ranks over ties.
+    starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
+    ends = np.r_[starts[1:], len(values)]
+    for start, end in zip(starts, ends, strict=True):
+        ranks[order[start:end]] = (start + end + 1) / 2.0
+    unknown_ranks = ranks[len(known) :].sum()
+    n_u = len(unknown)
+    return float((unknown_ranks - n_u * (n_u + 1) / 2.0) / (len(known) * n_u))
+
+
+def nonbody_images(
+    size: int, channels: int, count: int = 8, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Images that are not celestial bodies, ``count`` of each kind, always the same.
+
+    Kinds: ``blank`` (uniform frames, black to white), ``noise`` (uniform
+    random pixels), ``square`` (a bright square on black), ``smudge`` (a
+    faint, elongated, tilted glow, like a distant galaxy).
+
+    Returns:
+        For each kind, uint8 ``(count, size, size, channels)``.
+    """
+    rng = np.random.default_rng(seed)
+    shape = (count, size, size, channels)
+    levels = np.linspace(0, 255, count).round().astype(np.uint8)
+    blank = np.broadcast_to(levels[:, None, None, None], shape).copy()
+    noise = rng.integers(0, 256, size=shape, dtype=np.uint8)
+    square = np.zeros(shape, dtype=np.uint8)
+    y, x = np.mgrid[0:size, 0:size] / max(size - 1, 1) - 0.5
+    smudge = np.zeros(shape, dtype=np.float64)
+    for i in range(count):
+        side = int(rng.integers(max(size // 4, 1), max(size // 2, 2) + 1))
+        top, left = rng.integers(0, size - side + 1, size=2)
+        square[i, top : top + side, left : left + side] = rng.integers(128, 256, size=channels)
+        angle = rng.uniform(0, np.pi)
+        u = x * np.cos(angle) + y * np.sin(angle)
+        v = -x * np.sin(angle) + y * np.cos(angle)
+        glow = np.exp(-((u / 0.3) ** 2 + (v / 0.08) ** 2))
+        smudge[i] = glow[..., None] * rng.uniform(60, 160, size=channels)
+    return {
+        "blank": blank,
+        "noise": noise,
+        "square": square,
+        "smudge": smudge.round().astype(np.uint8),
+    }
+
+
+def nonbody_rejection(classifier: Classifier) -> dict[str, Any]:
+    """Share of non-body images (`nonbody_images`) the classifier calls unknown.
+
+    Returns:
+        ``{"rate": overall share, "images": count, "kinds": {kind: share}}``.
+    """
+    size, _, channels = classifier.input_shape
+    kinds = nonbody_images(size, channels)
+    rates: dict[str, float] = {}
+    rejected = total = 0
+    for kind, images in kinds.items():
+        _, scores = classifier.predict_with_score(images)
+        unknown = classifier.detector.unknown(scores)  # type: ignore[union-attr]
+        rates[kind] = round(float(unknown.mean()), DIGITS)
+        rejected, total = rejected + int(unknown.sum()), total + len(images)
+    return {"rate": round(rejected / total, DIGITS), "images": total, "kinds": rates}
