@@ -89,10 +89,10 @@ def line_svg(
         f"fill='{COLORS['ink']}'>{escape(title)}</text>",
     ]
     for tick in y_ticks:
-        y = py(tick)
+        tick_y = py(tick)
         parts.append(
-            f"<line x1='{left}' x2='{width - right}' y1='{y:.1f}' y2='{y:.1f}' "
-            f"stroke='{COLORS['grid']}'/><text x='{left - 6}' y='{y + 4:.1f}' font-size='11' "
+            f"<line x1='{left}' x2='{width - right}' y1='{tick_y:.1f}' y2='{tick_y:.1f}' "
+            f"stroke='{COLORS['grid']}'/><text x='{left - 6}' y='{tick_y + 4:.1f}' font-size='11' "
             f"text-anchor='end' fill='{COLORS['muted']}'>{_label(tick)}</text>"
         )
     for tick in x_ticks:

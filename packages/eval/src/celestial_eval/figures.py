@@ -28,7 +28,7 @@ COLORS = {
     "right": "#15803d",
     "wrong": "#dc2626",
 }
-RC: dict[str, Any] = {
+RC: dict[Any, Any] = {
     "font.family": "DejaVu Sans",
     "font.size": 10,
     "text.color": COLORS["ink"],

@@ -81,6 +81,8 @@ def draw_history(history: dict[str, list[float | None]], path: str | Path) -> Pa
 
     The epoch with the lowest validation loss is marked on both panels.
     """
+    from matplotlib.ticker import MaxNLocator  # matplotlib only where a figure is drawn
+
     epochs = list(range(1, len(history["loss"]) + 1))
     best = _best_epoch(history["val_loss"])
     with style():
@@ -125,7 +127,9 @@ def draw_history(history: dict[str, list[float | None]], path: str | Path) -> Pa
             axes.set_xlabel("epoch")
             axes.grid(axis="y", color=COLORS["grid"], linewidth=0.8)
             axes.set_axisbelow(True)
-            axes.xaxis.get_major_locator().set_params(integer=True)
+            locator = axes.xaxis.get_major_locator()  # the default, an AutoLocator
+            assert isinstance(locator, MaxNLocator)
+            locator.set_params(integer=True)
             if index == 0:
                 handles, labels = axes.get_legend_handles_labels()
         figure.text(0.01, 0.97, "Training history", fontsize=12, fontweight="bold", va="top")

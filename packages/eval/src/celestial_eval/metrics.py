@@ -53,7 +53,8 @@ def _ratio(numerator: int, denominator: int) -> float | None:
 
 
 def _mean(values: list[float | None]) -> float | None:
-    return None if any(v is None for v in values) else round(float(np.mean(values)), DIGITS)
+    present = [v for v in values if v is not None]
+    return None if len(present) < len(values) else round(float(np.mean(present)), DIGITS)
 
 
 def classification_metrics(

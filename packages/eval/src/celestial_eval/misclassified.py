@@ -37,7 +37,7 @@ def write_misclassified_csv(
     with open(path, "w", newline="") as stream:
         writer = csv.writer(stream, lineterminator="\n")
         writer.writerow(MISCLASSIFIED_COLUMNS)
-        for i in wrong:
+        for i in wrong.tolist():
             writer.writerow(
                 [
                     files[i],

@@ -133,10 +133,13 @@ def drawn_once(specs: list[PlotSpec]) -> list[PlotSpec]:
     stage); a plot of images already shown is dropped (the project template's
     ``dvc.yaml`` lists ``confusion.png`` too, for ``dvc plots show``).
     """
-    kept, shown = [], set()
+    kept: list[PlotSpec] = []
+    shown: set[str] = set()
     for spec in specs:
         if spec.template in CONFUSION_TEMPLATES:
-            png = {str(PurePosixPath(s).with_suffix(".png")): [] for s in spec.sources}
+            png: dict[str, list[str]] = {
+                str(PurePosixPath(s).with_suffix(".png")): [] for s in spec.sources
+            }
             spec = PlotSpec(spec.title, png)
         images = {s for s in spec.sources if PurePosixPath(s).suffix.lower() in IMAGE_TYPES}
         if images == spec.sources.keys() and images <= shown:
