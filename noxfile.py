@@ -41,6 +41,10 @@ def sync(session: nox.Session, *groups: str, only: bool = False) -> None:
         "sync",
         "--locked",
         "--no-default-groups",
+        # Bytecode written once at install: with PYTHONDONTWRITEBYTECODE set
+        # (as on these machines) every process would otherwise recompile keras,
+        # jax and dvc on import. Only installs compile: `uv run` stays instant.
+        "--compile-bytecode",
         *(f"{flag}={group}" for group in groups),
         env={"UV_PROJECT_ENVIRONMENT": session.virtualenv.location},
         silent=True,
@@ -91,10 +95,8 @@ def repro(session: nox.Session) -> None:
     if unknown:
         session.error(f"No project named {', '.join(unknown)}; known: {', '.join(known)}.")
     sync(session)
-    outcomes = [
-        dvcrepo.reproduce(PROJECTS_DIR / name, Path(session.bin), strict, session.log)
-        for name in names or known
-    ]
+    folders = [PROJECTS_DIR / name for name in names or known]
+    outcomes = dvcrepo.reproduce(folders, Path(session.bin), strict, session.log)
     width = max((len(o.project) for o in outcomes), default=0)
     session.log("Summary:")
     for o in outcomes:

@@ -67,7 +67,8 @@ def add_data(folder: Path) -> None:
 
 def reproduce(repo: Path, project: str, strict: bool) -> dvcrepo.Outcome:
     """What ``nox -s repro`` does for one project, with this environment's ``dvc``."""
-    return dvcrepo.reproduce(repo / "projects" / project, BIN, strict, log=lambda line: None)
+    [outcome] = dvcrepo.reproduce([repo / "projects" / project], BIN, strict, log=print)
+    return outcome
 
 
 COUNT = "python -c \"import os; open('out.txt', 'w').write(str(len(os.listdir('data/raw'))))\""
@@ -120,7 +121,34 @@ def test_a_stage_that_fails_fails_with_dvc_s_error_line(repo: Path) -> None:
     add_data(folder)
     outcome = reproduce(repo, "broken", strict=False)
     assert outcome.status == "failed"
-    assert outcome.detail.startswith("ERROR: failed to reproduce 'count'")
+    assert outcome.detail.startswith(
+        "ERROR: failed to reproduce 'projects/broken/dvc.yaml:count': boom"
+    ), outcome.detail
+
+
+def test_one_dvc_run_serves_every_project_and_a_failure_hides_none(repo: Path) -> None:
+    names = ["alpha", "broken", "gamma", "missing"]
+    for name in names:
+        command = "python -c \"raise SystemExit('no good')\"" if name == "broken" else COUNT
+        folder = project(repo, name, command)
+        if name != "missing":
+            add_data(folder)
+    starts = []
+    folders = [repo / "projects" / name for name in names]
+
+    outcomes = dvcrepo.reproduce(folders, BIN, strict=False, log=starts.append)
+
+    assert len(starts) == 1  # one dvc repro for the three projects that have their data
+    assert [(o.project, o.status) for o in outcomes] == [
+        ("alpha", "reproduced"),
+        ("broken", "failed"),
+        ("gamma", "reproduced"),
+        ("missing", "skipped"),
+    ]
+    assert "no good" in outcomes[1].detail
+    assert (repo / "projects" / "gamma" / "out.txt").read_text() == "1"
+    again = dvcrepo.reproduce(folders, BIN, strict=False, log=starts.append)
+    assert [o.status for o in again] == ["up to date", "failed", "up to date", "skipped"]
 
 
 def test_an_s3_remote_without_credentials_is_skipped_without_asking_it(

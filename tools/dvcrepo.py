@@ -308,42 +308,99 @@ class Outcome:
 
 
 def reproduce(
-    project_dir: Path, bin_dir: Path, strict: bool, log: Callable[[str], object] = print
-) -> Outcome:
-    """Run ``dvc repro`` in one project, streaming its output to standard output.
+    project_dirs: Sequence[Path],
+    bin_dir: Path,
+    strict: bool,
+    log: Callable[[str], object] = print,
+) -> list[Outcome]:
+    """Run one ``dvc repro`` over every project, streaming its output to standard output.
+
+    DVC starts once for all of them (``dvc repro --keep-going`` with each
+    project's ``dvc.yaml`` as a target, from the repository root), and a stage
+    that fails skips only the stages that depend on it: the other projects
+    still run. Each project's outcome is read from the stages DVC names.
 
     Args:
-        project_dir: The project's folder (``projects/<name>``).
-        bin_dir: The environment whose ``dvc`` runs the pipeline and whose
-            commands its stages call.
+        project_dirs: The projects' folders (``projects/<name>``).
+        bin_dir: The environment whose ``dvc`` runs the pipelines and whose
+            commands their stages call.
         strict: Report a project whose data cannot be had as failed, not skipped.
         log: Receives the line announcing the run.
 
     Returns:
-        Reproduced, up to date, skipped (with the reason and its fix) or failed
-        (with DVC's error line).
+        One outcome per project, in order: reproduced, up to date, skipped
+        (with the reason and its fix) or failed (with DVC's error line).
     """
-    project = project_dir.name
+    if not project_dirs:
+        return []
+    root = project_dirs[0].parent.parent
     dvc = (str(bin_dir / "dvc"),)
-    reason = skip_reason(project_dir, dvc)
-    if reason:
-        return Outcome(project, "failed" if strict else "skipped", reason)
-    log(f"dvc repro in {project_dir.relative_to(project_dir.parent.parent)}")
+    outcomes = {}
+    targets = {}
+    for project_dir in project_dirs:
+        reason = skip_reason(project_dir, dvc)
+        if reason:
+            outcomes[project_dir] = Outcome(
+                project_dir.name, "failed" if strict else "skipped", reason
+            )
+        else:
+            targets[project_dir] = f"{project_dir.relative_to(root).as_posix()}/dvc.yaml"
+    if targets:
+        log(f"dvc repro of {', '.join(str(p.relative_to(root)) for p in targets)}")
+        lines, status = _stream(
+            [*dvc, "repro", "--keep-going", *targets.values()],
+            cwd=root,
+            env={**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},
+        )
+        for project_dir, target in targets.items():
+            outcomes[project_dir] = _outcome(project_dir.name, f"'{target}:", lines, status)
+    return [outcomes[project_dir] for project_dir in project_dirs]
+
+
+def _stream(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[list[str], int]:
+    """Run ``command``, echoing its output as it comes; its lines and exit status."""
     proc = subprocess.Popen(
-        [*dvc, "repro"],
-        cwd=project_dir,
-        env={**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     assert proc.stdout is not None
     lines = []
     for line in proc.stdout:
         sys.stdout.write(line)
         lines.append(line.rstrip("\n"))
-    if proc.wait() != 0:
+    return lines, proc.wait()
+
+
+def _outcome(project: str, stage_prefix: str, lines: list[str], status: int) -> Outcome:
+    """One project's outcome from the output of a ``dvc repro`` over several projects.
+
+    DVC names each stage as ``'projects/NAME/dvc.yaml:STAGE'``; a project
+    failed if one of its stages did (or, when DVC failed before naming any
+    stage, if DVC did), and was reproduced if one of its stages ran.
+    """
+    own = [line for line in lines if stage_prefix in line]
+    failures = [line for line in own if line.startswith("ERROR")]
+    if failures:
+        said = _last_words(lines, failures[-1].split("'")[1])
+        return Outcome(project, "failed", failures[-1] + (f": {said}" if said else ""))
+    if status != 0 and not any(line.startswith("ERROR") and "dvc.yaml:" in line for line in lines):
         return Outcome(project, "failed", last_error("\n".join(lines)))
-    if any(UP_TO_DATE in line for line in lines):
-        return Outcome(project, "up to date")
-    return Outcome(project, "reproduced")
+    ran = ("Running stage", "is cached - skipping run")
+    return Outcome(
+        project, "reproduced" if any(m in line for line in own for m in ran) else "up to date"
+    )
+
+
+def _last_words(lines: list[str], stage: str) -> str:
+    """The last line a stage's command printed (its error, when it failed), or ''."""
+    start = next((i for i, line in enumerate(lines) if line == f"Running stage '{stage}':"), None)
+    if start is None:
+        return ""
+    said = []
+    for line in lines[start + 1 :]:
+        if line.startswith(
+            ("Running stage", "Stage '", "Generating lock", "Updating lock", "WARNING", "ERROR")
+        ):
+            break
+        if line.strip() and not line.startswith(">"):
+            said.append(line.strip())
+    return said[-1] if said else ""
