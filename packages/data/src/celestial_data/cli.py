@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from celestial_data.errors import DataError, ParamsError
+from celestial_data.command import run_command, say
+from celestial_data.errors import DataError
 from celestial_data.synth import BODIES, SynthParams
 
 PROG = "celestial-data"
@@ -77,11 +77,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _error(message: str, status: int) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    return status
-
-
 def _check(args: argparse.Namespace) -> int:
     import json
 
@@ -95,7 +90,8 @@ def _check(args: argparse.Namespace) -> int:
     else:
         print(format_report(report, args.raw))
     if not report.ok:
-        return _error(" ".join(report.errors), 1)
+        say(PROG, "error", " ".join(report.errors))
+        return 1
     return 0
 
 
@@ -107,7 +103,7 @@ def _prepare(args: argparse.Namespace) -> int:
     result = prepare_dataset(args.raw, args.out, params)
     seconds = time.perf_counter() - start
     for warning in result.report.warnings:
-        print(f"{PROG}: warning: {warning}", file=sys.stderr)
+        say(PROG, "warning", warning)
     splits = ", ".join(f"{split} {n}" for split, n in result.dataset.splits.items())
     print(
         f"Prepared {result.report.total} images of {len(result.dataset.classes)} classes "
@@ -133,12 +129,4 @@ def _synth(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit status."""
-    args = build_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except ParamsError as error:
-        return _error(str(error), 2)
-    except DataError as error:
-        return _error(str(error), 1)
-    except KeyboardInterrupt:
-        return _error("interrupted", 130)
+    return run_command(build_parser(), argv, (DataError,))

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from celestial_data.errors import DataError, ParamsError
+from celestial_data.command import run_command, say
+from celestial_data.errors import DataError
 from celestial_eval.errors import EvalError
 from celestial_eval.evaluate import EvaluateParams, evaluate
 from celestial_eval.leaderboard import leaderboard, to_json, to_markdown
@@ -86,11 +86,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _error(message: str, status: int) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    return status
-
-
 # The command modules load Keras and matplotlib only when a command runs, so
 # importing them here keeps ``--help`` instant.
 def _evaluate(args: argparse.Namespace) -> int:
@@ -101,7 +96,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         f"{metrics['loss']:.4f}, {metrics['images']} images -> {args.out_dir}"
     )
     for warning in metrics["warnings"]:
-        print(f"{PROG}: warning: {warning}", file=sys.stderr)
+        say(PROG, "warning", warning)
     return 0
 
 
@@ -109,7 +104,7 @@ def _rejection(args: argparse.Namespace) -> int:
     params = RejectionParams.load(args.params)
     figures = rejection_stage(args.model_dir, args.prepared, args.output, params)
     for warning in figures.get("warnings", []):
-        print(f"{PROG}: warning: {warning}", file=sys.stderr)
+        say(PROG, "warning", warning)
     if figures["held_out_classes"]:
         print(
             f"{figures['held_out_classes']} classes held out, score {figures['score']}: "
@@ -132,12 +127,4 @@ def _report(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit status."""
-    args = build_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except ParamsError as error:
-        return _error(str(error), 2)
-    except (DataError, EvalError, ModelError) as error:
-        return _error(str(error), 1)
-    except KeyboardInterrupt:
-        return _error("interrupted", 130)
+    return run_command(build_parser(), argv, (DataError, EvalError, ModelError))

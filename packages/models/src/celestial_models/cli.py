@@ -6,7 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from celestial_data.errors import DataError, ParamsError
+from celestial_data.command import run_command
+from celestial_data.errors import DataError
 from celestial_models.errors import ModelError
 from celestial_models.ood import OodParams
 from celestial_models.params import TrainParams
@@ -63,11 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _error(message: str, status: int) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    return status
-
-
 def _train(args: argparse.Namespace) -> int:
     # Read (and reject bad) params before paying for the Keras import.
     params = TrainParams.load(args.params)
@@ -105,12 +101,4 @@ def _predict(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit status."""
-    args = build_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except ParamsError as error:  # also celestial_models.ParamsError
-        return _error(str(error), 2)
-    except (ModelError, DataError) as error:
-        return _error(str(error), 1)
-    except KeyboardInterrupt:
-        return _error("interrupted", 130)
+    return run_command(build_parser(), argv, (ModelError, DataError))

@@ -1,0 +1,51 @@
+"""The command-line runner every celestial command shares.
+
+Each package's ``cli.py`` builds an argparse parser whose sub-commands set
+their handler (``set_defaults(run=handler)``, a function of the parsed
+arguments that returns the exit status) and hands it to `run_command`, so every
+command reports a problem the same way: one line, ``PROG: error: message``,
+exit status 2 for bad params (and, through argparse, bad usage), 1 for the
+package's other errors, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from celestial_data.errors import ParamsError
+
+__all__ = ["run_command", "say"]
+
+
+def say(prog: str, kind: str, message: object) -> None:
+    """Print ``PROG: KIND: message`` to standard error (``kind``: error, warning)."""
+    print(f"{prog}: {kind}: {message}", file=sys.stderr)
+
+
+def run_command(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    expected: tuple[type[Exception], ...],
+) -> int:
+    """Parse ``argv``, run the chosen handler and return the exit status.
+
+    Args:
+        parser: The command's parser; each sub-command sets ``run``.
+        argv: The arguments (None: the process's).
+        expected: The errors the package raises on purpose (reported in one
+            line, exit 1); anything else is a bug and keeps its traceback.
+    """
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args))
+    except ParamsError as error:
+        say(parser.prog, "error", error)
+        return 2
+    except expected as error:
+        say(parser.prog, "error", error)
+        return 1
+    except KeyboardInterrupt:
+        say(parser.prog, "error", "interrupted")
+        return 130

@@ -1,0 +1,48 @@
+"""The shared command runner: one line per problem, one exit status per kind."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from celestial_data import DatasetError, ParamsError
+from celestial_data.command import run_command
+
+
+def parser_raising(error: BaseException | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="celestial-test")
+    commands = parser.add_subparsers(required=True)
+
+    def handler(args: argparse.Namespace) -> int:
+        if error is not None:
+            raise error
+        return 0
+
+    commands.add_parser("go").set_defaults(run=handler)
+    return parser
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "line"),
+    [
+        (None, 0, ""),
+        (
+            ParamsError("params train.epochs: bad"),
+            2,
+            "celestial-test: error: params train.epochs: bad\n",
+        ),
+        (DatasetError("no images"), 1, "celestial-test: error: no images\n"),
+        (KeyboardInterrupt(), 130, "celestial-test: error: interrupted\n"),
+    ],
+)
+def test_each_kind_of_problem_is_one_line_and_its_status(
+    error: BaseException | None, status: int, line: str, capsys: pytest.CaptureFixture
+) -> None:
+    assert run_command(parser_raising(error), ["go"], (DatasetError,)) == status
+    assert capsys.readouterr().err == line
+
+
+def test_an_unexpected_error_keeps_its_traceback() -> None:
+    with pytest.raises(ZeroDivisionError):
+        run_command(parser_raising(ZeroDivisionError()), ["go"], (DatasetError,))
