@@ -15,7 +15,6 @@ import litserve as ls
 import numpy as np
 from fastapi import Depends
 
-from celestial_serve.batching import GreedyBatchLoop
 from celestial_serve.errors import ServeError
 from celestial_serve.project import ModelCard
 from celestial_serve.request import PredictionRequest, read_prediction_request
@@ -44,7 +43,13 @@ class ClassifierAPI(ls.LitAPI):
     request) are the right ones for arrays, so they are not overridden.
     """
 
-    def __init__(self, card: ModelCard, max_batch_size: int = 16, batch_timeout: float = 0.0):
+    def __init__(
+        self,
+        card: ModelCard,
+        max_batch_size: int = 16,
+        batch_timeout: float = 0.0,
+        loop: Any = "auto",
+    ):
         """Create the API for the model ``card`` describes (loaded later, in `setup`).
 
         Args:
@@ -52,12 +57,13 @@ class ClassifierAPI(ls.LitAPI):
             max_batch_size: Most requests predicted together.
             batch_timeout: Seconds a worker waits, once a request has come, for
                 more to fill the batch (0: take only those already waiting).
+            loop: The worker's loop: LitServe's own (``"auto"``) or a ``LitLoop``.
         """
         super().__init__(
             max_batch_size=max_batch_size,
             batch_timeout=batch_timeout,
             api_path="/predict",
-            loop=GreedyBatchLoop(),
+            loop=loop,
         )
         self.card = card
         self.classifier: Any = None
@@ -107,23 +113,24 @@ class ClassifierAPI(ls.LitAPI):
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities and the unknown-image score of each image of a batch.
 
-        The worker's loop (`celestial_serve.batching.GreedyBatchLoop`) always
-        hands over a batch, of one image when batching is off.
-
         Args:
-            x: A batch ``(N, S, S, C)``.
+            x: A batch ``(N, S, S, C)``, or one image ``(S, S, C)`` (from
+                LitServe's own loop when batching is off).
 
         Returns:
-            One row per image: its K probabilities followed by its score (NaN
-            for a model without a calibrated threshold), so that LitServe's
-            default unbatching hands each request its own row.
+            One row per image (a row for one image): its K probabilities
+            followed by its score (NaN for a model without a calibrated
+            threshold), so that LitServe's default unbatching hands each
+            request its own row.
         """
+        batch = x if x.ndim == 4 else x[None]
         if getattr(self.classifier, "detector", None) is None:
-            probabilities = self.classifier.predict(x)
-            scores = np.full(len(x), np.nan)
+            probabilities = self.classifier.predict(batch)
+            scores = np.full(len(batch), np.nan)
         else:
-            probabilities, scores = self.classifier.predict_with_score(x)
-        return np.concatenate([probabilities.astype(np.float64), scores[:, None]], axis=1)
+            probabilities, scores = self.classifier.predict_with_score(batch)
+        rows = np.concatenate([probabilities.astype(np.float64), scores[:, None]], axis=1)
+        return rows if x.ndim == 4 else rows[0]
 
     def encode_response(self, output: np.ndarray, context: dict[str, Any]) -> dict[str, Any]:
         """The JSON answer for one request."""

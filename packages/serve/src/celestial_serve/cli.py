@@ -6,7 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-__all__ = ["build_parser", "main"]
+from celestial_serve.errors import ServeError
+
+__all__ = ["build_parser", "main", "run"]
 
 PROG = "celestial-serve"
 
@@ -92,14 +94,23 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="server log level; info logs every request (default: info)",
     )
+    parser.add_argument(
+        "--transport",
+        default="lean",
+        choices=["lean", "stock"],
+        help="how requests reach the workers: lean (Unix sockets, fast) or stock "
+        "(LitServe's own queues and route) (default: lean)",
+    )
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line and return its exit status."""
-    args = build_parser().parse_args(argv)
-    # Imported after parsing so that --help stays fast.
-    from celestial_serve.errors import ServeError
+def run(args: argparse.Namespace) -> None:
+    """Serve the project of parsed ``args`` until interrupted.
+
+    Raises:
+        ServeError: If the server cannot start.
+    """
+    # Imported here so that --help stays fast.
     from celestial_serve.project import load_card
     from celestial_serve.server import ServerOptions, check_port, serve
 
@@ -112,18 +123,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_timeout=args.batch_timeout,
         max_upload_bytes=int(args.max_upload_mb * 2**20),
         log_level=args.log_level,
+        transport=args.transport,
     )
+    card = load_card(args.project_dir)
+    check_port(options.host, options.port)
+    print(
+        f"{PROG}: serving project '{card.project}' (model {card.model_hash[:12]}, "
+        f"{len(card.classes)} classes) on http://{options.host}:{options.port}/ "
+        f"with the {options.transport} transport, once the model is loaded "
+        "(GET /health answers 200 then)",
+        file=sys.stderr,
+        flush=True,
+    )
+    serve(card, options)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return its exit status."""
+    args = build_parser().parse_args(argv)
     try:
-        card = load_card(args.project_dir)
-        check_port(options.host, options.port)
-        print(
-            f"{PROG}: serving project '{card.project}' (model {card.model_hash[:12]}, "
-            f"{len(card.classes)} classes) on http://{options.host}:{options.port}/ "
-            "once the model is loaded (GET /health answers 200 then)",
-            file=sys.stderr,
-            flush=True,
-        )
-        serve(card, options)
+        run(args)
     except ServeError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1

@@ -1,4 +1,4 @@
-"""Assemble the LitServe server: the API, the upload rules, the page and clear errors."""
+"""Assemble the server: the API on a transport, the upload rules, the page and clear errors."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import socket
 from dataclasses import dataclass
 from importlib.resources import files
 from types import FrameType
+from typing import Any
 
 import litserve as ls
 from fastapi import FastAPI, Request
@@ -19,11 +20,12 @@ from celestial_serve.errors import ServeError
 from celestial_serve.fastpath import PredictFastPath
 from celestial_serve.project import ModelCard
 from celestial_serve.request import BodyLimit, UploadRules
-from celestial_serve.transport import LeanServer
 
-__all__ = ["ServerOptions", "build_server", "check_port", "serve"]
+__all__ = ["TRANSPORTS", "ServerOptions", "build_server", "check_port", "serve"]
 
 ROUTES = "GET / (page), POST /predict, GET /health, GET /info"
+#: How requests reach the workers: celestial_serve.litserve_internals, or LitServe's own way.
+TRANSPORTS = ("lean", "stock")
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class ServerOptions:
     batch_timeout: float = 0.0
     max_upload_bytes: int = 10 * 1024 * 1024
     log_level: str = "info"
+    transport: str = "lean"
 
 
 def build_server(card: ModelCard, options: ServerOptions) -> ls.LitServer:
@@ -45,28 +48,36 @@ def build_server(card: ModelCard, options: ServerOptions) -> ls.LitServer:
 
     Args:
         card: The model to serve.
-        options: Workers, batching and upload limits.
+        options: Workers, batching, upload limits and transport.
 
     Returns:
         The server, ready to `ls.LitServer.run`.
+
+    Raises:
+        ServeError: If the lean transport does not fit the installed LitServe.
     """
-    api = ClassifierAPI(card, options.max_batch_size, options.batch_timeout)
-    server = LeanServer(
-        api,
-        accelerator="cpu",
-        workers_per_device=options.workers,
-        model_metadata=card.info(),
-        middlewares=[(BodyLimit, {"max_bytes": options.max_upload_bytes})],
-    )
+    settings = {
+        "accelerator": "cpu",
+        "workers_per_device": options.workers,
+        "model_metadata": card.info(),
+    }
+    if options.transport == "stock":
+        api = ClassifierAPI(card, options.max_batch_size, options.batch_timeout)
+        server = ls.LitServer(api, **settings)
+        middleware: type[BodyLimit] = BodyLimit
+        extra: dict[str, Any] = {}
+    else:
+        # Imported here: on a LitServe without the internals it needs, the import
+        # raises ServeError naming the fix, and the stock transport must still work.
+        from celestial_serve.litserve_internals import GreedyBatchLoop, LeanServer
+
+        api = ClassifierAPI(card, options.max_batch_size, options.batch_timeout, GreedyBatchLoop())
+        server = LeanServer(api, **settings)
+        middleware, extra = PredictFastPath, {"server": server, "api": api}
     app = server.app
-    rules = UploadRules(
-        image_size=card.image_size, color_mode=card.color_mode, num_classes=len(card.classes)
-    )
-    app.state.upload = rules
+    app.state.upload = UploadRules(card.image_size, card.color_mode, len(card.classes))
     # Added last, so outermost: in front of FastAPI's stack and LitServe's middlewares.
-    app.add_middleware(
-        PredictFastPath, server=server, api=api, rules=rules, max_bytes=options.max_upload_bytes
-    )
+    app.add_middleware(middleware, max_bytes=options.max_upload_bytes, **extra)
     add_page(app)
     app.add_exception_handler(404, unknown_route)
     app.add_exception_handler(405, wrong_method)
@@ -141,11 +152,6 @@ def stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def logs_requests(log_level: str) -> bool:
-    """Whether uvicorn's access log (one line per request) shows at ``log_level``."""
-    return log_level.lower() in ("trace", "debug", "info")
-
-
 def serve(card: ModelCard, options: ServerOptions) -> None:
     """Run the server until interrupted (Ctrl+C or SIGTERM).
 
@@ -163,7 +169,7 @@ def serve(card: ModelCard, options: ServerOptions) -> None:
             generate_client_file=False,
             num_api_servers=options.api_servers,
             # Else uvicorn formats every request's log line, only to drop it.
-            access_log=logs_requests(options.log_level),
+            access_log=options.log_level.lower() in ("trace", "debug", "info"),
         )
     except RuntimeError as error:
         if "workers failed to start" not in str(error):

@@ -1,0 +1,301 @@
+"""The lean transport's seam: every LitServe internal celestial-serve relies on.
+
+The stock transport (``--transport stock``) uses LitServe's public API only.
+The lean one (the default) goes under it for speed, here and only here:
+`LeanServer` swaps the manager queues that ``LitServer._init_manager`` makes
+(a ``multiprocessing`` manager process, four round trips per request) for the
+Unix sockets of `celestial_serve.transport`, and queues the uploads of
+`celestial_serve.fastpath` as LitServe's route does (its ``response_buffer``
+and error translation); `GreedyBatchLoop` is a ``LitLoop`` speaking LitServe's
+request and answer tuples. `NEEDED` and `SERVER_ATTRIBUTES` list what they use;
+importing this module checks it is there, and otherwise raises `ServeError`
+naming what is missing and the fix (``--transport stock``, or `SUPPORTED`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib
+import itertools
+import logging
+import os
+import pickle
+import shutil
+import time
+from collections import defaultdict
+from queue import Empty
+from typing import Any
+
+import litserve as ls
+from fastapi import HTTPException
+from starlette.types import Scope
+
+from celestial_serve.errors import ServeError
+from celestial_serve.request import PredictionRequest
+from celestial_serve.transport import HttpEnd, WorkerEnd, sockets_dir
+
+__all__ = ["NEEDED", "SUPPORTED", "GreedyBatchLoop", "LeanServer", "SocketChannel", "missing"]
+
+logger = logging.getLogger(__name__)
+
+#: The LitServe releases this module is known to fit (the package's requirement).
+SUPPORTED = "litserve>=0.2.19,<0.3"
+#: Every LitServe name used here beyond ``litserve.__all__``, by module.
+NEEDED = {
+    "litserve.loops": ("LitLoop.run", "LitLoop.worker_id"),
+    "litserve.server": (
+        "LitServer._init_manager",
+        "LitServer._inference_workers_config_for_api",
+        "LitServer._perform_graceful_shutdown",
+        "RegularRequestHandler._handle_error_response",
+        "no_auth",
+    ),
+    "litserve.utils": (
+        "LitAPIStatus.OK",
+        "LitAPIStatus.ERROR",
+        "LoopResponseType.REGULAR",
+        "PickleableHTTPException.from_exception",
+        "ResponseBufferItem",
+    ),
+}
+#: What ``LitServer.__init__`` sets and `LeanServer` uses.
+SERVER_ATTRIBUTES = (
+    "app.response_queue_id",
+    "lit_api.api_path",
+    "litapi_request_queues",
+    "response_buffer",
+)
+
+
+def has(owner: object, dotted: str) -> bool:
+    """Whether ``owner`` has the attribute ``dotted`` (``"a.b"``: ``owner.a.b``)."""
+    try:
+        functools.reduce(getattr, dotted.split("."), owner)
+    except AttributeError:
+        return False
+    return True
+
+
+def missing() -> list[str]:
+    """The names of `NEEDED` that the installed LitServe lacks, in full."""
+    absent = []
+    for module_name, names in NEEDED.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            module = None
+        absent += [f"{module_name}.{name}" for name in names if not has(module, name)]
+    return absent
+
+
+def incompatible(absent: list[str]) -> ServeError:
+    """The error for a LitServe that lacks ``absent``."""
+    return ServeError(
+        f"LitServe {ls.__version__} lacks what celestial-serve's lean transport relies on: "
+        f"{', '.join(absent)}. Run with --transport stock (LitServe's own queues and route), "
+        f"or install a LitServe the package supports ({SUPPORTED}; uv sync --locked does)."
+    )
+
+
+if absent := missing():  # fail here, naming the fix, rather than at the first request
+    raise incompatible(absent)
+
+from litserve.loops import LitLoop  # noqa: E402
+from litserve.server import RegularRequestHandler, no_auth  # noqa: E402
+from litserve.utils import (  # noqa: E402
+    LitAPIStatus,
+    LoopResponseType,
+    PickleableHTTPException,
+    ResponseBufferItem,
+)
+
+OK, ERROR = LitAPIStatus.OK, LitAPIStatus.ERROR
+
+
+class SocketChannel:
+    """LitServe's request queue and answer transport in one, over `celestial_serve.transport`.
+
+    Made in LitServe's main process, which never sends or receives, it reaches
+    the HTTP servers by ``fork`` and the workers by ``spawn``; each process
+    opens its own end on first use.
+
+    Args:
+        addresses: The listening address of each worker.
+    """
+
+    def __init__(self, addresses: list[str]) -> None:
+        self.addresses = addresses
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (SocketChannel, (self.addresses,))  # without this process's end
+
+    @functools.cached_property
+    def http(self) -> HttpEnd:
+        """This HTTP server's end."""
+        return HttpEnd(self.addresses)
+
+    @functools.cached_property
+    def worker(self) -> WorkerEnd:
+        """This worker's end (LitServe numbers its workers in ``LITSERVE_WORKER_ID``)."""
+        return WorkerEnd(self.addresses[int(os.environ.get("LITSERVE_WORKER_ID", "0"))])
+
+    def put(self, item: Any) -> None:
+        """Queue a request for the workers (in an HTTP server; never blocks)."""
+        self.http.send(item)
+
+    async def areceive(self, consumer_id: int, timeout: float | None = None) -> Any:
+        """The next answer for this HTTP server, ``consumer_id``."""
+        return await self.http.next_answer()
+
+    def get(self, timeout: float | None = None) -> Any:
+        """The next request (in a worker); `queue.Empty` if none came within ``timeout`` s."""
+        return self.worker.get(timeout)
+
+    def send_many(self, items: list[Any], consumer_id: int) -> None:
+        """Send answers to HTTP server ``consumer_id`` in one message (in a worker)."""
+        self.worker.answer(items, consumer_id)
+
+    def close(self, send_sentinel: bool = True) -> None:
+        """Nothing to do: each process's sockets close with it."""
+
+
+class LeanServer(ls.LitServer):
+    """A `litserve.LitServer` whose requests and answers travel over Unix sockets.
+
+    Everything else (routes, workers, health, shutdown) is LitServe's own.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        absent = [f"LitServer().{name}" for name in SERVER_ATTRIBUTES if not has(self, name)]
+        if absent:
+            raise incompatible(absent)
+        self.uids = itertools.count()
+
+    def _init_manager(self, num_api_servers: int) -> Any:
+        manager = super()._init_manager(num_api_servers)
+        if not has(self, "_transport"):
+            raise incompatible(["LitServer()._transport"])
+        self._sockets_dir = sockets_dir()
+        path = self.lit_api.api_path
+        workers = range(len(self._inference_workers_config_for_api(path)))
+        self.channel = SocketChannel([f"{self._sockets_dir}/worker-{i}" for i in workers])
+        self.litapi_request_queues[path] = self.channel
+        self._transport = self.channel
+        return manager
+
+    def _perform_graceful_shutdown(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super()._perform_graceful_shutdown(*args, **kwargs)
+        finally:
+            shutil.rmtree(self._sockets_dir, ignore_errors=True)
+
+    def takes_fast_path(self, api: ls.LitAPI) -> bool:
+        """Whether ``api`` wants no authentication (the fast path implements none)."""
+        return self.setup_auth(api) is no_auth
+
+    async def answer(self, scope: Scope, request: PredictionRequest) -> Any:
+        """Queue ``request`` and await its answer, as LitServe's route does.
+
+        Args:
+            scope: The ASGI scope of the HTTP request (its app names this HTTP server).
+            request: The checked request.
+
+        Raises:
+            HTTPException: The worker's error (4xx as raised, 500 otherwise).
+        """
+        uid = f"fast-{next(self.uids)}"  # unique in this process, as the buffer needs
+        event = asyncio.Event()
+        self.response_buffer[uid] = ResponseBufferItem(event)
+        try:
+            self.channel.put((scope["app"].response_queue_id, uid, time.monotonic(), request))
+            await event.wait()
+        finally:
+            item = self.response_buffer.pop(uid)
+        response, status = item.response
+        if status == LitAPIStatus.ERROR:
+            RegularRequestHandler._handle_error_response(response)  # raises HTTPException
+        return response
+
+
+class GreedyBatchLoop(LitLoop):
+    """A batched loop that never waits for a batch when no request is waiting.
+
+    LitServe 0.2.19's batched loop collects for ``batch_timeout`` counted from
+    when it starts looking: a lone request waits out the window, and an idle
+    worker polls its queue a thousand times a second (spins, with
+    ``batch_timeout=0``). It also inspects ``decode_request``'s and
+    ``encode_response``'s signatures for every request and sends every answer
+    on its own. This loop blocks until a request comes, takes those already
+    queued (up to ``max_batch_size``, waiting at most ``batch_timeout`` for
+    more), and sends the answers of a batch in one message per HTTP server. It
+    runs no LitServe callbacks (the server has none).
+
+    Args:
+        idle_timeout: Seconds to block for a first request before looking again.
+    """
+
+    def __init__(self, idle_timeout: float = 1.0) -> None:
+        super().__init__()
+        self.idle_timeout = idle_timeout
+
+    def run(
+        self, lit_api: ls.LitAPI, device: str, worker_id: int, queue: Any, transport: Any, *_: Any
+    ) -> None:
+        """Answer the next batch (LitServe calls this until the worker stops)."""
+        batch, expired = self.get_batch_requests(lit_api, queue)
+        answers = [
+            (server, uid, PickleableHTTPException(504, "Request timed out in the queue."), ERROR)
+            for server, uid in expired
+        ]
+        if batch:
+            answers += self.run_batch(lit_api, batch)
+        by_server: dict[Any, list[Any]] = defaultdict(list)
+        for server, uid, data, status in answers:
+            by_server[server].append(
+                (uid, (data, status, LoopResponseType.REGULAR, self.worker_id))
+            )
+        for server, items in by_server.items():
+            transport.send_many(items, server)
+
+    def get_batch_requests(self, lit_api: ls.LitAPI, queue: Any) -> tuple[list, list]:
+        """The next batch ``[(server, uid, payload)]``, and ``[(server, uid)]`` timed out."""
+        try:
+            items = [queue.get(timeout=self.idle_timeout)]
+        except Empty:
+            return [], []
+        deadline = time.monotonic() + lit_api.batch_timeout
+        while len(items) < lit_api.max_batch_size:
+            try:
+                items.append(queue.get(timeout=max(0.0, deadline - time.monotonic())))
+            except Empty:
+                break
+        timeout = lit_api.request_timeout
+        batch, expired = [], []
+        for server, uid, queued_at, payload in items:
+            if timeout not in (None, -1, False) and time.monotonic() - queued_at > timeout:
+                expired.append((server, uid))
+            else:
+                batch.append((server, uid, payload))
+        return batch, expired
+
+    def run_batch(self, lit_api: ls.LitAPI, batch: list[tuple[Any, str, Any]]) -> list[tuple]:
+        """Decode, predict and encode a batch: ``(server, uid, answer or error, status)`` each."""
+        servers, uids, inputs = zip(*batch, strict=True)
+        contexts: list[dict[str, Any]] = [{} for _ in inputs]
+        try:
+            x = [
+                lit_api.decode_request(i, context=c) for i, c in zip(inputs, contexts, strict=True)
+            ]
+            outputs = lit_api.unbatch(lit_api.predict(lit_api.batch(x)))
+            return [
+                (s, u, lit_api.encode_response(y, context=c), OK)
+                for s, u, y, c in zip(servers, uids, outputs, contexts, strict=True)
+            ]
+        except HTTPException as error:
+            failure: Any = PickleableHTTPException.from_exception(error)
+        except Exception as error:  # a predict that lost an answer too: zip is strict
+            logger.exception("The model failed on a batch of %d requests.", len(inputs))
+            failure = pickle.dumps(error)
+        return [(s, u, failure, ERROR) for s, u in zip(servers, uids, strict=True)]
