@@ -86,5 +86,5 @@ def test_an_incompatible_litserve_stops_the_lean_command_naming_what_and_the_fix
     assert result.returncode == 1, result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"celestial-serve: error: LitServe {ls.__version__} lacks ")
-    assert "litserve.utils.ResponseBufferItem" in last
+    assert "litserve.utils:ResponseBufferItem" in last
     assert FIX in last and SUPPORTED in last

@@ -1,20 +1,12 @@
-"""Answer ``POST /predict`` uploads without FastAPI's route (the lean transport).
+"""Answer ``POST /predict`` uploads without FastAPI's route (lean transport only).
 
-A request through LitServe's route crosses FastAPI's routing, dependency
-solving, LitServe's request handler and a response class: with a model that
-takes a tenth of a millisecond per image, that costs more than the model
-(``bench/bench_serve.py`` measures it). `PredictFastPath`, the outermost of the
-app's middlewares, reads uploads in the three accepted forms with the route's
-own dependency (`celestial_serve.request.read_prediction_request`), has
-`LeanServer.answer` queue them as LitServe's handler does, and sends the JSON
-that FastAPI would send.
-
-Everything else goes down the stack unchanged: other content types (answered
-415 there), other routes and methods, and every request while authentication
-(``LIT_SERVER_API_KEY``, ``LitAPI.authorize``) or LitServe callbacks are
-configured, which this path does not implement. Its answers are never
-gzip-compressed (LitServe compresses bodies over 1,000 bytes; a prediction
-takes a few hundred).
+FastAPI's routing, dependency solving, LitServe's handler and a response class
+cost more than a small model. `PredictFastPath`, the outermost middleware,
+reads uploads with the route's own dependency, has the `LeanServer` queue them
+and sends the JSON FastAPI would. Other content types (415 there), routes and
+methods go down the stack, and so does everything while an API key or
+``LitAPI.authorize`` is set: this path implements no authentication. Its
+answers (a few hundred bytes) are never gzip-compressed.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ import pickle
 import shutil
 import time
 from collections import defaultdict
+from operator import attrgetter
 from queue import Empty
 from typing import Any
 
@@ -41,51 +42,45 @@ logger = logging.getLogger(__name__)
 
 #: The LitServe releases this module is known to fit (the package's requirement).
 SUPPORTED = "litserve>=0.2.19,<0.3"
-#: Every LitServe name used here beyond ``litserve.__all__``, by module.
-NEEDED = {
-    "litserve.loops": ("LitLoop.run", "LitLoop.worker_id"),
-    "litserve.server": (
-        "LitServer._init_manager",
-        "LitServer._inference_workers_config_for_api",
-        "LitServer._perform_graceful_shutdown",
-        "RegularRequestHandler._handle_error_response",
-        "no_auth",
-    ),
-    "litserve.utils": (
-        "LitAPIStatus.OK",
-        "LitAPIStatus.ERROR",
-        "LoopResponseType.REGULAR",
-        "PickleableHTTPException.from_exception",
-        "ResponseBufferItem",
-    ),
-}
-#: What ``LitServer.__init__`` sets and `LeanServer` uses.
-SERVER_ATTRIBUTES = (
-    "app.response_queue_id",
-    "lit_api.api_path",
-    "litapi_request_queues",
-    "response_buffer",
+#: Every LitServe name used here beyond ``litserve.__all__``, as ``module:attribute``.
+NEEDED = (
+    "litserve.loops:LitLoop.run",
+    "litserve.loops:LitLoop.worker_id",
+    "litserve.server:LitServer._init_manager",
+    "litserve.server:LitServer._inference_workers_config_for_api",
+    "litserve.server:LitServer._perform_graceful_shutdown",
+    "litserve.server:RegularRequestHandler._handle_error_response",
+    "litserve.server:no_auth",
+    "litserve.utils:LitAPIStatus.ERROR",
+    "litserve.utils:LitAPIStatus.OK",
+    "litserve.utils:LoopResponseType.REGULAR",
+    "litserve.utils:PickleableHTTPException.from_exception",
+    "litserve.utils:ResponseBufferItem",
 )
+#: What ``LitServer.__init__`` sets and `LeanServer` uses.
+SERVER_ATTRIBUTES = ("app.response_queue_id", "lit_api.api_path", "litapi_request_queues")
 
 
 def has(owner: object, dotted: str) -> bool:
     """Whether ``owner`` has the attribute ``dotted`` (``"a.b"``: ``owner.a.b``)."""
     try:
-        functools.reduce(getattr, dotted.split("."), owner)
+        attrgetter(dotted)(owner)
     except AttributeError:
         return False
     return True
 
 
 def missing() -> list[str]:
-    """The names of `NEEDED` that the installed LitServe lacks, in full."""
+    """The names of `NEEDED` that the installed LitServe lacks."""
     absent = []
-    for module_name, names in NEEDED.items():
+    for needed in NEEDED:
+        module_name, _, name = needed.partition(":")
         try:
             module = importlib.import_module(module_name)
         except ImportError:
             module = None
-        absent += [f"{module_name}.{name}" for name in names if not has(module, name)]
+        if not has(module, name):
+            absent.append(needed)
     return absent
 
 
@@ -116,9 +111,8 @@ OK, ERROR = LitAPIStatus.OK, LitAPIStatus.ERROR
 class SocketChannel:
     """LitServe's request queue and answer transport in one, over `celestial_serve.transport`.
 
-    Made in LitServe's main process, which never sends or receives, it reaches
-    the HTTP servers by ``fork`` and the workers by ``spawn``; each process
-    opens its own end on first use.
+    Made in LitServe's main process, it reaches the HTTP servers by ``fork``
+    and the workers by ``spawn``; each process opens its own end on first use.
 
     Args:
         addresses: The listening address of each worker.
@@ -168,14 +162,13 @@ class LeanServer(ls.LitServer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        absent = [f"LitServer().{name}" for name in SERVER_ATTRIBUTES if not has(self, name)]
-        if absent:
+        if absent := [f"LitServer().{a}" for a in SERVER_ATTRIBUTES if not has(self, a)]:
             raise incompatible(absent)
         self.uids = itertools.count()
 
     def _init_manager(self, num_api_servers: int) -> Any:
         manager = super()._init_manager(num_api_servers)
-        if not has(self, "_transport"):
+        if not has(self, "_transport"):  # set there, and replaced here
             raise incompatible(["LitServer()._transport"])
         self._sockets_dir = sockets_dir()
         path = self.lit_api.api_path
@@ -220,17 +213,12 @@ class LeanServer(ls.LitServer):
 
 
 class GreedyBatchLoop(LitLoop):
-    """A batched loop that never waits for a batch when no request is waiting.
+    """A batched loop that blocks until a request comes, then takes those already queued.
 
-    LitServe 0.2.19's batched loop collects for ``batch_timeout`` counted from
-    when it starts looking: a lone request waits out the window, and an idle
-    worker polls its queue a thousand times a second (spins, with
-    ``batch_timeout=0``). It also inspects ``decode_request``'s and
-    ``encode_response``'s signatures for every request and sends every answer
-    on its own. This loop blocks until a request comes, takes those already
-    queued (up to ``max_batch_size``, waiting at most ``batch_timeout`` for
-    more), and sends the answers of a batch in one message per HTTP server. It
-    runs no LitServe callbacks (the server has none).
+    Up to ``max_batch_size``, waiting at most ``batch_timeout`` for more. (LitServe
+    0.2.19's loop collects for ``batch_timeout`` from when it starts looking, and
+    polls or spins while idle.) The answers of a batch go back in one message
+    per HTTP server. It runs no LitServe callbacks: the server has none.
 
     Args:
         idle_timeout: Seconds to block for a first request before looking again.

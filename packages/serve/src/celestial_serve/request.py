@@ -1,16 +1,15 @@
 """Read an image upload from an HTTP request, rejecting bad input with a clear 4xx.
 
-Everything here runs in the HTTP server process, before a request is queued
-for the model. That is deliberate: in LitServe an exception raised inside
-``decode_request`` fails every request of the batch it was collected in, so a
-bad upload must never reach the inference worker. What reaches it is always a
-well-formed ``(size, size, channels)`` uint8 array.
+This runs in the HTTP server, before a request is queued: in LitServe an
+exception in ``decode_request`` fails every request of its batch, so only a
+well-formed ``(size, size, channels)`` uint8 array may reach a worker.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,18 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from celestial_data import ImageTooLarge, decode, to_array
 
-__all__ = [
-    "BodyLimit",
-    "PredictionRequest",
-    "UploadRules",
-    "decode_image",
-    "image_from_json",
-    "media_type",
-    "parse_k",
-    "parse_reject",
-    "read_prediction_request",
-    "takes_body",
-]
+__all__ = ["BodyLimit", "PredictionRequest", "UploadRules", "read_prediction_request"]
 
 DEFAULT_K = 5
 # Images up to this many pixels are decoded on the event loop, larger ones in a thread.
@@ -49,11 +37,7 @@ ACCEPTED = (
 
 @dataclass(frozen=True)
 class PredictionRequest:
-    """A checked request, as queued for the model: the preprocessed image and options.
-
-    ``reject`` is whether an image the model does not know is answered
-    ``unknown`` (the default) or with its closest class.
-    """
+    """A checked request, as queued: the preprocessed image, ``k`` and ``reject``."""
 
     image: np.ndarray
     k: int
@@ -89,25 +73,18 @@ class UploadRules:
 
 
 def parse_k(query: Mapping[str, str], num_classes: int) -> int:
-    """The ``k`` query parameter: how many top classes to return.
-
-    Defaults to ``DEFAULT_K``; values above the number of classes are capped.
+    """The ``k`` query parameter (how many top classes), capped at the number of classes.
 
     Raises:
         HTTPException: 400 if ``k`` is not a positive integer.
     """
-    raw = query.get("k")
-    if raw is None:
-        return min(DEFAULT_K, num_classes)
-    try:
-        k = int(raw)
-    except ValueError:
-        k = 0
-    if k < 1:
-        raise HTTPException(
-            400, f"Query parameter k must be a positive integer. Received: k={raw[:40]!r}"
-        )
-    return min(k, num_classes)
+    raw = query.get("k", str(DEFAULT_K))
+    with contextlib.suppress(ValueError):
+        if int(raw) >= 1:
+            return min(int(raw), num_classes)
+    raise HTTPException(
+        400, f"Query parameter k must be a positive integer. Received: k={raw[:40]!r}"
+    )
 
 
 def parse_reject(query: Mapping[str, str]) -> bool:
@@ -128,10 +105,7 @@ def parse_reject(query: Mapping[str, str]) -> bool:
 
 
 def image_from_json(body: bytes) -> bytes:
-    """The image bytes of a JSON body ``{"image": "<base64>"}``.
-
-    A ``data:image/...;base64,`` prefix and line breaks in the base64 are accepted,
-    so both a browser's data URL and the output of ``base64`` work.
+    """The image bytes of a JSON body ``{"image": "<base64>"}`` (a data URL works too).
 
     Raises:
         HTTPException: 400 if the body is not JSON, has no string ``image``, or
@@ -167,11 +141,7 @@ def media_type(content_type: str) -> str:
 
 
 def takes_body(content_type: str) -> bool:
-    """Whether a request of ``content_type`` carries the image as its whole body.
-
-    True for ``image/*`` (the raw file) and ``application/json`` (base64);
-    multipart forms are parsed instead.
-    """
+    """Whether ``content_type`` carries the image as the whole body: ``image/*`` or JSON."""
     media = media_type(content_type)
     return media.startswith("image/") or media == "application/json"
 
@@ -221,17 +191,10 @@ async def read_multipart(request: Request) -> bytes:
 def decode_image(data: bytes, rules: UploadRules, max_pixels: int | None = None) -> np.ndarray:
     """Decode and preprocess an encoded image exactly as training did.
 
-    Args:
-        data: The encoded image.
-        rules: The upload rules (model input, pixel limit).
-        max_pixels: A lower pixel limit to try first: an image above it but
-            within ``rules.max_pixels`` raises `celestial_data.ImageTooLarge`
-            instead of a 413, for the caller to decode elsewhere.
-
     Raises:
-        HTTPException: 413 if the image has more pixels than allowed, 400 if it is
-            not a readable image (unknown format, truncated, corrupt).
-        ImageTooLarge: See ``max_pixels``.
+        HTTPException: 413 if the image has more pixels than ``rules`` allow, 400
+            if it is not a readable image (unknown format, truncated, corrupt).
+        ImageTooLarge: If it is within ``rules`` but over ``max_pixels``.
     """
     limit = rules.max_pixels if max_pixels is None else min(max_pixels, rules.max_pixels)
     header: dict[str, Any] = {}  # filled once the format is recognised
@@ -249,8 +212,7 @@ def decode_image(data: bytes, rules: UploadRules, max_pixels: int | None = None)
             "Resize it before sending.",
         ) from None
     except Exception:
-        # Pillow raises many types on malformed input: OSError, ValueError,
-        # SyntaxError, EOFError...
+        # Pillow raises OSError, ValueError, SyntaxError, EOFError... on bad input.
         if not header:
             raise HTTPException(
                 400,
@@ -265,12 +227,12 @@ def decode_image(data: bytes, rules: UploadRules, max_pixels: int | None = None)
 
 
 async def read_prediction_request(request: Request) -> PredictionRequest:
-    """The model input and options of a ``POST /predict`` request (a FastAPI dependency).
+    """The checked input of ``POST /predict``, by the rules in ``request.app.state.upload``.
 
-    Reads the upload rules from ``request.app.state.upload``. A small image
-    decodes in a fraction of a millisecond, less than a hop to the thread pool
-    and back: it is decoded on the event loop. A large one would hold up every
-    other request meanwhile, so it goes to a thread.
+    The route's FastAPI dependency, and what the fast path calls. A small
+    image decodes faster than a hop to the thread pool and back, so it is
+    decoded on the event loop; a large one, which would hold up the other
+    requests, in a thread.
 
     Raises:
         HTTPException: 4xx for bad options, a bad upload or a bad image.
@@ -298,8 +260,8 @@ class BodyLimit:
     """ASGI middleware answering 413 to request bodies larger than ``max_bytes``.
 
     A declared ``Content-Length`` over the limit is refused before reading; a
-    body without one is counted as it streams in and cut off at the limit, by
-    an `HTTPException` that the route (or `celestial_serve.fastpath`) answers.
+    streamed body is cut off at the limit by an `HTTPException` that its reader
+    (the route, or `celestial_serve.fastpath`) answers.
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:

@@ -1,12 +1,11 @@
 """Carry requests to the inference workers and answers back, over Unix domain sockets.
 
-One Unix stream socket joins each HTTP server to each worker, carrying
-length-prefixed pickles both ways. Each worker listens on its own address;
-every HTTP server connects to every worker and hands requests out in turn; a
-worker answers on the connection that brought the request. The HTTP side runs
-in its asyncio event loop (no thread), the worker side is a blocking socket
-watched by a selector. Nothing here knows LitServe (see
-`celestial_serve.litserve_internals`).
+A Unix stream socket joins each HTTP server to each worker and carries
+length-prefixed pickles both ways: each worker listens on its own address,
+each HTTP server connects to all and hands requests out in turn, and a worker
+answers on the connection that brought the request. The HTTP side runs in its
+event loop (no thread), the worker side on a selector. LitServe plugs in
+through `celestial_serve.litserve_internals`.
 """
 
 from __future__ import annotations
@@ -53,7 +52,7 @@ def unframe(buffer: bytearray) -> list[Any]:
 
 
 class _Link(asyncio.Protocol):
-    """One connection to a worker: its answers go to the `HttpEnd`'s queue."""
+    """One connection to a worker, queueing its answers."""
 
     def __init__(self, answers: asyncio.Queue) -> None:
         self.answers = answers
@@ -70,7 +69,7 @@ class _Link(asyncio.Protocol):
 
 
 class HttpEnd:
-    """An HTTP server's side: a connection to every worker (made at once, in the event loop).
+    """An HTTP server's side: a connection to every worker, opened at once in the event loop.
 
     Args:
         addresses: The listening address of each worker.
@@ -81,7 +80,7 @@ class HttpEnd:
         self.pending: list[bytes] = []  # requests sent before the workers were reached
         self.turn = 0
         self.answers: asyncio.Queue = asyncio.Queue()
-        asyncio.ensure_future(self.connect(addresses)).add_done_callback(self._connected)
+        self.connecting = asyncio.ensure_future(self.connect(addresses))
 
     def send(self, item: Any) -> None:
         """Send a request to the next worker, in turn (never blocks)."""
@@ -95,27 +94,27 @@ class HttpEnd:
         self.links[self.turn % len(self.links)].write(data)
         self.turn += 1
 
-    def _connected(self, task: asyncio.Task) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            self.answers.put_nowait(task.exception())
-
     async def connect(self, addresses: list[str]) -> None:
         """Connect to every worker (each listens once its model is loaded); send what waited."""
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + CONNECT_TIMEOUT
         links = []
-        for address in addresses:
-            while True:
-                try:
-                    link, _ = await loop.create_unix_connection(
-                        lambda: _Link(self.answers), address
-                    )
-                    break
-                except (FileNotFoundError, ConnectionRefusedError):
-                    if time.monotonic() > deadline:
-                        raise
-                    await asyncio.sleep(0.005)
-            links.append(link)
+        try:
+            for address in addresses:
+                while True:
+                    try:
+                        link, _ = await loop.create_unix_connection(
+                            lambda: _Link(self.answers), address
+                        )
+                        break
+                    except (FileNotFoundError, ConnectionRefusedError):
+                        if time.monotonic() > deadline:
+                            raise
+                        await asyncio.sleep(0.005)
+                links.append(link)
+        except OSError as error:
+            self.answers.put_nowait(error)  # raised by next_answer
+            return
         self.links = links
         for data in self.pending:
             self._write(data)
@@ -135,9 +134,9 @@ class HttpEnd:
 
 
 class WorkerEnd:
-    """A worker's side: its listening socket and a connection from each HTTP server.
+    """A worker's side: its listening socket, and a connection from each HTTP server.
 
-    Requests are tuples whose first item names the HTTP server to answer.
+    A request is a tuple whose first item names the HTTP server that sent it.
     """
 
     def __init__(self, address: str) -> None:
