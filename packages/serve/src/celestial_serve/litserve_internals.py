@@ -58,7 +58,12 @@ NEEDED = (
     "litserve.utils:ResponseBufferItem",
 )
 #: What ``LitServer.__init__`` sets and `LeanServer` uses.
-SERVER_ATTRIBUTES = ("app.response_queue_id", "lit_api.api_path", "litapi_request_queues")
+SERVER_ATTRIBUTES = (
+    "app.response_queue_id",
+    "lit_api.api_path",
+    "litapi_request_queues",
+    "response_buffer",
+)
 
 
 def has(owner: object, dotted: str) -> bool:
@@ -111,11 +116,9 @@ OK, ERROR = LitAPIStatus.OK, LitAPIStatus.ERROR
 class SocketChannel:
     """LitServe's request queue and answer transport in one, over `celestial_serve.transport`.
 
-    Made in LitServe's main process, it reaches the HTTP servers by ``fork``
-    and the workers by ``spawn``; each process opens its own end on first use.
-
-    Args:
-        addresses: The listening address of each worker.
+    Made in LitServe's main process with the workers' ``addresses``, it reaches
+    the HTTP servers by ``fork`` and the workers by ``spawn``; each process
+    opens its own end on first use.
     """
 
     def __init__(self, addresses: list[str]) -> None:
@@ -189,11 +192,9 @@ class LeanServer(ls.LitServer):
         return self.setup_auth(api) is no_auth
 
     async def answer(self, scope: Scope, request: PredictionRequest) -> Any:
-        """Queue ``request`` and await its answer, as LitServe's route does.
+        """Queue ``request`` (from the HTTP request of ``scope``) and await its answer.
 
-        Args:
-            scope: The ASGI scope of the HTTP request (its app names this HTTP server).
-            request: The checked request.
+        As LitServe's route does, through its answer buffer.
 
         Raises:
             HTTPException: The worker's error (4xx as raised, 500 otherwise).

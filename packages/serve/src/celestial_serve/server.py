@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass
 from importlib.resources import files
 from types import FrameType
-from typing import Any
+from typing import Any, Literal, get_args
 
 import litserve as ls
 from fastapi import FastAPI, Request
@@ -26,8 +26,9 @@ from celestial_serve.request import BodyLimit, UploadRules
 __all__ = ["TRANSPORTS", "ServerOptions", "build_server", "check_port", "serve"]
 
 ROUTES = "GET / (page), POST /predict, GET /health, GET /info"
+Transport = Literal["lean", "stock"]
 #: How requests reach the workers: celestial_serve.litserve_internals, or LitServe's own way.
-TRANSPORTS = ("lean", "stock")
+TRANSPORTS: tuple[Transport, ...] = get_args(Transport)
 
 
 @dataclass(frozen=True)
@@ -42,18 +43,11 @@ class ServerOptions:
     batch_timeout: float = 0.0
     max_upload_bytes: int = 10 * 1024 * 1024
     log_level: str = "info"
-    transport: str = "lean"
+    transport: Transport = "lean"
 
 
 def build_server(card: ModelCard, options: ServerOptions) -> ls.LitServer:
-    """A LitServer for ``card``'s model, with the page at ``/`` and JSON errors.
-
-    Args:
-        card: The model to serve.
-        options: Workers, batching, upload limits and transport.
-
-    Returns:
-        The server, ready to `ls.LitServer.run`.
+    """A LitServer for ``card``'s model on ``options.transport``, with the page and JSON errors.
 
     Raises:
         ServeError: If the lean transport does not fit the installed LitServe.

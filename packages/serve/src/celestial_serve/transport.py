@@ -69,11 +69,7 @@ class _Link(asyncio.Protocol):
 
 
 class HttpEnd:
-    """An HTTP server's side: a connection to every worker, opened at once in the event loop.
-
-    Args:
-        addresses: The listening address of each worker.
-    """
+    """An HTTP server's side: connections to the workers at ``addresses``, opened at once."""
 
     def __init__(self, addresses: list[str]) -> None:
         self.links: list[asyncio.Transport] = []
@@ -136,7 +132,7 @@ class HttpEnd:
 class WorkerEnd:
     """A worker's side: its listening socket, and a connection from each HTTP server.
 
-    A request is a tuple whose first item names the HTTP server that sent it.
+    A request is a tuple whose first item names the HTTP server to answer.
     """
 
     def __init__(self, address: str) -> None:
