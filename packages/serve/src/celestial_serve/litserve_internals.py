@@ -45,7 +45,6 @@ SUPPORTED = "litserve>=0.2.19,<0.3"
 #: Every LitServe name used here beyond ``litserve.__all__``, as ``module:attribute``.
 NEEDED = (
     "litserve.loops:LitLoop.run",
-    "litserve.loops:LitLoop.worker_id",
     "litserve.server:LitServer._init_manager",
     "litserve.server:LitServer._inference_workers_config_for_api",
     "litserve.server:LitServer._perform_graceful_shutdown",
@@ -242,9 +241,7 @@ class GreedyBatchLoop(LitLoop):
             answers += self.run_batch(lit_api, batch)
         by_server: dict[Any, list[Any]] = defaultdict(list)
         for server, uid, data, status in answers:
-            by_server[server].append(
-                (uid, (data, status, LoopResponseType.REGULAR, self.worker_id))
-            )
+            by_server[server].append((uid, (data, status, LoopResponseType.REGULAR, worker_id)))
         for server, items in by_server.items():
             transport.send_many(items, server)
 

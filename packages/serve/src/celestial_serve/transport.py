@@ -76,6 +76,7 @@ class HttpEnd:
         self.pending: list[bytes] = []  # requests sent before the workers were reached
         self.turn = 0
         self.answers: asyncio.Queue = asyncio.Queue()
+        # Held here: the event loop holds its tasks only weakly.
         self.connecting = asyncio.ensure_future(self.connect(addresses))
 
     def send(self, item: Any) -> None:
@@ -91,30 +92,27 @@ class HttpEnd:
         self.turn += 1
 
     async def connect(self, addresses: list[str]) -> None:
-        """Connect to every worker (each listens once its model is loaded); send what waited."""
-        loop = asyncio.get_running_loop()
+        """Connect to every worker, then send the requests that waited."""
         deadline = time.monotonic() + CONNECT_TIMEOUT
-        links = []
         try:
-            for address in addresses:
-                while True:
-                    try:
-                        link, _ = await loop.create_unix_connection(
-                            lambda: _Link(self.answers), address
-                        )
-                        break
-                    except (FileNotFoundError, ConnectionRefusedError):
-                        if time.monotonic() > deadline:
-                            raise
-                        await asyncio.sleep(0.005)
-                links.append(link)
+            self.links = [await self._reach(address, deadline) for address in addresses]
         except OSError as error:
             self.answers.put_nowait(error)  # raised by next_answer
             return
-        self.links = links
         for data in self.pending:
             self._write(data)
         self.pending.clear()
+
+    async def _reach(self, address: str, deadline: float) -> asyncio.Transport:
+        loop = asyncio.get_running_loop()
+        while True:  # a worker listens once its model is loaded
+            try:
+                link, _ = await loop.create_unix_connection(lambda: _Link(self.answers), address)
+                return link
+            except (FileNotFoundError, ConnectionRefusedError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.005)
 
     async def next_answer(self) -> Any:
         """The next answer, in arrival order.
