@@ -5,10 +5,12 @@ Measures, in one run on one machine:
 - the ceiling: encoded image bytes -> probabilities in process (decode,
   preprocess, batched predict), in images per second, with JAX's default
   (asynchronous) and synchronous CPU dispatch; the faster one is the ceiling;
-- a real server on 127.0.0.1: start-up time until /health answers 200, latency
-  p50/p95 and requests per second with 1 client, requests per second with 8
-  concurrent clients, and the ratio of that to the ceiling; the same with the
-  images sent as multipart forms, as a browser sends them;
+- a real server on 127.0.0.1, once per transport (``--transport lean``, the
+  default, and ``stock``, LitServe's own queues and route), side by side:
+  start-up time until /health answers 200, latency p50/p95 and requests per
+  second with 1 client, requests per second with 8 concurrent clients, and the
+  ratio of that to the ceiling; the same with the images sent as multipart
+  forms, as a browser sends them;
 - where the time goes: CPU per request in each process (HTTP server, inference
   worker, the load client) and the floor of the HTTP stack: a bare FastAPI route
   that only decodes the upload (`serve_floor.py`) under the same load.
@@ -40,12 +42,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import requests
 
-from celestial_serve.server import ServerOptions
+from celestial_serve.server import TRANSPORTS, ServerOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared" / "datasets" / "planets-moons" / "raw"
@@ -192,7 +195,7 @@ def start_process(command: list[str], port: int, log: Path) -> tuple[subprocess.
     sys.exit(f"bench_serve: server not healthy after 300 s:\n{log.read_text()}")
 
 
-def serve_command(project: Path, port: int) -> list[str]:
+def serve_command(project: Path, port: int, transport: str) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -202,13 +205,36 @@ def serve_command(project: Path, port: int) -> list[str]:
         str(port),
         "--log-level",
         "warning",
+        "--transport",
+        transport,
     ]
 
 
+@contextlib.contextmanager
+def running(process: subprocess.Popen) -> Iterator[None]:
+    """Let a paused server's process group run, and pause it again afterwards.
+
+    Servers not being measured are paused (SIGSTOP): LitServe's own batched
+    loop polls its queue without pause even when idle, and would take the CPU
+    from the server being measured.
+    """
+    os.killpg(process.pid, signal.SIGCONT)
+    try:
+        yield
+    finally:
+        os.killpg(process.pid, signal.SIGSTOP)
+
+
 def stop_server(process: subprocess.Popen) -> None:
+    """SIGTERM the server (resumed first, if paused); kill what is left after a minute."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGCONT)
+    time.sleep(0.5)  # let a resumed group run before it is told to stop
     process.send_signal(signal.SIGTERM)
     try:
         process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        print(f"bench_serve: {process.args[-1]} server ignored SIGTERM; killed", file=sys.stderr)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
@@ -396,52 +422,96 @@ def main() -> None:
         details = ceilings[best]
         classifier = warm_classifier(project / "model", best)
 
-        port = free_port()
-        server, startup = start_process(
-            serve_command(project, port), port, Path(scratch) / "server.log"
-        )
-        floor_port = free_port()
-        floor_command = [
-            sys.executable,
-            str(FLOOR),
-            "--port",
-            str(floor_port),
-            "--image-size",
-            str(details["image_size"]),
-            "--color-mode",
-            details["color_mode"],
-        ]
-        floor_server, _ = start_process(floor_command, floor_port, Path(scratch) / "floor.log")
-        # The machine's speed drifts: the ceiling, the server and the floor are
-        # measured in turn, round after round, and compared round by round.
-        rounds: list[dict] = []
+        servers, startup, ports = {}, {}, {}
+        floor_server = None
         try:
-            single = load(port, payloads, clients=1, requests_total=500)
+            for transport in TRANSPORTS:  # one at a time: a starting server takes the CPUs
+                ports[transport] = free_port()
+                command = serve_command(project, ports[transport], transport)
+                log = Path(scratch) / f"server-{transport}.log"
+                servers[transport], startup[transport] = start_process(
+                    command, ports[transport], log
+                )
+                os.killpg(servers[transport].pid, signal.SIGSTOP)
+            floor_port = free_port()
+            floor_command = [
+                sys.executable,
+                str(FLOOR),
+                "--port",
+                str(floor_port),
+                "--image-size",
+                str(details["image_size"]),
+                "--color-mode",
+                details["color_mode"],
+            ]
+            floor_server, _ = start_process(floor_command, floor_port, Path(scratch) / "floor.log")
+            # The machine's speed drifts: the ceiling, each server and the floor are
+            # measured in turn, round after round, and compared round by round.
+            single = {}
+            for transport, server in servers.items():
+                with running(server):
+                    single[transport] = load(
+                        ports[transport], payloads, clients=1, requests_total=500
+                    )
+            rounds: list[dict] = []
             for _ in range(args.rounds):
                 passes = 3  # about as long as a server round
-                ceiling_rate = (
-                    passes
+                one = {
+                    "ceiling": passes
                     * len(payloads)
                     / sum(end_to_end(classifier, payloads) for _ in range(passes))
-                )
-                served = measure_round(port, payloads, server.pid, args.requests)
-                form = measure_round(
-                    port, payloads, server.pid, args.requests // 2, multipart_request
-                )
-                floor = measure_round(floor_port, payloads, floor_server.pid, args.requests)
-                rounds.append(
-                    {"ceiling": ceiling_rate, "served": served, "form": form, "floor": floor}
-                )
+                }
+                for transport, server in servers.items():
+                    with running(server):
+                        one[transport] = {
+                            "served": measure_round(
+                                ports[transport], payloads, server.pid, args.requests
+                            ),
+                            "form": measure_round(
+                                ports[transport],
+                                payloads,
+                                server.pid,
+                                args.requests // 2,
+                                multipart_request,
+                            ),
+                        }
+                one["floor"] = measure_round(floor_port, payloads, floor_server.pid, args.requests)
+                rounds.append(one)
         finally:
-            stop_server(server)
-            stop_server(floor_server)
+            for server in servers.values():
+                stop_server(server)
+            if floor_server is not None:
+                stop_server(floor_server)
 
-    eight = median_round([r["served"] for r in rounds])
-    form = median_round([r["form"] for r in rounds])
     floor = median_round([r["floor"] for r in rounds])
-    ratios = [r["served"]["requests_per_s"] / r["ceiling"] for r in rounds]
-    form_ratios = [r["form"]["requests_per_s"] / r["ceiling"] for r in rounds]
     floor_ratios = [r["floor"]["requests_per_s"] / r["ceiling"] for r in rounds]
+    transports = {}
+    for transport in TRANSPORTS:
+        eight = median_round([r[transport]["served"] for r in rounds])
+        form = median_round([r[transport]["form"] for r in rounds])
+        ratios = [r[transport]["served"]["requests_per_s"] / r["ceiling"] for r in rounds]
+        form_ratios = [r[transport]["form"]["requests_per_s"] / r["ceiling"] for r in rounds]
+        transports[transport] = {
+            "startup_to_health_s": round(startup[transport], 2),
+            "one_client": single[transport],
+            "eight_clients": eight,
+            "ratio_8_clients_to_ceiling": round(statistics.median(ratios), 3),
+            "ratio_all_rounds": [round(x, 3) for x in ratios],
+            "eight_clients_multipart": {
+                **{
+                    k: form[k]
+                    for k in (
+                        "requests_per_s",
+                        "latency_ms_p50",
+                        "latency_ms_p95",
+                        "requests_per_s_all_rounds",
+                    )
+                },
+                "server_cpu": form["server_cpu"],
+                "ratio_to_ceiling": round(statistics.median(form_ratios), 3),
+                "ratio_all_rounds": [round(x, 3) for x in form_ratios],
+            },
+        }
     result = {
         "benchmark": "serve",
         "machine": {
@@ -461,7 +531,6 @@ def main() -> None:
             "max_batch_size": MAX_BATCH,
             "batch_timeout_s": OPTIONS.batch_timeout,
         },
-        "startup_to_health_s": round(startup, 2),
         "in_process_ceiling": {
             "images_per_s": round(statistics.median(r["ceiling"] for r in rounds), 1),
             "images_per_s_all_rounds": [round(r["ceiling"], 1) for r in rounds],
@@ -475,23 +544,8 @@ def main() -> None:
                 for mode, figures in ceilings.items()
             },
         },
-        "one_client": single,
-        "eight_clients": eight,
-        "ratio_8_clients_to_ceiling": round(statistics.median(ratios), 3),
-        "ratio_all_rounds": [round(x, 3) for x in ratios],
-        "eight_clients_multipart": {
-            **{
-                k: form[k]
-                for k in (
-                    "requests_per_s",
-                    "latency_ms_p50",
-                    "latency_ms_p95",
-                    "requests_per_s_all_rounds",
-                )
-            },
-            "server_cpu": form["server_cpu"],
-            "ratio_to_ceiling": round(statistics.median(form_ratios), 3),
-        },
+        "default_transport": OPTIONS.transport,
+        "transports": transports,
         "http_floor_8_clients": {
             **{k: floor[k] for k in ("requests_per_s", "requests_per_s_all_rounds")},
             "cpu_ms_per_request": round(
@@ -503,7 +557,8 @@ def main() -> None:
         "notes": (
             "Clients run on the same machine as the server and share its two CPUs. Each round "
             "measures the in-process ceiling (three passes over the 1,500 reference images), then "
-            "the server, then the floor; ratios are per round, their median is kept. "
+            "the server on each transport (the other one paused with SIGSTOP), then the floor; "
+            "ratios are per round, their median is kept. "
             "eight_clients.server_cpu splits the server's CPU per request by process; the "
             "ceiling spends 1000 / images_per_s ms of one CPU per image. eight_clients sends "
             "raw JPEG bodies; eight_clients_multipart sends the same images as multipart forms, "

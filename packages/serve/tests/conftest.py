@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[3]
 REFERENCE = ROOT.parent / "shared" / "datasets" / "planets-moons" / "raw"
 IMAGES_PER_CLASS = 3
 SIZE = 16
+TRANSPORTS = ("lean", "stock")
 
 
 def reference_files() -> dict[str, list[Path]]:
@@ -165,13 +166,19 @@ def start(project: Path, log: Path, *options: str, env: dict | None = None) -> S
     return Server(f"http://127.0.0.1:{port}", port, process, log)
 
 
+@pytest.fixture(scope="session", params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    """The transport of the servers a test starts: every server test runs on each."""
+    return request.param
+
+
 @pytest.fixture
-def launch() -> Iterator:
+def launch(transport: str) -> Iterator:
     """Start extra servers (``launch(project, log, *options, env=...)``), ended after the test."""
     started: list[Server] = []
 
     def launch_one(project: Path, log: Path, *options: str, env: dict | None = None) -> Server:
-        started.append(start(project, log, *options, env=env))
+        started.append(start(project, log, "--transport", transport, *options, env=env))
         return started[-1]
 
     yield launch_one
@@ -180,10 +187,12 @@ def launch() -> Iterator:
 
 
 @pytest.fixture(scope="session")
-def server(trained_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(
+    trained_project: Path, tmp_path_factory: pytest.TempPathFactory, transport: str
+) -> Iterator[Server]:
     """The tiny project served on 127.0.0.1 (batching on, as by default)."""
     log = tmp_path_factory.mktemp("server") / "server.log"
-    running = start(trained_project, log, "--log-level", "warning")
+    running = start(trained_project, log, "--log-level", "warning", "--transport", transport)
     try:
         wait_until_healthy(running)
         yield running

@@ -10,10 +10,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from fastapi import HTTPException
-from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
 from litserve.utils import LitAPIStatus
 
-from celestial_serve.batching import GreedyBatchLoop
+from celestial_serve.litserve_internals import GreedyBatchLoop
 
 
 def api(max_batch_size: int = 4, batch_timeout: float = 0.0, request_timeout: float = 30):
@@ -36,47 +35,28 @@ def loop() -> GreedyBatchLoop:
 
 def test_takes_every_waiting_request_up_to_the_batch_size(loop: GreedyBatchLoop) -> None:
     queue = queued("a", "b", "c", "d", "e")
-    batch, expired = loop.get_batch_requests(api(max_batch_size=4), queue, None)
+    batch, expired = loop.get_batch_requests(api(max_batch_size=4), queue)
     assert [uid for _, uid, _ in batch] == ["a", "b", "c", "d"]
     assert expired == []
-    batch, _ = loop.get_batch_requests(api(max_batch_size=4), queue, None)
+    batch, _ = loop.get_batch_requests(api(max_batch_size=4), queue)
     assert [uid for _, uid, _ in batch] == ["e"]
 
 
 def test_a_lone_request_does_not_wait_for_company(loop: GreedyBatchLoop) -> None:
     start = time.monotonic()
-    batch, _ = loop.get_batch_requests(api(batch_timeout=0.0), queued("a"), None)
+    batch, _ = loop.get_batch_requests(api(batch_timeout=0.0), queued("a"))
     assert [uid for _, uid, _ in batch] == ["a"]
     assert time.monotonic() - start < 0.05
 
 
 def test_an_idle_queue_gives_an_empty_batch(loop: GreedyBatchLoop) -> None:
-    assert loop.get_batch_requests(api(), queued(), None) == ([], [])
+    assert loop.get_batch_requests(api(), queued()) == ([], [])
 
 
 def test_requests_past_their_timeout_are_set_aside(loop: GreedyBatchLoop) -> None:
-    batch, expired = loop.get_batch_requests(api(request_timeout=1), queued("old", age=5), None)
+    batch, expired = loop.get_batch_requests(api(request_timeout=1), queued("old", age=5))
     assert batch == []
     assert expired == [(0, "old")]
-
-
-def test_the_shutdown_sentinel_stops_the_loop_once_earlier_requests_are_out(
-    loop: GreedyBatchLoop,
-) -> None:
-    queue = queued("a")
-    queue.put(_SENTINEL_VALUE)
-    queue.put((0, "late", time.monotonic(), {}))
-    batch, _ = loop.get_batch_requests(api(), queue, None)
-    assert [uid for _, uid, _ in batch] == ["a"]
-    with pytest.raises(_StopLoopError):
-        loop.get_batch_requests(api(), queue, None)
-
-
-def test_a_sentinel_with_nothing_before_it_stops_at_once(loop: GreedyBatchLoop) -> None:
-    queue: Queue = Queue()
-    queue.put(_SENTINEL_VALUE)
-    with pytest.raises(_StopLoopError):
-        loop.get_batch_requests(api(), queue, None)
 
 
 class Doubler:
@@ -114,26 +94,20 @@ class Doubler:
 class Recorder:
     """A transport that records what is sent, per message."""
 
-    def __init__(self, many: bool = True) -> None:
+    def __init__(self) -> None:
         self.messages: list[tuple[int, list]] = []
-        if many:
-            self.send_many = lambda items, consumer_id: self.messages.append((consumer_id, items))
 
-    def send(self, item, consumer_id: int) -> None:
-        self.messages.append((consumer_id, [item]))
+    def send_many(self, items: list, consumer_id: int) -> None:
+        self.messages.append((consumer_id, items))
 
 
 def requests_from(*servers: int) -> list[tuple[int, str, dict]]:
     return [(server, f"u{n}", {"x": n, "tag": f"t{n}"}) for n, server in enumerate(servers)]
 
 
-def with_context() -> dict[str, bool]:
-    return {"decode_request": True, "encode_response": True}
-
-
 def test_each_request_gets_its_own_answer_with_its_context(loop: GreedyBatchLoop) -> None:
     model = Doubler()
-    answers = loop.run_batch(model, requests_from(0, 1, 0), with_context())
+    answers = loop.run_batch(model, requests_from(0, 1, 0))
     assert answers == [
         (0, "u0", {"y": 0.0, "tag": "t0"}, LitAPIStatus.OK),
         (1, "u1", {"y": 2.0, "tag": "t1"}, LitAPIStatus.OK),
@@ -145,40 +119,36 @@ def test_each_request_gets_its_own_answer_with_its_context(loop: GreedyBatchLoop
 def test_a_failing_model_answers_every_request_of_the_batch_with_the_error(
     loop: GreedyBatchLoop,
 ) -> None:
-    answers = loop.run_batch(Doubler(RuntimeError("boom")), requests_from(0, 0), with_context())
+    answers = loop.run_batch(Doubler(RuntimeError("boom")), requests_from(0, 0))
     assert [status for *_, status in answers] == [LitAPIStatus.ERROR] * 2
     assert all(isinstance(pickle.loads(data), RuntimeError) for _, _, data, _ in answers)
 
 
 def test_an_http_error_keeps_its_status_and_message(loop: GreedyBatchLoop) -> None:
     failure = HTTPException(422, "no such body")
-    answers = loop.run_batch(Doubler(failure), requests_from(0), with_context())
+    answers = loop.run_batch(Doubler(failure), requests_from(0))
     ((_, _, error, status),) = answers
     assert status == LitAPIStatus.ERROR
     assert (error.status_code, error.detail) == (422, "no such body")
 
 
-def test_a_model_that_loses_an_answer_fails_the_batch_with_500(loop: GreedyBatchLoop) -> None:
-    answers = loop.run_batch(Doubler(drop=True), requests_from(0, 0), with_context())
-    assert {(data.status_code, status) for _, _, data, status in answers} == {
-        (500, LitAPIStatus.ERROR)
-    }
+def test_a_model_that_loses_an_answer_fails_the_batch(loop: GreedyBatchLoop) -> None:
+    answers = loop.run_batch(Doubler(drop=True), requests_from(0, 0))
+    assert [status for *_, status in answers] == [LitAPIStatus.ERROR] * 2
+    assert all(isinstance(pickle.loads(data), ValueError) for _, _, data, _ in answers)
 
 
-@pytest.mark.parametrize("many", [True, False], ids=["send_many", "send"])
-def test_the_answers_of_a_batch_go_out_in_one_message_per_server(
-    loop: GreedyBatchLoop, many: bool
-) -> None:
-    transport = Recorder(many)
-    answers = loop.run_batch(Doubler(), requests_from(0, 1, 0, 1, 1), with_context())
-    loop.send(transport, answers)
+def test_the_answers_of_a_batch_go_out_in_one_message_per_server(loop: GreedyBatchLoop) -> None:
+    transport = Recorder()
+    queue: Queue = Queue()
+    for request in requests_from(0, 1, 0, 1, 1):
+        server, uid, payload = request
+        queue.put((server, uid, time.monotonic(), payload))
+    loop.run(Doubler(), "cpu", 0, queue, transport)
     per_server = {}
     for server, items in transport.messages:
         per_server.setdefault(server, []).append([uid for uid, _ in items])
-    if many:
-        assert per_server == {0: [["u0", "u2"]], 1: [["u1", "u3", "u4"]]}
-    else:
-        assert per_server == {0: [["u0"], ["u2"]], 1: [["u1"], ["u3"], ["u4"]]}
+    assert per_server == {0: [["u0", "u2"]], 1: [["u1", "u3", "u4"]]}
     uid, (data, status, _, _) = transport.messages[0][1][0]
     assert (uid, data, status) == ("u0", {"y": 0.0, "tag": "t0"}, LitAPIStatus.OK)
 
@@ -191,9 +161,8 @@ def test_the_loop_answers_queued_requests_and_times_out_stale_ones(
     queue: Queue = Queue()
     queue.put((0, "old", time.monotonic() - 5, {"x": 1, "tag": "a"}))
     queue.put((0, "new", time.monotonic(), {"x": 3, "tag": "b"}))
-    queue.put(_SENTINEL_VALUE)
     transport = Recorder()
-    loop.run_batched_loop(model, queue, transport)  # returns at the sentinel
+    loop.run(model, "cpu", 0, queue, transport)
     sent = {uid: payload for _, items in transport.messages for uid, payload in items}
     assert sent["new"][:2] == ({"y": 6.0, "tag": "b"}, LitAPIStatus.OK)
     assert (sent["old"][0].status_code, sent["old"][1]) == (504, LitAPIStatus.ERROR)

@@ -1,4 +1,4 @@
-"""The predict fast path, called as ASGI with a stand-in LitServer and worker."""
+"""The predict fast path, called as ASGI on a LeanServer with a stand-in worker."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import base64
 import io
 import json
 import pickle
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -15,9 +17,11 @@ from fastapi import HTTPException
 from litserve.utils import LitAPIStatus, PickleableHTTPException
 from PIL import Image
 
+from celestial_serve.api import ClassifierAPI
 from celestial_serve.fastpath import PredictFastPath
+from celestial_serve.litserve_internals import LeanServer
+from celestial_serve.project import ModelCard
 from celestial_serve.request import PredictionRequest, UploadRules
-from celestial_serve.transport import no_auth_async
 
 RULES = UploadRules(image_size=16, color_mode="rgb", num_classes=4)
 LIMIT = 4096
@@ -32,7 +36,7 @@ def png(size: tuple[int, int] = (20, 24)) -> bytes:
 
 
 class Worker:
-    """Stands in for the request queue and an inference worker: answers each request."""
+    """Stands in for the channel to an inference worker: answers each request."""
 
     def __init__(self, buffer: dict, answer: tuple[Any, LitAPIStatus]) -> None:
         self.buffer = buffer
@@ -48,21 +52,17 @@ class Worker:
         asyncio.get_running_loop().call_soon(entry.event.set)
 
 
-class Server:
-    """The parts of a LitServer the fast path uses."""
+class Server(LeanServer):
+    """A LeanServer (never run) whose requests go to a stand-in `Worker`."""
 
-    def __init__(self, answer=(ANSWER, LitAPIStatus.OK), auth=no_auth_async, callbacks=()):
-        self.response_buffer: dict = {}
-        self.worker = Worker(self.response_buffer, answer)
-        self._callback_runner = type("Callbacks", (), {"_callbacks": list(callbacks)})()
-        self.auth = auth
-
-    def setup_auth(self, api):
-        return self.auth
-
-    def _get_request_queue(self, path: str) -> Worker:
-        assert path == "/predict"
-        return self.worker
+    def __init__(self, answer=(ANSWER, LitAPIStatus.OK), authorize=None) -> None:
+        card = ModelCard("demo", Path("model"), ("a", "b", "c", "d"), 16, "rgb", "cd" * 32)
+        api = ClassifierAPI(card)
+        if authorize is not None:
+            api.authorize = authorize
+        super().__init__(api, accelerator="cpu")
+        self.api = api
+        self.worker = self.channel = Worker(self.response_buffer, answer)
 
 
 class App:
@@ -77,8 +77,7 @@ class App:
 
 def fast_path(server: Server) -> tuple[PredictFastPath, App]:
     rest = App()
-    api = type("API", (), {"api_path": "/predict"})()
-    return PredictFastPath(rest, server, api, RULES, LIMIT), rest
+    return PredictFastPath(rest, LIMIT, server, server.api), rest
 
 
 def call(
@@ -108,7 +107,7 @@ def call(
         "path": path,
         "query_string": query,
         "headers": headers,
-        "app": type("FastAPI", (), {"response_queue_id": 3})(),
+        "app": SimpleNamespace(response_queue_id=3, state=SimpleNamespace(upload=RULES)),
     }
 
     async def receive() -> dict:
@@ -204,15 +203,15 @@ def test_everything_else_goes_to_the_route(method: str, path: str, content_type:
     assert server.worker.queued == []
 
 
-def test_with_authentication_or_callbacks_every_request_goes_to_the_route() -> None:
+def test_with_authentication_every_request_goes_to_the_route() -> None:
     async def check_key() -> None:
         raise HTTPException(401, "Invalid API Key")
 
-    for server in (Server(auth=check_key), Server(callbacks=[object()])):
-        app, rest = fast_path(server)
-        assert call(app, png()) == (None, None)
-        assert rest.calls == 1
-        assert server.worker.queued == []
+    server = Server(authorize=check_key)
+    app, rest = fast_path(server)
+    assert call(app, png()) == (None, None)
+    assert rest.calls == 1
+    assert server.worker.queued == []
 
 
 @pytest.mark.parametrize("declare_length", [True, False], ids=["declared", "streamed"])

@@ -17,26 +17,18 @@ from queue import Empty
 import pytest
 
 from celestial_serve.errors import ServeError
-from celestial_serve.transport import (
-    AnswerTransport,
-    RequestQueue,
-    Wiring,
-    frame,
-    sockets_dir,
-    unframe,
-)
+from celestial_serve.litserve_internals import SocketChannel
+from celestial_serve.transport import frame, sockets_dir, unframe
 
 # A stand-in inference worker: doubles each request's payload and answers the
-# HTTP server named in the request, until it gets None.
+# HTTP server named in the request, until it gets a request without a uid.
 WORKER = """
 import pickle, sys
-queue, answers = pickle.loads(sys.stdin.buffer.read())
-while (item := queue.get(timeout=30)) is not None:
+channel = pickle.loads(sys.stdin.buffer.read())
+while (item := channel.get(timeout=30))[1] is not None:
     server, uid, payload = item
-    answers.send_many([(uid, 2 * payload)], server)
+    channel.send_many([(uid, 2 * payload)], server)
 """
-
-PATH = "/predict"
 
 
 @pytest.fixture
@@ -46,45 +38,41 @@ def folder() -> Iterator[Path]:
     shutil.rmtree(made, ignore_errors=True)
 
 
-def channels(folder: Path, workers: int) -> tuple[RequestQueue, AnswerTransport]:
-    wiring = Wiring({PATH: [f"{folder}/worker-0-{i}" for i in range(workers)]})
-    return RequestQueue(wiring, PATH), AnswerTransport(wiring)
+def channel(folder: Path, workers: int) -> SocketChannel:
+    return SocketChannel([f"{folder}/worker-{i}" for i in range(workers)])
 
 
-def http_server(queue: RequestQueue, answers: AnswerTransport):
-    """The ends of one HTTP server process: its own copy, as after a fork."""
-    return pickle.loads(pickle.dumps((queue, answers)))
+def copy(channel: SocketChannel) -> SocketChannel:
+    """One process's copy of the channel, as after a fork or a spawn."""
+    return pickle.loads(pickle.dumps(channel))
 
 
-def start_worker(queue: RequestQueue, answers: AnswerTransport, worker_id: int):
+def start_worker(channel: SocketChannel, worker_id: int):
     process = subprocess.Popen(
         [sys.executable, "-c", WORKER],
         stdin=subprocess.PIPE,
         env={**os.environ, "LITSERVE_WORKER_ID": str(worker_id)},
     )
-    process.stdin.write(pickle.dumps((queue, answers)))
+    process.stdin.write(pickle.dumps(channel))
     process.stdin.close()
     return process
 
 
-async def receive(transport: AnswerTransport, server: int, count: int) -> list:
-    return [await asyncio.wait_for(transport.areceive(server), timeout=30) for _ in range(count)]
+async def receive(server: SocketChannel, consumer_id: int, count: int) -> list:
+    return [await asyncio.wait_for(server.areceive(consumer_id), 30) for _ in range(count)]
 
 
 def test_every_request_is_answered_once_to_the_server_that_sent_it(folder: Path) -> None:
-    queue, answers = channels(folder, workers=2)
-    workers = [start_worker(queue, answers, i) for i in range(2)]
-    servers = [http_server(queue, answers) for _ in range(2)]
-    try:
+    shared = channel(folder, workers=2)
+    workers = [start_worker(shared, i) for i in range(2)]
+    servers = [copy(shared) for _ in range(2)]
+
+    async def both() -> list[list]:
         for n in range(40):  # sent before connecting: held until connected
-            server_queue, _ = servers[n % 2]
-            server_queue.put((n % 2, f"r{n}", n))
+            servers[n % 2].put((n % 2, f"r{n}", n))
+        return await asyncio.gather(*(receive(server, i, 20) for i, server in enumerate(servers)))
 
-        async def both() -> list[list]:
-            return await asyncio.gather(
-                *(receive(transport, i, 20) for i, (_, transport) in enumerate(servers))
-            )
-
+    try:
         to_first, to_second = asyncio.run(both())
     finally:
         for process in workers:
@@ -95,36 +83,38 @@ def test_every_request_is_answered_once_to_the_server_that_sent_it(folder: Path)
 
 
 def test_requests_are_shared_out_and_none_is_lost_or_repeated(folder: Path) -> None:
-    queue, answers = channels(folder, workers=2)
-    workers = [start_worker(queue, answers, i) for i in range(2)]
-    server_queue, transport = http_server(queue, answers)
+    shared = channel(folder, workers=2)
+    workers = [start_worker(shared, i) for i in range(2)]
+    server = copy(shared)
 
     async def exchange() -> list:
-        first = asyncio.ensure_future(transport.areceive(0))  # connects
+        first = asyncio.ensure_future(server.areceive(0))  # connects
         await asyncio.sleep(0.2)
         for n in range(200):
-            server_queue.put((0, f"r{n}", n))
-        return [await asyncio.wait_for(first, 30), *await receive(transport, 0, 199)]
+            server.put((0, f"r{n}", n))
+        got = [await asyncio.wait_for(first, 30), *await receive(server, 0, 199)]
+        for _ in workers:
+            server.put((0, None, None))
+        await asyncio.sleep(0.2)  # the event loop writes them
+        return got
 
     try:
         got = asyncio.run(exchange())
     finally:
-        for _ in workers:
-            server_queue.put(None)
         for process in workers:
             process.wait(timeout=30)
     assert sorted(got) == sorted((f"r{n}", 2 * n) for n in range(200))
-    assert [process.returncode for process in workers] == [0, 0]  # both got a None
+    assert [process.returncode for process in workers] == [0, 0]  # both got a stop
 
 
 def test_an_empty_queue_raises_empty_after_the_timeout(folder: Path) -> None:
-    queue, _ = channels(folder, workers=1)
+    worker = channel(folder, workers=1)
     start = time.monotonic()
     with pytest.raises(Empty):
-        queue.get(timeout=0.1)
+        worker.get(timeout=0.1)
     assert time.monotonic() - start >= 0.09
     with pytest.raises(Empty):
-        queue.get_nowait()
+        worker.get(timeout=0)
 
 
 def test_frames_split_anywhere_are_put_back_together() -> None:

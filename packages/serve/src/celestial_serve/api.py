@@ -1,8 +1,7 @@
 """The LitServe API: load the classifier once per worker, predict batches of images.
 
-Requests reach ``decode_request`` already checked and preprocessed by the HTTP
-side (`celestial_serve.request`), so nothing here depends on what a client sent
-and one bad upload can never fail the batch it would have joined.
+Requests reach ``decode_request`` checked and preprocessed (`celestial_serve.request`),
+so one bad upload can never fail the batch it would have joined.
 """
 
 # No ``from __future__ import annotations`` here: LitServe reads the annotation of
@@ -15,7 +14,6 @@ import litserve as ls
 import numpy as np
 from fastapi import Depends
 
-from celestial_serve.batching import GreedyBatchLoop
 from celestial_serve.errors import ServeError
 from celestial_serve.project import ModelCard
 from celestial_serve.request import PredictionRequest, read_prediction_request
@@ -25,11 +23,10 @@ __all__ = ["ClassifierAPI", "warmup_sizes"]
 
 
 def warmup_sizes(max_batch_size: int) -> list[int]:
-    """Batch sizes to run once at start-up: powers of two up to ``max_batch_size``.
+    """Batch sizes to run at start-up: the powers of two up to ``max_batch_size``.
 
-    The classifier pads each batch to a power of two and JAX compiles once per
-    shape, so running these compiles every shape a request can meet before
-    ``/health`` says ready, instead of stalling the first requests.
+    The classifier pads batches to a power of two and JAX compiles once per
+    shape: these compile every shape a request can meet before ``/health`` is 200.
     """
     sizes = [1]
     while sizes[-1] < max_batch_size:
@@ -40,11 +37,16 @@ def warmup_sizes(max_batch_size: int) -> list[int]:
 class ClassifierAPI(ls.LitAPI):
     """Serve a `celestial_models` classifier: images in, class probabilities out.
 
-    LitServe's default ``batch`` (``np.stack``) and ``unbatch`` (one row per
-    request) are the right ones for arrays, so they are not overridden.
+    LitServe's default ``batch`` (``np.stack``) and ``unbatch`` (a row each) fit.
     """
 
-    def __init__(self, card: ModelCard, max_batch_size: int = 16, batch_timeout: float = 0.0):
+    def __init__(
+        self,
+        card: ModelCard,
+        max_batch_size: int = 16,
+        batch_timeout: float = 0.0,
+        loop: Any = "auto",
+    ):
         """Create the API for the model ``card`` describes (loaded later, in `setup`).
 
         Args:
@@ -52,13 +54,9 @@ class ClassifierAPI(ls.LitAPI):
             max_batch_size: Most requests predicted together.
             batch_timeout: Seconds a worker waits, once a request has come, for
                 more to fill the batch (0: take only those already waiting).
+            loop: The worker's loop: LitServe's own (``"auto"``) or a ``LitLoop``.
         """
-        super().__init__(
-            max_batch_size=max_batch_size,
-            batch_timeout=batch_timeout,
-            api_path="/predict",
-            loop=GreedyBatchLoop(),
-        )
+        super().__init__(max_batch_size, batch_timeout, api_path="/predict", loop=loop)
         self.card = card
         self.classifier: Any = None
         self.threshold: float | None = None
@@ -105,25 +103,21 @@ class ClassifierAPI(ls.LitAPI):
         return image
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Class probabilities and the unknown-image score of each image of a batch.
-
-        The worker's loop (`celestial_serve.batching.GreedyBatchLoop`) always
-        hands over a batch, of one image when batching is off.
-
-        Args:
-            x: A batch ``(N, S, S, C)``.
+        """Class probabilities and unknown-image score of a batch ``(N, S, S, C)``.
 
         Returns:
-            One row per image: its K probabilities followed by its score (NaN
-            for a model without a calibrated threshold), so that LitServe's
-            default unbatching hands each request its own row.
+            A row per image: its K probabilities, then its score (NaN without a
+            calibrated threshold). One image ``(S, S, C)``, as LitServe's own
+            loop passes when batching is off, gets one row.
         """
+        batch = x if x.ndim == 4 else x[None]
         if getattr(self.classifier, "detector", None) is None:
-            probabilities = self.classifier.predict(x)
-            scores = np.full(len(x), np.nan)
+            probabilities = self.classifier.predict(batch)
+            scores = np.full(len(batch), np.nan)
         else:
-            probabilities, scores = self.classifier.predict_with_score(x)
-        return np.concatenate([probabilities.astype(np.float64), scores[:, None]], axis=1)
+            probabilities, scores = self.classifier.predict_with_score(batch)
+        rows = np.concatenate([probabilities.astype(np.float64), scores[:, None]], axis=1)
+        return rows if x.ndim == 4 else rows[0]
 
     def encode_response(self, output: np.ndarray, context: dict[str, Any]) -> dict[str, Any]:
         """The JSON answer for one request."""

@@ -6,7 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-__all__ = ["build_parser", "main"]
+from celestial_serve.errors import ServeError
+
+__all__ = ["build_parser", "main", "run"]
 
 PROG = "celestial-serve"
 
@@ -50,58 +52,65 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve the trained model of a celestial project over HTTP: "
         "POST /predict, GET /health, GET /info, and a web page at /.",
     )
-    parser.add_argument("project_dir", metavar="PROJECT_DIR", help="project folder (with model/)")
-    parser.add_argument(
+    add = parser.add_argument
+    add("project_dir", metavar="PROJECT_DIR", help="project folder (with model/)")
+    add(
         "--host",
         default="127.0.0.1",
         choices=["127.0.0.1", "0.0.0.0", "::"],
         help="interface to listen on (default: 127.0.0.1, this machine only)",
     )
-    parser.add_argument("--port", type=port_number, default=8000, help="default: 8000")
-    parser.add_argument(
-        "--workers", type=positive_int, default=1, help="inference processes (default: 1)"
-    )
-    parser.add_argument(
+    add("--port", type=port_number, default=8000, help="default: 8000")
+    add("--workers", type=positive_int, default=1, help="inference processes (default: 1)")
+    add(
         "--api-servers",
         type=positive_int,
-        default=None,
         help="HTTP processes reading, checking and decoding uploads (default: one per worker)",
     )
-    parser.add_argument(
+    add(
         "--max-batch-size",
         type=positive_int,
         default=16,
         help="most requests predicted together; 1 turns batching off (default: 16)",
     )
-    parser.add_argument(
+    add(
         "--batch-timeout",
         type=non_negative_float,
         default=0.0,
         help="seconds a worker waits, once a request has come, for more to batch with it; "
         "0 batches only the requests already waiting (default: 0)",
     )
-    parser.add_argument(
+    add(
         "--max-upload-mb",
         type=positive_float,
         default=10.0,
         help="largest request body accepted, in MiB; larger ones get 413 (default: 10)",
     )
-    parser.add_argument(
+    add(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
         help="server log level; info logs every request (default: info)",
     )
+    add(
+        "--transport",
+        default="lean",
+        choices=["lean", "stock"],
+        help="how requests reach the workers: lean (Unix sockets, through LitServe "
+        "internals) or stock (LitServe's own queues and route) (default: lean)",
+    )
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line and return its exit status."""
-    args = build_parser().parse_args(argv)
-    # Imported after parsing so that --help stays fast.
-    from celestial_serve.errors import ServeError
+def run(args: argparse.Namespace) -> None:
+    """Serve the project that parsed ``args`` name, until interrupted.
+
+    Raises:
+        ServeError: If the server cannot start.
+    """
+    # Imported here so that --help stays fast.
     from celestial_serve.project import load_card
-    from celestial_serve.server import ServerOptions, check_port, serve
+    from celestial_serve.server import ServerOptions, serve
 
     options = ServerOptions(
         host=args.host,
@@ -112,18 +121,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_timeout=args.batch_timeout,
         max_upload_bytes=int(args.max_upload_mb * 2**20),
         log_level=args.log_level,
+        transport=args.transport,
     )
+    serve(load_card(args.project_dir), options)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return its exit status."""
+    args = build_parser().parse_args(argv)
     try:
-        card = load_card(args.project_dir)
-        check_port(options.host, options.port)
-        print(
-            f"{PROG}: serving project '{card.project}' (model {card.model_hash[:12]}, "
-            f"{len(card.classes)} classes) on http://{options.host}:{options.port}/ "
-            "once the model is loaded (GET /health answers 200 then)",
-            file=sys.stderr,
-            flush=True,
-        )
-        serve(card, options)
+        run(args)
     except ServeError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1

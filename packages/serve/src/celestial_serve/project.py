@@ -57,14 +57,7 @@ class ModelCard:
 
 
 def load_card(project_dir: str | Path) -> ModelCard:
-    """Describe the trained model of a project folder.
-
-    Args:
-        project_dir: A project folder whose ``model/`` holds the train stage's
-            outputs (``model.keras`` and ``metadata.json``).
-
-    Returns:
-        The model's card.
+    """Describe the trained model in ``model/`` of a project folder (the train stage's outputs).
 
     Raises:
         ServeError: If the folder, the model or its metadata is missing or unreadable;

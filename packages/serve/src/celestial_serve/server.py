@@ -1,4 +1,4 @@
-"""Assemble the LitServe server: the API, the upload rules, the page and clear errors."""
+"""Assemble the server: the API on a transport, the upload rules, the page and clear errors."""
 
 from __future__ import annotations
 
@@ -6,24 +6,29 @@ import errno
 import os
 import signal
 import socket
+import sys
 from dataclasses import dataclass
 from importlib.resources import files
 from types import FrameType
+from typing import Any, Literal, get_args
 
 import litserve as ls
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.exceptions import HTTPException
 
 from celestial_serve.api import ClassifierAPI
 from celestial_serve.errors import ServeError
 from celestial_serve.fastpath import PredictFastPath
 from celestial_serve.project import ModelCard
 from celestial_serve.request import BodyLimit, UploadRules
-from celestial_serve.transport import LeanServer
 
-__all__ = ["ServerOptions", "build_server", "check_port", "serve"]
+__all__ = ["TRANSPORTS", "ServerOptions", "build_server", "check_port", "serve"]
 
 ROUTES = "GET / (page), POST /predict, GET /health, GET /info"
+Transport = Literal["lean", "stock"]
+#: How requests reach the workers: celestial_serve.litserve_internals, or LitServe's own way.
+TRANSPORTS: tuple[Transport, ...] = get_args(Transport)
 
 
 @dataclass(frozen=True)
@@ -38,38 +43,41 @@ class ServerOptions:
     batch_timeout: float = 0.0
     max_upload_bytes: int = 10 * 1024 * 1024
     log_level: str = "info"
+    transport: Transport = "lean"
 
 
 def build_server(card: ModelCard, options: ServerOptions) -> ls.LitServer:
-    """A LitServer for ``card``'s model, with the page at ``/`` and JSON errors.
+    """A LitServer for ``card``'s model on ``options.transport``, with the page and JSON errors.
 
-    Args:
-        card: The model to serve.
-        options: Workers, batching and upload limits.
-
-    Returns:
-        The server, ready to `ls.LitServer.run`.
+    Raises:
+        ServeError: If the lean transport does not fit the installed LitServe.
     """
-    api = ClassifierAPI(card, options.max_batch_size, options.batch_timeout)
-    server = LeanServer(
-        api,
-        accelerator="cpu",
-        workers_per_device=options.workers,
-        model_metadata=card.info(),
-        middlewares=[(BodyLimit, {"max_bytes": options.max_upload_bytes})],
+    stock = options.transport == "stock"
+    if stock:
+        loop: Any = "auto"
+        server_class = ls.LitServer
+    else:
+        # Imported here: on a LitServe without the internals it needs, the import
+        # raises ServeError naming the fix, and the stock transport must still work.
+        from celestial_serve.litserve_internals import GreedyBatchLoop, LeanServer
+
+        loop, server_class = GreedyBatchLoop(), LeanServer
+    api = ClassifierAPI(card, options.max_batch_size, options.batch_timeout, loop)
+    server = server_class(
+        api, accelerator="cpu", workers_per_device=options.workers, model_metadata=card.info()
     )
     app = server.app
-    rules = UploadRules(
-        image_size=card.image_size, color_mode=card.color_mode, num_classes=len(card.classes)
-    )
-    app.state.upload = rules
+    app.state.upload = UploadRules(card.image_size, card.color_mode, len(card.classes))
     # Added last, so outermost: in front of FastAPI's stack and LitServe's middlewares.
-    app.add_middleware(
-        PredictFastPath, server=server, api=api, rules=rules, max_bytes=options.max_upload_bytes
-    )
+    if stock:
+        app.add_middleware(BodyLimit, max_bytes=options.max_upload_bytes)
+    else:
+        app.add_middleware(
+            PredictFastPath, max_bytes=options.max_upload_bytes, server=server, api=api
+        )
     add_page(app)
-    app.add_exception_handler(404, unknown_route)
-    app.add_exception_handler(405, wrong_method)
+    app.add_exception_handler(404, route_error)
+    app.add_exception_handler(405, route_error)
     return server
 
 
@@ -86,21 +94,14 @@ def add_page(app: FastAPI) -> None:
     app.add_api_route("/", page, methods=["GET"], include_in_schema=False)
 
 
-async def unknown_route(request: Request, exc: Exception) -> JSONResponse:
-    """404 with the routes that do exist."""
-    return JSONResponse(
-        {"detail": f"No route {request.method} {request.url.path[:200]}. Routes: {ROUTES}."},
-        status_code=404,
-    )
-
-
-async def wrong_method(request: Request, exc: Exception) -> JSONResponse:
-    """405 naming the methods a route takes."""
-    return JSONResponse(
-        {"detail": f"{request.method} is not allowed on {request.url.path}. Routes: {ROUTES}."},
-        status_code=405,
-        headers=getattr(exc, "headers", None),
-    )
+async def route_error(request: Request, exc: HTTPException) -> JSONResponse:
+    """404 (no such route) or 405 (wrong method), listing the routes."""
+    path = request.url.path[:200]
+    if exc.status_code == 404:
+        detail = f"No route {request.method} {path}. Routes: {ROUTES}."
+    else:
+        detail = f"{request.method} is not allowed on {path}. Routes: {ROUTES}."
+    return JSONResponse({"detail": detail}, exc.status_code, exc.headers)
 
 
 def check_port(host: str, port: int) -> None:
@@ -124,11 +125,7 @@ def check_port(host: str, port: int) -> None:
 
 
 def stop_on_sigterm() -> None:
-    """Make SIGTERM stop the server like Ctrl+C, workers included.
-
-    LitServe shuts its workers down on KeyboardInterrupt only; a plain SIGTERM
-    (``docker stop``, a process manager) would leave them running.
-    """
+    """Make SIGTERM stop the server like Ctrl+C: else LitServe leaves its workers running."""
     main = os.getpid()
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -141,19 +138,22 @@ def stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def logs_requests(log_level: str) -> bool:
-    """Whether uvicorn's access log (one line per request) shows at ``log_level``."""
-    return log_level.lower() in ("trace", "debug", "info")
-
-
 def serve(card: ModelCard, options: ServerOptions) -> None:
-    """Run the server until interrupted (Ctrl+C or SIGTERM).
+    """Run the server until interrupted (Ctrl+C or SIGTERM), saying where on stderr.
 
     Raises:
-        ServeError: If the port is taken or the model fails to load in a worker.
+        ServeError: If the port is taken, the lean transport does not fit the
+            installed LitServe, or the model fails to load in a worker.
     """
     check_port(options.host, options.port)
     server = build_server(card, options)
+    print(
+        f"celestial-serve: serving project '{card.project}' (model {card.model_hash[:12]}, "
+        f"{len(card.classes)} classes) on http://{options.host}:{options.port}/ with the "
+        f"{options.transport} transport, once the model is loaded (GET /health is 200 then)",
+        file=sys.stderr,
+        flush=True,
+    )
     stop_on_sigterm()
     try:
         server.run(
@@ -163,7 +163,7 @@ def serve(card: ModelCard, options: ServerOptions) -> None:
             generate_client_file=False,
             num_api_servers=options.api_servers,
             # Else uvicorn formats every request's log line, only to drop it.
-            access_log=logs_requests(options.log_level),
+            access_log=options.log_level.lower() in ("trace", "debug", "info"),
         )
     except RuntimeError as error:
         if "workers failed to start" not in str(error):
