@@ -82,6 +82,12 @@ def predict_and_score(
     detector = getattr(classifier, "detector", None)
     if detector is None:
         return predict(classifier, images), None
+    detector = classifier.detector
+    if detector is None:
+        raise EvalError(
+            "The model has no unknown-image detector (ood.json) to measure. Retrain it with "
+            "this version of celestial-models."
+        )
     size, _, channels = classifier.input_shape
     kinds = nonbody_images(size, channels)
     batch = np.concatenate([np.asarray(images), *kinds.values()])
@@ -174,13 +180,19 @@ def nonbody_rejection(classifier: Classifier) -> dict[str, Any]:
     Returns:
         ``{"rate": overall share, "images": count, "kinds": {kind: share}}``.
     """
+    detector = classifier.detector
+    if detector is None:
+        raise EvalError(
+            "The model has no unknown-image detector (ood.json) to measure. Retrain it with "
+            "this version of celestial-models."
+        )
     size, _, channels = classifier.input_shape
     kinds = nonbody_images(size, channels)
     rates: dict[str, float] = {}
     rejected = total = 0
     for kind, images in kinds.items():
         _, scores = classifier.predict_with_score(images)
-        unknown = classifier.detector.unknown(scores)  # type: ignore[union-attr]
+        unknown = detector.unknown(scores)
         rates[kind] = round(float(unknown.mean()), DIGITS)
         rejected, total = rejected + int(unknown.sum()), total + len(images)
     return {"rate": round(rejected / total, DIGITS), "images": total, "kinds": rates}

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
+from celestial_data.command import run_command
 from celestial_serve.errors import ServeError
 
-__all__ = ["build_parser", "main", "run"]
+__all__ = ["build_parser", "main"]
 
 PROG = "celestial-serve"
 
@@ -99,15 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="how requests reach the workers: lean (Unix sockets, through LitServe "
         "internals) or stock (LitServe's own queues and route) (default: lean)",
     )
+    parser.set_defaults(run=_serve)
     return parser
 
 
-def run(args: argparse.Namespace) -> None:
-    """Serve the project that parsed ``args`` name, until interrupted.
-
-    Raises:
-        ServeError: If the server cannot start.
-    """
+def _serve(args: argparse.Namespace) -> int:
     # Imported here so that --help stays fast.
     from celestial_serve.project import load_card
     from celestial_serve.server import ServerOptions, serve
@@ -124,14 +120,9 @@ def run(args: argparse.Namespace) -> None:
         transport=args.transport,
     )
     serve(load_card(args.project_dir), options)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit status."""
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except ServeError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return run_command(build_parser(), argv, (ServeError,))

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from celestial_data import channels
+from celestial_data import ImageFormat
+from celestial_data.image import ColorMode
 from celestial_models import ModelDirError
 from celestial_models.model_dir import METADATA_FILE, MODEL_FILE, file_sha256, read_metadata
 from celestial_serve.errors import ServeError
@@ -30,14 +31,14 @@ class ModelCard:
     model_dir: Path
     classes: tuple[str, ...]
     image_size: int
-    color_mode: str
+    color_mode: ColorMode
     model_hash: str
     metadata: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         """Shape of one image the model takes: ``(size, size, channels)``."""
-        return (self.image_size, self.image_size, channels(self.color_mode))  # type: ignore[arg-type]
+        return ImageFormat(self.image_size, self.color_mode).shape
 
     @property
     def identity(self) -> dict[str, str]:

@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from celestial_data import ImageTooLarge, decode, to_array
+from celestial_data.image import ColorMode
 
 __all__ = ["BodyLimit", "PredictionRequest", "UploadRules", "read_prediction_request"]
 
@@ -67,7 +68,7 @@ class UploadRules:
     """What an upload must be, and how to turn it into the model's input."""
 
     image_size: int
-    color_mode: str
+    color_mode: ColorMode
     num_classes: int
     max_pixels: int = 40_000_000
 
@@ -200,7 +201,7 @@ def decode_image(data: bytes, rules: UploadRules, max_pixels: int | None = None)
     header: dict[str, Any] = {}  # filled once the format is recognised
     try:
         image = decode(data, rules.image_size, header, max_pixels=limit)
-        return to_array(image, rules.image_size, rules.color_mode)  # type: ignore[arg-type]
+        return to_array(image, rules.image_size, rules.color_mode)
     except ImageTooLarge as error:
         pixels = error.width * error.height
         if pixels <= rules.max_pixels:

@@ -54,14 +54,17 @@ def prediction(
     # Python's sort is stable with reverse=True too: ties stay in class order.
     order = sorted(range(len(values)), key=values.__getitem__, reverse=True)[: max(1, k)]
     top_k = [{"label": classes[i], "probability": round(values[i], 6)} for i in order]
-    scored = score is not None and threshold is not None and np.isfinite(score)
-    unknown = bool(reject and scored and score > threshold)  # type: ignore[operator]
+    shown: tuple[float | None, float | None] = (None, None)
+    unknown = False
+    if score is not None and threshold is not None and np.isfinite(score):
+        shown = (round(float(score), 6), round(float(threshold), 6))
+        unknown = bool(reject and score > threshold)
     return {
         "label": UNKNOWN if unknown else top_k[0]["label"],
         "probability": top_k[0]["probability"],
         "unknown": unknown,
-        "score": round(float(score), 6) if scored else None,  # type: ignore[arg-type]
-        "threshold": round(float(threshold), 6) if scored else None,  # type: ignore[arg-type]
+        "score": shown[0],
+        "threshold": shown[1],
         "top_k": top_k,
         "model": dict(model),
     }

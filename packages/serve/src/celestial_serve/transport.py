@@ -20,7 +20,7 @@ import time
 from collections import deque
 from pathlib import Path
 from queue import Empty
-from typing import Any
+from typing import Any, cast
 
 from celestial_serve.errors import ServeError
 
@@ -157,7 +157,9 @@ class WorkerEnd:
                     self.buffers[connection] = bytearray()
                     self.selector.register(connection, selectors.EVENT_READ)
                 else:
-                    self._read(key.fileobj)  # type: ignore[arg-type]
+                    self._read(
+                        cast(socket.socket, key.fileobj)
+                    )  # connections only, after the listener
         return self.requests.popleft()
 
     def _read(self, connection: socket.socket) -> None:
