@@ -227,3 +227,11 @@ def test_predict_on_a_folder_without_images_is_one_clear_error(trained: Path, tm
     err = capsys.readouterr().err
     assert err.startswith("celestial-models: error: No image files under")
     assert len(err.strip().splitlines()) == 1
+
+
+def test_invert_spd_inverts_a_covariance() -> None:
+    from celestial_models.ood import invert_spd
+
+    x = np.random.default_rng(1).standard_normal((300, 32))
+    covariance = x.T @ x / 300 + np.eye(32) * 1e-3
+    np.testing.assert_allclose(invert_spd(covariance) @ covariance, np.eye(32), atol=1e-10)

@@ -18,7 +18,8 @@ Scores (``ood.score`` in ``params.yaml``), all from one forward pass:
 
 This module is plain NumPy (no Keras): the statistics are fitted and saved as
 ``.npy`` and JSON in the model directory, never pickles, and computed in
-float64 in a fixed order so the same features give the same bytes.
+float64 in a fixed order, without BLAS, so the same features give the same
+bytes on every CPU (BLAS kernels, chosen per CPU, round differently).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ __all__ = [
     "calibrate_threshold",
     "class_statistics",
     "compute_scores",
+    "invert_spd",
 ]
 
 Score = Literal["mahalanobis", "cosine", "energy", "msp"]
@@ -107,11 +109,31 @@ def class_statistics(
         if members.any():
             centroids[k] = features[members].mean(axis=0)
             centred[members] = features[members] - centroids[k]
-    covariance = centred.T @ centred / max(len(features), 1)
+    covariance = np.einsum("nd,ne->de", centred, centred) / max(len(features), 1)
     scale = float(np.trace(covariance)) / dims if dims else 1.0
     covariance += np.eye(dims) * RIDGE * (scale if scale > 0 else 1.0)
-    precision = np.linalg.inv(covariance)
+    precision = invert_spd(covariance)
     return centroids, (precision + precision.T) / 2
+
+
+def invert_spd(matrix: np.ndarray) -> np.ndarray:
+    """The inverse of a symmetric positive-definite matrix, the same bytes on every CPU.
+
+    Gauss-Jordan elimination in NumPy's elementwise operations, which round
+    the same everywhere, instead of LAPACK's ``inv``, whose BLAS kernels
+    (chosen per CPU, or by ``OPENBLAS_CORETYPE``) round differently: the
+    precision matrix is saved in the model folder, and DVC hashes it. A
+    positive-definite matrix (the ridge makes the covariance one) needs no
+    pivoting; a few milliseconds for 128 dimensions.
+    """
+    n = len(matrix)
+    work = np.concatenate([np.asarray(matrix, dtype=np.float64), np.eye(n)], axis=1)
+    for j in range(n):
+        work[j] = work[j] / work[j, j]
+        column = work[:, j].copy()
+        column[j] = 0.0
+        work -= column[:, None] * work[j][None, :]
+    return work[:, n:]
 
 
 def compute_scores(
@@ -147,7 +169,7 @@ def compute_scores(
     if method == "cosine":
         mu = known_centroids(centroids)
         norms = np.linalg.norm(f, axis=1, keepdims=True) * np.linalg.norm(mu, axis=1)
-        similarity = (f @ mu.T) / np.maximum(norms, 1e-12)
+        similarity = np.einsum("nd,kd->nk", f, mu) / np.maximum(norms, 1e-12)
         return 1.0 - similarity.max(axis=1)
     if method == "mahalanobis":
         if precision is None:
@@ -166,7 +188,7 @@ def mahalanobis_terms(
 ) -> tuple[np.ndarray, np.ndarray]:
     """What `mahalanobis` needs of the centroids: the known ones, and mu^T P mu of each."""
     mu = known_centroids(centroids)
-    return mu, ((mu @ precision) * mu).sum(axis=1)
+    return mu, (np.einsum("kd,de->ke", mu, precision) * mu).sum(axis=1)
 
 
 def mahalanobis(
@@ -177,9 +199,12 @@ def mahalanobis(
     ``mu`` and ``mu_terms`` come from `mahalanobis_terms`.
     """
     f = np.asarray(features, dtype=np.float64)
-    # (f - mu)^T P (f - mu) for every class, without an (N, K, D) array.
-    projected = f @ precision
-    distances = (projected * f).sum(axis=1, keepdims=True) - 2.0 * projected @ mu.T + mu_terms
+    # (f - mu)^T P (f - mu) for every class, without an (N, K, D) array. The
+    # products are einsum's own loops, not BLAS: the calibrated threshold is
+    # saved in the model folder, so it must not depend on the CPU's kernels.
+    projected = np.einsum("nd,de->ne", f, precision)
+    cross = np.einsum("ne,ke->nk", projected, mu)
+    distances = (projected * f).sum(axis=1, keepdims=True) - 2.0 * cross + mu_terms
     return np.maximum(distances.min(axis=1), 0.0)
 
 
