@@ -176,6 +176,7 @@ def test_records_the_template_and_the_answers_for_cruft(tmp_path: Path) -> None:
         "synthetic",
     )
     assert not {"_output_dir", "_repo_dir"} & set(answers)  # nothing machine-specific
+    assert "__folder" not in answers  # derived from the slug
 
 
 # Refusals
@@ -193,6 +194,27 @@ def test_a_bad_slug_is_refused_in_one_line_and_leaves_nothing(tmp_path: Path, sl
     ]
     assert "Traceback" not in done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("slug", ["ok/../../evil3", "../evil", "ok/nested", "..", "/abs/evil"])
+def test_a_slug_that_names_another_folder_is_refused_and_creates_no_folder(
+    tmp_path: Path, slug: str
+) -> None:
+    # Cookiecutter creates the project folder, parents included, before the
+    # hook that refuses the slug runs; so the folder must not follow the slug.
+    projects = tmp_path / "repo" / "projects"
+    projects.mkdir(parents=True)
+    slug = slug.replace("/abs", str(tmp_path))
+
+    done = cookiecutter_cli(f"slug={slug}", "--output-dir", str(projects), cwd=tmp_path)
+
+    assert done.returncode != 0
+    assert "error: slug must be kebab-case" in done.stderr
+    assert f"Received: {slug!r}" in done.stderr
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "repo",
+        "repo/projects",
+    ]
 
 
 def test_a_bad_number_is_refused(tmp_path: Path) -> None:
@@ -261,7 +283,7 @@ def test_cruft_update_rolls_a_committed_template_change_into_a_project(tmp_path:
     assert json.loads((project / ".cruft.json").read_text())["template"] == "../.."
     run("git", "add", "-A", cwd=tmp_path)
     run("git", "commit", "-q", "-m", "project", cwd=tmp_path)
-    readme = tmp_path / "templates" / "project" / "{{cookiecutter.slug}}" / "README.md"
+    readme = tmp_path / "templates" / "project" / "{{cookiecutter.__folder}}" / "README.md"
     readme.write_text(readme.read_text() + "\nA line the template gained.\n")
     run("git", "commit", "-q", "-am", "template change", cwd=tmp_path)
     template = tmp_path / "templates" / "project"
