@@ -178,15 +178,50 @@ def test_defaults_are_valid() -> None:
     }
 
 
-def test_corrupt_images_fail_and_leave_no_dataset(raw: Path, tmp_path: Path, encode) -> None:
-    out = tmp_path / "out"
-    prepare_dataset(raw, out, PARAMS)
+def cut_jpeg(raw: Path, encode) -> None:
     whole = encode(5, fmt="JPEG", size=64)
     (raw / "Moon" / "cut.jpg").write_bytes(whole[: len(whole) // 2])
+
+
+def tree(root: Path) -> dict[str, bytes | None]:
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes() if p.is_file() else None
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def test_a_failed_prepare_creates_no_folder(raw: Path, tmp_path: Path, encode) -> None:
+    cut_jpeg(raw, encode)
+    before = tree(tmp_path)
+    with pytest.raises(DatasetError, match=r"1 image file\(s\) cannot be read: Moon/cut.jpg"):
+        prepare_dataset(raw, tmp_path / "data" / "prepared", PARAMS)
+    assert tree(tmp_path) == before  # neither prepared/ nor data/, nor a staging folder
+
+
+def test_a_failed_prepare_leaves_the_earlier_dataset_as_it_was(
+    raw: Path, tmp_path: Path, encode
+) -> None:
+    out = tmp_path / "out"
+    prepare_dataset(raw, out, PARAMS)
+    (out / "notes.txt").write_text("mine")
+    before = tree(tmp_path / "out")
+    cut_jpeg(raw, encode)
     with pytest.raises(DatasetError, match=r"1 image file\(s\) cannot be read: Moon/cut.jpg"):
         prepare_dataset(raw, out, PARAMS)
-    assert not (out / "dataset.json").exists()
-    assert not list(out.glob("*.npy"))
+    assert tree(tmp_path / "out") == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "raw"]
+
+
+def test_an_interrupted_prepare_leaves_nothing_half_written(
+    raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupt(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("celestial_data.prepare.write_preview", interrupt)  # the last write
+    with pytest.raises(KeyboardInterrupt):
+        prepare_dataset(raw, tmp_path / "out", PARAMS)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
 
 
 def test_corrupt_images_can_be_skipped(raw: Path, tmp_path: Path, encode) -> None:
