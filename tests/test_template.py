@@ -350,6 +350,27 @@ def test_planets_moons_records_exactly_the_reference_images() -> None:
     ]
 
 
+@pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"reference dataset not at {REFERENCE}")
+def test_planets_moons_prepares_exactly_what_its_dvc_lock_records(tmp_path: Path) -> None:
+    # A change to prepare that moved an image or changed a byte would make
+    # every clone rerun the pipeline (and disagree with the committed results).
+    from dvc_data.hashfile.build import build
+    from dvc_data.hashfile.db import HashFileDB
+    from dvc_objects.fs.local import LocalFileSystem
+    from dvc_objects.fs.memory import MemoryFileSystem
+
+    from celestial_data.prepare import PrepareParams, prepare_dataset
+
+    project = ROOT / "projects" / "planets-moons"
+    params = PrepareParams.load(project / "params.yaml")
+    prepare_dataset(REFERENCE, tmp_path / "prepared", params)
+    staging = HashFileDB(MemoryFileSystem(), "/staging")
+    _, _, tree = build(staging, str(tmp_path / "prepared"), LocalFileSystem(), "md5")
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    (recorded,) = lock["stages"]["prepare"]["outs"]
+    assert recorded["md5"] == tree.hash_info.value
+
+
 # The generated pipeline, for real
 
 TINY = {

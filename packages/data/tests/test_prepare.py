@@ -132,6 +132,45 @@ def test_duplicates_are_never_split_across(make_raw, tmp_path: Path) -> None:
     assert len(set(splits.values())) == 3
 
 
+def resave(source: Path, target: Path, fmt: str, **options: object) -> None:
+    """Write ``source``'s pixels to ``target`` in another container (lossless)."""
+    with Image.open(source) as image:
+        image.convert("RGB").save(target, format=fmt, **options)
+
+
+def test_the_same_pixels_in_another_format_stay_in_one_split(make_raw, tmp_path: Path) -> None:
+    root = make_raw({"A": 12, "B": 12})
+    formats = [("BMP", "bmp", {}), ("TIFF", "tiff", {}), ("WEBP", "webp", {"lossless": True})]
+    for i in range(12):
+        fmt, extension, options = formats[i % 3]
+        resave(
+            root / "A" / f"a_{i:03d}.png", root / "A" / f"again_{i:03d}.{extension}", fmt, **options
+        )
+    prepare_dataset(root, tmp_path / "out", PARAMS)
+    splits = split_by_file(tmp_path / "out")
+    copies = {f: f.replace("again", "a").rsplit(".", 1)[0] + ".png" for f in splits if "again" in f}
+    assert len(copies) == 12
+    assert [splits[copy] for copy in copies] == [splits[original] for original in copies.values()]
+    assert len(set(splits.values())) == 3
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["same_pixels"] == sorted(sorted(pair) for pair in copies.items())
+    assert report["duplicates"] == []
+    warning = next(w for w in report["warnings"] if "same pixels" in w)
+    assert warning.startswith("12 group(s) of images with the same pixels in different files")
+    assert "A/a_000.png = A/again_000.bmp" in warning
+
+
+def test_a_pixel_copy_joins_the_split_of_its_original(raw: Path, tmp_path: Path) -> None:
+    prepare_dataset(raw, tmp_path / "p1", PARAMS)
+    before = split_by_file(tmp_path / "p1")
+    for name in sorted(before):  # the original keeps its split only if its digest is the smaller
+        resave(raw / name, raw / (name.rsplit(".", 1)[0] + ".bmp"), "BMP")
+    prepare_dataset(raw, tmp_path / "p2", PARAMS)
+    after = split_by_file(tmp_path / "p2")
+    for name in before:
+        assert after[name.rsplit(".", 1)[0] + ".bmp"] == after[name]
+
+
 def test_zero_test_fraction_means_no_test_split(raw: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     prepare_dataset(raw, out, PARAMS)

@@ -3,7 +3,9 @@
 `prepare_dataset` works in two passes over the files, so memory stays flat
 however many images there are:
 
-1. read and hash every file (the hash decides its split);
+1. read and hash every file, and hash its decoded pixels (the file's hash
+   decides its split, unless other files hold the same pixels: then the
+   group's smallest file hash does, so the group stays in one split);
 2. for each split in turn, decode and resize its images on every core and
    append them to ``<split>_images.npy`` in order.
 
@@ -59,7 +61,7 @@ from celestial_data.prepared import (
     write_manifest,
 )
 from celestial_data.preview import write_preview
-from celestial_data.split import split_of
+from celestial_data.split import split_digests, split_of
 
 __all__ = ["PREVIEW_FILE", "REPORT_FILE", "PrepareParams", "PrepareResult", "prepare_dataset"]
 
@@ -257,10 +259,13 @@ def _split_entries(infos: list[FileInfo], params: PrepareParams) -> dict[str, li
         if share > 0
     ]
     entries: dict[str, list[FileInfo]] = {split: [] for split in wanted}
-    for info in infos:
-        if not info.error:
-            split = split_of(info.sha256, params.seed, params.val_fraction, params.test_fraction)
-            entries[split].append(info)
+    good = [info for info in infos if not info.error]
+    digests = split_digests((info.sha256, info.pixels) for info in good)
+    for info in good:
+        digest = digests[info.sha256]
+        entries[split_of(digest, params.seed, params.val_fraction, params.test_fraction)].append(
+            info
+        )
     return entries
 
 
@@ -295,7 +300,7 @@ def prepare_dataset(
             "read as images next time. Write the prepared dataset elsewhere."
         )
     dataset = scan(raw)
-    infos = inspect_files(dataset, workers=workers)
+    infos = inspect_files(dataset, workers=workers, pixels=True)
     entries = _split_entries(infos, params)
     with _staging(out) as staging:
         for split, split_infos in entries.items():
