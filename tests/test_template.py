@@ -542,3 +542,34 @@ def test_a_folder_project_tracks_its_images_with_dvc_add(workspace: Path) -> Non
 
     assert stages_run(done.stdout) == ["prepare", "train", "evaluate", "rejection"]
     assert check_projects.check(project) == []
+
+
+@pytest.mark.slow
+def test_an_experiment_with_a_misspelt_key_stops_with_the_projects_message(
+    workspace: Path,
+) -> None:
+    # The documented way (docs/experiments.md): nox -s exp runs tools/exp.py.
+    project = bake(
+        workspace / "projects", dataset_name="Tiny exp", data_source="folder", image_size=16
+    )
+    commit(workspace, "Add the tiny-exp project")
+    params = project / "params.yaml"
+    original = params.read_bytes()
+    exp = [sys.executable, str(ROOT / "tools" / "exp.py"), str(project)]
+
+    for typo in ("train.epoch=3", "+train.epoch=3"):
+        done = run(*exp, "-S", typo, cwd=workspace, check=False)
+        assert done.returncode == 2
+        assert done.stderr.splitlines() == [
+            "celestial-exp: error: Unknown key 'epoch' in params train. Did you mean 'epochs'? "
+            "Accepted keys: architecture, seed, epochs, batch_size, learning_rate, "
+            "lr_schedule, conv_size, dense_size, patience, augment."
+        ]
+        assert params.read_bytes() == original
+
+    # A valid key, but the experiment fails (the project has no images yet):
+    # DVC has written the value into params.yaml, and it is taken back.
+    done = run(*exp, "-S", "train.epochs=3", cwd=workspace, check=False)
+    assert done.returncode != 0
+    assert "is as it was" in done.stderr
+    assert params.read_bytes() == original
