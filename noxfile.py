@@ -179,6 +179,17 @@ def pull(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def exp(session: nox.Session) -> None:
+    """Run a DVC experiment in a project, each -S checked first (nox -s exp -- PROJECT -S ...)."""
+    if not session.posargs:
+        session.error(f"Name the project first; known: {', '.join(dvc_projects()) or 'none yet'}.")
+    project, *options = session.posargs
+    folder = PROJECTS_DIR / project if (PROJECTS_DIR / project).is_dir() else Path(project)
+    sync(session)
+    session.run("python", str(TOOLS_DIR / "exp.py"), str(folder), *options)
+
+
+@nox.session(python=PYTHON)
 def serve(session: nox.Session) -> None:
     """Serve a project's trained model on 127.0.0.1:8000 (nox -s serve -- PROJECT [options])."""
     if not session.posargs:

@@ -227,7 +227,7 @@ def load_tool(name: str):
     return module
 
 
-TEMPLATE_PARAMS = ROOT / "templates" / "project" / "{{cookiecutter.slug}}" / "params.yaml"
+TEMPLATE_PARAMS = ROOT / "templates" / "project" / "{{cookiecutter.__folder}}" / "params.yaml"
 
 
 def test_every_params_section_is_documented() -> None:

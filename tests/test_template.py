@@ -176,6 +176,7 @@ def test_records_the_template_and_the_answers_for_cruft(tmp_path: Path) -> None:
         "synthetic",
     )
     assert not {"_output_dir", "_repo_dir"} & set(answers)  # nothing machine-specific
+    assert "__folder" not in answers  # derived from the slug
 
 
 # Refusals
@@ -193,6 +194,27 @@ def test_a_bad_slug_is_refused_in_one_line_and_leaves_nothing(tmp_path: Path, sl
     ]
     assert "Traceback" not in done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("slug", ["ok/../../evil3", "../evil", "ok/nested", "..", "/abs/evil"])
+def test_a_slug_that_names_another_folder_is_refused_and_creates_no_folder(
+    tmp_path: Path, slug: str
+) -> None:
+    # Cookiecutter creates the project folder, parents included, before the
+    # hook that refuses the slug runs; so the folder must not follow the slug.
+    projects = tmp_path / "repo" / "projects"
+    projects.mkdir(parents=True)
+    slug = slug.replace("/abs", str(tmp_path))
+
+    done = cookiecutter_cli(f"slug={slug}", "--output-dir", str(projects), cwd=tmp_path)
+
+    assert done.returncode != 0
+    assert "error: slug must be kebab-case" in done.stderr
+    assert f"Received: {slug!r}" in done.stderr
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "repo",
+        "repo/projects",
+    ]
 
 
 def test_a_bad_number_is_refused(tmp_path: Path) -> None:
@@ -261,7 +283,7 @@ def test_cruft_update_rolls_a_committed_template_change_into_a_project(tmp_path:
     assert json.loads((project / ".cruft.json").read_text())["template"] == "../.."
     run("git", "add", "-A", cwd=tmp_path)
     run("git", "commit", "-q", "-m", "project", cwd=tmp_path)
-    readme = tmp_path / "templates" / "project" / "{{cookiecutter.slug}}" / "README.md"
+    readme = tmp_path / "templates" / "project" / "{{cookiecutter.__folder}}" / "README.md"
     readme.write_text(readme.read_text() + "\nA line the template gained.\n")
     run("git", "commit", "-q", "-am", "template change", cwd=tmp_path)
     template = tmp_path / "templates" / "project"
@@ -326,6 +348,27 @@ def test_planets_moons_records_exactly_the_reference_images() -> None:
             "path": "raw",
         }
     ]
+
+
+@pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"reference dataset not at {REFERENCE}")
+def test_planets_moons_prepares_exactly_what_its_dvc_lock_records(tmp_path: Path) -> None:
+    # A change to prepare that moved an image or changed a byte would make
+    # every clone rerun the pipeline (and disagree with the committed results).
+    from dvc_data.hashfile.build import build
+    from dvc_data.hashfile.db import HashFileDB
+    from dvc_objects.fs.local import LocalFileSystem
+    from dvc_objects.fs.memory import MemoryFileSystem
+
+    from celestial_data.prepare import PrepareParams, prepare_dataset
+
+    project = ROOT / "projects" / "planets-moons"
+    params = PrepareParams.load(project / "params.yaml")
+    prepare_dataset(REFERENCE, tmp_path / "prepared", params)
+    staging = HashFileDB(MemoryFileSystem(), "/staging")
+    _, _, tree = build(staging, str(tmp_path / "prepared"), LocalFileSystem(), "md5")
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    (recorded,) = lock["stages"]["prepare"]["outs"]
+    assert recorded["md5"] == tree.hash_info.value
 
 
 # The generated pipeline, for real
@@ -499,3 +542,34 @@ def test_a_folder_project_tracks_its_images_with_dvc_add(workspace: Path) -> Non
 
     assert stages_run(done.stdout) == ["prepare", "train", "evaluate", "rejection"]
     assert check_projects.check(project) == []
+
+
+@pytest.mark.slow
+def test_an_experiment_with_a_misspelt_key_stops_with_the_projects_message(
+    workspace: Path,
+) -> None:
+    # The documented way (docs/experiments.md): nox -s exp runs tools/exp.py.
+    project = bake(
+        workspace / "projects", dataset_name="Tiny exp", data_source="folder", image_size=16
+    )
+    commit(workspace, "Add the tiny-exp project")
+    params = project / "params.yaml"
+    original = params.read_bytes()
+    exp = [sys.executable, str(ROOT / "tools" / "exp.py"), str(project)]
+
+    for typo in ("train.epoch=3", "+train.epoch=3"):
+        done = run(*exp, "-S", typo, cwd=workspace, check=False)
+        assert done.returncode == 2
+        assert done.stderr.splitlines() == [
+            "celestial-exp: error: Unknown key 'epoch' in params train. Did you mean 'epochs'? "
+            "Accepted keys: architecture, seed, epochs, batch_size, learning_rate, "
+            "lr_schedule, conv_size, dense_size, patience, augment."
+        ]
+        assert params.read_bytes() == original
+
+    # A valid key, but the experiment fails (the project has no images yet):
+    # DVC has written the value into params.yaml, and it is taken back.
+    done = run(*exp, "-S", "train.epochs=3", cwd=workspace, check=False)
+    assert done.returncode != 0
+    assert "is as it was" in done.stderr
+    assert params.read_bytes() == original

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from celestial_data import DatasetError
 from celestial_data.check import check_dataset, format_report
@@ -143,6 +144,31 @@ def test_duplicates_across_classes_are_flagged_as_conflicting_labels(raw: Path) 
     (raw / "Venus" / "copy.png").write_bytes((raw / "Mars" / "mars_001.png").read_bytes())
     report = check_dataset(raw)
     assert any("conflicting labels" in w and "Venus/copy.png" in w for w in report.warnings)
+
+
+def test_the_same_pixels_in_another_container_are_reported(raw: Path) -> None:
+    with Image.open(raw / "Mars" / "mars_001.png") as image:
+        image.save(raw / "Mars" / "copy.tiff", format="TIFF")
+        image.save(raw / "Venus" / "copy.bmp", format="BMP")
+    with Image.open(raw / "Moon" / "moon_002.png") as image:
+        image.convert("RGBA").save(raw / "Moon" / "opaque.webp", format="WEBP", lossless=True)
+    report = check_dataset(raw)
+    assert report.ok and report.duplicates == []
+    assert report.same_pixels == [
+        ["Mars/copy.tiff", "Mars/mars_001.png", "Venus/copy.bmp"],
+        ["Moon/moon_002.png", "Moon/opaque.webp"],
+    ]
+    assert any("same pixels" in w and "one split" in w for w in report.warnings)
+    assert any("conflicting labels" in w and "Venus/copy.bmp" in w for w in report.warnings)
+    assert "Same pixels: 2 group(s)" in format_report(report, raw)
+
+
+def test_images_that_differ_in_one_pixel_are_not_grouped(raw: Path) -> None:
+    with Image.open(raw / "Mars" / "mars_001.png") as image:
+        changed = image.convert("RGB")
+    changed.putpixel((0, 0), tuple(255 - v for v in changed.getpixel((0, 0))))
+    changed.save(raw / "Mars" / "edited.bmp", format="BMP")
+    assert check_dataset(raw).same_pixels == []
 
 
 def test_strong_imbalance_is_a_warning_with_counts(make_raw) -> None:

@@ -132,6 +132,45 @@ def test_duplicates_are_never_split_across(make_raw, tmp_path: Path) -> None:
     assert len(set(splits.values())) == 3
 
 
+def resave(source: Path, target: Path, fmt: str, **options: object) -> None:
+    """Write ``source``'s pixels to ``target`` in another container (lossless)."""
+    with Image.open(source) as image:
+        image.convert("RGB").save(target, format=fmt, **options)
+
+
+def test_the_same_pixels_in_another_format_stay_in_one_split(make_raw, tmp_path: Path) -> None:
+    root = make_raw({"A": 12, "B": 12})
+    formats = [("BMP", "bmp", {}), ("TIFF", "tiff", {}), ("WEBP", "webp", {"lossless": True})]
+    for i in range(12):
+        fmt, extension, options = formats[i % 3]
+        resave(
+            root / "A" / f"a_{i:03d}.png", root / "A" / f"again_{i:03d}.{extension}", fmt, **options
+        )
+    prepare_dataset(root, tmp_path / "out", PARAMS)
+    splits = split_by_file(tmp_path / "out")
+    copies = {f: f.replace("again", "a").rsplit(".", 1)[0] + ".png" for f in splits if "again" in f}
+    assert len(copies) == 12
+    assert [splits[copy] for copy in copies] == [splits[original] for original in copies.values()]
+    assert len(set(splits.values())) == 3
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["same_pixels"] == sorted(sorted(pair) for pair in copies.items())
+    assert report["duplicates"] == []
+    warning = next(w for w in report["warnings"] if "same pixels" in w)
+    assert warning.startswith("12 group(s) of images with the same pixels in different files")
+    assert "A/a_000.png = A/again_000.bmp" in warning
+
+
+def test_a_pixel_copy_joins_the_split_of_its_original(raw: Path, tmp_path: Path) -> None:
+    prepare_dataset(raw, tmp_path / "p1", PARAMS)
+    before = split_by_file(tmp_path / "p1")
+    for name in sorted(before):  # the original keeps its split only if its digest is the smaller
+        resave(raw / name, raw / (name.rsplit(".", 1)[0] + ".bmp"), "BMP")
+    prepare_dataset(raw, tmp_path / "p2", PARAMS)
+    after = split_by_file(tmp_path / "p2")
+    for name in before:
+        assert after[name.rsplit(".", 1)[0] + ".bmp"] == after[name]
+
+
 def test_zero_test_fraction_means_no_test_split(raw: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     prepare_dataset(raw, out, PARAMS)
@@ -178,15 +217,50 @@ def test_defaults_are_valid() -> None:
     }
 
 
-def test_corrupt_images_fail_and_leave_no_dataset(raw: Path, tmp_path: Path, encode) -> None:
-    out = tmp_path / "out"
-    prepare_dataset(raw, out, PARAMS)
+def cut_jpeg(raw: Path, encode) -> None:
     whole = encode(5, fmt="JPEG", size=64)
     (raw / "Moon" / "cut.jpg").write_bytes(whole[: len(whole) // 2])
+
+
+def tree(root: Path) -> dict[str, bytes | None]:
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes() if p.is_file() else None
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def test_a_failed_prepare_creates_no_folder(raw: Path, tmp_path: Path, encode) -> None:
+    cut_jpeg(raw, encode)
+    before = tree(tmp_path)
+    with pytest.raises(DatasetError, match=r"1 image file\(s\) cannot be read: Moon/cut.jpg"):
+        prepare_dataset(raw, tmp_path / "data" / "prepared", PARAMS)
+    assert tree(tmp_path) == before  # neither prepared/ nor data/, nor a staging folder
+
+
+def test_a_failed_prepare_leaves_the_earlier_dataset_as_it_was(
+    raw: Path, tmp_path: Path, encode
+) -> None:
+    out = tmp_path / "out"
+    prepare_dataset(raw, out, PARAMS)
+    (out / "notes.txt").write_text("mine")
+    before = tree(tmp_path / "out")
+    cut_jpeg(raw, encode)
     with pytest.raises(DatasetError, match=r"1 image file\(s\) cannot be read: Moon/cut.jpg"):
         prepare_dataset(raw, out, PARAMS)
-    assert not (out / "dataset.json").exists()
-    assert not list(out.glob("*.npy"))
+    assert tree(tmp_path / "out") == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "raw"]
+
+
+def test_an_interrupted_prepare_leaves_nothing_half_written(
+    raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupt(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("celestial_data.prepare.write_preview", interrupt)  # the last write
+    with pytest.raises(KeyboardInterrupt):
+        prepare_dataset(raw, tmp_path / "out", PARAMS)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
 
 
 def test_corrupt_images_can_be_skipped(raw: Path, tmp_path: Path, encode) -> None:

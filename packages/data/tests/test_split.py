@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from celestial_data.split import split_of, split_point
+from celestial_data.split import split_digests, split_of, split_point
 
 
 def digests(count: int, salt: str = "") -> list[str]:
@@ -51,3 +51,10 @@ def test_changing_one_fraction_only_trades_images_with_train() -> None:
     more_test = [split_of(h, 0, 0.15, 0.25) for h in hashes]
     moved = {(a, b) for a, b in zip(before, more_test, strict=True) if a != b}
     assert moved == {("train", "test")}
+
+
+def test_files_with_the_same_pixels_draw_from_the_smallest_file_digest() -> None:
+    a, b, c, d = sorted(digests(4, "files"))
+    same, other = digests(2, "pixels")
+    chosen = split_digests([(c, same), (d, other), (a, same), (b, "")])
+    assert chosen == {a: a, b: b, c: a, d: d}  # only the copies move, to their group's digest

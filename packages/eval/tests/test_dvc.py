@@ -12,7 +12,7 @@ import pytest
 DVC = Path(sys.executable).with_name("dvc")
 
 ROOT = Path(__file__).resolve().parents[3]
-TEMPLATE_DVC_YAML = ROOT / "templates" / "project" / "{{cookiecutter.slug}}" / "dvc.yaml"
+TEMPLATE_DVC_YAML = ROOT / "templates" / "project" / "{{cookiecutter.__folder}}" / "dvc.yaml"
 
 
 def template_dvc_yaml() -> str:

@@ -67,3 +67,21 @@ def test_reading_the_description_imports_neither_keras_nor_jax() -> None:
         [sys.executable, "-c", code], check=True, capture_output=True, text=True
     ).stdout
     assert output.strip() == "[]"
+
+
+@pytest.mark.parametrize("missing", ["model", "model.keras", "metadata.json"])
+def test_a_missing_model_says_how_a_failed_repro_removed_it_and_how_to_restore_it(
+    tmp_path: Path, missing: str
+) -> None:
+    folder = model_dir(tmp_path, GOOD)
+    if missing == "model":
+        for path in folder.iterdir():
+            path.unlink()
+        folder.rmdir()
+    else:
+        (folder / missing).unlink()
+    with pytest.raises(ModelDirError) as caught:
+        read_metadata(folder)
+    message = str(caught.value)
+    assert "failed 'dvc repro' removes a stage's outputs before it runs" in message
+    assert "'dvc checkout model'" in message and "'dvc pull model'" in message

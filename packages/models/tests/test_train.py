@@ -11,9 +11,15 @@ import pytest
 from pydantic import ValidationError
 
 from celestial_data import ParamsError
-from celestial_models import TrainingDataError, load_classifier, train_model
+from celestial_models import (
+    TrainingDataError,
+    TrainingDivergedError,
+    load_classifier,
+    train_model,
+)
 from celestial_models.batches import TrainingBatches
 from celestial_models.params import TrainParams
+from celestial_models.train import DivergenceGuard
 
 OUTPUTS = ("model.keras", "metadata.json", "history.json")
 
@@ -199,3 +205,36 @@ def test_logging_in_a_repository_without_commits_names_the_fix(
         train_model(
             prepared, repo / "model", TrainParams(**{**fast, "epochs": 1}), live_dir=repo / "live"
         )
+
+
+def test_a_diverging_training_fails_naming_the_epoch_the_loss_and_the_fix(
+    make_prepared: Callable, tmp_path: Path, fast: dict
+) -> None:
+    params = TrainParams(**{**fast, "epochs": 3, "learning_rate": 1e9})
+    with pytest.raises(TrainingDivergedError) as caught:
+        train_model(make_prepared(), tmp_path / "model", params)
+    message = str(caught.value)
+    assert message.startswith("Training diverged at epoch 1: training loss ")
+    assert "learning rate is most likely too high (train.learning_rate: 1e+09)" in message
+    assert "the default is 0.003" in message
+    assert not (tmp_path / "model").exists()
+
+
+def guard_verdicts(classes: int, losses: list[float]) -> int | None:
+    guard = DivergenceGuard(classes)
+    guard.set_model(type("Model", (), {"stop_training": False})())
+    for epoch, loss in enumerate(losses):
+        guard.on_epoch_end(epoch, {"loss": loss})
+        if guard.diverged:
+            return guard.diverged[0]
+    return None
+
+
+def test_the_divergence_rule() -> None:
+    chance = float(np.log(10))
+    assert guard_verdicts(10, [2.5, 2.0, 1.2, 0.8, 0.9, 0.7]) is None  # healthy, with a bump
+    assert guard_verdicts(10, [chance + 0.9, chance, chance - 0.2]) is None  # slow start
+    assert guard_verdicts(10, [2.0, float("nan")]) == 2
+    assert guard_verdicts(10, [float("inf")]) == 1
+    assert guard_verdicts(10, [16.1, 16.1]) == 1  # confidently wrong: far above chance
+    assert guard_verdicts(10, [2.0, 1.5, chance]) == 3  # learned, then back to chance

@@ -18,6 +18,8 @@ from pathlib import Path
 ANSWERS = json.loads(r"""{{ cookiecutter | jsonify }}""")
 # Keys cookiecutter adds that describe one machine, not the project.
 MACHINE_KEYS = {"_output_dir", "_repo_dir", "_checkout", "_template", "_commit"}
+# Keys the template derives from the answers: recorded, they would outvote a later edit.
+DERIVED_KEYS = {"__folder"}
 
 
 def git(folder: Path, *args: str) -> str | None:
@@ -59,7 +61,7 @@ def cruft_state(project: Path, template: Path | None) -> dict:
         directory = Path(os.path.relpath(template, top)).as_posix()
     else:
         url, directory = (str(template) if template else None), None
-    context = {k: v for k, v in ANSWERS.items() if k not in MACHINE_KEYS}
+    context = {k: v for k, v in ANSWERS.items() if k not in MACHINE_KEYS | DERIVED_KEYS}
     context.update({"_template": url, "_commit": commit})
     return {
         "template": url,

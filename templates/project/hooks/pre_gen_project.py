@@ -3,6 +3,13 @@
 Cookiecutter runs this inside the freshly created project folder, before any
 file is written, and deletes that folder when the hook fails (a folder that
 existed before is kept as it was). Each problem is one line on stderr.
+
+Cookiecutter creates that folder, parents included, from the template's folder
+name before this hook can look at the slug; so the folder is named by
+``__folder`` in ``cookiecutter.json``: the slug when it is one plain folder name
+(``slugify`` leaves it as it is), else a throwaway ``.refused-slug-<uuid>``. A
+slug such as ``ok/../../evil`` thus never creates ``ok/`` on its way to being
+refused here.
 """
 
 from __future__ import annotations

@@ -30,10 +30,6 @@ ON_CORRUPT: tuple[str, ...] = get_args(OnCorrupt)
 IMBALANCE_RATIO = 3.0
 """Largest class over smallest class above which a warning is given."""
 
-# Decoding at a small JPEG scale still reads every byte, so it finds truncated
-# files for a fraction of the cost of a full decode.
-CHECK_DECODE_SIZE = 16
-
 
 @dataclass
 class CheckReport:
@@ -55,6 +51,9 @@ class CheckReport:
     """Corrupt images left out because ``on_corrupt`` is ``skip``."""
     duplicates: list[list[str]]
     """Groups of byte-identical images (each group lands in one split)."""
+    same_pixels: list[list[str]] = field(default_factory=list)
+    """Groups of files that differ in bytes but hold the same pixels (a PNG and
+    its BMP copy); each group lands in one split too."""
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -69,7 +68,12 @@ class CheckReport:
         return sum(self.counts.values())
 
     def to_dict(self) -> dict[str, Any]:
-        """The report as plain JSON-ready data."""
+        """The report as plain JSON-ready data.
+
+        ``same_pixels`` is there only when some were found, so that the report
+        of a dataset without any stays byte-identical to earlier versions'
+        (``dvc.lock`` records its hash).
+        """
         return {
             "classes": self.classes,
             "total": self.total,
@@ -81,6 +85,7 @@ class CheckReport:
             "corrupt": self.corrupt,
             "skipped": self.skipped,
             "duplicates": self.duplicates,
+            **({"same_pixels": self.same_pixels} if self.same_pixels else {}),
             "errors": self.errors,
             "warnings": self.warnings,
         }
@@ -120,6 +125,7 @@ def build_report(dataset: RawDataset, infos: list[FileInfo], on_corrupt: OnCorru
         corrupt=[{"file": info.file, "reason": info.error} for info in bad],
         skipped=[info.file for info in bad] if on_corrupt == "skip" else [],
         duplicates=_duplicates(good),
+        same_pixels=_same_pixels(good),
     )
     if bad and on_corrupt == "error":
         listed = _listing([f"{info.file} ({info.error})" for info in bad])
@@ -137,7 +143,10 @@ def build_report(dataset: RawDataset, infos: list[FileInfo], on_corrupt: OnCorru
                 f"Class folder '{dataset.root / name}' has no readable images "
                 f"({len(dataset.files[name])} unreadable). Add images or remove the folder."
             )
-    report.warnings += _duplicate_warnings(report.duplicates)
+    report.warnings += _duplicate_warnings(report.duplicates, "byte-identical images")
+    report.warnings += _duplicate_warnings(
+        report.same_pixels, "images with the same pixels in different files"
+    )
     imbalance = _imbalance_warning(report.counts)
     if imbalance:
         report.warnings.append(imbalance)
@@ -156,11 +165,24 @@ def _duplicates(infos: list[FileInfo]) -> list[list[str]]:
     return sorted(sorted(files) for files in groups.values() if len(files) > 1)
 
 
-def _duplicate_warnings(groups: list[list[str]]) -> list[str]:
+def _same_pixels(infos: list[FileInfo]) -> list[list[str]]:
+    """Groups of files with the same pixels, where the group holds more than one content."""
+    groups: dict[str, list[FileInfo]] = defaultdict(list)
+    for info in infos:
+        if info.pixels:
+            groups[info.pixels].append(info)
+    return sorted(
+        sorted(info.file for info in group)
+        for group in groups.values()
+        if len({info.sha256 for info in group}) > 1
+    )
+
+
+def _duplicate_warnings(groups: list[list[str]], kind: str) -> list[str]:
     if not groups:
         return []
     warnings = [
-        f"{len(groups)} group(s) of byte-identical images ({sum(map(len, groups))} files); "
+        f"{len(groups)} group(s) of {kind} ({sum(map(len, groups))} files); "
         "each group is kept whole in one split: "
         + _listing([" = ".join(group) for group in groups], limit=5)
         + "."
@@ -209,7 +231,7 @@ def check_dataset(
         DatasetError: If the folder layout itself is wrong (see `scan`).
     """
     dataset = scan(root)
-    infos = inspect_files(dataset, decode_size=CHECK_DECODE_SIZE, workers=workers)
+    infos = inspect_files(dataset, workers=workers, pixels=True)
     return build_report(dataset, infos, on_corrupt)
 
 
@@ -227,6 +249,10 @@ def format_report(report: CheckReport, root: str | Path) -> str:
         f"Ignored: {len(report.ignored)} file(s) that are not images",
         f"Duplicates: {len(report.duplicates)} group(s) of byte-identical images",
     ]
+    if report.same_pixels:
+        lines.append(
+            f"Same pixels: {len(report.same_pixels)} group(s) of images in different files"
+        )
     if report.corrupt:
         lines.append(f"Unreadable: {len(report.corrupt)} file(s)")
         lines += [f"  {item['file']}: {item['reason']}" for item in report.corrupt[:20]]

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from PIL import Image
 
 from celestial_data.errors import DatasetError
-from celestial_data.image import decode
+from celestial_data.image import decode, pixel_digest
 
 __all__ = [
     "FileInfo",
@@ -72,6 +72,8 @@ class FileInfo:
     mode: str = ""
     format: str = ""
     error: str = ""
+    pixels: str = ""
+    """SHA-256 of the decoded RGB pixels (`pixel_digest`), when they were hashed."""
 
 
 @cache
@@ -211,15 +213,26 @@ def parallel_map(
                 yield from results
 
 
-def read_info(root: Path, file: str, label: int, decode_size: int | None) -> FileInfo:
+def read_info(
+    root: Path, file: str, label: int, decode_size: int | None, pixels: bool = False
+) -> FileInfo:
     """Hash one file; with ``decode_size``, also decode it and read its header.
 
     Decoding (at a reduced JPEG scale) is what finds truncated and
-    unidentifiable files; hashing alone only finds empty ones.
+    unidentifiable files; hashing alone only finds empty ones. With ``pixels``,
+    the file is decoded at full resolution instead and its pixels are hashed
+    too (``info.pixels``), which finds the same picture in other containers.
     """
     info = FileInfo(file=file, label=label)
     data = read_bytes(root, info)
-    if data and decode_size is not None:
+    if data and pixels:
+        image = decode_into(info, data, None)
+        if image is not None:
+            try:
+                info.pixels = pixel_digest(image)
+            except Exception as error:  # e.g. a mode Pillow cannot convert
+                info.error = describe_error(error)
+    elif data and decode_size is not None:
         decode_into(info, data, decode_size)
     return info
 
@@ -245,7 +258,7 @@ def read_bytes(root: Path, info: FileInfo, digest: bool = True) -> bytes:
     return data
 
 
-def decode_into(info: FileInfo, data: bytes, size: int) -> Image.Image | None:
+def decode_into(info: FileInfo, data: bytes, size: int | None) -> Image.Image | None:
     """Decode ``data`` with `decode`, recording its header (or its error) in ``info``."""
     header: dict[str, Any] = {}
     try:
@@ -267,7 +280,10 @@ def describe_error(error: Exception) -> str:
 
 
 def inspect_files(
-    dataset: RawDataset, decode_size: int | None = None, workers: int | None = None
+    dataset: RawDataset,
+    decode_size: int | None = None,
+    workers: int | None = None,
+    pixels: bool = False,
 ) -> list[FileInfo]:
     """Hash (and optionally decode) every image of ``dataset``, in parallel.
 
@@ -276,6 +292,8 @@ def inspect_files(
         decode_size: If set, also decode each image (at a JPEG scale of at least
             this side) to read its header and find unreadable files.
         workers: Threads to use (default: one per core).
+        pixels: Decode each image at full resolution and hash its pixels too
+            (``FileInfo.pixels``); ``decode_size`` is then not needed.
 
     Returns:
         One `FileInfo` per image, by class then file name.
@@ -285,6 +303,6 @@ def inspect_files(
     ]
     return list(
         parallel_map(
-            lambda job: read_info(dataset.root, job[0], job[1], decode_size), jobs, workers
+            lambda job: read_info(dataset.root, job[0], job[1], decode_size, pixels), jobs, workers
         )
     )

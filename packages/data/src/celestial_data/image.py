@@ -6,6 +6,7 @@ raw file, and serving uses it on every upload, so the two cannot disagree.
 
 from __future__ import annotations
 
+import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,15 @@ from PIL import Image
 
 from celestial_data.errors import ImageTooLarge
 
-__all__ = ["COLOR_MODES", "ColorMode", "ImageFormat", "channels", "decode", "to_array"]
+__all__ = [
+    "COLOR_MODES",
+    "ColorMode",
+    "ImageFormat",
+    "channels",
+    "decode",
+    "pixel_digest",
+    "to_array",
+]
 
 ColorMode = Literal["rgb", "grayscale"]
 COLOR_MODES: tuple[str, ...] = get_args(ColorMode)
@@ -48,7 +57,7 @@ class ImageFormat:
 
 def decode(
     source: bytes | str | Path,
-    size: int,
+    size: int | None,
     header: dict[str, Any] | None = None,
     max_pixels: int | None = None,
 ) -> Image.Image:
@@ -57,7 +66,8 @@ def decode(
     Args:
         source: Encoded image bytes or a path.
         size: The side the image will be resized to; JPEG draft mode may decode
-            at a smaller scale that is still at least this large.
+            at a smaller scale that is still at least this large. None decodes
+            at full resolution.
         header: If given, filled with what the file says before any draft
             scaling: ``width``, ``height``, ``mode`` and ``format``.
         max_pixels: If given, refuse larger images after reading their header,
@@ -78,7 +88,7 @@ def decode(
             )
         if max_pixels is not None and image.width * image.height > max_pixels:
             raise ImageTooLarge(image.width, image.height, max_pixels)
-        if image.format == "JPEG":
+        if image.format == "JPEG" and size is not None:
             image.draft("RGB" if image.mode != "L" else "L", (size, size))
         image.load()
     return image
@@ -98,6 +108,29 @@ def to_array(image: Image.Image, size: int, color_mode: ColorMode) -> np.ndarray
     Returns:
         An array of shape ``(size, size, channels(color_mode))`` and dtype uint8.
     """
+    converted = _converted(image, color_mode)
+    if converted.size != (size, size):
+        converted = converted.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
+    array = np.asarray(converted, dtype=np.uint8)
+    return array.reshape(size, size, channels(color_mode))
+
+
+def pixel_digest(image: Image.Image) -> str:
+    """SHA-256 hex digest of an image's RGB pixels at its own resolution.
+
+    Equal for two files that decode to the same picture whatever their
+    container (a PNG and its lossless WebP, TIFF or BMP copy, a JPEG and the
+    PNG saved from it), with the conversions of `to_array` (transparency on
+    black, 16-bit to 8-bit) applied first.
+    """
+    rgb = _converted(image, "rgb")
+    digest = hashlib.sha256(f"{rgb.width}x{rgb.height}:".encode())
+    digest.update(rgb.tobytes())
+    return digest.hexdigest()
+
+
+def _converted(image: Image.Image, color_mode: ColorMode) -> Image.Image:
+    """``image`` in the Pillow mode of ``color_mode``, at its own size."""
     if color_mode not in _PIL_MODE:
         raise ValueError(f"color_mode must be one of {COLOR_MODES}. Received: {color_mode!r}")
     if image.mode.startswith("I;16"):
@@ -108,8 +141,6 @@ def to_array(image: Image.Image, size: int, color_mode: ColorMode) -> np.ndarray
         rgba = image.convert("RGBA")
         image = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         image.alpha_composite(rgba)
-    converted = image.convert(_PIL_MODE[color_mode])
-    if converted.size != (size, size):
-        converted = converted.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
-    array = np.asarray(converted, dtype=np.uint8)
-    return array.reshape(size, size, channels(color_mode))
+    if image.mode == _PIL_MODE[color_mode]:
+        return image  # convert would only copy it
+    return image.convert(_PIL_MODE[color_mode])

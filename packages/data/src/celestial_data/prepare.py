@@ -3,13 +3,21 @@
 `prepare_dataset` works in two passes over the files, so memory stays flat
 however many images there are:
 
-1. read and hash every file (the hash decides its split);
+1. read and hash every file, and hash its decoded pixels (the file's hash
+   decides its split, unless other files hold the same pixels: then the
+   group's smallest file hash does, so the group stays in one split);
 2. for each split in turn, decode and resize its images on every core and
    append them to ``<split>_images.npy`` in order.
 
 The outputs (see `celestial_data.prepared`) plus ``report.json`` and
 ``preview.png`` are byte-identical when inputs and params are, so DVC sees an
 unchanged stage as unchanged.
+
+Everything is written into a hidden staging folder beside the output folder
+and moved into it only once the whole dataset is written, so a prepare that
+fails (bad images, an interrupt) leaves the output folder as it found it:
+absent (as DVC leaves it, having removed the stage's outputs), or holding the
+earlier prepare's dataset, never an empty or half-written one.
 """
 
 from __future__ import annotations
@@ -17,7 +25,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
+import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -49,7 +61,7 @@ from celestial_data.prepared import (
     write_manifest,
 )
 from celestial_data.preview import write_preview
-from celestial_data.split import split_of
+from celestial_data.split import split_digests, split_of
 
 __all__ = ["PREVIEW_FILE", "REPORT_FILE", "PrepareParams", "PrepareResult", "prepare_dataset"]
 
@@ -129,10 +141,55 @@ def _output_names() -> list[str]:
     return [*arrays, DATASET_FILE, MANIFEST_FILE, REPORT_FILE, PREVIEW_FILE]
 
 
-def _clear(out: Path) -> None:
-    """Remove what an earlier prepare wrote (a split may no longer exist)."""
-    for name in _output_names():
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+@contextmanager
+def _staging(out: Path) -> Iterator[Path]:
+    """A fresh folder beside ``out`` to write into; on failure, removed with what it made.
+
+    Folders made on the way to ``out`` are removed too, each only if still empty.
+    """
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"The output folder {out} is a file. Remove it or choose another.")
+    made = _missing_folders(out.parent)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Not tempfile.mkdtemp: its 0700 folder would become ``out`` itself.
+    staging = out.parent / f".{out.name}.{uuid.uuid4().hex[:12]}.partial"
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for folder in made:
+            try:
+                folder.rmdir()
+            except OSError:  # something else was put there meanwhile: keep it
+                break
+        raise
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Move the staged outputs into ``out``, replacing what an earlier prepare wrote there.
+
+    Files of ``out`` that prepare does not write are kept; an earlier output
+    that this run did not write (a split that no longer exists) is removed.
+    """
+    if not out.exists():
+        os.replace(staging, out)
+        return
+    written = {path.name for path in staging.iterdir()}
+    for name in written:
+        os.replace(staging / name, out / name)
+    for name in set(_output_names()) - written:
         (out / name).unlink(missing_ok=True)
+    staging.rmdir()
 
 
 def _npy_header(shape: tuple[int, ...]) -> bytes:
@@ -202,10 +259,13 @@ def _split_entries(infos: list[FileInfo], params: PrepareParams) -> dict[str, li
         if share > 0
     ]
     entries: dict[str, list[FileInfo]] = {split: [] for split in wanted}
-    for info in infos:
-        if not info.error:
-            split = split_of(info.sha256, params.seed, params.val_fraction, params.test_fraction)
-            entries[split].append(info)
+    good = [info for info in infos if not info.error]
+    digests = split_digests((info.sha256, info.pixels) for info in good)
+    for info in good:
+        digest = digests[info.sha256]
+        entries[split_of(digest, params.seed, params.val_fraction, params.test_fraction)].append(
+            info
+        )
     return entries
 
 
@@ -219,7 +279,8 @@ def prepare_dataset(
 
     Args:
         raw: The raw folder, laid out as ``raw/<ClassName>/<image files>``.
-        out: The output folder (created; earlier outputs in it are replaced).
+        out: The output folder (created; earlier outputs in it are replaced
+            once the new ones are all written).
         params: The ``prepare`` section (default: its defaults).
         workers: Threads to decode with (default: one per core).
 
@@ -227,8 +288,9 @@ def prepare_dataset(
         The prepared dataset, the check report and the counts per split.
 
     Raises:
-        DatasetError: If the raw folder has errors (see `check_dataset`); no
-            prepared dataset is left in ``out`` then.
+        DatasetError: If the raw folder has errors (see `check_dataset`);
+            ``out`` is left as it was then (absent, or holding the earlier
+            dataset).
     """
     params = params or PrepareParams()
     out = Path(out)
@@ -238,21 +300,21 @@ def prepare_dataset(
             "read as images next time. Write the prepared dataset elsewhere."
         )
     dataset = scan(raw)
-    infos = inspect_files(dataset, workers=workers)
+    infos = inspect_files(dataset, workers=workers, pixels=True)
     entries = _split_entries(infos, params)
-    out.mkdir(parents=True, exist_ok=True)
-    _clear(out)
-    for split, split_infos in entries.items():
-        path = out / f"{split}_images.npy"
-        _write_images(path, dataset.root, split_infos, params.image_format, workers)
-        entries[split] = [info for info in split_infos if not info.error]
-        labels = np.array([info.label for info in entries[split]], dtype=np.int32)
-        np.save(out / f"{split}_labels.npy", labels)
-    report = build_report(dataset, infos, params.on_corrupt)
-    if not report.ok:
-        _clear(out)
-        raise DatasetError(" ".join(report.errors))
-    return _finish(out, dataset, params, entries, report)
+    with _staging(out) as staging:
+        for split, split_infos in entries.items():
+            path = staging / f"{split}_images.npy"
+            _write_images(path, dataset.root, split_infos, params.image_format, workers)
+            entries[split] = [info for info in split_infos if not info.error]
+            labels = np.array([info.label for info in entries[split]], dtype=np.int32)
+            np.save(staging / f"{split}_labels.npy", labels)
+        report = build_report(dataset, infos, params.on_corrupt)
+        if not report.ok:
+            raise DatasetError(" ".join(report.errors))
+        counts = _finish(staging, dataset, params, entries, report)
+        _publish(staging, out)
+    return PrepareResult(dataset=load_prepared(out), report=report, split_counts=counts)
 
 
 def _finish(
@@ -261,7 +323,8 @@ def _finish(
     params: PrepareParams,
     entries: dict[str, list[FileInfo]],
     report: CheckReport,
-) -> PrepareResult:
+) -> dict[str, dict[str, int]]:
+    """Write the manifest, ``dataset.json``, the report and the preview; return the counts."""
     classes = list(dataset.classes)
     rows = [
         (info.file, classes[info.label], split, info.sha256)
@@ -289,6 +352,5 @@ def _finish(
             )
     document = {"params": params.dump(), **report.to_dict(), "splits": counts}
     (out / REPORT_FILE).write_text(json.dumps(document, indent=2) + "\n")
-    prepared = load_prepared(out)
-    write_preview(prepared, out / PREVIEW_FILE)
-    return PrepareResult(dataset=prepared, report=report, split_counts=counts)
+    write_preview(load_prepared(out), out / PREVIEW_FILE)
+    return counts

@@ -16,7 +16,13 @@ import importlib
 import importlib.metadata
 from typing import TYPE_CHECKING, Any
 
-from celestial_models.errors import ModelDirError, ModelError, ParamsError, TrainingDataError
+from celestial_models.errors import (
+    ModelDirError,
+    ModelError,
+    ParamsError,
+    TrainingDataError,
+    TrainingDivergedError,
+)
 
 if TYPE_CHECKING:
     from celestial_models.architectures import build_model
@@ -32,6 +38,7 @@ __all__ = [
     "ParamsError",
     "TrainParams",
     "TrainingDataError",
+    "TrainingDivergedError",
     "__version__",
     "build_model",
     "load_classifier",

@@ -25,3 +25,7 @@ class TrainingDataError(ModelError):
 
 class ModelDirError(ModelError):
     """A model directory is missing, incomplete or from an incompatible version."""
+
+
+class TrainingDivergedError(ModelError):
+    """Training diverged (a loss that is not finite, or far above chance): no model is written."""

@@ -23,6 +23,7 @@ __all__ = [
     "HISTORY_FILE",
     "METADATA_FILE",
     "MODEL_FILE",
+    "RESTORE_HINT",
     "file_sha256",
     "read_metadata",
 ]
@@ -33,6 +34,14 @@ HISTORY_FILE = "history.json"
 # Version of the model directory layout and metadata keys; bumped on any change
 # that an older reader would misread.
 FORMAT_VERSION = 1
+# DVC deletes a stage's outputs before running it, so a train stage that fails
+# (a params typo, a diverged run) leaves no model: say so wherever one is needed.
+RESTORE_HINT = (
+    "A failed 'dvc repro' removes a stage's outputs before it runs, so a failed train "
+    "stage leaves no model: fix what made it fail and rerun it, or restore the last "
+    "trained model from the project folder with 'dvc checkout model' (from the DVC "
+    "cache) or 'dvc pull model' (from the remote)."
+)
 
 
 def file_sha256(path: Path) -> str:
@@ -56,13 +65,14 @@ def read_metadata(model_dir: Path) -> dict[str, Any]:
     if not model_dir.is_dir():
         raise ModelDirError(
             f"Model directory {model_dir} not found. Train one with "
-            "'celestial-models train PREPARED MODEL_DIR' (the project's train stage)."
+            "'celestial-models train PREPARED MODEL_DIR' (the project's train stage). "
+            + RESTORE_HINT
         )
     for name in (MODEL_FILE, METADATA_FILE):
         if not (model_dir / name).is_file():
             raise ModelDirError(
                 f"Model directory {model_dir} is incomplete: {name} is missing. "
-                "Retrain with 'celestial-models train' (dvc repro)."
+                "Retrain with 'celestial-models train' (dvc repro). " + RESTORE_HINT
             )
     path = model_dir / METADATA_FILE
     try:

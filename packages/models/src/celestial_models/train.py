@@ -9,6 +9,7 @@ directory, byte for byte the same for the same data and params.
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -22,7 +23,7 @@ from celestial_models import __version__
 from celestial_models.architectures import build_model
 from celestial_models.backend import fast_initializers, keras
 from celestial_models.batches import TrainingBatches
-from celestial_models.errors import ParamsError, TrainingDataError
+from celestial_models.errors import ParamsError, TrainingDataError, TrainingDivergedError
 from celestial_models.live import LiveLogger
 from celestial_models.model_dir import FORMAT_VERSION, HISTORY_FILE, METADATA_FILE, MODEL_FILE
 from celestial_models.ood import OodParams
@@ -122,6 +123,56 @@ class ValidationMetrics(keras.callbacks.Callback):
             logs["val_accuracy"] = float(np.mean(probabilities.argmax(axis=1) == self.labels))
 
 
+#: How far above chance, in nats, an epoch's training loss must be to count as diverged.
+DIVERGED_ABOVE_CHANCE = 1.0
+#: How far below chance the loss must have been for a return to chance to count.
+LEARNED_BELOW_CHANCE = 0.5
+
+
+class DivergenceGuard(keras.callbacks.Callback):
+    """Stop training at the first epoch whose training loss shows it diverged.
+
+    Chance is ``ln(classes)``, the loss of a uniform guess. An epoch diverged
+    when its mean training loss is not finite (NaN, inf), is more than
+    `DIVERGED_ABOVE_CHANCE` nat above chance (the model is confidently wrong
+    on the images it trains on), or is back at chance or above after an
+    epoch that was `LEARNED_BELOW_CHANCE` nat below it (it learned, then lost
+    it). A healthy run starts near chance and goes down, so none of these
+    can happen to it; a learning rate far too high does all three.
+    """
+
+    def __init__(self, classes: int):
+        super().__init__()
+        self.chance = math.log(classes)
+        self.lowest = math.inf
+        self.diverged: tuple[int, float] | None = None
+        """The epoch (from 1) and its loss, once diverged."""
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        """Stop training if the epoch's loss shows divergence."""
+        loss = float((logs or {}).get("loss", math.nan))
+        if (
+            not math.isfinite(loss)
+            or loss > self.chance + DIVERGED_ABOVE_CHANCE
+            or (loss >= self.chance and self.lowest < self.chance - LEARNED_BELOW_CHANCE)
+        ):
+            self.diverged = (epoch + 1, loss)
+            self.model.stop_training = True
+        self.lowest = min(self.lowest, loss)
+
+    def error(self, params: TrainParams) -> TrainingDivergedError:
+        """The error that explains the divergence and its fix."""
+        epoch, loss = self.diverged or (0, math.nan)
+        default = TrainParams.model_fields["learning_rate"].default
+        return TrainingDivergedError(
+            f"Training diverged at epoch {epoch}: training loss {loss:.4g}, against "
+            f"{self.chance:.4g} for a uniform guess over the classes (ln of their number). "
+            f"The learning rate is most likely too high (train.learning_rate: "
+            f"{params.learning_rate:g}). Lower it in params.yaml (the default is {default:g}) "
+            "and rerun. No model was written."
+        )
+
+
 class EpochPrinter(keras.callbacks.Callback):
     """Print one line per epoch (Keras's progress bar would print before validation)."""
 
@@ -191,18 +242,21 @@ def train_model(
     Raises:
         ParamsError: If the batch cannot be split evenly over the devices.
         TrainingDataError: If the prepared data is missing or unusable.
+        TrainingDivergedError: If training diverged (see `DivergenceGuard`);
+            nothing is written then.
     """
     params = params or TrainParams()
     ood = ood or OodParams()
     keras.utils.set_random_seed(params.seed)
     dataset = open_training_data(prepared)
     model_dir = Path(model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
 
     batches = TrainingBatches(
         dataset.images("train"), dataset.labels("train"), params.batch_size, params.seed
     )
+    guard = DivergenceGuard(len(dataset.classes))
     epoch_callbacks: list[keras.callbacks.Callback] = [
+        guard,
         ValidationMetrics(dataset.images("val"), dataset.labels("val")),
         keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=params.patience, restore_best_weights=True
@@ -226,6 +280,8 @@ def train_model(
         )
         compile_model(model, params, len(batches))
         fit = model.fit(batches, epochs=params.epochs, callbacks=epoch_callbacks, verbose=0)
+    if guard.diverged:
+        raise guard.error(params)
 
     history = [
         {"epoch": epoch + 1, **{key: float(fit.history[key][epoch]) for key in HISTORY_KEYS}}
@@ -247,6 +303,7 @@ def train_model(
         "val_loss": best["val_loss"],
         "val_accuracy": best["val_accuracy"],
     }
+    model_dir.mkdir(parents=True, exist_ok=True)  # only now: a failed run leaves none
     metadata["ood"] = fit_detector(model, dataset, ood, model_dir).summary()
     write_model(inference_copy(model), model_dir / MODEL_FILE)
     write_json(model_dir / HISTORY_FILE, history)

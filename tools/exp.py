@@ -1,0 +1,111 @@
+"""Run ``dvc exp run`` in a project after checking every ``-S key=value`` against the params.
+
+``dvc exp run -S train.epoch=3`` (a typo) stops in Hydra with "Key 'epoch' is
+not in struct" and the advice to write ``+train.epoch=3``; that form adds the
+key to ``params.yaml``, the stage then fails, and DVC leaves the file changed.
+This checks each override with the section's typed model first (the same
+``Params.parse`` the stage runs, so the same one-line message), writes a key
+that the file leaves out in the ``+`` form DVC needs, and gives
+``params.yaml`` its bytes back when the experiment fails.
+
+Usage: ``python tools/exp.py PROJECT_DIR [dvc exp run arguments]`` (what
+``nox -s exp -- PROJECT ...`` runs). Exit status 2 for a bad override, else
+that of ``dvc exp run``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from params_reference import SECTIONS
+
+from celestial_data import ParamsError
+
+PROG = "celestial-exp"
+SET_FLAGS = ("-S", "--set-param")
+MODELS = {model.section: model for model in SECTIONS}
+
+
+class OverrideError(Exception):
+    """An ``-S`` value that names no param or gives it a bad value."""
+
+
+def split_override(text: str) -> tuple[str, str, Any]:
+    """``section``, ``key`` and the YAML value of ``[+]section.key=value``."""
+    path, equals, value = text.lstrip("+").partition("=")
+    section, dot, key = path.partition(".")
+    if not equals or not dot or not key or "." in key:
+        raise OverrideError(
+            f"-S takes SECTION.KEY=VALUE, e.g. -S train.epochs=3. Received: {text!r}"
+        )
+    if section not in MODELS:
+        raise OverrideError(
+            f"Unknown params section {section!r} in -S {text}. Accepted sections: "
+            f"{', '.join(MODELS)}."
+        )
+    return section, key, yaml.safe_load(value) if value else None
+
+
+def rewrite(args: Sequence[str], document: dict[str, Any]) -> list[str]:
+    """``args`` with each override checked, in the form DVC accepts for ``document``.
+
+    Raises:
+        OverrideError: If an override is malformed or its section refuses it.
+    """
+    changed = {name: dict(document.get(name) or {}) for name in MODELS}
+    result, pending = [], False
+    for arg in args:
+        flag, _, inline = arg.partition("=")
+        if pending or (flag == "--set-param" and inline):
+            text = inline if not pending else arg
+            section, key, value = split_override(text)
+            changed[section][key] = value
+            try:
+                MODELS[section].parse(changed[section], f"params {section}")
+            except ParamsError as error:
+                raise OverrideError(str(error).splitlines()[0]) from None
+            present = key in (document.get(section) or {})
+            arg = f"{'' if present else '+'}{section}.{key}={text.partition('=')[2]}"
+            result.append(arg if pending else f"--set-param={arg}")
+            pending = False
+            continue
+        pending = arg in SET_FLAGS
+        result.append(arg)
+    if pending:
+        raise OverrideError("-S needs a value: -S SECTION.KEY=VALUE, e.g. -S train.epochs=3.")
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Check the overrides, run the experiment, and restore ``params.yaml`` if it fails."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or not Path(args[0]).is_dir():
+        print(
+            f"{PROG}: error: name a project folder first: PROJECT [-S key=value ...]",
+            file=sys.stderr,
+        )
+        return 2
+    project, options = Path(args[0]), args[1:]
+    params = project / "params.yaml"
+    original = params.read_bytes()
+    try:
+        command = rewrite(options, yaml.safe_load(original) or {})
+    except OverrideError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    dvc = Path(sys.executable).parent / "dvc"
+    done = subprocess.run([str(dvc), "exp", "run", *command], cwd=project)
+    if done.returncode != 0 and params.read_bytes() != original:
+        # DVC writes the -S values into the workspace and leaves them there on failure.
+        params.write_bytes(original)
+        print(f"{PROG}: the experiment failed; {params} is as it was.", file=sys.stderr)
+    return done.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
