@@ -16,6 +16,7 @@ so that all sections share one loader and one error type.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from collections.abc import Mapping
 from pathlib import Path
@@ -110,4 +111,10 @@ def _explain(model: type[BaseModel], detail: Mapping[str, Any], where: str) -> s
     message = detail["msg"].removeprefix("Value error, ")
     if not keys:  # a check across several keys
         return f"{place}: {message}"
-    return f"{place}: {message}. Received: {detail['input']!r:.100}"
+    received = detail["input"]
+    hint = ""
+    if detail["type"] in ("float_type", "int_type") and isinstance(received, str):
+        with contextlib.suppress(ValueError):
+            # YAML 1.1 reads 1e9 (no dot) as text; 1.0e9 is a number.
+            hint = f" (YAML reads {received} as text: write it as {float(received):.1e})"
+    return f"{place}: {message}. Received: {received!r:.100}{hint}"

@@ -15,7 +15,13 @@ from typing import Any
 from celestial_data import ImageFormat
 from celestial_data.image import ColorMode
 from celestial_models import ModelDirError
-from celestial_models.model_dir import METADATA_FILE, MODEL_FILE, file_sha256, read_metadata
+from celestial_models.model_dir import (
+    METADATA_FILE,
+    MODEL_FILE,
+    RESTORE_HINT,
+    file_sha256,
+    read_metadata,
+)
 from celestial_serve.errors import ServeError
 
 __all__ = ["ModelCard", "load_card"]
@@ -77,7 +83,7 @@ def load_card(project_dir: str | Path) -> ModelCard:
         raise ServeError(
             f"Project '{project}' has no trained model yet ({model_dir / MODEL_FILE} not found). "
             f"Run 'dvc repro' in {project_dir} to train it, or 'dvc pull' there to fetch "
-            "the trained model from the DVC remote."
+            f"the trained model from the DVC remote. {RESTORE_HINT}"
         )
     missing = sorted({MODEL_FILE, METADATA_FILE} - present)
     if missing:
