@@ -81,6 +81,14 @@ def test_bad_json_bodies_are_400_with_the_reason(body: bytes, expected: str) -> 
     assert expected in detail
 
 
+@pytest.mark.parametrize("opener", [b"[", b'{"image": '])
+def test_json_nested_too_deep_for_the_parser_is_400(opener: bytes) -> None:
+    body = opener * 100_000  # json.loads recurses once per level
+    status, detail = status_of(lambda: image_from_json(body))
+    assert status == 400
+    assert "nested too deeply" in detail
+
+
 @pytest.mark.parametrize(("fmt", "mode"), [("PNG", "RGB"), ("JPEG", "RGB"), ("PNG", "RGBA")])
 def test_decoding_is_the_training_preprocessing(fmt: str, mode: str) -> None:
     data = encoded(fmt, mode=mode)

@@ -213,6 +213,19 @@ def test_bad_input_gets_a_clear_4xx_json_error(server, reference, case: str) -> 
     assert words in response.json()["detail"]
 
 
+@pytest.mark.parametrize("guarded", [False, True], ids=["fast path", "LitServe's route"])
+def test_json_nested_a_thousand_deep_is_a_json_400_on_every_path(
+    request: pytest.FixtureRequest, transport: str, guarded: bool
+) -> None:
+    server = request.getfixturevalue("guarded_server" if guarded else "server")
+    headers = {"Content-Type": "application/json", **server.key_header}
+    for body in (b"[" * 1000 + b"]" * 1000, b'{"image": ' * 1000):
+        response = requests.post(f"{server.url}/predict", data=body, headers=headers, timeout=30)
+        assert response.status_code == 400, response.text
+        assert "nested too deeply" in response.json()["detail"]
+    assert "Traceback" not in server.log_text()
+
+
 def test_a_streamed_body_over_the_limit_is_cut_off_with_413(server) -> None:
     def chunks():  # no Content-Length: the server counts as it reads
         for _ in range(11):

@@ -109,14 +109,20 @@ def image_from_json(body: bytes) -> bytes:
     """The image bytes of a JSON body ``{"image": "<base64>"}`` (a data URL works too).
 
     Raises:
-        HTTPException: 400 if the body is not JSON, has no string ``image``, or
-            ``image`` is not valid base64.
+        HTTPException: 400 if the body is not JSON, is nested too deeply to
+            parse, has no string ``image``, or ``image`` is not valid base64.
     """
     try:
         payload = json.loads(body)
     except ValueError as error:  # also UnicodeDecodeError
         raise HTTPException(
             400, f"The body is not valid JSON ({error}). Send {ACCEPTED}."
+        ) from None
+    except RecursionError:  # the parser recurses once per level of arrays and objects
+        raise HTTPException(
+            400,
+            f"The JSON body is nested too deeply to parse ({len(body)} bytes). "
+            f"Send {ACCEPTED}.",
         ) from None
     if not isinstance(payload, dict) or not isinstance(payload.get("image"), str):
         keys = sorted(payload)[:10] if isinstance(payload, dict) else type(payload).__name__

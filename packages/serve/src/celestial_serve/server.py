@@ -78,6 +78,7 @@ def build_server(card: ModelCard, options: ServerOptions) -> ls.LitServer:
     add_page(app)
     app.add_exception_handler(404, route_error)
     app.add_exception_handler(405, route_error)
+    app.add_exception_handler(Exception, internal_error)
     return server
 
 
@@ -102,6 +103,11 @@ async def route_error(request: Request, exc: HTTPException) -> JSONResponse:
     else:
         detail = f"{request.method} is not allowed on {path}. Routes: {ROUTES}."
     return JSONResponse({"detail": detail}, exc.status_code, exc.headers)
+
+
+async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+    """A JSON 500 for a bug, as every other error is JSON (Starlette logs the traceback)."""
+    return JSONResponse({"detail": "Internal server error"}, 500)
 
 
 def check_port(host: str, port: int) -> None:
