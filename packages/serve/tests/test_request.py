@@ -125,6 +125,16 @@ def test_too_many_pixels_is_413_before_decoding() -> None:
     assert "40 x 30 pixels" in detail
 
 
+def test_an_image_pillow_refuses_as_a_decompression_bomb_is_413_naming_the_limit() -> None:
+    buffer = io.BytesIO()
+    Image.new("L", (20_000, 20_000)).save(buffer, "PNG")
+    for max_pixels in (None, 512 * 512):  # as the route calls it: inline first, then whole
+        status, detail = status_of(lambda m=max_pixels: decode_image(buffer.getvalue(), RULES, m))
+        assert status == 413
+        assert "400 megapixels" in detail
+        assert f"the limit is {RULES.max_pixels / 1e6:.3g} megapixels" in detail
+
+
 @pytest.mark.parametrize(
     ("content_type", "whole_body"),
     [

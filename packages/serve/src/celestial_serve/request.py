@@ -209,15 +209,9 @@ def decode_image(data: bytes, rules: UploadRules, max_pixels: int | None = None)
         image = decode(data, rules.image_size, header, max_pixels=limit)
         return to_array(image, rules.image_size, rules.color_mode)
     except ImageTooLarge as error:
-        pixels = error.width * error.height
-        if pixels <= rules.max_pixels:
+        if error.pixels <= rules.max_pixels:
             raise
-        raise HTTPException(
-            413,
-            f"The image is {error.width} x {error.height} pixels ({pixels / 1e6:.0f} "
-            f"megapixels); the limit is {rules.max_pixels / 1e6:.0f} megapixels. "
-            "Resize it before sending.",
-        ) from None
+        raise HTTPException(413, too_many_pixels(error, rules.max_pixels)) from None
     except Exception:
         # Pillow raises OSError, ValueError, SyntaxError, EOFError... on bad input.
         if not header:
@@ -231,6 +225,17 @@ def decode_image(data: bytes, rules: UploadRules, max_pixels: int | None = None)
             f"The image could not be decoded: it is truncated or corrupt ({len(data)} bytes, "
             f"{header['width']} x {header['height']} pixels announced). Send the complete file.",
         ) from None
+
+
+def too_many_pixels(error: ImageTooLarge, max_pixels: int) -> str:
+    """The 413 message for an image that would decode to more than ``max_pixels`` pixels."""
+    size = f"{error.pixels / 1e6:.0f} megapixels"
+    if error.width is not None:
+        size = f"{error.width} x {error.height} pixels, {size}"
+    return (
+        f"The image is too large to decode ({size}); the limit is {max_pixels / 1e6:.3g} "
+        "megapixels (--max-megapixels). Resize it before sending."
+    )
 
 
 async def read_prediction_request(request: Request) -> PredictionRequest:
