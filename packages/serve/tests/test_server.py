@@ -243,17 +243,7 @@ def test_a_streamed_body_over_the_limit_is_cut_off_with_413(server) -> None:
     assert ask_raw(server, png((20, 20)))["model"]["project"] == "tiny-bodies"
 
 
-def test_an_api_key_guards_every_input_form(
-    trained_project: Path, classifier, reference, tmp_path: Path, launch
-) -> None:
-    guarded = launch(
-        trained_project,
-        tmp_path / "guarded.log",
-        "--log-level",
-        "warning",
-        env={"LIT_SERVER_API_KEY": "let-me-in"},
-    )
-    guarded.wait_until_healthy(headers={"X-API-Key": "let-me-in"})  # LitServe guards it too
+def test_an_api_key_guards_every_input_form(guarded_server, classifier, reference) -> None:
     path = reference["Venus"][0]
     data = path.read_bytes()
     forms = [
@@ -261,17 +251,45 @@ def test_an_api_key_guards_every_input_form(
         {"json": {"image": base64.b64encode(data).decode()}},
         {"files": {"file": (path.name, data, "image/jpeg")}},
     ]
-    url = f"{guarded.url}/predict"
+    url = f"{guarded_server.url}/predict"
     for form in forms:
-        for key in (None, "wrong"):
+        for key in (None, "wrong", guarded_server.api_key + "x", guarded_server.api_key[:-1]):
             extra = {} if key is None else {"X-API-Key": key}
             headers = {**form.get("headers", {}), **extra}
             refused = requests.post(url, **{**form, "headers": headers}, timeout=30)
             assert refused.status_code == 401, (form.keys(), key, refused.text)
-        headers = {**form.get("headers", {}), "X-API-Key": "let-me-in"}
+            assert "X-API-Key" in refused.json()["detail"]
+        headers = {**form.get("headers", {}), **guarded_server.key_header}
         allowed = requests.post(url, **{**form, "headers": headers}, timeout=30)
         assert allowed.status_code == 200, allowed.text
         check_answer(allowed.json(), expected_probabilities(classifier, data), classifier)
+
+
+@pytest.mark.parametrize(
+    ("method", "route", "status"),
+    [
+        ("GET", "/health", 200),
+        ("GET", "/info", 200),
+        ("GET", "/docs", 200),
+        ("GET", "/openapi.json", 200),
+        ("GET", "/nowhere", 404),
+        ("GET", "/predict", 405),
+        ("POST", "/predict", 415),
+    ],
+)
+def test_an_api_key_guards_every_route_but_the_page(
+    guarded_server, method: str, route: str, status: int
+) -> None:
+    url = f"{guarded_server.url}{route}"
+    for headers in ({}, {"X-API-Key": "wrong"}):
+        refused = requests.request(method, url, headers=headers, timeout=30)
+        assert refused.status_code == 401, (route, headers, refused.text)
+        assert refused.headers["content-type"] == "application/json"
+    allowed = requests.request(method, url, headers=guarded_server.key_header, timeout=30)
+    assert allowed.status_code == status, allowed.text
+    page = requests.get(f"{guarded_server.url}/", timeout=30)  # a browser opens it keyless
+    assert page.status_code == 200
+    assert 'id="key"' in page.text
 
 
 def test_a_form_without_the_file_field_says_which_field(server, reference) -> None:

@@ -7,7 +7,7 @@ import os
 import signal
 import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.resources import files
 from types import FrameType
 from typing import Any, Literal, get_args
@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException
 
 from celestial_serve.api import ClassifierAPI
+from celestial_serve.auth import API_KEY_ENV, ApiKeyGuard
 from celestial_serve.errors import ServeError
 from celestial_serve.fastpath import PredictFastPath
 from celestial_serve.project import ModelCard
@@ -44,6 +45,10 @@ class ServerOptions:
     max_upload_bytes: int = 10 * 1024 * 1024
     log_level: str = "info"
     transport: Transport = "lean"
+    #: Required on every route but the page when set; by default LitServe's variable.
+    api_key: str | None = field(
+        default_factory=lambda: os.environ.get(API_KEY_ENV) or None, repr=False
+    )
 
 
 def build_server(card: ModelCard, options: ServerOptions) -> ls.LitServer:
@@ -75,6 +80,8 @@ def build_server(card: ModelCard, options: ServerOptions) -> ls.LitServer:
         app.add_middleware(
             PredictFastPath, max_bytes=options.max_upload_bytes, server=server, api=api
         )
+    if options.api_key:  # outermost: before anything reads the request
+        app.add_middleware(ApiKeyGuard, api_key=options.api_key)
     add_page(app)
     app.add_exception_handler(404, route_error)
     app.add_exception_handler(405, route_error)
