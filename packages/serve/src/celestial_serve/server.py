@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import signal
@@ -26,6 +27,10 @@ from celestial_serve.request import BodyLimit, UploadRules
 
 __all__ = ["TRANSPORTS", "ServerOptions", "build_server", "check_port", "serve"]
 
+#: prctl's option (linux/prctl.h): the signal a process gets when its parent dies.
+PR_SET_PDEATHSIG = 1
+#: The signals that stop the server.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 ROUTES = "GET / (page), POST /predict, GET /health, GET /info"
 Transport = Literal["lean", "stock"]
 #: How requests reach the workers: celestial_serve.litserve_internals, or LitServe's own way.
@@ -137,8 +142,15 @@ def check_port(host: str, port: int) -> None:
             raise ServeError(f"Cannot listen on {host}:{port} ({error.strerror}).") from None
 
 
-def stop_on_sigterm() -> None:
-    """Make SIGTERM stop the server like Ctrl+C: else LitServe leaves its workers running."""
+def stop_on_signals() -> None:
+    """Make SIGTERM stop the server like Ctrl+C: else LitServe leaves its workers running.
+
+    The first SIGTERM or SIGINT starts the graceful shutdown, which stops the
+    workers; later ones are ignored, so that they cannot cut it short (Ctrl+C
+    under ``nox -s serve`` brings both). The server also gets SIGTERM when the
+    process that started it dies (Linux), so that a killed ``nox -s serve`` or
+    script does not leave it serving.
+    """
     main = os.getpid()
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -146,9 +158,17 @@ def stop_on_sigterm() -> None:
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
+        for stopping in STOP_SIGNALS:
+            signal.signal(stopping, signal.SIG_IGN)
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, handler)
+    for stop in STOP_SIGNALS:
+        signal.signal(stop, handler)
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it died before the request took effect
+        raise KeyboardInterrupt
 
 
 def serve(card: ModelCard, options: ServerOptions) -> None:
@@ -167,7 +187,7 @@ def serve(card: ModelCard, options: ServerOptions) -> None:
         file=sys.stderr,
         flush=True,
     )
-    stop_on_sigterm()
+    stop_on_signals()
     try:
         server.run(
             host=options.host,
