@@ -219,7 +219,9 @@ def test_predict_writes_one_row_per_image_with_label_score_and_flag(
     assert printed[1]["unknown"] == "true"
 
 
-def test_predict_skips_an_image_too_large_to_decode_naming_it(trained: Path, tmp_path, capsys) -> None:
+def test_predict_skips_an_image_too_large_to_decode_naming_it(
+    trained: Path, tmp_path, capsys
+) -> None:
     from celestial_models.cli import main
 
     folder = tmp_path / "images"
