@@ -180,18 +180,34 @@ def transport(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-@pytest.fixture
-def launch(transport: str) -> Iterator:
-    """Start extra servers (``launch(project, log, *options, env=...)``), ended after the test."""
+@contextlib.contextmanager
+def launcher(transport: str) -> Iterator:
+    """``launch(project, log, *options, env=...)`` starts a server; all are ended on exit."""
     started: list[Server] = []
 
     def launch_one(project: Path, log: Path, *options: str, env: dict | None = None) -> Server:
         started.append(start(project, log, "--transport", transport, *options, env=env))
         return started[-1]
 
-    yield launch_one
-    for one in started:
-        one.stop()
+    try:
+        yield launch_one
+    finally:
+        for one in started:
+            one.stop()
+
+
+@pytest.fixture
+def launch(transport: str) -> Iterator:
+    """Start extra servers (``launch(project, log, *options, env=...)``), ended after the test."""
+    with launcher(transport) as launch_one:
+        yield launch_one
+
+
+@pytest.fixture(scope="module")
+def launch_for_module(transport: str) -> Iterator:
+    """Start extra servers, as `launch` does, ended after the test module."""
+    with launcher(transport) as launch_one:
+        yield launch_one
 
 
 @pytest.fixture(scope="session")

@@ -20,10 +20,11 @@ from starlette.exceptions import HTTPException
 
 from celestial_serve.api import ClassifierAPI
 from celestial_serve.auth import API_KEY_ENV, ApiKeyGuard
+from celestial_serve.connection import header_deadline_protocol
 from celestial_serve.errors import ServeError
 from celestial_serve.fastpath import PredictFastPath
 from celestial_serve.project import ModelCard
-from celestial_serve.request import BodyLimit, UploadRules
+from celestial_serve.request import MAX_PIXELS, BodyLimit, UploadRules
 
 __all__ = ["TRANSPORTS", "ServerOptions", "build_server", "check_port", "serve"]
 
@@ -48,6 +49,12 @@ class ServerOptions:
     max_batch_size: int = 16
     batch_timeout: float = 0.0
     max_upload_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = MAX_PIXELS
+    max_decodes: int = 1
+    max_connections: int = 32
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    keep_alive_timeout: float = 5.0
     log_level: str = "info"
     transport: Transport = "lean"
     #: Required on every route but the page when set; by default LitServe's variable.
@@ -77,14 +84,19 @@ def build_server(card: ModelCard, options: ServerOptions) -> ls.LitServer:
         api, accelerator="cpu", workers_per_device=options.workers, model_metadata=card.info()
     )
     app = server.app
-    app.state.upload = UploadRules(card.image_size, card.color_mode, len(card.classes))
+    app.state.upload = UploadRules(
+        card.image_size,
+        card.color_mode,
+        len(card.classes),
+        max_pixels=options.max_pixels,
+        max_decodes=options.max_decodes,
+    )
+    limits = {"max_bytes": options.max_upload_bytes, "body_timeout": options.body_timeout}
     # Added last, so outermost: in front of FastAPI's stack and LitServe's middlewares.
     if stock:
-        app.add_middleware(BodyLimit, max_bytes=options.max_upload_bytes)
+        app.add_middleware(BodyLimit, **limits)
     else:
-        app.add_middleware(
-            PredictFastPath, max_bytes=options.max_upload_bytes, server=server, api=api
-        )
+        app.add_middleware(PredictFastPath, server=server, api=api, **limits)
     if options.api_key:  # outermost: before anything reads the request
         app.add_middleware(ApiKeyGuard, api_key=options.api_key)
     add_page(app)
@@ -171,6 +183,16 @@ def stop_on_signals() -> None:
         raise KeyboardInterrupt
 
 
+def connection_limits(options: ServerOptions) -> dict[str, Any]:
+    """The options of uvicorn that bound what connections may hold in each HTTP process."""
+    return {
+        "http": header_deadline_protocol(options.header_timeout),
+        # uvicorn answers 503 to requests beyond this many connections (or requests under way).
+        "limit_concurrency": options.max_connections,
+        "timeout_keep_alive": options.keep_alive_timeout,
+    }
+
+
 def serve(card: ModelCard, options: ServerOptions) -> None:
     """Run the server until interrupted (Ctrl+C or SIGTERM), saying where on stderr.
 
@@ -197,6 +219,7 @@ def serve(card: ModelCard, options: ServerOptions) -> None:
             num_api_servers=options.api_servers,
             # Else uvicorn formats every request's log line, only to drop it.
             access_log=options.log_level.lower() in ("trace", "debug", "info"),
+            **connection_limits(options),
         )
     except RuntimeError as error:
         if "workers failed to start" not in str(error):
