@@ -98,3 +98,18 @@ def test_beyond_the_connection_cap_requests_get_503_until_stalled_ones_are_dropp
     finally:
         for client in stalled:
             client.close()
+
+
+def test_a_request_answered_before_its_body_came_leaves_the_connection_usable(strict) -> None:
+    request = b"POST /predict?k=0 HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+    with connect(strict) as client:
+        client.sendall(request + b"Content-Length: 70000\r\n\r\n" + b"\0" * 10)
+        first = client.recv(65536)  # refused from the query, before the body is read
+        while not first.endswith(b"}"):
+            first += client.recv(65536)
+        assert first.startswith(b"HTTP/1.1 400 ")
+        client.sendall(b"\0" * 69_990)  # the rest of the body, then the next request
+        time.sleep(0.5)
+        client.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        second = client.recv(65536)
+    assert second.startswith(b"HTTP/1.1 200 "), second

@@ -63,8 +63,12 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def waiting(self) -> bool:
-        """Whether the connection waits for a request's headers (none is under way)."""
-        return self.cycle is None or self.cycle.response_complete
+        """Whether the connection waits for a request's headers (none is under way).
+
+        A request answered before its whole body came (a 401, or a 413 from its
+        declared length) is still arriving: its bytes are not headers.
+        """
+        return self.cycle is None or (self.cycle.response_complete and not self.cycle.more_body)
 
     def await_headers(self) -> None:
         """Give the next request's headers `header_timeout` seconds from now."""
@@ -75,8 +79,12 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
             self.deadline = self.loop.call_later(self.header_timeout, self.expire, self.cycle)
 
     def expire(self, cycle: Any) -> None:
-        """Close the connection if no request's headers came since the deadline started."""
-        if self.cycle is cycle and self.waiting() and not self.transport.is_closing():
+        """Close the connection if no request's headers came since the deadline started.
+
+        Also if an answered request's body is still arriving: it is of no use.
+        """
+        answered = cycle is None or cycle.response_complete
+        if self.cycle is cycle and answered and not self.transport.is_closing():
             self.transport.close()
 
 
