@@ -17,9 +17,10 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-__all__ = ["HostileRequest", "absurd_png", "hostile_requests"]
+__all__ = ["HostileRequest", "absurd_png", "hostile_requests", "repeatable"]
 
 # Printable ASCII without surrounding spaces: what an HTTP client lets through.
 HEADER_TEXT = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=40).map(
@@ -169,3 +170,18 @@ def hostile_requests(
         elif draw(st.booleans()):
             headers["X-API-Key"] = draw(HEADER_TEXT.filter(lambda key: key != api_key))
     return HostileRequest(form, query, headers, body, right_key)
+
+
+def repeatable(requests: int) -> settings:
+    """Hypothesis settings for a run of ``requests`` examples, the same on every run.
+
+    No deadline (a request's time is the server's), no example database, and
+    no health checks: large bodies and slow answers are the point.
+    """
+    return settings(
+        max_examples=requests,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )

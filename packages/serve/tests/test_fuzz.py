@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 import requests
-from hostile_requests import HostileRequest, hostile_requests
-from hypothesis import HealthCheck, given, settings
+from hostile_requests import HostileRequest, hostile_requests, repeatable
+from hypothesis import given
 
 pytestmark = pytest.mark.slow
 
@@ -49,13 +49,7 @@ def fuzz(server, samples: list[bytes]) -> int:
     sent = 0
     with requests.Session() as session:
 
-        @settings(
-            max_examples=EXAMPLES,
-            deadline=None,
-            derandomize=True,
-            database=None,
-            suppress_health_check=list(HealthCheck),
-        )
+        @repeatable(EXAMPLES)
         @given(hostile_requests(samples, server.api_key))
         def one(request: HostileRequest) -> None:
             nonlocal sent
