@@ -8,6 +8,7 @@ second run spends well under a second on set-up.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -199,4 +200,24 @@ def serve(session: nox.Session) -> None:
     project, *options = session.posargs
     folder = PROJECTS_DIR / project if (PROJECTS_DIR / project).is_dir() else Path(project)
     sync(session)
-    session.run("celestial-serve", str(folder), *options, external=False)
+    # SIGTERM would end nox alone, leaving the server running: make it a Ctrl+C. On
+    # either, nox then sends the server SIGTERM at once (it waits interrupt_timeout for
+    # a server that got no signal of its own) and gives it time to stop its workers.
+    signal.signal(signal.SIGTERM, interrupt)
+    session.run(
+        "celestial-serve",
+        str(folder),
+        *options,
+        external=False,
+        interrupt_timeout=0,
+        terminate_timeout=SERVE_STOP_TIMEOUT,
+    )
+
+
+#: Seconds the server gets to stop after SIGTERM before nox kills it.
+SERVE_STOP_TIMEOUT = 30.0
+
+
+def interrupt(signum: int, frame: object) -> None:
+    """A signal handler that raises KeyboardInterrupt, as Ctrl+C does."""
+    raise KeyboardInterrupt

@@ -174,19 +174,26 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_process(command: list[str], port: int, log: Path) -> tuple[subprocess.Popen, float]:
-    """Start a server in its own process group; return it and seconds until /health is 200."""
+def start_process(
+    command: list[str], port: int, log: Path, api_key: str | None = None
+) -> tuple[subprocess.Popen, float]:
+    """Start a server in its own process group; return it and seconds until /health is 200.
+
+    With ``api_key``, the server is given it (``LIT_SERVER_API_KEY``).
+    """
     start = time.perf_counter()
+    env = {**os.environ, **({} if api_key is None else {"LIT_SERVER_API_KEY": api_key})}
+    headers = {} if api_key is None else {"X-API-Key": api_key}
     with open(log, "wb") as stream:
         process = subprocess.Popen(
-            command, stdout=stream, stderr=subprocess.STDOUT, start_new_session=True
+            command, stdout=stream, stderr=subprocess.STDOUT, start_new_session=True, env=env
         )
     url = f"http://127.0.0.1:{port}/health"
     while time.perf_counter() - start < 300:
         if process.poll() is not None:
             sys.exit(f"bench_serve: server exited:\n{log.read_text()}")
         try:
-            if requests.get(url, timeout=2).status_code == 200:
+            if requests.get(url, headers=headers, timeout=2).status_code == 200:
                 return process, time.perf_counter() - start
         except requests.ConnectionError:
             pass

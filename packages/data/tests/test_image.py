@@ -61,3 +61,21 @@ def test_an_image_over_the_pixel_limit_is_refused_from_its_header() -> None:
     assert (caught.value.width, caught.value.height) == (300, 200)
     assert header["width"] == 300  # read before refusing
     assert decode(data, 8, max_pixels=60_000).size == (300, 200)
+
+
+def test_an_image_pillow_takes_for_a_decompression_bomb_is_too_large() -> None:
+    data = encoded(Image.new("L", (20_000, 20_000)), "PNG")  # 400 MP: over twice Pillow's limit
+    assert 2 * Image.MAX_IMAGE_PIXELS < 20_000**2
+    for max_pixels in (None, 40_000_000):
+        with pytest.raises(ImageTooLarge, match="has 400000000 pixels; the limit is") as caught:
+            decode(data, 8, max_pixels=max_pixels)
+        assert caught.value.pixels == 400_000_000
+        assert (caught.value.width, caught.value.height) == (None, None)
+    assert caught.value.max_pixels == 40_000_000
+
+
+def test_the_pixel_limit_counts_the_pixels_a_jpeg_decodes_to() -> None:
+    data = encoded(Image.new("RGB", (800, 800)), "JPEG")  # decodes at 1/8 scale for 16 x 16
+    assert decode(data, 16, max_pixels=100 * 100).size == (100, 100)
+    with pytest.raises(ImageTooLarge, match="400 x 400 pixels"):
+        decode(data, 300, max_pixels=100 * 100)  # 1/2 scale

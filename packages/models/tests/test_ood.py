@@ -219,6 +219,21 @@ def test_predict_writes_one_row_per_image_with_label_score_and_flag(
     assert printed[1]["unknown"] == "true"
 
 
+def test_predict_skips_an_image_too_large_to_decode_naming_it(
+    trained: Path, tmp_path, capsys
+) -> None:
+    from celestial_models.cli import main
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.fromarray(far_images()[0]).save(folder / "small.png")
+    Image.new("L", (20_000, 20_000)).save(folder / "huge.png")  # a decompression bomb to Pillow
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", str(trained / "model"), str(folder), "-o", str(out)]) == 0
+    assert [row["file"] for row in csv.DictReader(out.open())] == ["small.png"]
+    assert "skipped huge.png: The image has 400000000 pixels" in capsys.readouterr().err
+
+
 def test_predict_on_a_folder_without_images_is_one_clear_error(trained: Path, tmp_path, capsys):
     from celestial_models.cli import main
 

@@ -22,6 +22,7 @@ REFERENCE = ROOT.parent / "shared" / "datasets" / "planets-moons" / "raw"
 IMAGES_PER_CLASS = 3
 SIZE = 16
 TRANSPORTS = ("lean", "stock")
+API_KEY = "let-me-in"
 
 
 def reference_files() -> dict[str, list[Path]]:
@@ -94,6 +95,12 @@ class Server:
     port: int
     process: subprocess.Popen
     log: Path
+    api_key: str | None = None
+
+    @property
+    def key_header(self) -> dict[str, str]:
+        """The header that passes this server's API key check (none without a key)."""
+        return {} if self.api_key is None else {"X-API-Key": self.api_key}
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -163,7 +170,8 @@ def start(project: Path, log: Path, *options: str, env: dict | None = None) -> S
             start_new_session=True,
             env={**os.environ, **(env or {})},
         )
-    return Server(f"http://127.0.0.1:{port}", port, process, log)
+    key = (env or {}).get("LIT_SERVER_API_KEY")
+    return Server(f"http://127.0.0.1:{port}", port, process, log, key)
 
 
 @pytest.fixture(scope="session", params=TRANSPORTS)
@@ -172,18 +180,34 @@ def transport(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-@pytest.fixture
-def launch(transport: str) -> Iterator:
-    """Start extra servers (``launch(project, log, *options, env=...)``), ended after the test."""
+@contextlib.contextmanager
+def launcher(transport: str) -> Iterator:
+    """``launch(project, log, *options, env=...)`` starts a server; all are ended on exit."""
     started: list[Server] = []
 
     def launch_one(project: Path, log: Path, *options: str, env: dict | None = None) -> Server:
         started.append(start(project, log, "--transport", transport, *options, env=env))
         return started[-1]
 
-    yield launch_one
-    for one in started:
-        one.stop()
+    try:
+        yield launch_one
+    finally:
+        for one in started:
+            one.stop()
+
+
+@pytest.fixture
+def launch(transport: str) -> Iterator:
+    """Start extra servers (``launch(project, log, *options, env=...)``), ended after the test."""
+    with launcher(transport) as launch_one:
+        yield launch_one
+
+
+@pytest.fixture(scope="module")
+def launch_for_module(transport: str) -> Iterator:
+    """Start extra servers, as `launch` does, ended after the test module."""
+    with launcher(transport) as launch_one:
+        yield launch_one
 
 
 @pytest.fixture(scope="session")
@@ -195,6 +219,29 @@ def server(
     running = start(trained_project, log, "--log-level", "warning", "--transport", transport)
     try:
         wait_until_healthy(running)
+        yield running
+    finally:
+        ended = stop(running)
+    assert ended, f"processes of the server were left running after SIGTERM:\n{log.read_text()}"
+
+
+@pytest.fixture(scope="session")
+def guarded_server(
+    trained_project: Path, tmp_path_factory: pytest.TempPathFactory, transport: str
+) -> Iterator[Server]:
+    """The tiny project served with an API key (`API_KEY`): requests take LitServe's route."""
+    log = tmp_path_factory.mktemp("guarded") / "server.log"
+    running = start(
+        trained_project,
+        log,
+        "--log-level",
+        "warning",
+        "--transport",
+        transport,
+        env={"LIT_SERVER_API_KEY": API_KEY},
+    )
+    try:
+        wait_until_healthy(running, headers={"X-API-Key": API_KEY})
         yield running
     finally:
         ended = stop(running)

@@ -93,3 +93,32 @@ def test_an_image_of_no_class_shows_unknown_until_rejection_is_off(
     label.filter(has_not_text="unknown").wait_for(timeout=30_000)
     closest = page.locator("#topk li").first.inner_text().split("\n")[0].split("\t")[0]
     assert label.inner_text().startswith(closest.strip())
+
+
+def test_with_an_api_key_the_page_asks_for_it_and_sends_it(guarded_server, reference, browser):
+    path = reference["Jupiter"][1]
+    expected = requests.post(
+        f"{guarded_server.url}/predict",
+        data=path.read_bytes(),
+        headers={"Content-Type": "image/jpeg", **guarded_server.key_header},
+        timeout=30,
+    ).json()
+    page = browser.new_page()
+    sent = []
+    page.on("request", lambda r: sent.append(r.headers.get("x-api-key")))
+    page.goto(guarded_server.url + "/")
+    key = page.get_by_label("API key")
+    key.wait_for(timeout=30_000)  # shown once /info answers 401
+    page.get_by_label("Choose an image").set_input_files(str(path))
+    page.get_by_role("alert").filter(has_text="Invalid API Key").wait_for(timeout=30_000)
+    key.fill(guarded_server.api_key)
+    page.get_by_role("button", name="Use key").click()
+    label = page.locator("#label")
+    label.filter(has_text=expected["label"]).wait_for(timeout=30_000)
+    assert page.locator("#error").inner_text() == ""
+    page.locator("#model").filter(has_text="tiny-bodies").wait_for(timeout=30_000)
+    assert guarded_server.api_key in sent  # as the X-API-Key header
+    stored = page.evaluate(
+        "() => JSON.stringify([localStorage, sessionStorage, document.cookie, location.href])"
+    )
+    assert guarded_server.api_key not in stored

@@ -81,6 +81,14 @@ def test_bad_json_bodies_are_400_with_the_reason(body: bytes, expected: str) -> 
     assert expected in detail
 
 
+@pytest.mark.parametrize("opener", [b"[", b'{"image": '])
+def test_json_nested_too_deep_for_the_parser_is_400(opener: bytes) -> None:
+    body = opener * 100_000  # json.loads recurses once per level
+    status, detail = status_of(lambda: image_from_json(body))
+    assert status == 400
+    assert "nested too deeply" in detail
+
+
 @pytest.mark.parametrize(("fmt", "mode"), [("PNG", "RGB"), ("JPEG", "RGB"), ("PNG", "RGBA")])
 def test_decoding_is_the_training_preprocessing(fmt: str, mode: str) -> None:
     data = encoded(fmt, mode=mode)
@@ -115,6 +123,16 @@ def test_too_many_pixels_is_413_before_decoding() -> None:
     status, detail = status_of(lambda: decode_image(encoded(size=(40, 30)), rules))
     assert status == 413
     assert "40 x 30 pixels" in detail
+
+
+def test_an_image_pillow_refuses_as_a_decompression_bomb_is_413_naming_the_limit() -> None:
+    buffer = io.BytesIO()
+    Image.new("L", (20_000, 20_000)).save(buffer, "PNG")
+    for max_pixels in (None, 512 * 512):  # as the route calls it: inline first, then whole
+        status, detail = status_of(lambda m=max_pixels: decode_image(buffer.getvalue(), RULES, m))
+        assert status == 413
+        assert "400 megapixels" in detail
+        assert f"the limit is {RULES.max_pixels / 1e6:.3g} megapixels" in detail
 
 
 @pytest.mark.parametrize(

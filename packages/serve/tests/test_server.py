@@ -1,11 +1,9 @@
-"""A real celestial-serve process on 127.0.0.1: every input form, errors, fuzzing, batching."""
+"""A real celestial-serve process on 127.0.0.1: every input form, errors, batching."""
 
 from __future__ import annotations
 
 import base64
 import io
-import json
-import random
 import shutil
 import tempfile
 import time
@@ -213,6 +211,19 @@ def test_bad_input_gets_a_clear_4xx_json_error(server, reference, case: str) -> 
     assert words in response.json()["detail"]
 
 
+@pytest.mark.parametrize("guarded", [False, True], ids=["fast path", "LitServe's route"])
+def test_json_nested_a_thousand_deep_is_a_json_400_on_every_path(
+    request: pytest.FixtureRequest, transport: str, guarded: bool
+) -> None:
+    server = request.getfixturevalue("guarded_server" if guarded else "server")
+    headers = {"Content-Type": "application/json", **server.key_header}
+    for body in (b"[" * 1000 + b"]" * 1000, b'{"image": ' * 1000):
+        response = requests.post(f"{server.url}/predict", data=body, headers=headers, timeout=30)
+        assert response.status_code == 400, response.text
+        assert "nested too deeply" in response.json()["detail"]
+    assert "Traceback" not in server.log_text()
+
+
 def test_a_streamed_body_over_the_limit_is_cut_off_with_413(server) -> None:
     def chunks():  # no Content-Length: the server counts as it reads
         for _ in range(11):
@@ -230,17 +241,7 @@ def test_a_streamed_body_over_the_limit_is_cut_off_with_413(server) -> None:
     assert ask_raw(server, png((20, 20)))["model"]["project"] == "tiny-bodies"
 
 
-def test_an_api_key_guards_every_input_form(
-    trained_project: Path, classifier, reference, tmp_path: Path, launch
-) -> None:
-    guarded = launch(
-        trained_project,
-        tmp_path / "guarded.log",
-        "--log-level",
-        "warning",
-        env={"LIT_SERVER_API_KEY": "let-me-in"},
-    )
-    guarded.wait_until_healthy(headers={"X-API-Key": "let-me-in"})  # LitServe guards it too
+def test_an_api_key_guards_every_input_form(guarded_server, classifier, reference) -> None:
     path = reference["Venus"][0]
     data = path.read_bytes()
     forms = [
@@ -248,17 +249,45 @@ def test_an_api_key_guards_every_input_form(
         {"json": {"image": base64.b64encode(data).decode()}},
         {"files": {"file": (path.name, data, "image/jpeg")}},
     ]
-    url = f"{guarded.url}/predict"
+    url = f"{guarded_server.url}/predict"
     for form in forms:
-        for key in (None, "wrong"):
+        for key in (None, "wrong", guarded_server.api_key + "x", guarded_server.api_key[:-1]):
             extra = {} if key is None else {"X-API-Key": key}
             headers = {**form.get("headers", {}), **extra}
             refused = requests.post(url, **{**form, "headers": headers}, timeout=30)
             assert refused.status_code == 401, (form.keys(), key, refused.text)
-        headers = {**form.get("headers", {}), "X-API-Key": "let-me-in"}
+            assert "X-API-Key" in refused.json()["detail"]
+        headers = {**form.get("headers", {}), **guarded_server.key_header}
         allowed = requests.post(url, **{**form, "headers": headers}, timeout=30)
         assert allowed.status_code == 200, allowed.text
         check_answer(allowed.json(), expected_probabilities(classifier, data), classifier)
+
+
+@pytest.mark.parametrize(
+    ("method", "route", "status"),
+    [
+        ("GET", "/health", 200),
+        ("GET", "/info", 200),
+        ("GET", "/docs", 200),
+        ("GET", "/openapi.json", 200),
+        ("GET", "/nowhere", 404),
+        ("GET", "/predict", 405),
+        ("POST", "/predict", 415),
+    ],
+)
+def test_an_api_key_guards_every_route_but_the_page(
+    guarded_server, method: str, route: str, status: int
+) -> None:
+    url = f"{guarded_server.url}{route}"
+    for headers in ({}, {"X-API-Key": "wrong"}):
+        refused = requests.request(method, url, headers=headers, timeout=30)
+        assert refused.status_code == 401, (route, headers, refused.text)
+        assert refused.headers["content-type"] == "application/json"
+    allowed = requests.request(method, url, headers=guarded_server.key_header, timeout=30)
+    assert allowed.status_code == status, allowed.text
+    page = requests.get(f"{guarded_server.url}/", timeout=30)  # a browser opens it keyless
+    assert page.status_code == 200
+    assert 'id="key"' in page.text
 
 
 def test_a_form_without_the_file_field_says_which_field(server, reference) -> None:
@@ -280,73 +309,6 @@ def test_unknown_routes_and_methods_get_json_errors(server) -> None:
     wrong = requests.get(f"{server.url}/predict", timeout=10)
     assert wrong.status_code == 405
     assert "not allowed" in wrong.json()["detail"]
-
-
-def fuzz_cases(seed: int, count: int, samples: list[bytes]) -> list[tuple[dict, bytes]]:
-    """Random and mutated bodies under every content type the server distinguishes."""
-    rng = random.Random(seed)
-    content_types = [
-        "image/jpeg",
-        "image/png",
-        "application/json",
-        "multipart/form-data; boundary=fuzz",
-        "text/plain",
-        "application/octet-stream",
-        "",
-    ]
-    cases = []
-    for _ in range(count):
-        base = bytearray(rng.choice(samples))
-        kind = rng.randrange(5)
-        if kind == 0:
-            body = rng.randbytes(rng.randrange(0, 4096))
-        elif kind == 1:  # flip bytes
-            for _ in range(rng.randrange(1, 20)):
-                base[rng.randrange(len(base))] = rng.randrange(256)
-            body = bytes(base)
-        elif kind == 2:  # cut
-            body = bytes(base[: rng.randrange(len(base))])
-        elif kind == 3:  # JSON around mutated base64
-            text = base64.b64encode(bytes(base)).decode()
-            cut = rng.randrange(len(text))
-            body = json.dumps({"image": text[:cut] + rng.choice(["", "=", "!", "\u00e9"])}).encode()
-        else:  # multipart around a mutated file
-            base[rng.randrange(len(base))] ^= 0xFF
-            body = (
-                b'--fuzz\r\nContent-Disposition: form-data; name="file"; filename="x"\r\n\r\n'
-                + bytes(base)[: rng.randrange(len(base))]
-                + rng.choice([b"\r\n--fuzz--\r\n", b"", b"--"])
-            )
-        headers = {"Content-Type": rng.choice(content_types)}
-        if not headers["Content-Type"]:
-            headers = {}
-        cases.append((headers, body))
-    return cases
-
-
-def test_fuzzed_bodies_never_break_the_server(server, classifier, reference) -> None:
-    samples = [reference["Saturn"][0].read_bytes(), png((20, 20), seed=3)]
-    cases = fuzz_cases(seed=8, count=300, samples=samples)
-
-    def send(case: tuple[dict, bytes]) -> requests.Response:
-        headers, body = case
-        return requests.post(f"{server.url}/predict", data=body, headers=headers, timeout=60)
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        responses = list(pool.map(send, cases))
-    statuses = sorted({r.status_code for r in responses})
-    assert all(s == 200 or 400 <= s < 500 for s in statuses), statuses
-    for response in responses:
-        body = response.json()
-        assert ("label" in body) if response.status_code == 200 else body["detail"]
-    # Still alive and still right.
-    data = reference["Saturn"][0].read_bytes()
-    after = requests.post(
-        f"{server.url}/predict", data=data, headers={"Content-Type": "image/jpeg"}, timeout=30
-    )
-    check_answer(after.json(), expected_probabilities(classifier, data), classifier)
-    assert requests.get(f"{server.url}/health", timeout=10).status_code == 200
-    assert "Traceback" not in server.log_text()
 
 
 def test_a_second_server_on_the_same_port_says_the_port_is_taken(

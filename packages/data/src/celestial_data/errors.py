@@ -22,12 +22,27 @@ class PreparedDataError(DataError):
 
 
 class ImageTooLarge(DataError):
-    """An image with more pixels than a caller allows, refused before it is decoded."""
+    """An image with more pixels than a caller allows, refused before it is decoded.
 
-    def __init__(self, width: int, height: int, max_pixels: int) -> None:
+    Attributes:
+        width, height: The size it would decode at; None when only its number
+            of pixels is known (Pillow refused it as a decompression bomb).
+        pixels: How many pixels it would decode to.
+        max_pixels: The limit it is over.
+    """
+
+    def __init__(
+        self, width: int | None, height: int | None, max_pixels: int, pixels: int | None = None
+    ) -> None:
+        if width is not None and height is not None:
+            pixels = width * height
+            size = f"is {width} x {height} pixels"
+        else:
+            size = f"has {pixels if pixels is not None else 'more'} pixels"
         super().__init__(
-            f"The image is {width} x {height} pixels; the limit is {max_pixels} pixels."
+            f"The image {size}; the limit is {max_pixels} pixels. Resize it to fewer pixels."
         )
         self.width = width
         self.height = height
+        self.pixels = max_pixels + 1 if pixels is None else pixels
         self.max_pixels = max_pixels

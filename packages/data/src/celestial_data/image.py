@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -70,7 +71,8 @@ def decode(
             at full resolution.
         header: If given, filled with what the file says before any draft
             scaling: ``width``, ``height``, ``mode`` and ``format``.
-        max_pixels: If given, refuse larger images after reading their header,
+        max_pixels: If given, refuse images that would decode to more pixels
+            (a JPEG's reduced scale counts), after reading their header and
             before decoding them.
 
     Returns:
@@ -78,20 +80,38 @@ def decode(
 
     Raises:
         PIL.UnidentifiedImageError, OSError: If the data is not a readable image.
-        ImageTooLarge: If the image has more than ``max_pixels`` pixels.
+        ImageTooLarge: If the image would decode to more than ``max_pixels``
+            pixels, or declares more than Pillow's decompression-bomb limit
+            (twice ``PIL.Image.MAX_IMAGE_PIXELS``), whatever ``max_pixels``.
     """
     stream = io.BytesIO(source) if isinstance(source, bytes) else source
-    with Image.open(stream) as image:
+    try:
+        opened = Image.open(stream)
+    except Image.DecompressionBombError as error:
+        raise bomb(error, max_pixels) from None
+    with opened as image:
         if header is not None:
             header.update(
                 width=image.width, height=image.height, mode=image.mode, format=image.format or ""
             )
-        if max_pixels is not None and image.width * image.height > max_pixels:
-            raise ImageTooLarge(image.width, image.height, max_pixels)
         if image.format == "JPEG" and size is not None:
             image.draft("RGB" if image.mode != "L" else "L", (size, size))
+        if max_pixels is not None and image.width * image.height > max_pixels:
+            raise ImageTooLarge(image.width, image.height, max_pixels)
         image.load()
     return image
+
+
+def bomb(error: Image.DecompressionBombError, max_pixels: int | None) -> ImageTooLarge:
+    """The `ImageTooLarge` for an image Pillow refused to open as a decompression bomb.
+
+    Pillow says how many pixels the image declares, but not its width and height.
+    """
+    limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+    if max_pixels is not None:
+        limit = min(limit, max_pixels)
+    declared = re.search(r"\((\d+) pixels\)", str(error))
+    return ImageTooLarge(None, None, limit, pixels=int(declared[1]) if declared else None)
 
 
 def to_array(image: Image.Image, size: int, color_mode: ColorMode) -> np.ndarray:

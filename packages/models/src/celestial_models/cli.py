@@ -84,11 +84,17 @@ def _train(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from celestial_models.predict_folder import predict_folder
 
+    reject = not args.no_reject
+    # Warnings to the sys.stderr of now: predict_folder's default is that of its import.
     if args.output is None:
-        counts = predict_folder(args.model_dir, args.folder, sys.stdout, reject=not args.no_reject)
+        counts = predict_folder(
+            args.model_dir, args.folder, sys.stdout, reject=reject, warn=sys.stderr
+        )
     else:
         with open(args.output, "w", newline="") as stream:
-            counts = predict_folder(args.model_dir, args.folder, stream, reject=not args.no_reject)
+            counts = predict_folder(
+                args.model_dir, args.folder, stream, reject=reject, warn=sys.stderr
+            )
     sys.stdout.flush()  # the CSV before the summary when both go to a terminal
     print(
         f"{counts['images']} images classified, {counts['unknown']} unknown, "

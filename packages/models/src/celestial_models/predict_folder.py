@@ -19,6 +19,7 @@ from typing import TextIO
 import numpy as np
 
 from celestial_data.dataset import is_image_name
+from celestial_data.errors import ImageTooLarge
 from celestial_models.classifier import Classifier, load_classifier
 from celestial_models.errors import ModelError
 
@@ -119,7 +120,7 @@ def _read(
     for name in names:
         try:
             images.append(classifier.prepare(folder / name))
-        except (ModelError, OSError) as error:
+        except (ModelError, OSError, ImageTooLarge) as error:
             if warn is not None:
                 print(f"celestial-models: warning: skipped {name}: {error}", file=warn)
             continue

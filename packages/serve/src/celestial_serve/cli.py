@@ -87,6 +87,46 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest request body accepted, in MiB; larger ones get 413 (default: 10)",
     )
     add(
+        "--max-megapixels",
+        type=positive_float,
+        default=16.0,
+        help="most pixels, in millions, an upload may decode to (a JPEG at its reduced scale); "
+        "more get 413 (default: 16)",
+    )
+    add(
+        "--max-decodes",
+        type=positive_int,
+        default=1,
+        help="images over 512 x 512 pixels each HTTP process decodes at once; more wait "
+        "(default: 1)",
+    )
+    add(
+        "--max-connections",
+        type=positive_int,
+        default=32,
+        help="open connections each HTTP process serves; beyond them, requests get 503 "
+        "(default: 32)",
+    )
+    add(
+        "--header-timeout",
+        type=positive_float,
+        default=10.0,
+        help="seconds a connection has to send a request's headers, from when it opens or "
+        "was last answered; then it is closed (default: 10)",
+    )
+    add(
+        "--body-timeout",
+        type=positive_float,
+        default=30.0,
+        help="seconds a request's body has to arrive once its headers have; then 408 (default: 30)",
+    )
+    add(
+        "--keep-alive-timeout",
+        type=positive_float,
+        default=5.0,
+        help="seconds an idle connection is kept open for the next request (default: 5)",
+    )
+    add(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -116,6 +156,12 @@ def _serve(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size,
         batch_timeout=args.batch_timeout,
         max_upload_bytes=int(args.max_upload_mb * 2**20),
+        max_pixels=int(args.max_megapixels * 1e6),
+        max_decodes=args.max_decodes,
+        max_connections=args.max_connections,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        keep_alive_timeout=args.keep_alive_timeout,
         log_level=args.log_level,
         transport=args.transport,
     )

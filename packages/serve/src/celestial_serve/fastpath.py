@@ -46,10 +46,18 @@ class PredictFastPath(BodyLimit):
         max_bytes: The largest request body accepted (413 above it).
         server: The server whose workers answer.
         api: The API served at ``api.api_path``.
+        body_timeout: Seconds a request's body may take to arrive (408 after).
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, server: LeanServer, api: ls.LitAPI) -> None:
-        super().__init__(app, max_bytes)
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        server: LeanServer,
+        api: ls.LitAPI,
+        body_timeout: float = 30.0,
+    ) -> None:
+        super().__init__(app, max_bytes, body_timeout)
         self.server = server
         self.path = api.api_path
         self.enabled = server.takes_fast_path(api)

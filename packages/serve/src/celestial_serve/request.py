@@ -7,12 +7,13 @@ well-formed ``(size, size, channels)`` uint8 array may reach a worker.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,8 @@ __all__ = ["BodyLimit", "PredictionRequest", "UploadRules", "read_prediction_req
 DEFAULT_K = 5
 # Images up to this many pixels are decoded on the event loop, larger ones in a thread.
 INLINE_PIXELS = 512 * 512
+#: The default limit on the pixels an upload may decode to (a JPEG at its reduced scale).
+MAX_PIXELS = 16_000_000
 MULTIPART = "multipart/form-data"
 ACCEPTED = (
     f"{MULTIPART} with the image in field 'file', a raw body with an image/* "
@@ -65,12 +68,24 @@ def _restored(
 
 @dataclass(frozen=True)
 class UploadRules:
-    """What an upload must be, and how to turn it into the model's input."""
+    """What an upload must be, and how to turn it into the model's input.
+
+    Decoding an image takes up to about 13 bytes per pixel at once (a palette
+    or transparent PNG: the pixels, their RGBA copy and the composite), so
+    ``max_pixels`` and ``max_decodes``, how many images over `INLINE_PIXELS`
+    one HTTP process decodes at once (the others wait), bound its memory.
+    """
 
     image_size: int
     color_mode: ColorMode
     num_classes: int
-    max_pixels: int = 40_000_000
+    max_pixels: int = MAX_PIXELS
+    max_decodes: int = 1
+    decodes: asyncio.Semaphore = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Bound to an event loop when first waited on: each HTTP process gets its own.
+        object.__setattr__(self, "decodes", asyncio.Semaphore(self.max_decodes))
 
 
 def parse_k(query: Mapping[str, str], num_classes: int) -> int:
@@ -109,14 +124,19 @@ def image_from_json(body: bytes) -> bytes:
     """The image bytes of a JSON body ``{"image": "<base64>"}`` (a data URL works too).
 
     Raises:
-        HTTPException: 400 if the body is not JSON, has no string ``image``, or
-            ``image`` is not valid base64.
+        HTTPException: 400 if the body is not JSON, is nested too deeply to
+            parse, has no string ``image``, or ``image`` is not valid base64.
     """
     try:
         payload = json.loads(body)
     except ValueError as error:  # also UnicodeDecodeError
         raise HTTPException(
             400, f"The body is not valid JSON ({error}). Send {ACCEPTED}."
+        ) from None
+    except RecursionError:  # the parser recurses once per level of arrays and objects
+        raise HTTPException(
+            400,
+            f"The JSON body is nested too deeply to parse ({len(body)} bytes). Send {ACCEPTED}.",
         ) from None
     if not isinstance(payload, dict) or not isinstance(payload.get("image"), str):
         keys = sorted(payload)[:10] if isinstance(payload, dict) else type(payload).__name__
@@ -203,15 +223,9 @@ def decode_image(data: bytes, rules: UploadRules, max_pixels: int | None = None)
         image = decode(data, rules.image_size, header, max_pixels=limit)
         return to_array(image, rules.image_size, rules.color_mode)
     except ImageTooLarge as error:
-        pixels = error.width * error.height
-        if pixels <= rules.max_pixels:
+        if error.pixels <= rules.max_pixels:
             raise
-        raise HTTPException(
-            413,
-            f"The image is {error.width} x {error.height} pixels ({pixels / 1e6:.0f} "
-            f"megapixels); the limit is {rules.max_pixels / 1e6:.0f} megapixels. "
-            "Resize it before sending.",
-        ) from None
+        raise HTTPException(413, too_many_pixels(error, rules.max_pixels)) from None
     except Exception:
         # Pillow raises OSError, ValueError, SyntaxError, EOFError... on bad input.
         if not header:
@@ -225,6 +239,17 @@ def decode_image(data: bytes, rules: UploadRules, max_pixels: int | None = None)
             f"The image could not be decoded: it is truncated or corrupt ({len(data)} bytes, "
             f"{header['width']} x {header['height']} pixels announced). Send the complete file.",
         ) from None
+
+
+def too_many_pixels(error: ImageTooLarge, max_pixels: int) -> str:
+    """The 413 message for an image that would decode to more than ``max_pixels`` pixels."""
+    size = f"{error.pixels / 1e6:.0f} megapixels"
+    if error.width is not None:
+        size = f"{error.width} x {error.height} pixels, {size}"
+    return (
+        f"The image is too large to decode ({size}); the limit is {max_pixels / 1e6:.3g} "
+        "megapixels (--max-megapixels). Resize it before sending."
+    )
 
 
 async def read_prediction_request(request: Request) -> PredictionRequest:
@@ -245,7 +270,8 @@ async def read_prediction_request(request: Request) -> PredictionRequest:
     try:
         image = decode_image(data, rules, max_pixels=INLINE_PIXELS)
     except ImageTooLarge:
-        image = await run_in_threadpool(decode_image, data, rules)
+        async with rules.decodes:
+            image = await run_in_threadpool(decode_image, data, rules)
     return PredictionRequest(image=image, k=k, reject=reject)
 
 
@@ -257,17 +283,28 @@ def too_large(size: str, max_bytes: int) -> str:
     )
 
 
+def too_slow(seconds: float, received: int) -> str:
+    """The 408 message for a request body not complete within ``seconds``."""
+    return (
+        f"The request body did not arrive within {seconds:g} s ({received} bytes received). "
+        "Send the whole body at once; for a slow link, raise --body-timeout."
+    )
+
+
 class BodyLimit:
     """ASGI middleware answering 413 to request bodies larger than ``max_bytes``.
 
     A declared ``Content-Length`` over the limit is refused before reading; a
-    streamed body is cut off at the limit by an `HTTPException` that its reader
-    (the route, or `celestial_serve.fastpath`) answers.
+    streamed body is cut off at the limit, and a body still incomplete
+    ``body_timeout`` seconds after its request began is given up (408, and
+    the connection closed), by an `HTTPException` that its reader (the route,
+    or `celestial_serve.fastpath`) answers.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, body_timeout: float = 30.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection."""
@@ -280,11 +317,23 @@ class BodyLimit:
             await JSONResponse({"detail": refusal}, 413)(scope, receive, send)
             return
         received = 0
+        more_body = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.body_timeout
 
         async def counted() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, more_body
+            if not more_body:  # the body is in: only the disconnect is left to wait for
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise HTTPException(
+                    408, too_slow(self.body_timeout, received), headers={"Connection": "close"}
+                ) from None
             received += len(message.get("body", b""))
+            more_body = message.get("more_body", False) and message["type"] == "http.request"
             if received > self.max_bytes:
                 raise HTTPException(413, too_large(f"over {self.max_bytes} bytes", self.max_bytes))
             return message

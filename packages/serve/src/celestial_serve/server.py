@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import signal
 import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.resources import files
 from types import FrameType
 from typing import Any, Literal, get_args
@@ -18,13 +19,19 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException
 
 from celestial_serve.api import ClassifierAPI
+from celestial_serve.auth import API_KEY_ENV, ApiKeyGuard
+from celestial_serve.connection import header_deadline_protocol
 from celestial_serve.errors import ServeError
 from celestial_serve.fastpath import PredictFastPath
 from celestial_serve.project import ModelCard
-from celestial_serve.request import BodyLimit, UploadRules
+from celestial_serve.request import MAX_PIXELS, BodyLimit, UploadRules
 
 __all__ = ["TRANSPORTS", "ServerOptions", "build_server", "check_port", "serve"]
 
+#: prctl's option (linux/prctl.h): the signal a process gets when its parent dies.
+PR_SET_PDEATHSIG = 1
+#: The signals that stop the server.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 ROUTES = "GET / (page), POST /predict, GET /health, GET /info"
 Transport = Literal["lean", "stock"]
 #: How requests reach the workers: celestial_serve.litserve_internals, or LitServe's own way.
@@ -42,8 +49,18 @@ class ServerOptions:
     max_batch_size: int = 16
     batch_timeout: float = 0.0
     max_upload_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = MAX_PIXELS
+    max_decodes: int = 1
+    max_connections: int = 32
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    keep_alive_timeout: float = 5.0
     log_level: str = "info"
     transport: Transport = "lean"
+    #: Required on every route but the page when set; by default LitServe's variable.
+    api_key: str | None = field(
+        default_factory=lambda: os.environ.get(API_KEY_ENV) or None, repr=False
+    )
 
 
 def build_server(card: ModelCard, options: ServerOptions) -> ls.LitServer:
@@ -67,17 +84,25 @@ def build_server(card: ModelCard, options: ServerOptions) -> ls.LitServer:
         api, accelerator="cpu", workers_per_device=options.workers, model_metadata=card.info()
     )
     app = server.app
-    app.state.upload = UploadRules(card.image_size, card.color_mode, len(card.classes))
+    app.state.upload = UploadRules(
+        card.image_size,
+        card.color_mode,
+        len(card.classes),
+        max_pixels=options.max_pixels,
+        max_decodes=options.max_decodes,
+    )
+    limits = {"max_bytes": options.max_upload_bytes, "body_timeout": options.body_timeout}
     # Added last, so outermost: in front of FastAPI's stack and LitServe's middlewares.
     if stock:
-        app.add_middleware(BodyLimit, max_bytes=options.max_upload_bytes)
+        app.add_middleware(BodyLimit, **limits)
     else:
-        app.add_middleware(
-            PredictFastPath, max_bytes=options.max_upload_bytes, server=server, api=api
-        )
+        app.add_middleware(PredictFastPath, server=server, api=api, **limits)
+    if options.api_key:  # outermost: before anything reads the request
+        app.add_middleware(ApiKeyGuard, api_key=options.api_key)
     add_page(app)
     app.add_exception_handler(404, route_error)
     app.add_exception_handler(405, route_error)
+    app.add_exception_handler(Exception, internal_error)
     return server
 
 
@@ -104,6 +129,11 @@ async def route_error(request: Request, exc: HTTPException) -> JSONResponse:
     return JSONResponse({"detail": detail}, exc.status_code, exc.headers)
 
 
+async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+    """A JSON 500 for a bug, as every other error is JSON (Starlette logs the traceback)."""
+    return JSONResponse({"detail": "Internal server error"}, 500)
+
+
 def check_port(host: str, port: int) -> None:
     """Fail early, and clearly, when ``host:port`` cannot be listened on.
 
@@ -124,8 +154,15 @@ def check_port(host: str, port: int) -> None:
             raise ServeError(f"Cannot listen on {host}:{port} ({error.strerror}).") from None
 
 
-def stop_on_sigterm() -> None:
-    """Make SIGTERM stop the server like Ctrl+C: else LitServe leaves its workers running."""
+def stop_on_signals() -> None:
+    """Make SIGTERM stop the server like Ctrl+C: else LitServe leaves its workers running.
+
+    The first SIGTERM or SIGINT starts the graceful shutdown, which stops the
+    workers; later ones are ignored, so that they cannot cut it short (Ctrl+C
+    under ``nox -s serve`` brings both). The server also gets SIGTERM when the
+    process that started it dies (Linux), so that a killed ``nox -s serve`` or
+    script does not leave it serving.
+    """
     main = os.getpid()
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -133,9 +170,27 @@ def stop_on_sigterm() -> None:
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
+        for stopping in STOP_SIGNALS:
+            signal.signal(stopping, signal.SIG_IGN)
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, handler)
+    for stop in STOP_SIGNALS:
+        signal.signal(stop, handler)
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it died before the request took effect
+        raise KeyboardInterrupt
+
+
+def connection_limits(options: ServerOptions) -> dict[str, Any]:
+    """The options of uvicorn that bound what connections may hold in each HTTP process."""
+    return {
+        "http": header_deadline_protocol(options.header_timeout),
+        # uvicorn answers 503 to requests beyond this many connections (or requests under way).
+        "limit_concurrency": options.max_connections,
+        "timeout_keep_alive": options.keep_alive_timeout,
+    }
 
 
 def serve(card: ModelCard, options: ServerOptions) -> None:
@@ -154,7 +209,7 @@ def serve(card: ModelCard, options: ServerOptions) -> None:
         file=sys.stderr,
         flush=True,
     )
-    stop_on_sigterm()
+    stop_on_signals()
     try:
         server.run(
             host=options.host,
@@ -164,6 +219,7 @@ def serve(card: ModelCard, options: ServerOptions) -> None:
             num_api_servers=options.api_servers,
             # Else uvicorn formats every request's log line, only to drop it.
             access_log=options.log_level.lower() in ("trace", "debug", "info"),
+            **connection_limits(options),
         )
     except RuntimeError as error:
         if "workers failed to start" not in str(error):

@@ -1,0 +1,101 @@
+"""Stopping a real server from outside: SIGTERM to ``nox -s serve``, a parent that dies."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def group_processes(pgid: int) -> list[str]:
+    """The command lines of the live processes of a process group (Linux)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError):
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] != "Z" and int(fields[2]) == pgid:  # state, process group
+            found.append(cmdline)
+    return found
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def healthy(port: int) -> bool:
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
+def started_in_a_group(command: list[str], log: Path) -> subprocess.Popen:
+    with open(log, "wb") as stream:
+        return subprocess.Popen(
+            command, cwd=ROOT, stdout=stream, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def ends_the_server_when_killed(starter: subprocess.Popen, port: int, log: Path, signum) -> None:
+    """Once ``starter``'s server is healthy, signal ``starter`` alone; check all of it ends."""
+    pgid = starter.pid  # start_new_session: its own process group
+    try:
+        deadline = time.monotonic() + 600  # the first nox run also makes its environment
+        while not healthy(port):
+            assert starter.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        assert any("celestial" in c for c in group_processes(pgid) if "-m nox" not in c)
+        starter.send_signal(signum)  # not to its group
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (
+            port_open(port) or any("celestial" in c for c in group_processes(pgid))
+        ):
+            time.sleep(0.2)
+        assert not port_open(port), log.read_text()
+        assert [c for c in group_processes(pgid) if "celestial" in c] == [], log.read_text()
+    finally:
+        if group_processes(pgid):
+            os.killpg(pgid, signal.SIGKILL)
+        starter.wait(timeout=30)
+
+
+def test_sigterm_to_nox_ends_the_server_and_its_workers(trained_project: Path, tmp_path) -> None:
+    port = free_port()
+    nox = [sys.executable, "-m", "nox", "--noxfile", str(ROOT / "noxfile.py"), "-s", "serve"]
+    options = ["--port", str(port), "--log-level", "warning", "--workers", "2"]
+    log = tmp_path / "nox.log"
+    starter = started_in_a_group([*nox, "--", str(trained_project), *options], log)
+    ends_the_server_when_killed(starter, port, log, signal.SIGTERM)
+
+
+def test_the_server_stops_when_the_process_that_started_it_dies(
+    trained_project: Path, tmp_path
+) -> None:
+    port = free_port()
+    serve = [sys.executable, "-m", "celestial_serve", str(trained_project), "--port", str(port)]
+    parent = f"import subprocess, time; subprocess.Popen({serve!r}); time.sleep(3600)"
+    log = tmp_path / "parent.log"
+    starter = started_in_a_group([sys.executable, "-c", parent], log)
+    ends_the_server_when_killed(starter, port, log, signal.SIGKILL)
