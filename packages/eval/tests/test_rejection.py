@@ -161,8 +161,9 @@ def test_held_out_models_trained_together_give_the_figures_of_one_at_a_time(
     from celestial_models import TrainParams
 
     prepared = uneven_colours(tmp_path)
-    # Batches of 8: 4 per epoch without Red or Green, 3 without Blue. Green's
-    # model reuses Red's compiled training, after Blue's was built.
+    # Batches of 8: 4 per epoch without Red or Green, 3 without Blue. Blue's
+    # model trains first, then the step is compiled again for Red's and
+    # Green's: Green's model is the third on the same model.
     params = TrainParams(epochs=2, batch_size=8, conv_size=4)
     together = leave_one_class_out(prepared, params, classes=["Red", "Blue", "Green"], detail=True)
     assert together["known_split"] == "val"

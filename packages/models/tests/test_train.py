@@ -248,13 +248,15 @@ def test_a_reused_trainer_trains_as_a_fresh_one(make_prepared: Callable, fast: d
     # Flip augmentation: its seed state must start over too.
     params = TrainParams(**fast, augment={"flip": True})
     first, second = make_prepared(name="first", seed=1), make_prepared(name="second", seed=2)
-    trainer = Trainer(params, Trainer.shape_of(first, params))
+    trainer = Trainer(params, Trainer.shape_of(first))
+    # 3 batches per epoch, then 2 (compiled again), then 3 again.
     trainer.fit(first)
+    trainer.fit(make_prepared(name="smaller", train=5))
     history = trainer.fit(second)
     weights = [np.array(variable.value) for variable in trainer.model.variables]
-    fresh = Trainer(params, Trainer.shape_of(second, params))
+    fresh = Trainer(params, Trainer.shape_of(second))
     assert fresh.fit(second) == history
     for reused, new in zip(weights, fresh.model.variables, strict=True):
         np.testing.assert_array_equal(reused, np.array(new.value))
-    with pytest.raises(TrainingDataError, match="batches per epoch"):
-        trainer.fit(make_prepared(name="larger", train=20))
+    with pytest.raises(TrainingDataError, match="images and classes"):
+        trainer.fit(make_prepared(name="four", classes=4))

@@ -8,7 +8,7 @@ calibrated threshold rejects. Every score of `celestial_models.ood.SCORES` is
 measured from the same trainings, so the choice of score can be checked. The
 ``rejection`` stage (`celestial_eval.rejection`) runs it and writes the figures.
 
-The held-out models share one built and compiled model per training shape
+The held-out models share one built and compiled model
 (`celestial_models.train.Trainer`), which starts each training from the state
 a fresh process would: the figures are those of one `train_model` per class,
 bit for bit, at a fraction of the compilations.
@@ -38,7 +38,7 @@ from celestial_models.params import TrainParams
 
 if TYPE_CHECKING:
     from celestial_models.scoring import Scoring
-    from celestial_models.train import Trainer, TrainingShape
+    from celestial_models.train import Trainer
 
 __all__ = ["leave_one_class_out"]
 
@@ -142,6 +142,7 @@ def leave_one_class_out(
         EvalError: If a class is unknown or the data has too few classes.
     """
     # Keras comes with training: imported here, not with the module.
+    from celestial_models.batches import TrainingBatches
     from celestial_models.scoring import fit_detector
     from celestial_models.train import Trainer, best_epoch, open_training_data
 
@@ -164,22 +165,25 @@ def leave_one_class_out(
     ood_params = ood_params or OodParams()
     split = known_split(dataset)
 
-    # Every held-out model has the same shapes (K - 1 classes), and usually
-    # the same batches per epoch: one trainer (one build, one compilation of
-    # training, validation and scoring) serves all of them, each training
-    # as a fresh `train_model` would (see `celestial_models.train.Trainer`).
-    trainers: dict[TrainingShape, Trainer] = {}
-    per_class: dict[str, Any] = {}
+    # Every held-out model has the same shapes (K - 1 classes): one trainer
+    # (one build, one compilation of validation and scoring) serves them all,
+    # each training as a fresh `train_model` would. Its training step is
+    # compiled once per number of batches per epoch, in that order.
+    trainer: Trainer | None = None
+    labels = np.asarray(dataset.labels("train"))
+
+    def batches(name: str) -> int:
+        kept = int(np.sum(labels != dataset.classes.index(name)))
+        return TrainingBatches.count(kept, train_params.batch_size)
+
+    measured: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(dir=work_dir) as scratch:
-        for name in chosen:
+        for name in sorted(chosen, key=batches):
             held_out = dataset.classes.index(name)
             subset = open_training_data(
                 without_class(dataset, held_out, Path(scratch) / f"without-{held_out}")
             )
-            shape = Trainer.shape_of(subset, train_params)
-            if shape not in trainers:
-                trainers[shape] = Trainer(train_params, shape)
-            trainer = trainers[shape]
+            trainer = trainer or Trainer(train_params, Trainer.shape_of(subset))
             history = trainer.fit(subset)
             detector = fit_detector(trainer.scoring, subset, ood_params)
             unseen = held_out_images(dataset, held_out)
@@ -190,11 +194,12 @@ def leave_one_class_out(
                 unseen,
                 np.asarray(subset.images("val")),
             )
-            per_class[name] = {
+            measured[name] = {
                 "val_accuracy": round(float(best_epoch(history)["val_accuracy"]), DIGITS),
                 "images": len(unseen),
                 "scores": result,
             }
+    per_class = {name: measured[name] for name in chosen}
     return summarize(per_class, ood_params, split, detail)
 
 

@@ -33,7 +33,10 @@ from celestial_models.predictor import Predictor
 from celestial_models.saving import write_json, write_model
 from celestial_models.scoring import Scoring, fit_detector
 
-__all__ = ["HISTORY_KEYS", "Trainer", "best_epoch", "train_model"]
+__all__ = ["HISTORY_KEYS", "Trainer", "TrainingShape", "best_epoch", "train_model"]
+
+#: What a `Trainer` is built for: the image shape and the number of classes.
+TrainingShape = tuple[tuple[int, int, int], int]
 
 #: What ``history.json`` records per epoch, besides the epoch number.
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
@@ -233,35 +236,36 @@ class RandomState(keras.callbacks.Callback):
 
 
 class Trainer:
-    """One built and compiled model that trains on datasets of one shape, each from the same start.
+    """One built model that trains on datasets of one shape, each time from the same start.
 
     On two CPU cores, building a model and compiling its training step,
     validation and scoring cost more than training it. A trainer pays that
-    once: each `fit` puts back the weights, optimizer state and seed states
-    it had after building and the global random state its first training
-    began with (see `RandomState`), so each training starts as in a fresh
-    process (``keras.utils.set_random_seed``, then `build_model`), and trains
-    with the same compiled step. Every training it runs is the one
-    `train_model` runs: same batches, schedule, callbacks, early stopping.
+    once: each `fit` puts back the weights, optimizer and seed states the
+    seeded build gave and the global random state its first training began
+    with (see `RandomState`), so each training starts as in a fresh process
+    (``keras.utils.set_random_seed``, then `build_model`), and trains with
+    the same compiled step. Every training it runs is the one `train_model`
+    runs: same batches, schedule, callbacks, early stopping.
 
-    Datasets must share the image shape, the number of classes and the
-    number of batches per epoch (the cosine schedule's length is compiled
-    into the step): `shape_of` gives that key. The leave-one-class-out
-    measure of celestial-eval trains its held-out models with one trainer
-    per key.
+    Datasets must share the image shape and the number of classes
+    (`shape_of`). The cosine schedule's length is a constant of the compiled
+    training step, so a dataset with another number of batches per epoch
+    compiles it again (validation and scoring stay compiled): the
+    leave-one-class-out measure of celestial-eval trains its held-out models
+    in order of that number.
 
     Args:
         params: The ``train`` params.
-        shape: ``(input_shape, classes, batches per epoch)``, from `shape_of`.
+        shape: ``(input_shape, classes)``, from `shape_of`.
 
     Raises:
         ParamsError: If the batch cannot be split evenly over the devices.
     """
 
-    def __init__(self, params: TrainParams, shape: tuple[tuple[int, int, int], int, int]):
+    def __init__(self, params: TrainParams, shape: TrainingShape):
         self.params = params
         self.shape = shape
-        input_shape, classes, steps = shape
+        input_shape, classes = shape
         keras.utils.set_random_seed(params.seed)
         with data_parallel(params.batch_size):
             self.model = build_model(
@@ -273,23 +277,20 @@ class Trainer:
                 augment=params.augment,
                 seed=params.seed,
             )
-            compile_model(self.model, params, steps)
-            self.model.optimizer.build(self.model.trainable_variables)
-        # model.variables include the augmentation layers' seed states.
-        self._variables = [*self.model.variables, *self.model.optimizer.variables]
-        # Copies: the compiled step donates (frees) the buffers it is given.
-        self._start = [np.array(variable.value) for variable in self._variables]
+        # Copies (the compiled step donates the buffers it is given); the
+        # variables include the augmentation layers' seed states.
+        self._start = [np.array(variable.value) for variable in self.model.variables]
+        self._steps = 0
+        """Batches per epoch the training step is compiled for (0: not yet)."""
+        self._optimizer_start: list[np.ndarray] = []
         self._random_state = RandomState()
         self._predictor = Predictor(self.model)
         self._scoring: Scoring | None = None
 
     @staticmethod
-    def shape_of(
-        dataset: PreparedDataset, params: TrainParams
-    ) -> tuple[tuple[int, int, int], int, int]:
-        """What a trainer is built for: image shape, classes, batches per epoch."""
-        batches = TrainingBatches.count(len(dataset.labels("train")), params.batch_size)
-        return dataset.input_shape, len(dataset.classes), batches
+    def shape_of(dataset: PreparedDataset) -> TrainingShape:
+        """What a trainer is built for: the image shape and the number of classes."""
+        return dataset.input_shape, len(dataset.classes)
 
     @property
     def scoring(self) -> Scoring:
@@ -316,17 +317,19 @@ class Trainer:
             TrainingDivergedError: If training diverged (see `DivergenceGuard`).
         """
         params = self.params
-        if self.shape_of(dataset, params) != self.shape:
+        if self.shape_of(dataset) != self.shape:
             raise TrainingDataError(
-                f"This trainer was built for {self.shape} (image shape, classes, batches per "
-                f"epoch); {dataset.path} gives {self.shape_of(dataset, params)}. Build a "
-                "Trainer for it."
+                f"This trainer was built for images and classes {self.shape}; {dataset.path} "
+                f"has {self.shape_of(dataset)}. Build a Trainer for it."
             )
-        for variable, value in zip(self._variables, self._start, strict=True):
-            variable.assign(value)
         batches = TrainingBatches(
             dataset.images("train"), dataset.labels("train"), params.batch_size, params.seed
         )
+        if len(batches) != self._steps:
+            self._compile(len(batches))
+        variables = [*self.model.variables, *self.model.optimizer.variables]
+        for variable, value in zip(variables, [*self._start, *self._optimizer_start], strict=True):
+            variable.assign(value)
         guard = DivergenceGuard(len(dataset.classes))
         epoch_callbacks: list[keras.callbacks.Callback] = [
             self._random_state,
@@ -351,6 +354,14 @@ class Trainer:
             {"epoch": epoch + 1, **{key: float(fit.history[key][epoch]) for key in HISTORY_KEYS}}
             for epoch in range(len(fit.history["loss"]))
         ]
+
+    def _compile(self, steps: int) -> None:
+        """Compile for ``steps`` batches per epoch, with a new optimizer."""
+        with data_parallel(self.params.batch_size):
+            compile_model(self.model, self.params, steps)
+            self.model.optimizer.build(self.model.trainable_variables)
+        self._optimizer_start = [np.array(v.value) for v in self.model.optimizer.variables]
+        self._steps = steps
 
 
 def best_epoch(history: Sequence[dict[str, float]]) -> dict[str, float]:
@@ -398,7 +409,7 @@ def train_model(
     ood = ood or OodParams()
     dataset = open_training_data(prepared)
     model_dir = Path(model_dir)
-    trainer = Trainer(params, Trainer.shape_of(dataset, params))
+    trainer = Trainer(params, Trainer.shape_of(dataset))
     history = trainer.fit(dataset, live_dir, callbacks=callbacks, verbose=verbose)
     best = best_epoch(history)
     metadata = {
