@@ -19,7 +19,7 @@ from celestial_models import (
 )
 from celestial_models.batches import TrainingBatches
 from celestial_models.params import TrainParams
-from celestial_models.train import DivergenceGuard
+from celestial_models.train import DivergenceGuard, Trainer
 
 OUTPUTS = ("model.keras", "metadata.json", "history.json")
 
@@ -242,3 +242,21 @@ def test_the_divergence_rule() -> None:
     assert guard_verdicts(10, [float("inf")]) == 1
     assert guard_verdicts(10, [16.1, 16.1]) == 1  # confidently wrong: far above chance
     assert guard_verdicts(10, [2.0, 1.5, chance]) == 3  # learned, then back to chance
+
+
+def test_a_reused_trainer_trains_as_a_fresh_one(make_prepared: Callable, fast: dict) -> None:
+    # Flip augmentation: its seed state must start over too.
+    params = TrainParams(**fast, augment={"flip": True})
+    first, second = make_prepared(name="first", seed=1), make_prepared(name="second", seed=2)
+    trainer = Trainer(params, Trainer.shape_of(first))
+    # 3 batches per epoch, then 2 (compiled again), then 3 again.
+    trainer.fit(first)
+    trainer.fit(make_prepared(name="smaller", train=5))
+    history = trainer.fit(second)
+    weights = [np.array(variable.value) for variable in trainer.model.variables]
+    fresh = Trainer(params, Trainer.shape_of(second))
+    assert fresh.fit(second) == history
+    for reused, new in zip(weights, fresh.model.variables, strict=True):
+        np.testing.assert_array_equal(reused, np.array(new.value))
+    with pytest.raises(TrainingDataError, match="images and classes"):
+        trainer.fit(make_prepared(name="four", classes=4))

@@ -35,10 +35,15 @@ class TrainingBatches(keras.utils.PyDataset):
         self._rng = np.random.default_rng(seed)
         self._order = self._shuffle()
 
+    @staticmethod
+    def count(images: int, batch_size: int) -> int:
+        """Batches per epoch for ``images`` images: enough to show every image once."""
+        return -(-images // batch_size)
+
     @property
     def num_batches(self) -> int:
         """Batches per epoch: enough to show every image once."""
-        return -(-len(self.labels) // self.batch_size)
+        return self.count(len(self.labels), self.batch_size)
 
     def __len__(self) -> int:
         return self.num_batches

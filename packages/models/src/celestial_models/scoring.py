@@ -96,7 +96,7 @@ def outputs_of(scoring: Scoring, *batches: np.ndarray) -> list[Outputs]:
 
 
 def fit_detector(
-    model: keras.Model,
+    model: keras.Model | Scoring,
     dataset: PreparedDataset,
     params: OodParams | None = None,
     model_dir: str | Path | None = None,
@@ -108,7 +108,7 @@ def fit_detector(
     so that ``acceptance`` of them is accepted.
 
     Args:
-        model: The trained model.
+        model: The trained model (or its `Scoring`, to reuse its compiled pass).
         dataset: The prepared data it was trained on.
         params: The ``ood`` params (default: their defaults).
         model_dir: If given, where to save ``ood.json`` and the ``.npy`` files.
@@ -117,7 +117,8 @@ def fit_detector(
         The fitted detector.
     """
     params = params or OodParams()
-    train, val = outputs_of(Scoring(model), dataset.images("train"), dataset.images("val"))
+    scoring = model if isinstance(model, Scoring) else Scoring(model)
+    train, val = outputs_of(scoring, dataset.images("train"), dataset.images("val"))
     centroids, precision = class_statistics(
         train.features, dataset.labels("train"), len(dataset.classes)
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import random
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -30,9 +31,12 @@ from celestial_models.ood import OodParams
 from celestial_models.params import TrainParams
 from celestial_models.predictor import Predictor
 from celestial_models.saving import write_json, write_model
-from celestial_models.scoring import fit_detector
+from celestial_models.scoring import Scoring, fit_detector
 
-__all__ = ["HISTORY_KEYS", "train_model"]
+__all__ = ["HISTORY_KEYS", "Trainer", "TrainingShape", "best_epoch", "train_model"]
+
+#: What a `Trainer` is built for: the image shape and the number of classes.
+TrainingShape = tuple[tuple[int, int, int], int]
 
 #: What ``history.json`` records per epoch, besides the epoch number.
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
@@ -103,11 +107,11 @@ class ValidationMetrics(keras.callbacks.Callback):
     the figures are exact and what evaluation will find.
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, predictor: Predictor | None = None):
         super().__init__()
         self.images = images
         self.labels = labels
-        self._predictor: Predictor | None = None
+        self._predictor = predictor
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         """Score the validation split with the epoch's weights."""
@@ -209,6 +213,162 @@ def inference_copy(model: keras.Model) -> keras.Model:
     return copy
 
 
+class RandomState(keras.callbacks.Callback):
+    """Start every training of a model from the global random state of its first.
+
+    Keras shuffles the order of the batches with Python's global random
+    numbers, and a model's first ``fit`` draws one order more than later ones
+    (to build its metrics). Recorded when the first training begins, restored
+    when each later one does, so each draws the orders a fresh process would.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._state: tuple[Any, Any] | None = None
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        """Record the random state (first training) or restore it (later ones)."""
+        if self._state is None:
+            self._state = (random.getstate(), np.random.get_state())
+        else:
+            random.setstate(self._state[0])
+            np.random.set_state(self._state[1])
+
+
+class Trainer:
+    """One built model that trains on datasets of one shape, each time from the same start.
+
+    On two CPU cores, building a model and compiling its training step,
+    validation and scoring cost more than training it. A trainer pays that
+    once: each `fit` puts back the weights, optimizer and seed states the
+    seeded build gave and the global random state its first training began
+    with (see `RandomState`), so each training starts as in a fresh process
+    (``keras.utils.set_random_seed``, then `build_model`), and trains with
+    the same compiled step. Every training it runs is the one `train_model`
+    runs: same batches, schedule, callbacks, early stopping.
+
+    Datasets must share the image shape and the number of classes
+    (`shape_of`). The cosine schedule's length is a constant of the compiled
+    training step, so a dataset with another number of batches per epoch
+    compiles it again (validation and scoring stay compiled): the
+    leave-one-class-out measure of celestial-eval trains its held-out models
+    in order of that number.
+
+    Args:
+        params: The ``train`` params.
+        shape: ``(input_shape, classes)``, from `shape_of`.
+
+    Raises:
+        ParamsError: If the batch cannot be split evenly over the devices.
+    """
+
+    def __init__(self, params: TrainParams, shape: TrainingShape):
+        self.params = params
+        self.shape = shape
+        input_shape, classes = shape
+        keras.utils.set_random_seed(params.seed)
+        with data_parallel(params.batch_size):
+            self.model = build_model(
+                params.architecture,
+                input_shape,
+                classes,
+                conv_size=params.conv_size,
+                dense_size=params.dense_size,
+                augment=params.augment,
+                seed=params.seed,
+            )
+        # Copies (the compiled step donates the buffers it is given); the
+        # variables include the augmentation layers' seed states.
+        self._start = [np.array(variable.value) for variable in self.model.variables]
+        self._steps = 0
+        """Batches per epoch the training step is compiled for (0: not yet)."""
+        self._optimizer_start: list[np.ndarray] = []
+        self._random_state = RandomState()
+        self._predictor = Predictor(self.model)
+        self._scoring: Scoring | None = None
+
+    @staticmethod
+    def shape_of(dataset: PreparedDataset) -> TrainingShape:
+        """What a trainer is built for: the image shape and the number of classes."""
+        return dataset.input_shape, len(dataset.classes)
+
+    @property
+    def scoring(self) -> Scoring:
+        """Embeddings, logits and probabilities of the model's current weights."""
+        if self._scoring is None:
+            self._scoring = Scoring(self.model)
+        return self._scoring
+
+    def fit(
+        self,
+        dataset: PreparedDataset,
+        live_dir: str | Path | None = None,
+        *,
+        callbacks: Sequence[keras.callbacks.Callback] = (),
+        verbose: bool = False,
+    ) -> list[dict[str, float]]:
+        """Train from the starting weights on ``dataset``; keep the best epoch's weights.
+
+        Returns:
+            The history: one record per epoch run (``epoch`` and `HISTORY_KEYS`).
+
+        Raises:
+            TrainingDataError: If ``dataset`` is not of the trainer's shape.
+            TrainingDivergedError: If training diverged (see `DivergenceGuard`).
+        """
+        params = self.params
+        if self.shape_of(dataset) != self.shape:
+            raise TrainingDataError(
+                f"This trainer was built for images and classes {self.shape}; {dataset.path} "
+                f"has {self.shape_of(dataset)}. Build a Trainer for it."
+            )
+        batches = TrainingBatches(
+            dataset.images("train"), dataset.labels("train"), params.batch_size, params.seed
+        )
+        if len(batches) != self._steps:
+            self._compile(len(batches))
+        variables = [*self.model.variables, *self.model.optimizer.variables]
+        for variable, value in zip(variables, [*self._start, *self._optimizer_start], strict=True):
+            variable.assign(value)
+        guard = DivergenceGuard(len(dataset.classes))
+        epoch_callbacks: list[keras.callbacks.Callback] = [
+            self._random_state,
+            guard,
+            ValidationMetrics(dataset.images("val"), dataset.labels("val"), self._predictor),
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=params.patience, restore_best_weights=True
+            ),
+            *callbacks,
+        ]
+        if live_dir is not None:
+            epoch_callbacks.append(LiveLogger(live_dir, HISTORY_KEYS))
+        if verbose:
+            epoch_callbacks.append(EpochPrinter(params.epochs))
+        with data_parallel(params.batch_size):
+            fit = self.model.fit(
+                batches, epochs=params.epochs, callbacks=epoch_callbacks, verbose=0
+            )
+        if guard.diverged:
+            raise guard.error(params)
+        return [
+            {"epoch": epoch + 1, **{key: float(fit.history[key][epoch]) for key in HISTORY_KEYS}}
+            for epoch in range(len(fit.history["loss"]))
+        ]
+
+    def _compile(self, steps: int) -> None:
+        """Compile for ``steps`` batches per epoch, with a new optimizer."""
+        with data_parallel(self.params.batch_size):
+            compile_model(self.model, self.params, steps)
+            self.model.optimizer.build(self.model.trainable_variables)
+        self._optimizer_start = [np.array(v.value) for v in self.model.optimizer.variables]
+        self._steps = steps
+
+
+def best_epoch(history: Sequence[dict[str, float]]) -> dict[str, float]:
+    """The epoch of lowest validation loss: the one whose weights are kept."""
+    return min(history, key=lambda record: record["val_loss"])
+
+
 def train_model(
     prepared: str | Path | PreparedDataset,
     model_dir: str | Path,
@@ -247,47 +407,11 @@ def train_model(
     """
     params = params or TrainParams()
     ood = ood or OodParams()
-    keras.utils.set_random_seed(params.seed)
     dataset = open_training_data(prepared)
     model_dir = Path(model_dir)
-
-    batches = TrainingBatches(
-        dataset.images("train"), dataset.labels("train"), params.batch_size, params.seed
-    )
-    guard = DivergenceGuard(len(dataset.classes))
-    epoch_callbacks: list[keras.callbacks.Callback] = [
-        guard,
-        ValidationMetrics(dataset.images("val"), dataset.labels("val")),
-        keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=params.patience, restore_best_weights=True
-        ),
-        *callbacks,
-    ]
-    if live_dir is not None:
-        epoch_callbacks.append(LiveLogger(live_dir, HISTORY_KEYS))
-    if verbose:
-        epoch_callbacks.append(EpochPrinter(params.epochs))
-
-    with data_parallel(params.batch_size):
-        model = build_model(
-            params.architecture,
-            dataset.input_shape,
-            len(dataset.classes),
-            conv_size=params.conv_size,
-            dense_size=params.dense_size,
-            augment=params.augment,
-            seed=params.seed,
-        )
-        compile_model(model, params, len(batches))
-        fit = model.fit(batches, epochs=params.epochs, callbacks=epoch_callbacks, verbose=0)
-    if guard.diverged:
-        raise guard.error(params)
-
-    history = [
-        {"epoch": epoch + 1, **{key: float(fit.history[key][epoch]) for key in HISTORY_KEYS}}
-        for epoch in range(len(fit.history["loss"]))
-    ]
-    best = min(history, key=lambda record: record["val_loss"])
+    trainer = Trainer(params, Trainer.shape_of(dataset))
+    history = trainer.fit(dataset, live_dir, callbacks=callbacks, verbose=verbose)
+    best = best_epoch(history)
     metadata = {
         "format_version": FORMAT_VERSION,
         "celestial_models_version": __version__,
@@ -304,8 +428,8 @@ def train_model(
         "val_accuracy": best["val_accuracy"],
     }
     model_dir.mkdir(parents=True, exist_ok=True)  # only now: a failed run leaves none
-    metadata["ood"] = fit_detector(model, dataset, ood, model_dir).summary()
-    write_model(inference_copy(model), model_dir / MODEL_FILE)
+    metadata["ood"] = fit_detector(trainer.scoring, dataset, ood, model_dir).summary()
+    write_model(inference_copy(trainer.model), model_dir / MODEL_FILE)
     write_json(model_dir / HISTORY_FILE, history)
     write_json(model_dir / METADATA_FILE, metadata)
     return metadata
