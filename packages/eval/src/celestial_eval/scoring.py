@@ -82,12 +82,6 @@ def predict_and_score(
     detector = getattr(classifier, "detector", None)
     if detector is None:
         return predict(classifier, images), None
-    detector = classifier.detector
-    if detector is None:
-        raise EvalError(
-            "The model has no unknown-image detector (ood.json) to measure. Retrain it with "
-            "this version of celestial-models."
-        )
     size, _, channels = classifier.input_shape
     kinds = nonbody_images(size, channels)
     batch = np.concatenate([np.asarray(images), *kinds.values()])
