@@ -67,7 +67,9 @@ def tests(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """Check style with ruff, types with mypy, and the GitHub workflows with jactionlint."""
-    sync(session, "lint")  # the workspace too: mypy follows the packages' imports
+    # The workspace and the dev tools too: mypy follows the imports of the
+    # packages and of tools/ (hypothesis, for the hostile requests).
+    sync(session, "lint", "dev")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
