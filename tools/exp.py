@@ -35,11 +35,11 @@ class OverrideError(Exception):
     """An ``-S`` value that names no param or gives it a bad value."""
 
 
-def split_override(text: str) -> tuple[str, str, Any]:
-    """``section``, ``key`` and the YAML value of ``[+]section.key=value``."""
+def split_override(text: str) -> tuple[str, list[str], Any]:
+    """``section``, the key path and the YAML value of ``[+]section.key[.inner]=value``."""
     path, equals, value = text.lstrip("+").partition("=")
-    section, dot, key = path.partition(".")
-    if not equals or not dot or not key or "." in key:
+    section, *keys = path.split(".")
+    if not equals or not keys or not all(keys):
         raise OverrideError(
             f"-S takes SECTION.KEY=VALUE, e.g. -S train.epochs=3. Received: {text!r}"
         )
@@ -48,7 +48,19 @@ def split_override(text: str) -> tuple[str, str, Any]:
             f"Unknown params section {section!r} in -S {text}. Accepted sections: "
             f"{', '.join(MODELS)}."
         )
-    return section, key, yaml.safe_load(value) if value else None
+    return section, keys, yaml.safe_load(value) if value else None
+
+
+def _set(mapping: dict[str, Any], keys: list[str], value: Any) -> bool:
+    """Set ``mapping[k1][k2]... = value``; whether the key was there before."""
+    *outer, last = keys
+    for key in outer:
+        inner = mapping.get(key)
+        mapping[key] = inner = dict(inner) if isinstance(inner, dict) else {}
+        mapping = inner
+    present = last in mapping
+    mapping[last] = value
+    return present
 
 
 def rewrite(args: Sequence[str], document: dict[str, Any]) -> list[str]:
@@ -63,14 +75,14 @@ def rewrite(args: Sequence[str], document: dict[str, Any]) -> list[str]:
         flag, _, inline = arg.partition("=")
         if pending or (flag == "--set-param" and inline):
             text = inline if not pending else arg
-            section, key, value = split_override(text)
-            changed[section][key] = value
+            section, keys, value = split_override(text)
+            present = _set(changed[section], keys, value)
             try:
                 MODELS[section].parse(changed[section], f"params {section}")
             except ParamsError as error:
                 raise OverrideError(str(error).splitlines()[0]) from None
-            present = key in (document.get(section) or {})
-            arg = f"{'' if present else '+'}{section}.{key}={text.partition('=')[2]}"
+            dotted = ".".join([section, *keys])
+            arg = f"{'' if present else '+'}{dotted}={text.partition('=')[2]}"
             result.append(arg if pending else f"--set-param={arg}")
             pending = False
             continue

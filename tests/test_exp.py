@@ -1,0 +1,39 @@
+"""`nox -s exp`'s override check (tools/exp.py), without running DVC."""
+
+from __future__ import annotations
+
+import exp  # tools/ is on pytest's pythonpath
+import pytest
+
+DOCUMENT = {"train": {"epochs": 8, "augment": {"flip": False}}}
+
+
+def test_nested_keys_are_checked_and_new_ones_get_dvc_s_plus() -> None:
+    args = ["-S", "train.augment.flip=true", "-S", "train.augment.zoom=0.1", "-S", "train.epochs=3"]
+    assert exp.rewrite(args, DOCUMENT) == [
+        "-S",
+        "train.augment.flip=true",
+        "-S",
+        "+train.augment.zoom=0.1",
+        "-S",
+        "train.epochs=3",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "train.augment.flp=true",
+            r"Unknown key 'flp' in params train\.augment\. Did you mean 'flip'",
+        ),
+        (
+            "train.augment.zoom=3",
+            r"params train\.augment\.zoom: Input should be less than or equal",
+        ),
+        ("train=3", r"-S takes SECTION\.KEY=VALUE"),
+    ],
+)
+def test_a_bad_nested_override_is_refused_in_one_line(override: str, message: str) -> None:
+    with pytest.raises(exp.OverrideError, match=message):
+        exp.rewrite(["-S", override], DOCUMENT)
