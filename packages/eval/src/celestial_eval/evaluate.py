@@ -135,7 +135,7 @@ def write_evaluation(
     files: Sequence[str],
     images: np.ndarray,
     history: Mapping[str, list[float | None]],
-    preview_images: int = 24,
+    preview_images: int = EvaluateParams().preview_images,
     extra: Mapping[str, Any] | None = None,
     warnings: Sequence[str] = (),
 ) -> dict[str, Any]:

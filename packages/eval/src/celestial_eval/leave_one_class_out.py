@@ -25,6 +25,7 @@ import numpy as np
 
 from celestial_data import PreparedDataset, load_prepared, write_prepared
 from celestial_eval.errors import EvalError
+from celestial_eval.evaluate import choose_split
 from celestial_eval.metrics import DIGITS
 from celestial_eval.scoring import auroc
 from celestial_models.ood import (
@@ -41,17 +42,6 @@ if TYPE_CHECKING:
     from celestial_models.train import Trainer
 
 __all__ = ["leave_one_class_out"]
-
-
-def known_split(dataset: PreparedDataset) -> str:
-    """The known images to compare with: test when present, else val."""
-    for split in ("test", "val"):
-        if dataset.has(split):
-            return split
-    raise EvalError(
-        f"Prepared data {dataset.path} has no test or validation images: nothing held out "
-        "to measure rejection on. Set prepare's test_fraction or val_fraction above 0."
-    )
 
 
 def without_class(dataset: PreparedDataset, held_out: int, path: Path) -> PreparedDataset:
@@ -163,7 +153,7 @@ def leave_one_class_out(
     if epochs:
         train_params = train_params.model_copy(update={"epochs": epochs})
     ood_params = ood_params or OodParams()
-    split = known_split(dataset)
+    split = choose_split(dataset)  # the known images: test when present, else val
 
     # Every held-out model has the same shapes (K - 1 classes): one trainer
     # (one build, one compilation of validation and scoring) serves them all,

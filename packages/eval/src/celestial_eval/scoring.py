@@ -171,22 +171,18 @@ def nonbody_images(
 def nonbody_rejection(classifier: Classifier) -> dict[str, Any]:
     """Share of non-body images (`nonbody_images`) the classifier calls unknown.
 
+    The non-body part of `predict_and_score`, with no known images.
+
     Returns:
         ``{"rate": overall share, "images": count, "kinds": {kind: share}}``.
     """
-    detector = classifier.detector
-    if detector is None:
+    no_images = np.empty((0, *classifier.input_shape), dtype=np.uint8)
+    _, figures = predict_and_score(classifier, no_images)
+    if figures is None:
         raise EvalError(
             "The model has no unknown-image detector (ood.json) to measure. Retrain it with "
             "this version of celestial-models."
         )
     size, _, channels = classifier.input_shape
-    kinds = nonbody_images(size, channels)
-    rates: dict[str, float] = {}
-    rejected = total = 0
-    for kind, images in kinds.items():
-        _, scores = classifier.predict_with_score(images)
-        unknown = detector.unknown(scores)
-        rates[kind] = round(float(unknown.mean()), DIGITS)
-        rejected, total = rejected + int(unknown.sum()), total + len(images)
-    return {"rate": round(rejected / total, DIGITS), "images": total, "kinds": rates}
+    count = sum(len(images) for images in nonbody_images(size, channels).values())
+    return {"rate": figures["nonbody_rejected"], "images": count, "kinds": figures["nonbody"]}
