@@ -34,6 +34,7 @@ def test_train_writes_the_model_directory_and_the_live_logs(
         "model.keras",
         "metadata.json",
         "history.json",
+        "reference.jsonl",
     }
     assert json.loads((tmp_path / "model" / "metadata.json").read_text())["params"]["epochs"] == 2
     assert (tmp_path / "live" / "plots" / "metrics" / "eval" / "accuracy.tsv").is_file()

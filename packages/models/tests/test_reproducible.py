@@ -70,7 +70,13 @@ def train_under(variant: dict[str, str], out: Path) -> dict[str, str]:
 def test_every_output_has_the_same_hash_under_every_kernel(tmp_path: Path) -> None:
     hashes = {name: train_under(env, tmp_path / name) for name, env in VARIANTS.items()}
     reference = hashes["default"]
-    assert {"model.keras", "ood.json", "ood_precision.npy", "metadata.json"} <= set(reference)
+    assert {
+        "model.keras",
+        "ood.json",
+        "ood_precision.npy",
+        "metadata.json",
+        "reference.jsonl",
+    } <= set(reference)
     for name, found in hashes.items():
         differing = sorted(f for f in reference if found.get(f) != reference[f])
         assert not differing, f"{name} trains other bytes for {differing}"

@@ -21,7 +21,7 @@ from celestial_models.batches import TrainingBatches
 from celestial_models.params import TrainParams
 from celestial_models.train import DivergenceGuard, Trainer
 
-OUTPUTS = ("model.keras", "metadata.json", "history.json")
+OUTPUTS = ("model.keras", "metadata.json", "history.json", "reference.jsonl")
 
 
 def test_same_seed_gives_identical_files_and_another_seed_differs(

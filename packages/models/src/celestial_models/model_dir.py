@@ -2,7 +2,11 @@
 
 A model directory, as ``celestial-models train`` writes it, holds
 ``model.keras`` (the network and its weights), ``metadata.json`` (classes,
-input format, training parameters, format version) and ``history.json``.
+input format, training parameters, format version), ``history.json``, the
+unknown-image detector (``ood.json``, ``ood_centroids.npy``,
+``ood_precision.npy``: `celestial_models.ood`) and ``reference.jsonl``, the
+validation split's answers that drift is measured against
+(`celestial_models.reference`).
 This module imports neither Keras nor JAX, so that a process that only needs
 the description (an HTTP server checking uploads) stays light.
 """

@@ -42,6 +42,7 @@ __all__ = [
     "OOD_FILE",
     "PRECISION_FILE",
     "SCORES",
+    "UNKNOWN",
     "OodDetector",
     "OodParams",
     "calibrate_threshold",
@@ -49,6 +50,9 @@ __all__ = [
     "compute_scores",
     "invert_spd",
 ]
+
+#: The answer for an image that is none of the model's classes (its score is above the threshold).
+UNKNOWN = "unknown"
 
 Score = Literal["mahalanobis", "cosine", "energy", "msp"]
 #: Accepted values of ``ood.score``.

@@ -22,12 +22,11 @@ from celestial_data.dataset import is_image_name
 from celestial_data.errors import ImageTooLarge
 from celestial_models.classifier import Classifier, load_classifier
 from celestial_models.errors import ModelError
+from celestial_models.ood import UNKNOWN
 
 __all__ = ["COLUMNS", "UNKNOWN", "image_files", "predict_folder"]
 
 COLUMNS = ("file", "label", "probability", "score", "unknown")
-#: The label of an image that is none of the model's classes.
-UNKNOWN = "unknown"
 # Images decoded and predicted at a time: memory stays flat on large folders.
 CHUNK = 256
 

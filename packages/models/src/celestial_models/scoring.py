@@ -26,7 +26,7 @@ from celestial_models.ood import (
 )
 from celestial_models.predictor import Predictor
 
-__all__ = ["Outputs", "Scoring", "fit_detector", "outputs_of"]
+__all__ = ["Calibration", "Outputs", "Scoring", "calibrate", "fit_detector", "outputs_of"]
 
 LOGITS_LAYER = "logits"
 # Largest total of images (bytes) `outputs_of` reads into memory at once.
@@ -95,13 +95,20 @@ def outputs_of(scoring: Scoring, *batches: np.ndarray) -> list[Outputs]:
     ]
 
 
-def fit_detector(
-    model: keras.Model | Scoring,
-    dataset: PreparedDataset,
-    params: OodParams | None = None,
-    model_dir: str | Path | None = None,
-) -> OodDetector:
-    """Fit the unknown-image detector of a trained model and save it with the model.
+class Calibration(NamedTuple):
+    """A fitted detector and the validation outputs it was calibrated on."""
+
+    detector: OodDetector
+    val: Outputs
+    """`Scoring` outputs of the ``val`` split."""
+    val_scores: np.ndarray
+    """``(N,)`` unknown-image scores of the ``val`` split."""
+
+
+def calibrate(
+    model: keras.Model | Scoring, dataset: PreparedDataset, params: OodParams | None = None
+) -> Calibration:
+    """Fit the unknown-image detector of a trained model; keep the validation outputs.
 
     Class statistics come from the ``train`` split's embeddings; the threshold
     is calibrated on the ``val`` split (images that did not fit the weights),
@@ -111,10 +118,10 @@ def fit_detector(
         model: The trained model (or its `Scoring`, to reuse its compiled pass).
         dataset: The prepared data it was trained on.
         params: The ``ood`` params (default: their defaults).
-        model_dir: If given, where to save ``ood.json`` and the ``.npy`` files.
 
     Returns:
-        The fitted detector.
+        The detector, with the ``val`` outputs and scores it was calibrated on
+        (the model's reference reuses them: see `celestial_models.reference`).
     """
     params = params or OodParams()
     scoring = model if isinstance(model, Scoring) else Scoring(model)
@@ -132,6 +139,29 @@ def fit_detector(
         centroids=centroids,
         precision=precision,
     )
+    return Calibration(detector, val, scores)
+
+
+def fit_detector(
+    model: keras.Model | Scoring,
+    dataset: PreparedDataset,
+    params: OodParams | None = None,
+    model_dir: str | Path | None = None,
+) -> OodDetector:
+    """Fit the unknown-image detector of a trained model and save it with the model.
+
+    See `calibrate`.
+
+    Args:
+        model: The trained model (or its `Scoring`, to reuse its compiled pass).
+        dataset: The prepared data it was trained on.
+        params: The ``ood`` params (default: their defaults).
+        model_dir: If given, where to save ``ood.json`` and the ``.npy`` files.
+
+    Returns:
+        The fitted detector.
+    """
+    detector = calibrate(model, dataset, params).detector
     if model_dir is not None:
         detector.save(model_dir)
     return detector

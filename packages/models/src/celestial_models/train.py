@@ -2,8 +2,9 @@
 
 Takes the ``train`` section of ``params.yaml`` (`TrainParams`), trains
 on the ``train`` split with early stopping on the ``val`` split's loss, and
-writes ``model.keras``, ``metadata.json`` and ``history.json`` to the model
-directory, byte for byte the same for the same data and params.
+writes ``model.keras``, ``metadata.json``, ``history.json``, the unknown-image
+detector and the reference records of the ``val`` split (``reference.jsonl``)
+to the model directory, byte for byte the same for the same data and params.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from celestial_models.model_dir import FORMAT_VERSION, HISTORY_FILE, METADATA_FI
 from celestial_models.ood import OodParams
 from celestial_models.params import TrainParams
 from celestial_models.predictor import Predictor
+from celestial_models.reference import write_reference
 from celestial_models.saving import write_json, write_model
-from celestial_models.scoring import Scoring, fit_detector
+from celestial_models.scoring import Scoring, calibrate
 
 __all__ = ["HISTORY_KEYS", "Trainer", "TrainingShape", "best_epoch", "train_model"]
 
@@ -428,8 +430,17 @@ def train_model(
         "val_accuracy": best["val_accuracy"],
     }
     model_dir.mkdir(parents=True, exist_ok=True)  # only now: a failed run leaves none
-    metadata["ood"] = fit_detector(trainer.scoring, dataset, ood, model_dir).summary()
+    calibration = calibrate(trainer.scoring, dataset, ood)
+    calibration.detector.save(model_dir)
+    metadata["ood"] = calibration.detector.summary()
     write_model(inference_copy(trainer.model), model_dir / MODEL_FILE)
+    write_reference(
+        model_dir,
+        dataset,
+        calibration.val.probabilities,
+        calibration.val_scores,
+        calibration.detector,
+    )
     write_json(model_dir / HISTORY_FILE, history)
     write_json(model_dir / METADATA_FILE, metadata)
     return metadata
