@@ -1,4 +1,4 @@
-"""Inline SVG line charts of DVC plot data, drawn without JavaScript.
+"""Inline SVG charts (lines of DVC plot data, grouped bars), drawn without JavaScript.
 
 `dvc plots show` renders Vega specs with scripts fetched from a CDN. These
 functions draw the same data (the ``linear`` family of templates) as plain
@@ -15,7 +15,7 @@ from html import escape
 
 from celestial_eval.figures import COLORS
 
-__all__ = ["PALETTE", "line_svg", "nice_ticks"]
+__all__ = ["PALETTE", "bars_svg", "line_svg", "nice_ticks"]
 
 PALETTE = (COLORS["train"], COLORS["val"], "#7c3aed", "#0891b2", "#ca8a04", "#db2777")
 FONT = "font-family='DejaVu Sans, Verdana, sans-serif'"
@@ -141,4 +141,83 @@ def line_svg(
                 f"<title>{escape(name)} at {escape(x_label)} {_label(x)}: {y:.4g}</title></circle>"
             )
     parts.append("</svg>")
+    return "".join(parts)
+
+
+def bars_svg(
+    title: str,
+    categories: Sequence[str],
+    series: Sequence[tuple[str, Sequence[float]]],
+    y_label: str = "",
+    width: int = 640,
+    height: int = 320,
+) -> str:
+    """A grouped bar chart: one group per category, one bar per series.
+
+    Args:
+        title: Shown above the chart.
+        categories: The group names, left to right.
+        series: ``(name, values)`` per series, one value per category.
+        y_label: Name of the y axis (default: none).
+        width: Width in pixels.
+        height: Height in pixels.
+
+    Returns:
+        An ``<svg>`` element.
+    """
+    left, right, top, bottom = 62, 20, 48, 62
+    values = [v for _, vs in series for v in vs if math.isfinite(v)]
+    y_ticks = nice_ticks(min([0.0, *values]), max(values, default=1.0), 6)
+    y0, y1 = y_ticks[0], y_ticks[-1]
+    group = (width - left - right) / max(len(categories), 1)
+    bar = group * 0.8 / max(len(series), 1)
+
+    def py(y: float) -> float:
+        return height - bottom - (y - y0) / ((y1 - y0) or 1) * (height - top - bottom)
+
+    parts = [
+        f"<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 {width} {height}' "
+        f"width='{width}' height='{height}' role='img' aria-label='{escape(title)}' {FONT}>",
+        f"<text x='{left}' y='20' font-size='14' font-weight='bold' "
+        f"fill='{COLORS['ink']}'>{escape(title)}</text>",
+    ]
+    for tick in y_ticks:
+        tick_y = py(tick)
+        parts.append(
+            f"<line x1='{left}' x2='{width - right}' y1='{tick_y:.1f}' y2='{tick_y:.1f}' "
+            f"stroke='{COLORS['grid']}'/><text x='{left - 6}' y='{tick_y + 4:.1f}' font-size='11' "
+            f"text-anchor='end' fill='{COLORS['muted']}'>{_label(tick)}</text>"
+        )
+    if y_label:
+        parts.append(
+            f"<text transform='translate(14 {(top + height - bottom) / 2:.1f}) rotate(-90)' "
+            f"font-size='12' text-anchor='middle' fill='{COLORS['ink']}'>{escape(y_label)}</text>"
+        )
+    for index, category in enumerate(categories):
+        centre = left + group * (index + 0.5)
+        parts.append(
+            f"<text transform='translate({centre:.1f} {height - bottom + 14}) rotate(-30)' "
+            f"font-size='11' text-anchor='end' fill='{COLORS['ink']}'>{escape(category)}</text>"
+        )
+        for number, (name, series_values) in enumerate(series):
+            value = series_values[index]
+            x = centre - group * 0.4 + bar * number
+            y = py(max(value, y0))
+            parts.append(
+                f"<rect class='bar' x='{x:.1f}' y='{y:.1f}' width='{bar * 0.92:.1f}' "
+                f"height='{max(py(y0) - y, 0):.1f}' fill='{PALETTE[number % len(PALETTE)]}'>"
+                f"<title>{escape(name)}, {escape(category)}: {value:.4g}</title></rect>"
+            )
+    legend_x = width - right
+    for index, (name, _) in reversed(list(enumerate(series))):
+        legend_x -= 7 * len(name) + 34
+        parts.append(
+            f"<g class='legend'><rect x='{legend_x}' y='{top - 22}' width='14' height='8' "
+            f"rx='2' fill='{PALETTE[index % len(PALETTE)]}'/><text x='{legend_x + 19}' "
+            f"y='{top - 14}' font-size='12' fill='{COLORS['ink']}'>{escape(name)}</text></g>"
+        )
+    parts.append(
+        f"<line x1='{left}' x2='{width - right}' y1='{py(y0):.1f}' y2='{py(y0):.1f}' "
+        f"stroke='{COLORS['muted']}'/></svg>"
+    )
     return "".join(parts)

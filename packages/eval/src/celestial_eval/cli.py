@@ -1,4 +1,4 @@
-"""Command line of celestial-eval: evaluate a model, compare projects, write offline reports."""
+"""Command line of celestial-eval: evaluate, compare projects, write reports, watch drift."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 
 from celestial_data.command import run_command, say
 from celestial_data.errors import DataError
+from celestial_eval.drift import OUTPUTS as DRIFT_OUTPUTS
+from celestial_eval.drift import DriftParams, markdown_summary, run_drift, summary_lines
 from celestial_eval.errors import EvalError
 from celestial_eval.evaluate import EvaluateParams, evaluate
 from celestial_eval.leaderboard import leaderboard, to_json, to_markdown
@@ -83,6 +85,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to write the page (default: PROJECT_DIR/report.html)",
     )
     report_cmd.set_defaults(run=_report)
+
+    drift_cmd = commands.add_parser(
+        "drift",
+        help="compare a served model's prediction log with the model's reference",
+        description="Compare the answers logged in LOG (files, or folders whose *.jsonl are "
+        "read in name order) with MODEL_DIR/reference.jsonl, the model's validation split: "
+        "class mix, unknown rate, confidence, unknown-image score and image features. "
+        "Only the records of that model count. Writes drift.json and drift.html into "
+        "OUT_DIR. Exit status: 0 no drift, 1 drift found, 2 bad input.",
+    )
+    drift_cmd.add_argument("logs", type=Path, nargs="+", metavar="LOG")
+    drift_cmd.add_argument(
+        "--model", type=Path, required=True, metavar="MODEL_DIR", help="the served model folder"
+    )
+    drift_cmd.add_argument(
+        "--out", type=Path, required=True, metavar="OUT_DIR", help="where to write the outputs"
+    )
+    drift_cmd.add_argument("--params", type=Path, help="params.yaml whose 'drift' section to use")
+    drift_cmd.add_argument(
+        "--summary",
+        type=Path,
+        metavar="FILE",
+        help="also append the verdict as Markdown to FILE (e.g. $GITHUB_STEP_SUMMARY)",
+    )
+    drift_cmd.set_defaults(run=_drift)
     return parser
 
 
@@ -123,6 +150,25 @@ def _leaderboard(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     print(write_report(args.project_dir, args.output))
     return 0
+
+
+def _drift(args: argparse.Namespace) -> int:
+    # Exit 1 means drift, so every bad input is 2 here, as usage and params errors are.
+    try:
+        params = DriftParams.load(args.params)
+        result = run_drift(args.logs, args.model, args.out, params)
+    except (DataError, EvalError, ModelError) as error:
+        say(PROG, "error", error)
+        return 2
+    for warning in result["warnings"]:
+        say(PROG, "warning", warning)
+    print("\n".join(summary_lines(result)))
+    html = args.out / DRIFT_OUTPUTS["html"]
+    print(f"-> {args.out / DRIFT_OUTPUTS['json']}, {html}")
+    if args.summary:
+        with open(args.summary, "a", encoding="utf-8") as stream:
+            stream.write(markdown_summary(result, DRIFT_OUTPUTS["html"]))
+    return 1 if result["drift"] else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

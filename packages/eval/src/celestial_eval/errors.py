@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["EvalError", "MismatchError", "MissingInputError"]
+__all__ = ["EvalError", "LogError", "MismatchError", "MissingInputError"]
 
 
 class EvalError(Exception):
@@ -15,3 +15,7 @@ class MissingInputError(EvalError):
 
 class MismatchError(EvalError):
     """The model and the prepared data disagree (classes, image shape)."""
+
+
+class LogError(EvalError):
+    """A prediction log (or a model's reference) that cannot be used: corrupt, empty, mixed."""
