@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from celestial_data.params import Params
 from celestial_data.prepare import PrepareParams
 from celestial_data.synth import SynthParams
+from celestial_eval.drift import DriftParams
 from celestial_eval.evaluate import EvaluateParams
 from celestial_eval.rejection import RejectionParams
 from celestial_models.ood import OodParams
@@ -40,6 +41,7 @@ SECTIONS: tuple[type[Params], ...] = (
     OodParams,
     EvaluateParams,
     RejectionParams,
+    DriftParams,
 )
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "pipeline.md"
 BLOCK = re.compile(r"(<!-- params: (\w+) -->\n).*?(<!-- /params -->)", re.DOTALL)
