@@ -378,7 +378,7 @@ def jactionlint(*paths: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_workflows_pass_jactionlint() -> None:
-    assert [w.name for w in WORKFLOWS] == ["ci.yml", "mlops.yml"]
+    assert [w.name for w in WORKFLOWS] == ["ci.yml", "drift.yml", "mlops.yml"]
     proc = jactionlint(*WORKFLOWS)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
