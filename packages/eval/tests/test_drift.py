@@ -373,3 +373,43 @@ def test_drift_imports_neither_keras_nor_jax_nor_matplotlib(
         [sys.executable, "-c", code], check=True, capture_output=True, text=True
     )
     assert result.stdout.strip().endswith("[]")
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium (installed by .ci/run) absent")
+def test_the_page_renders_offline_in_a_real_browser(model_dir: Path, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    log = write_lines(tmp_path / "p.jsonl", draw(1000, seed=2, unknown=0.3))
+    assert drift(log, model_dir, tmp_path / "out") == 1
+    page_url = (tmp_path / "out" / "drift.html").resolve().as_uri()
+    requests: list[str] = []
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            page = browser.new_page()
+            page.on("request", lambda request: requests.append(request.url))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(page_url, wait_until="load")
+            charts = page.eval_on_selector_all(
+                "svg",
+                "els => els.map(e => [e.getBoundingClientRect().width,"
+                " e.querySelectorAll('polyline, rect.bar').length])",
+            )
+            headline = page.inner_text(".verdict")
+            failed_rows = page.eval_on_selector_all("tr.failed td.name", "els => els.length")
+        finally:
+            browser.close()
+    assert requests == [page_url]
+    assert errors == []
+    assert len(charts) == 8 and all(width > 200 and shapes > 0 for width, shapes in charts)
+    assert headline.startswith("Drift: ") and "checks failed" in headline
+    assert failed_rows == len(verdict(tmp_path / "out")["failed"])

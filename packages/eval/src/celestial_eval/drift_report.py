@@ -102,7 +102,7 @@ def build_page(
     labels, reference_shares, log_shares = class_mix
     charts = [
         bars_svg(
-            "Answers (class mix, unknown included)",
+            "Answers: class mix, unknown included" + (": drift" if "class_mix" in failed else ""),
             labels,
             [("reference", reference_shares), ("log", log_shares)],
             "share of answers",
@@ -112,7 +112,7 @@ def build_page(
         centres, reference_hist, log_hist = histogram(reference_values, log_values)
         charts.append(
             line_svg(
-                name,
+                f"{name}: drift" if name in failed else name,
                 name,
                 [("reference", centres, reference_hist), ("log", centres, log_hist)],
                 "share of answers",
@@ -122,8 +122,8 @@ def build_page(
     meta = (
         f"Model {escape(result['model'][:12])} · {log['kept']} logged answers "
         f"({_figure(span['first'])} to {_figure(span['last'])}) against {reference['records']} "
-        f"reference answers · {log['other_models']} records of other models left out · "
-        f"{log['skipped_lines']} cut-short lines skipped"
+        f"reference answers · records of other models left out: {log['other_models']} · "
+        f"cut-short lines skipped: {log['skipped_lines']}"
     )
     return "".join(
         [
