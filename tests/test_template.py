@@ -117,6 +117,7 @@ def test_dvc_interpolation_survives_and_the_first_stage_fits_the_source(
 
 def test_params_yaml_holds_the_packages_defaults(tmp_path: Path) -> None:
     from celestial_data import PrepareParams, SynthParams
+    from celestial_eval.drift import DriftParams
     from celestial_eval.evaluate import EvaluateParams
     from celestial_eval.rejection import RejectionParams
     from celestial_models.ood import OodParams
@@ -124,7 +125,15 @@ def test_params_yaml_holds_the_packages_defaults(tmp_path: Path) -> None:
 
     project = bake(tmp_path, data_source="synthetic")
     written = yaml.safe_load((project / "params.yaml").read_text())
-    sections = (SynthParams, PrepareParams, TrainParams, OodParams, EvaluateParams, RejectionParams)
+    sections = (
+        SynthParams,
+        PrepareParams,
+        TrainParams,
+        OodParams,
+        EvaluateParams,
+        RejectionParams,
+        DriftParams,
+    )
     assert list(written) == [model.section for model in sections]
     for model in sections:
         # Every key written is valid and, with the prompts' defaults, is the package's default.
