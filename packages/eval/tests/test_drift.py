@@ -413,3 +413,39 @@ def test_the_page_renders_offline_in_a_real_browser(model_dir: Path, tmp_path: P
     assert len(charts) == 8 and all(width > 200 and shapes > 0 for width, shapes in charts)
     assert headline.startswith("Drift: ") and "checks failed" in headline
     assert failed_rows == len(verdict(tmp_path / "out")["failed"])
+
+
+@pytest.mark.slow
+def test_a_trained_models_reference_is_what_drift_reads(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from celestial_data import write_prepared
+    from celestial_models import TrainParams, train_model
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 10)
+    colours = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200]])
+    images = np.clip(
+        colours[labels][:, None, None] + rng.integers(-30, 30, (30, 16, 16, 3)), 0, 255
+    )
+    files = [f"c{k}/{i}.png" for i, k in enumerate(labels)]
+    split = (images.astype(np.uint8), labels, files)
+    write_prepared(tmp_path / "prepared", ["Alpha", "Beta", "Gamma"], "rgb",
+                   {"train": split, "val": split})  # fmt: skip
+    model_dir = tmp_path / "model"
+    train_model(tmp_path / "prepared", model_dir, TrainParams(epochs=1, batch_size=8, conv_size=4))
+    reference = read_log([model_dir / "reference.jsonl"]).records
+    assert len(reference) == 30
+    # The server's log of the same images, twice over: no drift; the same darkened: drift.
+    served = [replace(r, time="2026-12-01T00:00:00.000000Z") for r in reference * 2]
+    darker = [replace(r, features=(0.0, 0.0, 0.0, *r.features[3:])) for r in served]
+    params = tmp_path / "params.yaml"
+    params.write_text("drift:\n  min_records: 10\n")
+    for name, records, status in (("same", served, 0), ("darker", darker, 1)):
+        log = write_lines(tmp_path / f"{name}.jsonl", records)
+        assert drift(log, model_dir, tmp_path / name, "--params", str(params)) == status
+    assert verdict(tmp_path / "darker")["failed"] == [
+        "feature:mean_red",
+        "feature:mean_green",
+        "feature:mean_blue",
+    ]
