@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,12 @@ from celestial_serve.review import ReviewFolder
 
 CLASSES = ("Mars", "Moon", "Venus")
 MODEL = {"project": "demo", "model_hash": "f" * 64}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def encoded(seed: int, fmt: str = "PNG") -> tuple[bytes, np.ndarray]:
@@ -46,7 +53,9 @@ def records(folder: Path) -> list[PredictionRecord]:
 def test_every_answer_is_recorded_with_its_fields(tmp_path: Path) -> None:
     log = PredictionLog(LogOptions(tmp_path))
     uploads = [encoded(seed) for seed in range(3)]
-    for (data, pixels), probs in zip(uploads, ([0.9, 0.05, 0.05], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8])):
+    for (data, pixels), probs in zip(
+        uploads, ([0.9, 0.05, 0.05], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8]), strict=True
+    ):
         log.add(answer_body(probs), data, pixels, "2026-01-02T03:04:05.000006Z", 0.0025)
     log.close()
     found = records(tmp_path)
@@ -59,7 +68,8 @@ def test_every_answer_is_recorded_with_its_fields(tmp_path: Path) -> None:
         assert record.time == "2026-01-02T03:04:05.000006Z"
         assert record.latency_ms == 2.5
         assert record.score == 1.0 and not record.unknown
-    assert [p.name for p in tmp_path.glob("*.jsonl")][0].endswith(f"-{os.getpid()}.jsonl")
+    names = [p.name for p in tmp_path.glob("*.jsonl")]
+    assert len(names) == 1 and names[0].endswith(f"-{os.getpid()}.jsonl")
 
 
 def test_a_file_past_the_size_cap_is_closed_and_the_next_lines_go_to_a_new_one(
@@ -145,7 +155,9 @@ def test_a_log_dir_that_is_a_file_or_cannot_be_made_is_refused(tmp_path: Path) -
 @pytest.mark.parametrize("where", ["file", "file/logs"])
 def test_a_bad_log_dir_is_one_start_up_error(trained_project, tmp_path, capsys, where) -> None:
     (tmp_path / "file").write_text("")
-    status = main([str(trained_project), "--port", "8991", "--log-dir", str(tmp_path / where)])
+    status = main(
+        [str(trained_project), "--port", str(free_port()), "--log-dir", str(tmp_path / where)]
+    )
     err = capsys.readouterr().err
     assert status == 1
     assert err.count("\n") == 1 and err.startswith("celestial-serve: error: ")
