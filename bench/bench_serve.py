@@ -473,8 +473,8 @@ def main() -> None:
             # The machine's speed drifts: the ceiling, each server and the floor are
             # measured in turn, round after round, and compared round by round.
             single = {}
-            for transport, server in servers.items():
-                with running(server):
+            for transport in TRANSPORTS:
+                with running(servers[transport]):
                     single[transport] = load(
                         ports[transport], payloads, clients=1, requests_total=500
                     )
