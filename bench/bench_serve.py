@@ -11,6 +11,9 @@ Measures, in one run on one machine:
   second with 1 client, requests per second with 8 concurrent clients, and the
   ratio of that to the ceiling; the same with the images sent as multipart
   forms, as a browser sends them;
+- the cost of watching: 8-client requests per second of the default (lean)
+  server with neither metrics nor prediction log (``--no-metrics``) and with
+  both (``--log-dir``), side by side in the same rounds, and their ratio;
 - where the time goes: CPU per request in each process (HTTP server, inference
   worker, the load client) and the floor of the HTTP stack: a bare FastAPI route
   that only decodes the upload (`serve_floor.py`) under the same load.
@@ -202,7 +205,11 @@ def start_process(
     sys.exit(f"bench_serve: server not healthy after 300 s:\n{log.read_text()}")
 
 
-def serve_command(project: Path, port: int, transport: str) -> list[str]:
+#: The lean server without and with metrics and prediction log ("--log-dir" is added).
+WATCH = {"plain": ["--no-metrics"], "watched": []}
+
+
+def serve_command(project: Path, port: int, transport: str, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -214,6 +221,7 @@ def serve_command(project: Path, port: int, transport: str) -> list[str]:
         "warning",
         "--transport",
         transport,
+        *extra,
     ]
 
 
@@ -440,6 +448,16 @@ def main() -> None:
                     command, ports[transport], log
                 )
                 os.killpg(servers[transport].pid, signal.SIGSTOP)
+            watch_ports: dict[str, int] = {}
+            for name, extra in WATCH.items():
+                watch_ports[name] = free_port()
+                if name == "watched":
+                    extra = [*extra, "--log-dir", str(Path(scratch) / "prediction-log")]
+                command = serve_command(project, watch_ports[name], "lean", *extra)
+                servers[name], startup[name] = start_process(
+                    command, watch_ports[name], Path(scratch) / f"server-{name}.log"
+                )
+                os.killpg(servers[name].pid, signal.SIGSTOP)
             floor_port = free_port()
             floor_command = [
                 sys.executable,
@@ -455,8 +473,8 @@ def main() -> None:
             # The machine's speed drifts: the ceiling, each server and the floor are
             # measured in turn, round after round, and compared round by round.
             single = {}
-            for transport, server in servers.items():
-                with running(server):
+            for transport in TRANSPORTS:
+                with running(servers[transport]):
                     single[transport] = load(
                         ports[transport], payloads, clients=1, requests_total=500
                     )
@@ -468,7 +486,15 @@ def main() -> None:
                     * len(payloads)
                     / sum(end_to_end(classifier, payloads) for _ in range(passes))
                 }
-                for transport, server in servers.items():
+                # Alternated, so that a drift of the machine's speed favours neither.
+                order = list(WATCH) if len(rounds) % 2 == 0 else list(WATCH)[::-1]
+                for name in order:
+                    with running(servers[name]):
+                        one[name] = measure_round(
+                            watch_ports[name], payloads, servers[name].pid, args.requests
+                        )
+                for transport in TRANSPORTS:
+                    server = servers[transport]
                     with running(server):
                         one[transport] = {
                             "served": measure_round(
@@ -519,6 +545,17 @@ def main() -> None:
                 "ratio_all_rounds": [round(x, 3) for x in form_ratios],
             },
         }
+    watch_ratios = [r["watched"]["requests_per_s"] / r["plain"]["requests_per_s"] for r in rounds]
+    watching = {
+        name: {
+            "startup_to_health_s": round(startup[name], 2),
+            "options": WATCH[name] + (["--log-dir DIR"] if name == "watched" else []),
+            "eight_clients": median_round([r[name] for r in rounds]),
+        }
+        for name in WATCH
+    }
+    watching["ratio_watched_to_plain"] = round(statistics.median(watch_ratios), 3)
+    watching["ratio_all_rounds"] = [round(x, 3) for x in watch_ratios]
     result = {
         "benchmark": "serve",
         "machine": {
@@ -553,6 +590,7 @@ def main() -> None:
         },
         "default_transport": OPTIONS.transport,
         "transports": transports,
+        "metrics_and_log": watching,
         "http_floor_8_clients": {
             **{k: floor[k] for k in ("requests_per_s", "requests_per_s_all_rounds")},
             "cpu_ms_per_request": round(
@@ -571,7 +609,10 @@ def main() -> None:
             "raw JPEG bodies; eight_clients_multipart sends the same images as multipart forms, "
             "as a browser does (half as many requests per round). "
             "http_floor_8_clients is a bare FastAPI route on uvicorn that only decodes the "
-            "upload (bench/serve_floor.py): no model, no LitServe, no queues."
+            "upload (bench/serve_floor.py): no model, no LitServe, no queues. "
+            "metrics_and_log compares the lean server with --no-metrics (plain) and with "
+            "metrics on and --log-dir (watched), measured one after the other in each round "
+            "(their order alternating), raw JPEG bodies; the ratio is per round, its median kept."
         ),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -66,3 +66,12 @@ def test_features_are_channel_means_contrast_and_background_share():
 def test_features_refuse_what_is_not_a_uint8_batch():
     with pytest.raises(ValueError, match="uint8 batch"):
         image_features(np.zeros((4, 4, 3), dtype=np.uint8))
+
+
+def test_a_line_holds_the_version_then_every_field_in_order():
+    import dataclasses
+    import json
+
+    record = PredictionRecord.from_answer(answer(), [0.1, 0.2, 0.3, 0.4, 0.5], time=utc_now())
+    keys = list(json.loads(record.to_json()))
+    assert keys == ["v", *(field.name for field in dataclasses.fields(PredictionRecord))]

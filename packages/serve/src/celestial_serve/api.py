@@ -15,6 +15,7 @@ import numpy as np
 from fastapi import Depends
 
 from celestial_serve.errors import ServeError
+from celestial_serve.metrics import WorkerMetrics
 from celestial_serve.project import ModelCard
 from celestial_serve.request import PredictionRequest, read_prediction_request
 from celestial_serve.response import prediction
@@ -46,6 +47,7 @@ class ClassifierAPI(ls.LitAPI):
         max_batch_size: int = 16,
         batch_timeout: float = 0.0,
         loop: Any = "auto",
+        metrics: bool = False,
     ):
         """Create the API for the model ``card`` describes (loaded later, in `setup`).
 
@@ -55,12 +57,15 @@ class ClassifierAPI(ls.LitAPI):
             batch_timeout: Seconds a worker waits, once a request has come, for
                 more to fill the batch (0: take only those already waiting).
             loop: The worker's loop: LitServe's own (``"auto"``) or a ``LitLoop``.
+            metrics: Count answers and batch sizes (`celestial_serve.metrics`).
         """
         super().__init__(max_batch_size, batch_timeout, api_path="/predict", loop=loop)
         self.card = card
         self.classifier: Any = None
         self.threshold: float | None = None
         self.warmup_sizes = warmup_sizes(max_batch_size)
+        self.metrics = metrics
+        self.counts: WorkerMetrics | None = None  # made in the worker, after the warm-up
 
     def setup(self, device: str) -> None:
         """Load the classifier (in each worker) and compile it for every batch size."""
@@ -85,6 +90,8 @@ class ClassifierAPI(ls.LitAPI):
         blank = np.zeros((max(self.warmup_sizes), *self.card.input_shape), dtype=np.uint8)
         for size in self.warmup_sizes:
             self.predict(blank[:size])
+        if self.metrics:
+            self.counts = WorkerMetrics()
 
     def decode_request(
         self,
@@ -117,11 +124,13 @@ class ClassifierAPI(ls.LitAPI):
         else:
             probabilities, scores = self.classifier.predict_with_score(batch)
         rows = np.concatenate([probabilities.astype(np.float64), scores[:, None]], axis=1)
+        if self.counts is not None:
+            self.counts.batch_size.observe(len(batch))
         return rows if x.ndim == 4 else rows[0]
 
     def encode_response(self, output: np.ndarray, context: dict[str, Any]) -> dict[str, Any]:
         """The JSON answer for one request."""
-        return prediction(
+        answer = prediction(
             output[:-1],
             self.card.classes,
             context["k"],
@@ -130,3 +139,6 @@ class ClassifierAPI(ls.LitAPI):
             threshold=self.threshold,
             reject=context.get("reject", True),
         )
+        if self.counts is not None:
+            self.counts.answered(answer["label"])
+        return answer

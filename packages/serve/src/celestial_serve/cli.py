@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 
 from celestial_data.command import run_command
 from celestial_serve.errors import ServeError
@@ -45,12 +46,20 @@ def positive_float(text: str) -> float:
     return value
 
 
+def probability(text: str) -> float:
+    """An argparse type: a number from 0 to 1."""
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, received {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of ``celestial-serve``."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Serve the trained model of a celestial project over HTTP: "
-        "POST /predict, GET /health, GET /info, and a web page at /.",
+        "POST /predict, GET /health, GET /info, GET /metrics, and a web page at /.",
     )
     add = parser.add_argument
     add("project_dir", metavar="PROJECT_DIR", help="project folder (with model/)")
@@ -139,6 +148,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="how requests reach the workers: lean (Unix sockets, through LitServe "
         "internals) or stock (LitServe's own queues and route) (default: lean)",
     )
+    add(
+        "--no-metrics",
+        dest="metrics",
+        action="store_false",
+        help="do not count requests and answers, and serve no GET /metrics",
+    )
+    add(
+        "--log-dir",
+        metavar="DIR",
+        help="record every answer to DIR/predictions-*.jsonl and keep uncertain uploads in "
+        "DIR/review/ (default: no log)",
+    )
+    add(
+        "--log-max-mib",
+        type=positive_float,
+        default=64.0,
+        help="start a new log file once the current one reaches this many MiB (default: 64)",
+    )
+    add(
+        "--review-below",
+        type=probability,
+        default=0.5,
+        help="keep uploads whose closest class's probability is below this in DIR/review/, "
+        "as well as those answered unknown (default: 0.5)",
+    )
+    add(
+        "--review-max-mib",
+        type=non_negative_float,
+        default=256.0,
+        help="most MiB DIR/review/ holds; past it the oldest images go; 0 keeps none "
+        "(default: 256)",
+    )
     parser.set_defaults(run=_serve)
     return parser
 
@@ -146,7 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace) -> int:
     # Imported here so that --help stays fast.
     from celestial_serve.project import load_card
-    from celestial_serve.server import ServerOptions, serve
+    from celestial_serve.server import LogOptions, ServerOptions, serve
+
+    log = None
+    if args.log_dir is not None:
+        log = LogOptions(
+            folder=Path(args.log_dir),
+            max_bytes=int(args.log_max_mib * 2**20),
+            review_below=args.review_below,
+            review_max_bytes=int(args.review_max_mib * 2**20),
+        )
 
     options = ServerOptions(
         host=args.host,
@@ -164,6 +214,8 @@ def _serve(args: argparse.Namespace) -> int:
         keep_alive_timeout=args.keep_alive_timeout,
         log_level=args.log_level,
         transport=args.transport,
+        log=log,
+        metrics=args.metrics,
     )
     serve(load_card(args.project_dir), options)
     return 0

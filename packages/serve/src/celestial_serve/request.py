@@ -25,7 +25,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from celestial_data import ImageTooLarge, decode, to_array
 from celestial_data.image import ColorMode
 
-__all__ = ["BodyLimit", "PredictionRequest", "UploadRules", "read_prediction_request"]
+__all__ = [
+    "UPLOAD_KEY",
+    "BodyLimit",
+    "PredictionRequest",
+    "UploadRules",
+    "read_prediction_request",
+]
 
 DEFAULT_K = 5
 # Images up to this many pixels are decoded on the event loop, larger ones in a thread.
@@ -33,6 +39,9 @@ INLINE_PIXELS = 512 * 512
 #: The default limit on the pixels an upload may decode to (a JPEG at its reduced scale).
 MAX_PIXELS = 16_000_000
 MULTIPART = "multipart/form-data"
+#: Where `read_prediction_request` leaves ``(upload bytes, model input)`` in the request's
+#: scope, for `celestial_serve.observer.Observer` to log with the answer.
+UPLOAD_KEY = "celestial_serve.upload"
 ACCEPTED = (
     f"{MULTIPART} with the image in field 'file', a raw body with an image/* "
     'content type, or application/json {"image": "<base64>"}'
@@ -260,6 +269,8 @@ async def read_prediction_request(request: Request) -> PredictionRequest:
     decoded on the event loop; a large one, which would hold up the other
     requests, in a thread.
 
+    It leaves the upload and the model's input in the scope, under `UPLOAD_KEY`.
+
     Raises:
         HTTPException: 4xx for bad options, a bad upload or a bad image.
     """
@@ -272,6 +283,7 @@ async def read_prediction_request(request: Request) -> PredictionRequest:
     except ImageTooLarge:
         async with rules.decodes:
             image = await run_in_threadpool(decode_image, data, rules)
+    request.scope[UPLOAD_KEY] = (data, image)
     return PredictionRequest(image=image, k=k, reject=reject)
 
 

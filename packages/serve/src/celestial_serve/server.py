@@ -5,17 +5,23 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.resources import files
+from pathlib import Path
 from types import FrameType
 from typing import Any, Literal, get_args
 
 import litserve as ls
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException
 
 from celestial_serve.api import ClassifierAPI
@@ -23,16 +29,26 @@ from celestial_serve.auth import API_KEY_ENV, ApiKeyGuard
 from celestial_serve.connection import header_deadline_protocol
 from celestial_serve.errors import ServeError
 from celestial_serve.fastpath import PredictFastPath
+from celestial_serve.metrics import (
+    CONTENT_TYPE,
+    MULTIPROC_ENV,
+    HttpMetrics,
+    exposition,
+    use_shared_folder,
+)
+from celestial_serve.observer import Observer
 from celestial_serve.project import ModelCard
+from celestial_serve.recorder import LogOptions, PredictionLog, prepare_log_dir
 from celestial_serve.request import MAX_PIXELS, BodyLimit, UploadRules
 
-__all__ = ["TRANSPORTS", "ServerOptions", "build_server", "check_port", "serve"]
+__all__ = ["TRANSPORTS", "LogOptions", "ServerOptions", "build_server", "check_port", "serve"]
 
 #: prctl's option (linux/prctl.h): the signal a process gets when its parent dies.
 PR_SET_PDEATHSIG = 1
 #: The signals that stop the server.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 ROUTES = "GET / (page), POST /predict, GET /health, GET /info"
+METRICS_ROUTE = "/metrics"
 Transport = Literal["lean", "stock"]
 #: How requests reach the workers: celestial_serve.litserve_internals, or LitServe's own way.
 TRANSPORTS: tuple[Transport, ...] = get_args(Transport)
@@ -57,6 +73,10 @@ class ServerOptions:
     keep_alive_timeout: float = 5.0
     log_level: str = "info"
     transport: Transport = "lean"
+    #: Record every answer (and keep uncertain uploads) there; None: no log.
+    log: LogOptions | None = None
+    #: Count requests and answers, and serve them at GET /metrics.
+    metrics: bool = True
     #: Required on every route but the page when set; by default LitServe's variable.
     api_key: str | None = field(
         default_factory=lambda: os.environ.get(API_KEY_ENV) or None, repr=False
@@ -67,8 +87,11 @@ def build_server(card: ModelCard, options: ServerOptions) -> ls.LitServer:
     """A LitServer for ``card``'s model on ``options.transport``, with the page and JSON errors.
 
     Raises:
-        ServeError: If the lean transport does not fit the installed LitServe.
+        ServeError: If the lean transport does not fit the installed LitServe, or
+            the log folder cannot be written to.
     """
+    if options.log is not None:
+        prepare_log_dir(options.log.folder)
     stock = options.transport == "stock"
     if stock:
         loop: Any = "auto"
@@ -79,7 +102,9 @@ def build_server(card: ModelCard, options: ServerOptions) -> ls.LitServer:
         from celestial_serve.litserve_internals import GreedyBatchLoop, LeanServer
 
         loop, server_class = GreedyBatchLoop(), LeanServer
-    api = ClassifierAPI(card, options.max_batch_size, options.batch_timeout, loop)
+    api = ClassifierAPI(
+        card, options.max_batch_size, options.batch_timeout, loop, metrics=options.metrics
+    )
     server = server_class(
         api, accelerator="cpu", workers_per_device=options.workers, model_metadata=card.info()
     )
@@ -97,8 +122,19 @@ def build_server(card: ModelCard, options: ServerOptions) -> ls.LitServer:
         app.add_middleware(BodyLimit, **limits)
     else:
         app.add_middleware(PredictFastPath, server=server, api=api, **limits)
-    if options.api_key:  # outermost: before anything reads the request
+    if options.api_key:  # before anything reads the request
         app.add_middleware(ApiKeyGuard, api_key=options.api_key)
+    registry = CollectorRegistry()
+    metrics = HttpMetrics(registry) if options.metrics else None
+    log = None
+    if options.log is not None:
+        log = PredictionLog(options.log, dropped=None if metrics is None else metrics.dropped.inc)
+    if metrics is not None or log is not None:  # outermost: sees every request, 401s too
+        app.add_middleware(Observer, metrics=metrics, log=log, path=api.api_path)
+    app.state.routes = ROUTES
+    if metrics is not None:
+        add_metrics(app, registry)
+        app.state.routes = f"{ROUTES}, GET {METRICS_ROUTE}"
     add_page(app)
     app.add_exception_handler(404, route_error)
     app.add_exception_handler(405, route_error)
@@ -119,13 +155,23 @@ def add_page(app: FastAPI) -> None:
     app.add_api_route("/", page, methods=["GET"], include_in_schema=False)
 
 
+def add_metrics(app: FastAPI, registry: CollectorRegistry) -> None:
+    """Serve the metrics at ``GET /metrics``, in Prometheus' text format."""
+
+    def metrics() -> Response:  # a thread: reading every process's files takes a while
+        return Response(exposition(registry), media_type=CONTENT_TYPE)
+
+    app.add_api_route(METRICS_ROUTE, metrics, methods=["GET"], include_in_schema=False)
+
+
 async def route_error(request: Request, exc: HTTPException) -> JSONResponse:
     """404 (no such route) or 405 (wrong method), listing the routes."""
     path = request.url.path[:200]
+    routes = getattr(request.app.state, "routes", ROUTES)
     if exc.status_code == 404:
-        detail = f"No route {request.method} {path}. Routes: {ROUTES}."
+        detail = f"No route {request.method} {path}. Routes: {routes}."
     else:
-        detail = f"{request.method} is not allowed on {path}. Routes: {ROUTES}."
+        detail = f"{request.method} is not allowed on {path}. Routes: {routes}."
     return JSONResponse({"detail": detail}, exc.status_code, exc.headers)
 
 
@@ -201,6 +247,32 @@ def serve(card: ModelCard, options: ServerOptions) -> None:
             installed LitServe, or the model fails to load in a worker.
     """
     check_port(options.host, options.port)
+    with shared_metrics(options.metrics):
+        run_server(card, options)
+
+
+@contextmanager
+def shared_metrics(enabled: bool) -> Iterator[None]:
+    """While the server runs, have every process count into one private temporary folder.
+
+    See `celestial_serve.metrics`. The folder and the variable naming it are
+    removed afterwards.
+    """
+    if not enabled:
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="celestial-metrics-")
+    before = os.environ.get(MULTIPROC_ENV)
+    use_shared_folder(Path(folder))
+    try:
+        yield
+    finally:
+        use_shared_folder(None if before is None else Path(before))
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def run_server(card: ModelCard, options: ServerOptions) -> None:
+    """Build the server and run it until interrupted (see `serve`)."""
     server = build_server(card, options)
     print(
         f"celestial-serve: serving project '{card.project}' (model {card.model_hash[:12]}, "

@@ -1,0 +1,231 @@
+"""The prediction log: every answer, one JSON line each, written off the request path.
+
+With ``celestial-serve --log-dir DIR``, each HTTP process hands every answer
+of ``POST /predict`` (its JSON, the uploaded bytes, the model's input array,
+the time and the latency) to its `PredictionLog`, which only appends it to a
+bounded in-memory queue. A background thread wakes every `FLUSH_S` seconds,
+turns what has queued into `celestial_models.prediction_log.PredictionRecord`
+lines (the features of the whole lot in one `image_features` call), appends
+them to the process's current file with one write, flushes it to the
+operating system, and keeps the uncertain uploads in the review folder
+(`celestial_serve.review`). When the queue is full, answers are not recorded
+and are counted as dropped: requests are never slowed by the log.
+
+Files are ``DIR/predictions-<UTC time the file was opened>-<pid>.jsonl``: one
+file per HTTP process at a time, so processes never share one, and names sort
+by time. A file that passes the size cap is closed and the next lines go to a
+new one. Every line is written whole, with its newline, after the lines
+before it: a killed server leaves at most the last `FLUSH_S` seconds of answers
+unrecorded and at most its last line cut short; a reader skips that line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from celestial_models.prediction_log import PredictionRecord, image_features
+from celestial_serve.errors import ServeError
+from celestial_serve.review import REVIEW_DIR, ReviewFolder
+
+__all__ = ["FLUSH_S", "LogOptions", "PredictionLog", "log_file_name", "prepare_log_dir"]
+
+#: Seconds between the writer's passes: the most a kill can lose.
+FLUSH_S = 0.1
+#: Seconds between fsyncs of the current file (for a machine crash, not a kill).
+SYNC_S = 1.0
+#: Answers held for the writer at most; more are dropped (and counted).
+MAX_PENDING = 20_000
+MIB = 2**20
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LogOptions:
+    """Where and how to log predictions (``--log-dir`` and its companions)."""
+
+    folder: Path
+    max_bytes: int = 64 * MIB
+    review_below: float = 0.5
+    review_max_bytes: int = 256 * MIB
+
+
+def prepare_log_dir(folder: Path) -> None:
+    """Create ``folder`` and its review folder, and check that files can be written there.
+
+    Raises:
+        ServeError: If ``folder`` is a file, or cannot be created or written to.
+    """
+    if folder.exists() and not folder.is_dir():
+        raise ServeError(
+            f"--log-dir {folder} is a file, not a folder. Give a folder (it is created if "
+            "missing) or remove the file."
+        )
+    try:
+        (folder / REVIEW_DIR).mkdir(parents=True, exist_ok=True)
+        for place in (folder, folder / REVIEW_DIR):
+            probe = place / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+    except OSError as error:
+        raise ServeError(
+            f"Cannot write prediction logs to --log-dir {folder} ({error.strerror or error}). "
+            "Give a folder this user can write to, or fix its permissions."
+        ) from None
+
+
+def log_file_name(opened: datetime, pid: int) -> str:
+    """The name of a log file opened at ``opened`` by process ``pid``."""
+    return f"predictions-{opened.strftime('%Y%m%dT%H%M%S.%fZ')}-{pid}.jsonl"
+
+
+@dataclass(frozen=True)
+class _Answer:
+    body: bytes  # the answer's JSON, as sent
+    upload: bytes  # the encoded image, as uploaded
+    image: np.ndarray  # the model's input
+    time: str
+    latency_s: float
+
+
+class PredictionLog:
+    """One HTTP process's prediction log and review folder, written by a background thread.
+
+    Made before the HTTP processes fork; each process starts its own thread
+    and file on its first answer.
+
+    Args:
+        options: The log folder, size cap and review settings.
+        dropped: Called with the number of answers dropped (for /metrics).
+    """
+
+    def __init__(self, options: LogOptions, dropped: Any = None) -> None:
+        self.options = options
+        self.on_dropped = dropped
+        self.pending: deque[_Answer] = deque()
+        self.pid: int | None = None
+        self.thread: threading.Thread | None = None
+        self.stopping = threading.Event()
+        self.stream: IO[str] | None = None
+        self.review = ReviewFolder(
+            options.folder / REVIEW_DIR, options.review_below, options.review_max_bytes
+        )
+        self.dropped = 0
+        self.synced = 0.0
+        self.writing = threading.Lock()
+
+    def add(self, body: bytes, upload: bytes, image: np.ndarray, at: str, latency_s: float) -> None:
+        """Queue an answer for the log (never blocks; drops it if the queue is full)."""
+        if self.pid != os.getpid():
+            self._start()
+        if len(self.pending) >= MAX_PENDING:
+            self._drop(1)
+            return
+        self.pending.append(_Answer(body, upload, image, at, latency_s))
+
+    def _drop(self, count: int) -> None:
+        self.dropped += count
+        if self.on_dropped is not None:
+            self.on_dropped(count)
+
+    def _start(self) -> None:
+        # In a forked process, the parent's queue, thread and file are not ours.
+        self.pid = os.getpid()
+        self.pending = deque()
+        self.stream = None
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stopping.wait(FLUSH_S):
+            self._pass()
+        self._pass()
+
+    def _pass(self) -> None:
+        try:
+            self.write_pending()
+        except Exception:  # a full disk, a removed folder: say so, and keep serving
+            logger.exception("Could not write to the prediction log in %s", self.options.folder)
+
+    def close(self) -> None:
+        """Write what is queued and close the file (at the HTTP process's shutdown)."""
+        if self.thread is None or self.pid != os.getpid():
+            return
+        self.stopping.set()
+        self.thread.join(timeout=10)
+        with self.writing:
+            if self.stream is not None:
+                self.stream.close()
+                self.stream = None
+
+    def write_pending(self) -> int:
+        """Write every queued answer now; return how many (the thread calls this)."""
+        with self.writing:
+            return self._write_pending()
+
+    def _write_pending(self) -> int:
+        answers = []
+        with contextlib.suppress(IndexError):
+            while True:
+                answers.append(self.pending.popleft())
+        if not answers:
+            return 0
+        try:
+            self._write(answers)
+        except Exception:
+            self._drop(len(answers))
+            raise
+        return len(answers)
+
+    def _write(self, answers: list[_Answer]) -> None:
+        features = image_features(np.stack([answer.image for answer in answers]))
+        lines, kept = [], []
+        for answer, row in zip(answers, features, strict=True):
+            record = PredictionRecord.from_answer(
+                json.loads(answer.body),
+                row,
+                time=answer.time,
+                digest=hashlib.sha256(answer.upload).hexdigest(),
+                latency_ms=answer.latency_s * 1000,
+            )
+            line = record.to_json()
+            lines.append(line)
+            if self.review.wants(record):
+                kept.append((record, line, answer.upload))
+        self._append("".join(line + "\n" for line in lines))
+        try:
+            for record, line, upload in kept:
+                self.review.keep(record, line, upload)
+        except OSError:  # the log has them: only the review copies are lost
+            logger.exception("Could not keep an image in %s", self.review.folder)
+
+    def _append(self, text: str) -> None:
+        stream = self.stream
+        if stream is None:
+            name = log_file_name(datetime.now(UTC), os.getpid())
+            stream = self.stream = open(  # noqa: SIM115 - kept open across passes
+                self.options.folder / name, "a", encoding="utf-8"
+            )
+        stream.write(text)
+        stream.flush()
+        now = time.monotonic()
+        if now - self.synced >= SYNC_S:
+            os.fsync(stream.fileno())
+            self.synced = now
+        if stream.tell() >= self.options.max_bytes:
+            stream.close()
+            self.stream = None

@@ -1,0 +1,126 @@
+"""The review folder: the uploads a served model was unsure of, for people to label.
+
+``<log dir>/review/`` holds, for each kept image, ``<digest>.<ext>`` (the
+uploaded bytes as sent; the extension from the detected format) and
+``<digest>.json`` (its prediction record, one line). An image is kept when the
+answer is unknown or the closest class's probability is below a threshold;
+the same image (digest) is kept once; past a size cap the oldest go first.
+Files are written under a hidden temporary name and renamed into place, the
+record last, so a reader that sees ``<digest>.json`` also finds the image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+from celestial_models.prediction_log import PredictionRecord
+
+__all__ = ["EXTENSIONS", "REVIEW_DIR", "ReviewFolder", "extension"]
+
+#: The review folder's name inside the log folder.
+REVIEW_DIR = "review"
+#: File extensions by Pillow format name; other formats use the name in lower case.
+EXTENSIONS = {
+    "JPEG": "jpg",
+    "PNG": "png",
+    "GIF": "gif",
+    "BMP": "bmp",
+    "TIFF": "tif",
+    "WEBP": "webp",
+}
+#: Seconds between re-reads of the folder, to see what other HTTP processes kept.
+RESCAN_S = 10.0
+
+
+def extension(data: bytes) -> str:
+    """The file extension of an encoded image, from the format Pillow detects (``bin`` if none)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            name = image.format or ""
+    except Exception:  # the server decoded it, so this is not expected: keep it anyway
+        name = ""
+    return EXTENSIONS.get(name, name.lower() or "bin")
+
+
+class ReviewFolder:
+    """Keep uncertain uploads in ``folder``, at most ``max_bytes`` of them (oldest out first).
+
+    Args:
+        folder: The review folder (created if missing).
+        below: Keep answers whose closest class's probability is below this.
+        max_bytes: The cap on the folder's images and records together.
+    """
+
+    def __init__(self, folder: Path, below: float, max_bytes: int) -> None:
+        self.folder = folder
+        self.below = below
+        self.max_bytes = max_bytes
+        self.entries: OrderedDict[str, int] = OrderedDict()  # digest -> bytes, oldest first
+        self.total = 0
+        self.scanned = 0.0
+        self.added = False
+
+    def wants(self, record: PredictionRecord) -> bool:
+        """Whether ``record``'s image is to be kept."""
+        return self.max_bytes > 0 and (record.unknown or record.confidence < self.below)
+
+    def keep(self, record: PredictionRecord, line: str, data: bytes) -> bool:
+        """Keep ``data``, the upload ``record`` (``line``) answers, if wanted; return if added."""
+        digest = record.digest
+        if not self.wants(record) or digest is None:
+            return False
+        if time.monotonic() - self.scanned > RESCAN_S and (self.added or not self.scanned):
+            self.scan()
+        text = (line + "\n").encode()
+        size = len(data) + len(text)
+        if digest in self.entries or size > self.max_bytes:
+            return False
+        if (self.folder / f"{digest}.json").exists():  # kept by another HTTP process
+            return False
+        self._write(f"{digest}.{extension(data)}", data)
+        self._write(f"{digest}.json", text)
+        self.entries[digest] = size
+        self.total += size
+        self.added = True
+        while self.total > self.max_bytes and len(self.entries) > 1:
+            self._evict(*self.entries.popitem(last=False))
+        return True
+
+    def _write(self, name: str, data: bytes) -> None:
+        partial = self.folder / f".{name}.partial"
+        with open(partial, "wb") as stream:
+            stream.write(data)
+        os.replace(partial, self.folder / name)
+
+    def _evict(self, digest: str, size: int) -> None:
+        self.total -= size
+        for path in sorted(self.folder.glob(f"{digest}.*"), key=lambda p: p.suffix != ".json"):
+            with contextlib.suppress(FileNotFoundError):  # another process took it
+                path.unlink()
+
+    def scan(self) -> None:
+        """Re-read the folder: its entries, oldest first by their record's time of writing."""
+        sizes: dict[str, int] = {}
+        times: dict[str, float] = {}
+        with os.scandir(self.folder) as listing:
+            for entry in listing:
+                if entry.name.startswith(".") or not entry.is_file():
+                    continue
+                digest, _, suffix = entry.name.partition(".")
+                with contextlib.suppress(FileNotFoundError):
+                    stat = entry.stat()
+                    sizes[digest] = sizes.get(digest, 0) + stat.st_size
+                    if suffix == "json":
+                        times[digest] = stat.st_mtime
+        ordered = sorted(times, key=times.__getitem__)
+        self.entries = OrderedDict((digest, sizes[digest]) for digest in ordered)
+        self.total = sum(self.entries.values())
+        self.scanned = time.monotonic()
+        self.added = False

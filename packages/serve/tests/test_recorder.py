@@ -1,0 +1,165 @@
+"""The prediction log and the review folder, called directly."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from celestial_models.prediction_log import PredictionRecord, image_features
+from celestial_serve.cli import main
+from celestial_serve.errors import ServeError
+from celestial_serve.recorder import LogOptions, PredictionLog, prepare_log_dir
+from celestial_serve.response import prediction
+from celestial_serve.review import ReviewFolder
+
+CLASSES = ("Mars", "Moon", "Venus")
+MODEL = {"project": "demo", "model_hash": "f" * 64}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def encoded(seed: int, fmt: str = "PNG") -> tuple[bytes, np.ndarray]:
+    """A small image's file bytes and its (8, 8, 3) array."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt)
+    return buffer.getvalue(), pixels
+
+
+def answer_body(probabilities, score: float = 1.0) -> bytes:
+    answer = prediction(np.array(probabilities), CLASSES, 2, MODEL, score=score, threshold=5.0)
+    return json.dumps(answer).encode()
+
+
+def records(folder: Path) -> list[PredictionRecord]:
+    lines = []
+    for path in sorted(folder.glob("predictions*.jsonl")):
+        lines += path.read_text().splitlines()
+    return [PredictionRecord.from_json(line) for line in lines]
+
+
+def test_every_answer_is_recorded_with_its_fields(tmp_path: Path) -> None:
+    log = PredictionLog(LogOptions(tmp_path))
+    uploads = [encoded(seed) for seed in range(3)]
+    for (data, pixels), probs in zip(
+        uploads, ([0.9, 0.05, 0.05], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8]), strict=True
+    ):
+        log.add(answer_body(probs), data, pixels, "2026-01-02T03:04:05.000006Z", 0.0025)
+    log.close()
+    found = records(tmp_path)
+    assert [r.label for r in found] == ["Mars", "Moon", "Venus"]
+    features = image_features(np.stack([pixels for _, pixels in uploads]))
+    for record, (data, _), row in zip(found, uploads, features, strict=True):
+        assert record.digest == hashlib.sha256(data).hexdigest()
+        assert record.features == pytest.approx(tuple(row), abs=1e-6)
+        assert (record.project, record.model) == ("demo", "f" * 64)
+        assert record.time == "2026-01-02T03:04:05.000006Z"
+        assert record.latency_ms == 2.5
+        assert record.score == 1.0 and not record.unknown
+    names = [p.name for p in tmp_path.glob("*.jsonl")]
+    assert len(names) == 1 and names[0].endswith(f"-{os.getpid()}.jsonl")
+
+
+def test_a_file_past_the_size_cap_is_closed_and_the_next_lines_go_to_a_new_one(
+    tmp_path: Path,
+) -> None:
+    log = PredictionLog(LogOptions(tmp_path, max_bytes=1))  # every pass fills a file
+    for seed in range(3):
+        data, pixels = encoded(seed)
+        log.add(answer_body([0.2, 0.3, 0.5 + seed / 100 - 0.01 * seed]), data, pixels, "t", 0.001)
+        log.write_pending()
+    log.close()
+    files = sorted(tmp_path.glob("predictions-*.jsonl"))
+    assert len(files) == 3
+    assert all(len(path.read_text().splitlines()) == 1 for path in files)
+    assert [r.digest for r in records(tmp_path)] == [
+        hashlib.sha256(encoded(seed)[0]).hexdigest() for seed in range(3)
+    ]
+
+
+def record_for(data: bytes, confidence: float, unknown: bool = False) -> PredictionRecord:
+    top = (("Mars", confidence), ("Moon", 1 - confidence))
+    return PredictionRecord(
+        project="demo",
+        model="m",
+        label="unknown" if unknown else "Mars",
+        unknown=unknown,
+        score=None,
+        top_k=top,
+        features=(0.0,),
+        digest=hashlib.sha256(data).hexdigest(),
+    )
+
+
+def keep(folder: ReviewFolder, data: bytes, confidence: float, unknown: bool = False) -> bool:
+    record = record_for(data, confidence, unknown)
+    return folder.keep(record, record.to_json(), data)
+
+
+def test_review_keeps_unknown_and_unsure_answers_once_with_their_record(tmp_path: Path) -> None:
+    review = ReviewFolder(tmp_path, below=0.5, max_bytes=2**20)
+    png, jpeg, sure = encoded(1)[0], encoded(2, "JPEG")[0], encoded(3)[0]
+    assert keep(review, png, 0.9, unknown=True)
+    assert keep(review, jpeg, 0.4)
+    assert not keep(review, sure, 0.9)
+    assert not keep(review, png, 0.3)  # the same image again
+    digest = hashlib.sha256(png).hexdigest()
+    jpeg_digest = hashlib.sha256(jpeg).hexdigest()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f"{digest}.png", f"{digest}.json", f"{jpeg_digest}.jpg", f"{jpeg_digest}.json"]
+    )
+    assert (tmp_path / f"{digest}.png").read_bytes() == png
+    kept = PredictionRecord.from_json((tmp_path / f"{digest}.json").read_text())
+    assert kept.unknown and kept.digest == digest
+
+
+def test_review_past_its_cap_lets_the_oldest_go_first(tmp_path: Path) -> None:
+    images = [encoded(seed)[0] for seed in range(4)]
+    entry = len(images[0]) + len(record_for(images[0], 0.1).to_json()) + 1
+    review = ReviewFolder(tmp_path, below=0.5, max_bytes=2 * entry + entry // 2)
+    for data in images[:3]:
+        assert keep(review, data, 0.1)
+    digests = [hashlib.sha256(data).hexdigest() for data in images]
+    assert sorted(p.stem for p in tmp_path.glob("*.json")) == sorted(digests[1:3])
+    # A new process reads the folder's age order from the records' times.
+    os.utime(tmp_path / f"{digests[2]}.json", (1, 1))
+    again = ReviewFolder(tmp_path, below=0.5, max_bytes=2 * entry + entry // 2)
+    assert keep(again, images[3], 0.1)
+    assert sorted(p.stem for p in tmp_path.glob("*.json")) == sorted([digests[1], digests[3]])
+    assert len(list(tmp_path.iterdir())) == 4
+
+
+def test_a_log_dir_that_is_a_file_or_cannot_be_made_is_refused(tmp_path: Path) -> None:
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    with pytest.raises(ServeError, match="is a file, not a folder"):
+        prepare_log_dir(a_file)
+    with pytest.raises(ServeError, match="Cannot write prediction logs to --log-dir"):
+        prepare_log_dir(a_file / "logs")
+    prepare_log_dir(tmp_path / "new" / "logs")
+    assert (tmp_path / "new" / "logs" / "review").is_dir()
+
+
+@pytest.mark.parametrize("where", ["file", "file/logs"])
+def test_a_bad_log_dir_is_one_start_up_error(trained_project, tmp_path, capsys, where) -> None:
+    (tmp_path / "file").write_text("")
+    status = main(
+        [str(trained_project), "--port", str(free_port()), "--log-dir", str(tmp_path / where)]
+    )
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err.count("\n") == 1 and err.startswith("celestial-serve: error: ")
+    assert "--log-dir" in err and "Traceback" not in err
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
