@@ -40,6 +40,7 @@ MAX_CLASS_NAME = 64
 RESERVED_CLASS_NAMES = frozenset({"unknown"})
 # Characters that are not allowed in a folder name on some platform a clone may land on.
 _FORBIDDEN = frozenset('/\\:*?"<>|')
+_MAX_FILE_NAME = 200
 # How many problems an error message lists before "... (N more)".
 _LISTED = 10
 
@@ -147,7 +148,12 @@ def _check_names(candidates: Sequence[Candidate], existing: Sequence[str]) -> li
                 f"{folded[label.casefold()]!r} only in case"
             )
     for candidate in candidates:
-        if class_name_problem(candidate.name) or not is_image_name(candidate.name):
+        name = candidate.name
+        if (
+            len(name) > _MAX_FILE_NAME
+            or any(c in _FORBIDDEN or unicodedata.category(c).startswith("C") for c in name)
+            or not is_image_name(name)
+        ):
             problems.append(f"file name {candidate.name!r} ({candidate.origin}) is not an image name")
     return problems
 
