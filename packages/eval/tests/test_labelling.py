@@ -37,7 +37,9 @@ Annotate = Callable[..., list[dict[str, Any]]]
 
 def tree(root: Path) -> dict[str, bytes]:
     return {
-        p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -97,9 +99,7 @@ def test_export_writes_tasks_with_the_answer_as_pre_annotation(review: Path) -> 
         assert image.record.label in task["data"]["answer"]
 
 
-def test_export_refuses_a_root_that_does_not_hold_the_review(
-    review: Path, tmp_path: Path
-) -> None:
+def test_export_refuses_a_root_that_does_not_hold_the_review(review: Path, tmp_path: Path) -> None:
     images, _ = read_review(review)
     with pytest.raises(LabellingError, match="not under the document root"):
         export_tasks(images, tmp_path / "elsewhere", ["Mars", "Moon"])
@@ -216,9 +216,7 @@ def test_not_an_export(review: Path, raw: Path, tmp_path: Path) -> None:
         read_export(export, review)
 
 
-def test_commands_as_processes(
-    review: Path, raw: Path, tmp_path: Path, annotate: Annotate
-) -> None:
+def test_commands_as_processes(review: Path, raw: Path, tmp_path: Path, annotate: Annotate) -> None:
     out = tmp_path / "ls"
     done = subprocess.run(
         [EVAL, "label", "export", review, "--out", out],

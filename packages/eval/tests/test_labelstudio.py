@@ -122,8 +122,15 @@ def test_round_trip_through_label_studio(
 
     # What a person does in the web page, through the same REST API.
     config = (out / "config.xml").read_text()
-    project = call(session, "POST", f"{url}/api/projects", json={"title": "Review", "label_config": config})
-    storage = {"project": project["id"], "path": str(review), "use_blob_urls": False, "title": "review"}
+    project = call(
+        session, "POST", f"{url}/api/projects", json={"title": "Review", "label_config": config}
+    )
+    storage = {
+        "project": project["id"],
+        "path": str(review),
+        "use_blob_urls": False,
+        "title": "review",
+    }
     call(session, "POST", f"{url}/api/storages/localfiles", json=storage)
     tasks = json.loads((out / "tasks.json").read_text())
     imported = call(session, "POST", f"{url}/api/projects/{project['id']}/import", json=tasks)
@@ -152,8 +159,12 @@ def test_round_trip_through_label_studio(
             record.unlink()
     argv = ["label", "import", str(export), "--review", str(review), "--raw", str(raw)]
     assert main(argv) == 0
-    assert (raw / "Venus" / f"{answered}.png").read_bytes() == (review / f"{answered}.png").read_bytes()
-    assert (raw / "Comet" / f"{rejected}.jpg").read_bytes() == (review / f"{rejected}.jpg").read_bytes()
+    assert (raw / "Venus" / f"{answered}.png").read_bytes() == (
+        review / f"{answered}.png"
+    ).read_bytes()
+    assert (raw / "Comet" / f"{rejected}.jpg").read_bytes() == (
+        review / f"{rejected}.jpg"
+    ).read_bytes()
     # a second import of the same export adds nothing: both images are there already
     assert main(argv) == 0
     assert sorted(p.name for p in raw.iterdir()) == ["Comet", "Mars", "Moon", "Venus"]

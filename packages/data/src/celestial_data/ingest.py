@@ -14,6 +14,7 @@ fails, those already placed are removed, so the raw folder is left as it was.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import unicodedata
@@ -154,7 +155,9 @@ def _check_names(candidates: Sequence[Candidate], existing: Sequence[str]) -> li
             or any(c in _FORBIDDEN or unicodedata.category(c).startswith("C") for c in name)
             or not is_image_name(name)
         ):
-            problems.append(f"file name {candidate.name!r} ({candidate.origin}) is not an image name")
+            problems.append(
+                f"file name {candidate.name!r} ({candidate.origin}) is not an image name"
+            )
     return problems
 
 
@@ -215,7 +218,9 @@ def add_images(
     planned: list[Candidate] = []
     for candidate, (sha, pixels) in zip(items, prints, strict=True):
         if not pixels:
-            problems.append(f"image {candidate.source} ({candidate.origin}) is not a readable image")
+            problems.append(
+                f"image {candidate.source} ({candidate.origin}) is not a readable image"
+            )
             continue
         copy = present.get(sha) or present.get(pixels)
         if copy is not None:
@@ -235,8 +240,7 @@ def add_images(
         target = raw / candidate.label / candidate.name
         if target.exists():  # a file with other content: never replace it
             problems.append(
-                f"{target} exists and holds another image ({candidate.origin}); rename or "
-                "remove it"
+                f"{target} exists and holds another image ({candidate.origin}); rename or remove it"
             )
             continue
         planned.append(candidate)
@@ -290,7 +294,5 @@ def _write(raw: Path, planned: Sequence[Candidate]) -> None:
 
 
 def _remove_if_empty(folder: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):  # something else was put there meanwhile: keep it
         folder.rmdir()
-    except OSError:  # something else was put there meanwhile: keep it
-        pass

@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _label_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _label_commands(commands: argparse._SubParsersAction) -> None:
     """Add ``label export`` and ``label import``: the Label Studio round trip."""
     label_cmd = commands.add_parser(
         "label",
@@ -233,7 +233,9 @@ def _label_import(args: argparse.Namespace) -> int:
         f"{label} {len(files)}" + (" (new class)" if label in result.new_classes else "")
         for label, files in sorted(result.added.items())
     )
-    print(f"{verb} {result.total} image(s) to {args.raw}" + (f": {per_class}." if per_class else "."))
+    print(
+        f"{verb} {result.total} image(s) to {args.raw}" + (f": {per_class}." if per_class else ".")
+    )
     if result.duplicates:
         print(f"Skipped {len(result.duplicates)} duplicate(s), already present:")
         for origin, copy in result.duplicates:

@@ -232,9 +232,11 @@ def labelling_config(classes: Sequence[str]) -> str:
 {choices}
     <Choice value={quoteattr(NEW_CLASS)}/>
   </Choices>
-  <View visibleWhen="choice-selected" whenTagName="{CHOICES}" whenChoiceValue={quoteattr(NEW_CLASS)}>
+  <View visibleWhen="choice-selected" whenTagName="{CHOICES}" \
+whenChoiceValue={quoteattr(NEW_CLASS)}>
     <Header value="Name of the new class" size="6"/>
-    <TextArea name="{NEW_CLASS_TEXT}" toName="{IMAGE}" rows="1" maxSubmissions="1" editable="true"/>
+    <TextArea name="{NEW_CLASS_TEXT}" toName="{IMAGE}" rows="1" maxSubmissions="1" \
+editable="true"/>
   </View>
 </View>
 """
@@ -258,10 +260,8 @@ def _task_name(task: dict[str, Any], index: int) -> str:
 def _file_name(image: str) -> str:
     """The file name an image reference ends with (a local-files URL, a URL, a path)."""
     parsed = urlparse(image)
-    if "d" in (query := parse_qs(parsed.query)):
-        path = query["d"][0]
-    else:
-        path = unquote(parsed.path)
+    query = parse_qs(parsed.query)
+    path = query["d"][0] if "d" in query else unquote(parsed.path)
     return path.rstrip("/").rsplit("/", 1)[-1]
 
 
@@ -283,9 +283,7 @@ def _annotation_class(annotation: dict[str, Any]) -> tuple[str | None, str | Non
         return None, f"has several choices {choices}"
     if choices[0] != NEW_CLASS:
         if any(t.strip() for t in texts):
-            return None, (
-                f"chose {choices[0]!r} but also typed a new class name {texts}: keep one"
-            )
+            return None, (f"chose {choices[0]!r} but also typed a new class name {texts}: keep one")
         return choices[0], None
     typed = [t.strip() for t in texts if t.strip()]
     if len(typed) != 1:
@@ -309,8 +307,10 @@ def _task_class(task: dict[str, Any]) -> tuple[str | None, str, str | None]:
     if not found:
         return None, "unlabelled", None
     if len(found) > 1:
-        return None, "labelled", (
-            f"its annotations disagree ({', '.join(sorted(found))}); keep one in Label Studio"
+        return (
+            None,
+            "labelled",
+            (f"its annotations disagree ({', '.join(sorted(found))}); keep one in Label Studio"),
         )
     return found.pop(), "labelled", None
 
