@@ -9,6 +9,7 @@ from pathlib import Path
 
 from celestial_data.command import run_command, say
 from celestial_data.errors import DataError
+from celestial_data.ingest import add_images
 from celestial_eval.errors import EvalError
 from celestial_eval.evaluate import EvaluateParams, evaluate
 from celestial_eval.labelling import (
@@ -21,6 +22,7 @@ from celestial_eval.leaderboard import leaderboard, to_json, to_markdown
 from celestial_eval.rejection import RejectionParams, rejection_stage
 from celestial_eval.report import write_report
 from celestial_models.errors import ModelError
+from celestial_models.model_dir import read_metadata
 
 PROG = "celestial-eval"
 
@@ -195,8 +197,6 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _label_export(args: argparse.Namespace) -> int:
-    from celestial_models.model_dir import read_metadata
-
     images, orphans = read_review(args.review)
     if args.model is not None:
         classes = [str(name) for name in read_metadata(args.model)["classes"]]
@@ -224,8 +224,6 @@ def _label_export(args: argparse.Namespace) -> int:
 
 
 def _label_import(args: argparse.Namespace) -> int:
-    from celestial_data.ingest import add_images
-
     read = read_export(args.export, args.review)
     result = add_images(args.raw, read.candidates, dry_run=args.dry_run)
     verb = "Would add" if args.dry_run else "Added"
