@@ -8,6 +8,7 @@ PATH is used, and the test is skipped only when neither exists.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -74,6 +75,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, requests.Session, Path]]:
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
+    session = requests.Session()
     try:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
@@ -87,15 +89,17 @@ def server(tmp_path: Path) -> Iterator[tuple[str, requests.Session, Path]]:
             if time.monotonic() > deadline:
                 pytest.fail(f"Label Studio did not answer on {url} in {START_TIMEOUT} s")
             time.sleep(0.5)
-        session = requests.Session()
         session.headers["Authorization"] = f"Token {TOKEN}"
         yield url, session, root
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        session.close()  # an open socket left to the collector fails the run
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         log.close()
 
