@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image
+
+from celestial_models.prediction_log import PredictionRecord
 
 CLASSES = ("Alpha", "Beta", "Gamma")
 # Class Gamma is never predicted: 4 of 8 right.
@@ -75,3 +82,77 @@ def written(tmp_path: Path, evaluation_inputs: dict) -> tuple[Path, dict]:
 
     out = tmp_path / "evaluation"
     return out, write_evaluation(out, **evaluation_inputs)
+
+
+# A review folder as `celestial-serve --log-dir` writes it, and Label Studio annotations.
+
+
+def image_bytes(seed: int, fmt: str = "PNG") -> bytes:
+    """A 16 x 16 image of random pixels."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    stream = io.BytesIO()
+    Image.fromarray(pixels).save(stream, format=fmt)
+    return stream.getvalue()
+
+
+def add_review_image(
+    review: Path, seed: int, label: str, fmt: str = "PNG", ext: str = "png"
+) -> str:
+    """Write ``<digest>.<ext>`` and its record ``<digest>.json``; return the digest."""
+    review.mkdir(parents=True, exist_ok=True)
+    data = image_bytes(seed, fmt)
+    digest = hashlib.sha256(data).hexdigest()
+    (review / f"{digest}.{ext}").write_bytes(data)
+    unknown = label == "unknown"
+    record = PredictionRecord(
+        project="demo",
+        model="f" * 64,
+        label=label,
+        unknown=unknown,
+        score=0.9 if unknown else 0.1,
+        top_k=(("Moon", 0.55), ("Mars", 0.45)) if unknown else ((label, 0.8), ("Venus", 0.2)),
+        features=(0.1, 0.2, 0.3, 0.4, 0.5),
+        time="2026-12-02T17:50:01.123456Z",
+        digest=digest,
+        latency_ms=2.0,
+    )
+    (review / f"{digest}.json").write_text(record.to_json() + "\n")
+    return digest
+
+
+def choice(label: str, new_class: str | None = None) -> list[dict[str, Any]]:
+    """An annotation's result as Label Studio writes it: a choice, and the typed name."""
+    result: list[dict[str, Any]] = [
+        {
+            "id": "a1",
+            "from_name": "label",
+            "to_name": "image",
+            "type": "choices",
+            "origin": "manual",
+            "value": {"choices": [label]},
+        }
+    ]
+    if new_class is not None:
+        result.append(
+            {
+                "id": "a2",
+                "from_name": "new_class",
+                "to_name": "image",
+                "type": "textarea",
+                "origin": "manual",
+                "value": {"text": [new_class]},
+            }
+        )
+    return result
+
+
+@pytest.fixture
+def review_image() -> Callable[..., str]:
+    """The `add_review_image` helper."""
+    return add_review_image
+
+
+@pytest.fixture
+def annotate() -> Callable[..., list[dict[str, Any]]]:
+    """The `choice` helper: an annotation's result as Label Studio writes it."""
+    return choice

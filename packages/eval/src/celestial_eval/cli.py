@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from celestial_data.command import run_command, say
 from celestial_data.errors import DataError
+from celestial_data.ingest import add_images
 from celestial_eval.drift import OUTPUTS as DRIFT_OUTPUTS
 from celestial_eval.drift import DriftParams, markdown_summary, run_drift, summary_lines
 from celestial_eval.errors import EvalError
 from celestial_eval.evaluate import EvaluateParams, evaluate
+from celestial_eval.labelling import (
+    export_tasks,
+    labelling_config,
+    read_export,
+    read_review,
+)
 from celestial_eval.leaderboard import leaderboard, to_json, to_markdown
 from celestial_eval.rejection import RejectionParams, rejection_stage
 from celestial_eval.report import write_report
 from celestial_models.errors import ModelError
+from celestial_models.model_dir import read_metadata
 
 PROG = "celestial-eval"
 
@@ -110,7 +119,69 @@ def build_parser() -> argparse.ArgumentParser:
         help="also append the verdict as Markdown to FILE (e.g. $GITHUB_STEP_SUMMARY)",
     )
     drift_cmd.set_defaults(run=_drift)
+    _label_commands(commands)
     return parser
+
+
+def _label_commands(commands: argparse._SubParsersAction) -> None:
+    """Add ``label export`` and ``label import``: the Label Studio round trip."""
+    label_cmd = commands.add_parser(
+        "label",
+        help="Label Studio round trip: review images out as tasks, labelled images into raw/",
+        description="Export a served model's review folder as Label Studio tasks, and import "
+        "Label Studio's JSON export back into a project's raw folder.",
+    )
+    label_commands = label_cmd.add_subparsers(dest="label_command", required=True, metavar="STEP")
+    export_cmd = label_commands.add_parser(
+        "export",
+        help="write Label Studio tasks (with the model's answers) and a labelling config",
+        description="Write OUT/tasks.json (Label Studio's task import JSON: each review image "
+        "with the model's answer as a pre-annotation) and OUT/config.xml (the labelling "
+        "config: the model's classes and 'New class' with a box for its name). Label "
+        "Studio reaches the images through its local-files serving: start it with "
+        "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true and "
+        "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=<the document root>.",
+    )
+    export_cmd.add_argument(
+        "review", type=Path, metavar="REVIEW_DIR", help="the review folder (LOG_DIR/review)"
+    )
+    export_cmd.add_argument(
+        "--out", type=Path, required=True, metavar="OUT", help="folder to write the files into"
+    )
+    export_cmd.add_argument(
+        "--document-root",
+        type=Path,
+        metavar="DIR",
+        help="Label Studio's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT, a folder holding "
+        "REVIEW_DIR (default: REVIEW_DIR's parent, the log folder)",
+    )
+    export_cmd.add_argument(
+        "--model",
+        type=Path,
+        metavar="MODEL_DIR",
+        help="the model folder whose classes to offer (default: the classes the records name)",
+    )
+    export_cmd.set_defaults(run=_label_export)
+    import_cmd = label_commands.add_parser(
+        "import",
+        help="add the images labelled in Label Studio to a raw folder (all or nothing)",
+        description="Read EXPORT_JSON (Label Studio's JSON export of the project), find each "
+        "labelled task's image in REVIEW_DIR and copy it to RAW/<Class>/<file>. New classes "
+        "get a folder; images already in RAW (same bytes or pixels) are skipped; no file is "
+        "replaced; unlabelled and skipped tasks are counted. Every task and class name is "
+        "checked first: on any problem nothing is written.",
+    )
+    import_cmd.add_argument("export", type=Path, metavar="EXPORT_JSON")
+    import_cmd.add_argument(
+        "--review", type=Path, required=True, metavar="REVIEW_DIR", help="the review folder"
+    )
+    import_cmd.add_argument(
+        "--raw", type=Path, required=True, metavar="RAW", help="the project's raw folder"
+    )
+    import_cmd.add_argument(
+        "--dry-run", action="store_true", help="check and report what would be added; write nothing"
+    )
+    import_cmd.set_defaults(run=_label_import)
 
 
 # The command modules load Keras and matplotlib only when a command runs, so
@@ -169,6 +240,78 @@ def _drift(args: argparse.Namespace) -> int:
         with open(args.summary, "a", encoding="utf-8") as stream:
             stream.write(markdown_summary(result, DRIFT_OUTPUTS["html"]))
     return 1 if result["drift"] else 0
+
+
+def _label_export(args: argparse.Namespace) -> int:
+    images, orphans = read_review(args.review)
+    if args.model is not None:
+        classes = [str(name) for name in read_metadata(args.model)["classes"]]
+    else:
+        named = {label for image in images for label, _ in image.record.top_k}
+        named |= {image.record.label for image in images}
+        classes = sorted(named - {"unknown"})
+    root = args.document_root if args.document_root is not None else args.review.resolve().parent
+    tasks = export_tasks(images, root, classes)
+    config = labelling_config(classes)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "tasks.json").write_text(json.dumps(tasks, indent=1) + "\n")
+    (args.out / "config.xml").write_text(config)
+    if orphans:
+        say(PROG, "warning", f"{len(orphans)} image(s) without a record left out: {orphans[:5]}")
+    print(
+        f"Wrote {len(tasks)} tasks to {args.out / 'tasks.json'} and the labelling config "
+        f"({len(classes)} classes + 'New class') to {args.out / 'config.xml'}.\n"
+        f"Start Label Studio with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true and "
+        f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={Path(root).resolve()}, create a project with "
+        f"config.xml as its labelling config, add a Local Files source storage with the path "
+        f"{args.review.resolve()} (do not sync it), and import tasks.json."
+    )
+    return 0
+
+
+def _label_import(args: argparse.Namespace) -> int:
+    read = read_export(args.export, args.review)
+    result = add_images(args.raw, read.candidates, dry_run=args.dry_run)
+    verb = "Would add" if args.dry_run else "Added"
+    per_class = ", ".join(
+        f"{label} {len(files)}" + (" (new class)" if label in result.new_classes else "")
+        for label, files in sorted(result.added.items())
+    )
+    print(
+        f"{verb} {result.total} image(s) to {args.raw}" + (f": {per_class}." if per_class else ".")
+    )
+    if result.duplicates:
+        print(f"Skipped {len(result.duplicates)} duplicate(s), already present:")
+        for origin, copy in result.duplicates:
+            print(f"  {origin}: same image as {copy}")
+    skipped = len(read.unlabelled) + len(read.cancelled)
+    if skipped:
+        print(
+            f"Skipped {skipped} task(s) without a label: {len(read.unlabelled)} unlabelled, "
+            f"{len(read.cancelled)} skipped in Label Studio."
+        )
+    if result.total and not args.dry_run:
+        print(_next_steps(args.raw))
+    return 0
+
+
+def _next_steps(raw: Path) -> str:
+    """What to run to version the new images and retrain."""
+    pointer = raw.parent / f"{raw.name}.dvc"
+    if pointer.is_file():
+        project = raw.resolve().parent.parent
+        target = raw.resolve().relative_to(project).as_posix()
+        return (
+            "Next, version the data and retrain, from the project folder:\n"
+            f"  cd {project}\n  dvc add {target}\n  dvc repro\n"
+            f"  git add {target}.dvc dvc.lock && git commit -m 'Add labelled images'"
+        )
+    return (
+        f"Next, version {raw} and retrain: it has no {pointer.name} beside it, so track it "
+        f"with 'dvc add {raw}' from the project folder (if a pipeline stage writes it, the "
+        "next 'dvc repro' replaces it: add the images to that stage's source instead), then "
+        "'dvc repro'."
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
