@@ -12,6 +12,7 @@ process: ``dvc``, ``celestial-serve``, ``celestial-eval``, ``celestial-models``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import importlib.util
@@ -123,10 +124,8 @@ def stop(process: subprocess.Popen) -> None:
     try:
         process.wait(timeout=60)
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def label(tasks: list[dict[str, Any]], truth: dict[str, str], known: set[str]) -> list[dict]:
