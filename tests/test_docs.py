@@ -52,11 +52,17 @@ SYSTEM_TOOLS = {
     "ls",
     "mkdir",
     "python3",
+    # Label Studio lives outside the workspace's lock, in an environment of its own.
+    "pipx",
+    "label-studio",
 }
 # Tools from the locked environment whose subcommands are checked.
 CHECKED_TOOLS = {"celestial-data", "celestial-models", "celestial-eval", "dvc", "cruft"}
-# DVC commands whose first argument is itself a command.
-DVC_GROUPS = {"exp", "experiments", "plots", "metrics", "params", "remote", "cache", "stage"}
+# Commands whose first argument is itself a command, by program.
+GROUPS = {
+    "dvc": {"exp", "experiments", "plots", "metrics", "params", "remote", "cache", "stage"},
+    "celestial-eval": {"label"},
+}
 
 
 def env() -> dict[str, str]:
@@ -194,7 +200,7 @@ def check_command(words: tuple[str, ...]) -> None:
     rest = list(words[1:])
     if rest and not rest[0].startswith("-"):
         command.append(rest.pop(0))
-        if program == "dvc" and command[1] in DVC_GROUPS and rest and not rest[0].startswith("-"):
+        if command[1] in GROUPS.get(program, ()) and rest and not rest[0].startswith("-"):
             command.append(rest.pop(0))
     usage = help_text(*command)
     for option in long_options(tuple(rest)):
