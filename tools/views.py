@@ -107,7 +107,7 @@ def load_project(folder: Path) -> Project:
 
 
 def dvc(*args: str, cwd: Path, capture: bool = False) -> subprocess.CompletedProcess[str]:
-    """Run this environment's ``dvc`` in ``cwd``; its output goes to the terminal unless captured."""
+    """Run this environment's ``dvc`` in ``cwd``; output to the terminal unless captured."""
     command = [str(Path(sys.executable).parent / "dvc"), *args]
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     return subprocess.run(command, cwd=cwd, env=env, text=True, capture_output=capture)
@@ -257,7 +257,7 @@ def exp_rows(project: Project, shown: list[dict[str, Any]]) -> tuple[list[ExpRow
 def exp_columns(
     rows: list[ExpRow], names: list[str], metric_names: set[str], keep: list[str]
 ) -> list[str]:
-    """The columns ``exp`` shows before fitting: those kept, else changed params and headline metrics."""
+    """The columns ``exp`` would show: those kept, else changed params and headline metrics."""
     if keep:
         pattern = re.compile("|".join(f"(?:{k})" for k in keep))
         return [name for name in names if pattern.fullmatch(name)]
