@@ -181,15 +181,41 @@ def pull(session: nox.Session) -> None:
     session.run("python", str(TOOLS_DIR / "transfer.py"), "pull", *session.posargs)
 
 
+def project_and_options(session: nox.Session) -> tuple[Path, list[str]]:
+    """The project a session works on, and the arguments after it.
+
+    The first argument names the project (``synthetic-bodies`` or a folder);
+    without it, the folder nox was started from, when that is a project
+    (``uv run nox -f ../../noxfile.py -s show -- metrics`` in a project folder).
+    """
+    args = list(session.posargs)
+    if args and (PROJECTS_DIR / args[0] / "dvc.yaml").is_file():
+        return PROJECTS_DIR / args[0], args[1:]
+    if args and (Path(session.invoked_from) / args[0] / "dvc.yaml").is_file():
+        return Path(session.invoked_from) / args[0], args[1:]
+    here = Path(session.invoked_from)
+    if (here / "dvc.yaml").is_file():
+        return here, args
+    session.error(
+        f"Name the project first, or run nox from its folder with -f ../../noxfile.py; "
+        f"known: {', '.join(dvc_projects()) or 'none yet'}."
+    )
+
+
 @nox.session(python=PYTHON)
 def exp(session: nox.Session) -> None:
     """Run a DVC experiment in a project, each -S checked first (nox -s exp -- PROJECT -S ...)."""
-    if not session.posargs:
-        session.error(f"Name the project first; known: {', '.join(dvc_projects()) or 'none yet'}.")
-    project, *options = session.posargs
-    folder = PROJECTS_DIR / project if (PROJECTS_DIR / project).is_dir() else Path(project)
+    folder, options = project_and_options(session)
     sync(session)
     session.run("python", str(TOOLS_DIR / "exp.py"), str(folder), *options)
+
+
+@nox.session(python=PYTHON)
+def show(session: nox.Session) -> None:
+    """Show one project's params, metrics, plots or experiments (nox -s show -- PROJECT VIEW)."""
+    folder, options = project_and_options(session)
+    sync(session)
+    session.run("python", str(TOOLS_DIR / "views.py"), str(folder), *options)
 
 
 @nox.session(python=PYTHON)

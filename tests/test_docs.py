@@ -60,7 +60,17 @@ SYSTEM_TOOLS = {
 CHECKED_TOOLS = {"celestial-data", "celestial-models", "celestial-eval", "dvc", "cruft"}
 # Commands whose first argument is itself a command, by program.
 GROUPS = {
-    "dvc": {"exp", "experiments", "plots", "metrics", "params", "remote", "cache", "stage"},
+    "dvc": {
+        "exp",
+        "experiments",
+        "plots",
+        "metrics",
+        "params",
+        "remote",
+        "cache",
+        "stage",
+        "queue",
+    },
     "celestial-eval": {"label"},
 }
 
