@@ -6,8 +6,9 @@ so it sees every request and every answer in the same way on both: it counts
 each request by route and status with its latency (`celestial_serve.metrics`)
 and passes each ``200`` answer of the predict route, with the upload that
 `celestial_serve.request.read_prediction_request` left in the request's
-scope, to the `PredictionLog`. It also closes the log when its HTTP process
-shuts down.
+scope, to the `PredictionLog`: the answer object that the lean transport's
+fast path left there too (``ANSWER_KEY``), else the JSON body it saw sent. It
+also closes the log when its HTTP process shuts down.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from celestial_models.prediction_log import utc_now
 from celestial_serve.metrics import HttpMetrics
 from celestial_serve.recorder import PredictionLog
-from celestial_serve.request import UPLOAD_KEY
+from celestial_serve.request import ANSWER_KEY, UPLOAD_KEY
 
 __all__ = ["Observer"]
 
@@ -78,7 +79,8 @@ class Observer:
                 upload = scope.get(UPLOAD_KEY)
                 if upload is not None and self.log is not None:
                     data, image = upload
-                    self.log.add(b"".join(body), data, image, utc_now(), latency)
+                    answer = scope.get(ANSWER_KEY) or b"".join(body)
+                    self.log.add(answer, data, image, utc_now(), latency)
 
     def _closing(self, send: Send) -> Send:
         """``send`` for the lifespan: close the log once the app has shut down."""

@@ -67,20 +67,27 @@ class ReviewFolder:
         self.scanned = 0.0
         self.added = False
 
-    def wants(self, record: PredictionRecord) -> bool:
-        """Whether ``record``'s image is to be kept."""
-        return self.max_bytes > 0 and (record.unknown or record.confidence < self.below)
+    def unsure(self, unknown: bool, confidence: float) -> bool:
+        """Whether an answer (``unknown``, closest class's probability) is to be kept."""
+        return self.max_bytes > 0 and (unknown or confidence < self.below)
 
     def keep(self, record: PredictionRecord, line: str, data: bytes) -> bool:
         """Keep ``data``, the upload ``record`` (``line``) answers, if wanted; return if added."""
-        digest = record.digest
-        if not self.wants(record) or digest is None:
+        if record.digest is None:
+            return False
+        return self.offer(record.digest, record.unknown, record.confidence, line, data)
+
+    def offer(self, digest: str, unknown: bool, confidence: float, line: str, data: bytes) -> bool:
+        """`keep` for an answer not made into a record: its digest, fields and line."""
+        if not self.unsure(unknown, confidence):
             return False
         if time.monotonic() - self.scanned > RESCAN_S and (self.added or not self.scanned):
             self.scan()
+        if digest in self.entries:
+            return False
         text = (line + "\n").encode()
         size = len(data) + len(text)
-        if digest in self.entries or size > self.max_bytes:
+        if size > self.max_bytes:
             return False
         if (self.folder / f"{digest}.json").exists():  # kept by another HTTP process
             return False
