@@ -1,9 +1,13 @@
+import re
+from datetime import UTC, datetime, timedelta
+
 import numpy as np
 import pytest
 
 from celestial_models.prediction_log import (
     PredictionRecord,
     RecordError,
+    answer_line,
     feature_names,
     image_features,
     utc_now,
@@ -63,6 +67,25 @@ def test_features_are_channel_means_contrast_and_background_share():
     assert feature_names(1) == ("mean", "contrast", "background")
 
 
+@pytest.mark.parametrize("shape", [(3, 9, 9, 3), (2, 5, 5, 1)])
+def test_features_match_their_definition_on_any_image(shape, monkeypatch):
+    rng = np.random.default_rng(sum(shape))
+    images = rng.integers(0, 256, shape, dtype=np.uint8)
+    images[0, :3] = rng.integers(0, 20, images[0, :3].shape)  # some background
+    scaled = images.reshape(len(images), -1, shape[-1]) / 255.0
+    expected = np.column_stack(
+        [
+            scaled.mean(axis=1),
+            scaled.reshape(len(images), -1).std(axis=1),
+            (images.reshape(len(images), -1, shape[-1]) <= 16).all(axis=2).mean(axis=1),
+        ]
+    )
+    np.testing.assert_allclose(image_features(images), expected, rtol=0, atol=1e-12)
+    # Images too large for exact int64 sums take Python integers, with the same result.
+    monkeypatch.setattr("celestial_models.prediction_log._EXACT_COUNT", 10)
+    np.testing.assert_allclose(image_features(images), expected, rtol=0, atol=1e-12)
+
+
 def test_features_refuse_what_is_not_a_uint8_batch():
     with pytest.raises(ValueError, match="uint8 batch"):
         image_features(np.zeros((4, 4, 3), dtype=np.uint8))
@@ -75,3 +98,31 @@ def test_a_line_holds_the_version_then_every_field_in_order():
     record = PredictionRecord.from_answer(answer(), [0.1, 0.2, 0.3, 0.4, 0.5], time=utc_now())
     keys = list(json.loads(record.to_json()))
     assert keys == ["v", *(field.name for field in dataclasses.fields(PredictionRecord))]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"label": "unknown", "unknown": True},
+        {"score": None, "threshold": None},
+        {"top_k": [{"label": "Moon", "probability": 1}]},
+    ],
+)
+def test_an_answer_line_is_the_line_of_its_record(fields):
+    given = {**answer(), **fields}
+    features = np.array([0.1234567, 0.5, 1 / 3, 0.0, 1.0])
+    stamp = {"time": "2026-01-02T03:04:05.000006Z", "digest": "d" * 64, "latency_ms": 2.34567}
+    line = answer_line(given, features, **stamp)
+    record = PredictionRecord.from_answer(given, features, **stamp)
+    assert line == record.to_json()
+    assert PredictionRecord.from_json(line).to_json() == line
+
+
+def test_the_time_is_utc_to_the_microsecond():
+    before = datetime.now(UTC)
+    stamp = utc_now()
+    after = datetime.now(UTC)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", stamp)
+    parsed = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    assert before - timedelta(microseconds=1) <= parsed <= after

@@ -109,6 +109,34 @@ def test_metrics_and_log_see_every_answer_on_every_process(
             assert (review / f"{digest}.{extension}").read_bytes() == data
 
 
+def test_the_stock_transport_logs_the_answers_it_sent(
+    launch, trained_project, reference, tmp_path
+) -> None:
+    # Its answers come as JSON (the lean transport hands over the answer object).
+    logs = tmp_path / "logs"
+    server = launch(
+        trained_project, tmp_path / "server.log", "--transport", "stock", "--log-dir", str(logs)
+    )
+    server.wait_until_healthy()
+    uploads = [path.read_bytes() for paths in reference.values() for path in paths[:1]][:3]
+    answers = []
+    for data in uploads:
+        response = requests.post(f"{server.url}/predict", files={"file": ("a.jpg", data)})
+        assert response.status_code == 200, response.text
+        answers.append(response.json())
+    assert server.stop()
+    by_digest = {record.digest: record for record in log_records(logs)}
+    assert len(by_digest) == len(uploads)
+    for data, answer in zip(uploads, answers, strict=True):
+        record = by_digest[hashlib.sha256(data).hexdigest()]
+        assert (record.label, record.unknown, record.score) == (
+            answer["label"],
+            answer["unknown"],
+            answer["score"],
+        )
+        assert record.top_k == tuple((e["label"], e["probability"]) for e in answer["top_k"])
+
+
 def test_metrics_want_the_api_key_when_one_is_set(guarded_server) -> None:
     assert requests.get(f"{guarded_server.url}/metrics", timeout=10).status_code == 401
     scraped = requests.get(f"{guarded_server.url}/metrics", headers=guarded_server.key_header)

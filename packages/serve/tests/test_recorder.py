@@ -16,7 +16,7 @@ from PIL import Image
 from celestial_models.prediction_log import PredictionRecord, image_features
 from celestial_serve.cli import main
 from celestial_serve.errors import ServeError
-from celestial_serve.recorder import LogOptions, PredictionLog, prepare_log_dir
+from celestial_serve.recorder import LogOptions, PredictionLog, prepare_log_dir, sha256_holding_gil
 from celestial_serve.response import prediction
 from celestial_serve.review import ReviewFolder
 
@@ -87,6 +87,12 @@ def test_a_file_past_the_size_cap_is_closed_and_the_next_lines_go_to_a_new_one(
     assert [r.digest for r in records(tmp_path)] == [
         hashlib.sha256(encoded(seed)[0]).hexdigest() for seed in range(3)
     ]
+
+
+@pytest.mark.parametrize("size", [0, 2047, 2048, 7_777])
+def test_the_writer_hashes_uploads_as_sha256_does(size: int) -> None:
+    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
+    assert sha256_holding_gil(data) == hashlib.sha256(data).hexdigest()
 
 
 def record_for(data: bytes, confidence: float, unknown: bool = False) -> PredictionRecord:

@@ -21,6 +21,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from celestial_serve.request import (
+    ANSWER_KEY,
     MULTIPART,
     BodyLimit,
     media_type,
@@ -76,7 +77,8 @@ class PredictFastPath(BodyLimit):
             return
         try:
             checked = await read_prediction_request(request)
-            answer = JSONResponse(await self.server.answer(scope, checked))
+            content = scope[ANSWER_KEY] = await self.server.answer(scope, checked)
+            answer = JSONResponse(content)
         except ClientDisconnect:
             return
         except HTTPException as error:  # FastAPI's, and the form parser's

@@ -92,7 +92,7 @@ def shared_folder() -> Path | None:
 
 
 class HttpMetrics:
-    """The HTTP process's metrics. Label children are cached: a lookup takes a lock."""
+    """The HTTP process's metrics."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(
@@ -114,22 +114,23 @@ class HttpMetrics:
             "Prediction-log records dropped because the writer fell behind.",
             registry=registry,
         )
-        self._requests: dict[tuple[str, str], Any] = {}
-        self._latency: dict[str, Any] = {}
+        # The label children of each (route, status): a labels() lookup takes a lock.
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     def observe(self, path: str, status: int, seconds: float | None) -> None:
         """Count a request to ``path`` answered ``status`` (0: none) after ``seconds``."""
-        route = route_label(path)
-        key = (route, str(status) if status else "none")
-        counter = self._requests.get(key)
-        if counter is None:
-            counter = self._requests[key] = self.requests.labels(*key)
-        counter.inc()
+        key = (path if path in ROUTE_LABELS else "other", status)
+        children = self._children.get(key)
+        if children is None:
+            route = key[0]
+            children = self._children[key] = (
+                self.requests.labels(route, str(status) if status else "none"),
+                self.latency.labels(route),
+            )
+        requests, latency = children
+        requests.inc()
         if seconds is not None:
-            histogram = self._latency.get(route)
-            if histogram is None:
-                histogram = self._latency[route] = self.latency.labels(route)
-            histogram.observe(seconds)
+            latency.observe(seconds)
 
 
 class WorkerMetrics:

@@ -1,15 +1,19 @@
 """The prediction log: every answer, one JSON line each, written off the request path.
 
 With ``celestial-serve --log-dir DIR``, each HTTP process hands every answer
-of ``POST /predict`` (its JSON, the uploaded bytes, the model's input array,
-the time and the latency) to its `PredictionLog`, which only appends it to a
-bounded in-memory queue. A background thread wakes every `FLUSH_S` seconds,
-turns what has queued into `celestial_models.prediction_log.PredictionRecord`
-lines (the features of the whole lot in one `image_features` call), appends
-them to the process's current file with one write, flushes it to the
-operating system, and keeps the uncertain uploads in the review folder
-(`celestial_serve.review`). When the queue is full, answers are not recorded
-and are counted as dropped: requests are never slowed by the log.
+of ``POST /predict`` (the answer object, or the JSON it was sent as on the
+stock transport, with the uploaded bytes, the model's input array, the time
+and the latency) to its `PredictionLog`, which only appends them to a bounded
+in-memory queue: a microsecond or two on the request path. A background
+thread wakes every `FLUSH_S` seconds and does the rest for the whole lot at
+once: the features of every image in one `image_features` call, the digests,
+the lines (`celestial_models.prediction_log.answer_line`, the format of
+`PredictionRecord`), appended to the process's current file with one write
+and flushed to the operating system; then it keeps the uncertain uploads in
+the review folder (`celestial_serve.review`). That is about 20 µs of CPU per
+answer, in the same process as the event loop: keep new per-answer work
+there, and cheap. When the queue is full, answers are not recorded and are
+counted as dropped: requests are never slowed by the log.
 
 Files are ``DIR/predictions-<UTC time the file was opened>-<pid>.jsonl``: one
 file per HTTP process at a time, so processes never share one, and names sort
@@ -32,15 +36,22 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import numpy as np
 
-from celestial_models.prediction_log import PredictionRecord, image_features
+from celestial_models.prediction_log import answer_line, image_features
 from celestial_serve.errors import ServeError
 from celestial_serve.review import REVIEW_DIR, ReviewFolder
 
-__all__ = ["FLUSH_S", "LogOptions", "PredictionLog", "log_file_name", "prepare_log_dir"]
+__all__ = [
+    "FLUSH_S",
+    "LogOptions",
+    "PredictionLog",
+    "log_file_name",
+    "prepare_log_dir",
+    "sha256_holding_gil",
+]
 
 #: Seconds between the writer's passes: the most a kill can lose.
 FLUSH_S = 0.1
@@ -49,6 +60,8 @@ SYNC_S = 1.0
 #: Answers held for the writer at most; more are dropped (and counted).
 MAX_PENDING = 20_000
 MIB = 2**20
+# Bytes hashed at once: hashlib keeps the GIL below 2,048.
+_HASH_PIECE = 2047
 
 logger = logging.getLogger(__name__)
 
@@ -87,14 +100,27 @@ def prepare_log_dir(folder: Path) -> None:
         ) from None
 
 
+def sha256_holding_gil(data: bytes) -> str:
+    """The SHA-256 of ``data`` in hex, computed without letting go of the GIL.
+
+    hashlib lets go of it for 2 KiB or more at once: the event loop, waiting for
+    it, would take it back for every answer the writer hashes, and the two
+    threads would hand it to and fro (each time a wake-up and a cache miss).
+    """
+    digest = hashlib.sha256()
+    view = memoryview(data)
+    for start in range(0, len(view), _HASH_PIECE):
+        digest.update(view[start : start + _HASH_PIECE])
+    return digest.hexdigest()
+
+
 def log_file_name(opened: datetime, pid: int) -> str:
     """The name of a log file opened at ``opened`` by process ``pid``."""
     return f"predictions-{opened.strftime('%Y%m%dT%H%M%S.%fZ')}-{pid}.jsonl"
 
 
-@dataclass(frozen=True)
-class _Answer:
-    body: bytes  # the answer's JSON, as sent
+class _Answer(NamedTuple):  # a tuple: made for every answer, on the request path
+    answer: dict[str, Any] | bytes  # the answer, or its JSON as sent
     upload: bytes  # the encoded image, as uploaded
     image: np.ndarray  # the model's input
     time: str
@@ -127,14 +153,29 @@ class PredictionLog:
         self.synced = 0.0
         self.writing = threading.Lock()
 
-    def add(self, body: bytes, upload: bytes, image: np.ndarray, at: str, latency_s: float) -> None:
-        """Queue an answer for the log (never blocks; drops it if the queue is full)."""
+    def add(
+        self,
+        answer: dict[str, Any] | bytes,
+        upload: bytes,
+        image: np.ndarray,
+        at: str,
+        latency_s: float,
+    ) -> None:
+        """Queue an answer for the log (never blocks; drops it if the queue is full).
+
+        Args:
+            answer: The answer (`celestial_serve.response.prediction`), or its JSON as sent.
+            upload: The uploaded bytes.
+            image: The model's input.
+            at: The time of the answer (`celestial_models.prediction_log.utc_now`).
+            latency_s: Seconds from the request's arrival to its answer.
+        """
         if self.pid != os.getpid():
             self._start()
         if len(self.pending) >= MAX_PENDING:
             self._drop(1)
             return
-        self.pending.append(_Answer(body, upload, image, at, latency_s))
+        self.pending.append(_Answer(answer, upload, image, at, latency_s))
 
     def _drop(self, count: int) -> None:
         self.dropped += count
@@ -192,24 +233,22 @@ class PredictionLog:
         return len(answers)
 
     def _write(self, answers: list[_Answer]) -> None:
-        features = image_features(np.stack([answer.image for answer in answers]))
+        features = image_features(np.stack([answer.image for answer in answers])).tolist()
         lines, kept = [], []
         for answer, row in zip(answers, features, strict=True):
-            record = PredictionRecord.from_answer(
-                json.loads(answer.body),
-                row,
-                time=answer.time,
-                digest=hashlib.sha256(answer.upload).hexdigest(),
-                latency_ms=answer.latency_s * 1000,
-            )
-            line = record.to_json()
+            fields = answer.answer
+            if isinstance(fields, bytes):  # the answer as sent, not the object it came from
+                fields = json.loads(fields)
+            digest = sha256_holding_gil(answer.upload)
+            line = answer_line(fields, row, answer.time, digest, answer.latency_s * 1000)
             lines.append(line)
-            if self.review.wants(record):
-                kept.append((record, line, answer.upload))
-        self._append("".join(line + "\n" for line in lines))
+            unknown, confidence = fields["unknown"], fields["top_k"][0]["probability"]
+            if self.review.unsure(unknown, confidence):
+                kept.append((digest, unknown, confidence, line, answer.upload))
+        self._append("\n".join(lines) + "\n")
         try:
-            for record, line, upload in kept:
-                self.review.keep(record, line, upload)
+            for digest, unknown, confidence, line, upload in kept:
+                self.review.offer(digest, unknown, confidence, line, upload)
         except OSError:  # the log has them: only the review copies are lost
             logger.exception("Could not keep an image in %s", self.review.folder)
 

@@ -26,6 +26,7 @@ from celestial_data import ImageTooLarge, decode, to_array
 from celestial_data.image import ColorMode
 
 __all__ = [
+    "ANSWER_KEY",
     "UPLOAD_KEY",
     "BodyLimit",
     "PredictionRequest",
@@ -42,6 +43,9 @@ MULTIPART = "multipart/form-data"
 #: Where `read_prediction_request` leaves ``(upload bytes, model input)`` in the request's
 #: scope, for `celestial_serve.observer.Observer` to log with the answer.
 UPLOAD_KEY = "celestial_serve.upload"
+#: Where the lean transport's fast path (`celestial_serve.fastpath`) leaves the answer
+#: it sends, so that the log need not parse the JSON it was sent as.
+ANSWER_KEY = "celestial_serve.answer"
 ACCEPTED = (
     f"{MULTIPART} with the image in field 'file', a raw body with an image/* "
     'content type, or application/json {"image": "<base64>"}'

@@ -37,8 +37,20 @@ EXTENSIONS = {
 RESCAN_S = 10.0
 
 
+#: The first bytes of the common formats: their extension without asking Pillow.
+SIGNATURES = (
+    (b"\xff\xd8\xff", "jpg"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+)
+
+
 def extension(data: bytes) -> str:
     """The file extension of an encoded image, from the format Pillow detects (``bin`` if none)."""
+    for signature, known in SIGNATURES:  # every upload kept is sniffed: Pillow takes longer
+        if data.startswith(signature):
+            return known
     from PIL import Image
 
     try:
@@ -60,6 +72,7 @@ class ReviewFolder:
 
     def __init__(self, folder: Path, below: float, max_bytes: int) -> None:
         self.folder = folder
+        self.place = os.fspath(folder)
         self.below = below
         self.max_bytes = max_bytes
         self.entries: OrderedDict[str, int] = OrderedDict()  # digest -> bytes, oldest first
@@ -67,22 +80,29 @@ class ReviewFolder:
         self.scanned = 0.0
         self.added = False
 
-    def wants(self, record: PredictionRecord) -> bool:
-        """Whether ``record``'s image is to be kept."""
-        return self.max_bytes > 0 and (record.unknown or record.confidence < self.below)
+    def unsure(self, unknown: bool, confidence: float) -> bool:
+        """Whether an answer (``unknown``, closest class's probability) is to be kept."""
+        return self.max_bytes > 0 and (unknown or confidence < self.below)
 
     def keep(self, record: PredictionRecord, line: str, data: bytes) -> bool:
         """Keep ``data``, the upload ``record`` (``line``) answers, if wanted; return if added."""
-        digest = record.digest
-        if not self.wants(record) or digest is None:
+        if record.digest is None:
+            return False
+        return self.offer(record.digest, record.unknown, record.confidence, line, data)
+
+    def offer(self, digest: str, unknown: bool, confidence: float, line: str, data: bytes) -> bool:
+        """`keep` for an answer not made into a record: its digest, fields and line."""
+        if not self.unsure(unknown, confidence):
             return False
         if time.monotonic() - self.scanned > RESCAN_S and (self.added or not self.scanned):
             self.scan()
+        if digest in self.entries:
+            return False
         text = (line + "\n").encode()
         size = len(data) + len(text)
-        if digest in self.entries or size > self.max_bytes:
+        if size > self.max_bytes:
             return False
-        if (self.folder / f"{digest}.json").exists():  # kept by another HTTP process
+        if os.path.exists(f"{self.place}/{digest}.json"):  # kept by another HTTP process
             return False
         self._write(f"{digest}.{extension(data)}", data)
         self._write(f"{digest}.json", text)
@@ -94,10 +114,17 @@ class ReviewFolder:
         return True
 
     def _write(self, name: str, data: bytes) -> None:
-        partial = self.folder / f".{name}.partial"
-        with open(partial, "wb") as stream:
-            stream.write(data)
-        os.replace(partial, self.folder / name)
+        # os calls on strings: this runs in the HTTP process for every image kept.
+        folder = self.place
+        partial = f"{folder}/.{name}.partial"
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(descriptor, view) :]
+        finally:
+            os.close(descriptor)
+        os.replace(partial, f"{folder}/{name}")
 
     def _evict(self, digest: str, size: int) -> None:
         self.total -= size
