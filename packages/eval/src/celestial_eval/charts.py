@@ -47,6 +47,28 @@ def _label(value: float) -> str:
     return f"{value:g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.1e}"
 
 
+def _frame(
+    title: str, width: int, height: int, left: int, right: int, y_ticks: list[tuple[float, float]]
+) -> list[str]:
+    """The opening ``<svg>`` tag, the title and the y axis's grid lines and labels.
+
+    ``y_ticks`` holds ``(value, pixel row)`` pairs.
+    """
+    parts = [
+        f"<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 {width} {height}' "
+        f"width='{width}' height='{height}' role='img' aria-label='{escape(title)}' {FONT}>",
+        f"<text x='{left}' y='20' font-size='14' font-weight='bold' "
+        f"fill='{COLORS['ink']}'>{escape(title)}</text>",
+    ]
+    for tick, tick_y in y_ticks:
+        parts.append(
+            f"<line x1='{left}' x2='{width - right}' y1='{tick_y:.1f}' y2='{tick_y:.1f}' "
+            f"stroke='{COLORS['grid']}'/><text x='{left - 6}' y='{tick_y + 4:.1f}' font-size='11' "
+            f"text-anchor='end' fill='{COLORS['muted']}'>{_label(tick)}</text>"
+        )
+    return parts
+
+
 def line_svg(
     title: str,
     x_label: str,
@@ -82,19 +104,7 @@ def line_svg(
     def py(y: float) -> float:
         return height - bottom - (y - y0) / ((y1 - y0) or 1) * (height - top - bottom)
 
-    parts = [
-        f"<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 {width} {height}' "
-        f"width='{width}' height='{height}' role='img' aria-label='{escape(title)}' {FONT}>",
-        f"<text x='{left}' y='20' font-size='14' font-weight='bold' "
-        f"fill='{COLORS['ink']}'>{escape(title)}</text>",
-    ]
-    for tick in y_ticks:
-        tick_y = py(tick)
-        parts.append(
-            f"<line x1='{left}' x2='{width - right}' y1='{tick_y:.1f}' y2='{tick_y:.1f}' "
-            f"stroke='{COLORS['grid']}'/><text x='{left - 6}' y='{tick_y + 4:.1f}' font-size='11' "
-            f"text-anchor='end' fill='{COLORS['muted']}'>{_label(tick)}</text>"
-        )
+    parts = _frame(title, width, height, left, right, [(tick, py(tick)) for tick in y_ticks])
     for tick in x_ticks:
         x = px(tick)
         parts.append(
@@ -175,19 +185,7 @@ def bars_svg(
     def py(y: float) -> float:
         return height - bottom - (y - y0) / ((y1 - y0) or 1) * (height - top - bottom)
 
-    parts = [
-        f"<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 {width} {height}' "
-        f"width='{width}' height='{height}' role='img' aria-label='{escape(title)}' {FONT}>",
-        f"<text x='{left}' y='20' font-size='14' font-weight='bold' "
-        f"fill='{COLORS['ink']}'>{escape(title)}</text>",
-    ]
-    for tick in y_ticks:
-        tick_y = py(tick)
-        parts.append(
-            f"<line x1='{left}' x2='{width - right}' y1='{tick_y:.1f}' y2='{tick_y:.1f}' "
-            f"stroke='{COLORS['grid']}'/><text x='{left - 6}' y='{tick_y + 4:.1f}' font-size='11' "
-            f"text-anchor='end' fill='{COLORS['muted']}'>{_label(tick)}</text>"
-        )
+    parts = _frame(title, width, height, left, right, [(tick, py(tick)) for tick in y_ticks])
     if y_label:
         parts.append(
             f"<text transform='translate(14 {(top + height - bottom) / 2:.1f}) rotate(-90)' "
