@@ -73,17 +73,18 @@ def train_fallback(root: Path) -> Path:
     from celestial_data import PrepareParams, decode, to_array, write_prepared
     from celestial_models import TrainParams, train_model
 
-    size, mode = PrepareParams().image_size, PrepareParams().color_mode
+    image_format = PrepareParams().image_format
     files = reference_files(per_class=20)
     classes = sorted({p.parent.name for p in files})
-    images = np.stack([to_array(decode(p, size), size, mode) for p in files])
+    images = np.stack([to_array(decode(p), image_format) for p in files])
     labels = np.array([classes.index(p.parent.name) for p in files])
     names = [f"{p.parent.name}/{p.name}" for p in files]
     prepared = write_prepared(
         root / "prepared",
         classes,
-        mode,
+        image_format.color_mode,
         {"train": (images, labels, names), "val": (images, labels, names)},
+        view=image_format.view,
     )
     project = root / "bench-bodies"
     train_model(prepared, project / "model", TrainParams(epochs=1))

@@ -19,7 +19,7 @@ import uvicorn
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from celestial_data import decode, to_array
+from celestial_data import ImageFormat, decode, to_array
 
 ANSWER = {
     "label": "Earth",
@@ -38,10 +38,11 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, required=True)
     parser.add_argument("--color-mode", required=True)
     args = parser.parse_args()
+    image_format = ImageFormat(args.image_size, args.color_mode)
 
     async def image(request: Request):
         data = await request.body()
-        return to_array(decode(data, args.image_size), args.image_size, args.color_mode)
+        return to_array(decode(data), image_format)
 
     app = FastAPI()
 

@@ -73,7 +73,7 @@ def test_arrays_match_manifest_and_the_shared_preprocessing(raw: Path, tmp_path:
         labels = dataset.labels(split)
         for i, file in enumerate(files):
             assert dataset.classes[labels[i]] == file.split("/")[0]
-            expected = to_array(decode(raw / file, 8), 8, "rgb")
+            expected = to_array(decode(raw / file), PARAMS.image_format)
             np.testing.assert_array_equal(dataset.images(split)[i], expected)
 
 
@@ -199,6 +199,9 @@ def test_grayscale_and_size(raw: Path, tmp_path: Path) -> None:
         ({"val_fraction": 0.5, "test_fraction": 0.5}, "leave images for training"),
         ({"seed": 1.5}, r"prepare.seed: Input should be a valid integer\. Received: 1.5"),
         ({"on_corrupt": "ignore"}, r"prepare.on_corrupt: Input should be 'error' or 'skip'"),
+        ({"view": {"crop": "yes"}}, r"prepare.view.crop: Input should be a valid boolean"),
+        ({"view": {"margin": 2}}, r"prepare.view.margin: Input should be less than or equal to 1"),
+        ({"view": {"centre": True}}, r"Unknown key 'centre' in params prepare.view"),
     ],
 )
 def test_bad_params_are_errors_naming_the_key(params: dict, message: str) -> None:
@@ -214,6 +217,7 @@ def test_defaults_are_valid() -> None:
         "val_fraction": 0.15,
         "test_fraction": 0.15,
         "on_corrupt": "error",
+        "view": {"crop": True, "margin": 0.05, "exposure": False},
     }
 
 

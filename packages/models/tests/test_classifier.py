@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from celestial_data import decode, load_prepared, to_array
+from celestial_data import ImageFormat, decode, load_prepared, to_array
 from celestial_models import Classifier, ModelDirError, ModelError, load_classifier
 
 
@@ -66,7 +66,7 @@ def test_prepare_matches_celestial_data_for_paths_bytes_and_images(
     )
     path = tmp_path / "picture.png"
     picture.save(path)
-    expected = to_array(decode(path, 16), 16, "rgb")
+    expected = to_array(decode(path), ImageFormat(16, "rgb"))
     stream = io.BytesIO()
     picture.save(stream, format="PNG")
     for source in (path, str(path), stream.getvalue(), picture):

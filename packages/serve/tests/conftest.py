@@ -41,7 +41,7 @@ def reference() -> dict[str, list[Path]]:
 @pytest.fixture(scope="session")
 def trained_project(tmp_path_factory: pytest.TempPathFactory, reference) -> Path:
     """A project folder holding a tiny model trained on 16 x 16 reference images."""
-    from celestial_data import decode, to_array, write_prepared
+    from celestial_data import ImageFormat, decode, to_array, write_prepared
     from celestial_models import TrainParams, train_model
     from celestial_models.ood import OodParams
 
@@ -50,7 +50,7 @@ def trained_project(tmp_path_factory: pytest.TempPathFactory, reference) -> Path
     images, labels, names = [], [], []
     for label, name in enumerate(classes):
         for path in reference[name]:
-            images.append(to_array(decode(path, SIZE), SIZE, "rgb"))
+            images.append(to_array(decode(path), ImageFormat(SIZE, "rgb")))
             labels.append(label)
             names.append(f"{name}/{path.name}")
     images = np.stack(images)

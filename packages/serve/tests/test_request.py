@@ -12,7 +12,7 @@ import pytest
 from fastapi import HTTPException
 from PIL import Image
 
-from celestial_data import decode, to_array
+from celestial_data import ImageFormat, decode, to_array
 from celestial_serve.request import (
     PredictionRequest,
     UploadRules,
@@ -92,7 +92,7 @@ def test_json_nested_too_deep_for_the_parser_is_400(opener: bytes) -> None:
 @pytest.mark.parametrize(("fmt", "mode"), [("PNG", "RGB"), ("JPEG", "RGB"), ("PNG", "RGBA")])
 def test_decoding_is_the_training_preprocessing(fmt: str, mode: str) -> None:
     data = encoded(fmt, mode=mode)
-    expected = to_array(decode(data, 16), 16, "rgb")
+    expected = to_array(decode(data), ImageFormat(16, "rgb"))
     array = decode_image(data, RULES)
     assert array.dtype == np.uint8
     assert array.shape == (16, 16, 3)

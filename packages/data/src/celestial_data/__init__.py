@@ -17,10 +17,12 @@ from celestial_data.prepare import PrepareParams, PrepareResult, prepare_dataset
 from celestial_data.prepared import SPLITS, PreparedDataset, load_prepared, write_prepared
 from celestial_data.split import split_of
 from celestial_data.synth import BODIES, SynthParams, render, synthesize
+from celestial_data.view import NO_VIEW, ViewParams, canonical_view
 
 __all__ = [
     "BODIES",
     "COLOR_MODES",
+    "NO_VIEW",
     "SPLITS",
     "CheckReport",
     "DataError",
@@ -35,7 +37,9 @@ __all__ = [
     "PreparedDataset",
     "RawDataset",
     "SynthParams",
+    "ViewParams",
     "__version__",
+    "canonical_view",
     "channels",
     "check_dataset",
     "decode",

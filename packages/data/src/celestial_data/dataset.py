@@ -213,27 +213,22 @@ def parallel_map(
                 yield from results
 
 
-def read_info(
-    root: Path, file: str, label: int, decode_size: int | None, pixels: bool = False
-) -> FileInfo:
-    """Hash one file; with ``decode_size``, also decode it and read its header.
+def read_info(root: Path, file: str, label: int, pixels: bool = False) -> FileInfo:
+    """Hash one file; with ``pixels``, also decode it, read its header and hash its pixels.
 
-    Decoding (at a reduced JPEG scale) is what finds truncated and
-    unidentifiable files; hashing alone only finds empty ones. With ``pixels``,
-    the file is decoded at full resolution instead and its pixels are hashed
-    too (``info.pixels``), which finds the same picture in other containers.
+    Decoding is what finds truncated and unidentifiable files; hashing alone
+    only finds empty ones. The pixels' hash (``info.pixels``) finds the same
+    picture in other containers.
     """
     info = FileInfo(file=file, label=label)
     data = read_bytes(root, info)
     if data and pixels:
-        image = decode_into(info, data, None)
+        image = decode_into(info, data)
         if image is not None:
             try:
                 info.pixels = pixel_digest(image)
             except Exception as error:  # e.g. a mode Pillow cannot convert
                 info.error = describe_error(error)
-    elif data and decode_size is not None:
-        decode_into(info, data, decode_size)
     return info
 
 
@@ -258,11 +253,11 @@ def read_bytes(root: Path, info: FileInfo, digest: bool = True) -> bytes:
     return data
 
 
-def decode_into(info: FileInfo, data: bytes, size: int | None) -> Image.Image | None:
+def decode_into(info: FileInfo, data: bytes) -> Image.Image | None:
     """Decode ``data`` with `decode`, recording its header (or its error) in ``info``."""
     header: dict[str, Any] = {}
     try:
-        image = decode(data, size, header)
+        image = decode(data, header)
     except Exception as error:  # Pillow raises many types for broken files
         info.error = describe_error(error)
         return None
@@ -281,7 +276,6 @@ def describe_error(error: Exception) -> str:
 
 def inspect_files(
     dataset: RawDataset,
-    decode_size: int | None = None,
     workers: int | None = None,
     pixels: bool = False,
 ) -> list[FileInfo]:
@@ -289,11 +283,9 @@ def inspect_files(
 
     Args:
         dataset: What `scan` found.
-        decode_size: If set, also decode each image (at a JPEG scale of at least
-            this side) to read its header and find unreadable files.
         workers: Threads to use (default: one per core).
-        pixels: Decode each image at full resolution and hash its pixels too
-            (``FileInfo.pixels``); ``decode_size`` is then not needed.
+        pixels: Also decode each image, read its header and hash its pixels
+            (``FileInfo.pixels``).
 
     Returns:
         One `FileInfo` per image, by class then file name.
@@ -303,6 +295,6 @@ def inspect_files(
     ]
     return list(
         parallel_map(
-            lambda job: read_info(dataset.root, job[0], job[1], decode_size, pixels), jobs, workers
+            lambda job: read_info(dataset.root, job[0], job[1], pixels), jobs, workers
         )
     )

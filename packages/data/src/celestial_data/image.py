@@ -2,6 +2,10 @@
 
 This is the single definition of the preprocessing: `prepare` uses it on every
 raw file, and serving uses it on every upload, so the two cannot disagree.
+There is one decoding path: every container is decoded at full resolution
+(no JPEG draft scaling), so identical pixels give an identical array whether
+they come as JPEG, PNG, WebP or TIFF; then the canonical view
+(`celestial_data.view`) and one antialiased resize.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from celestial_data.errors import ImageTooLarge
+from celestial_data.view import NO_VIEW, ViewParams, canonical_view
 
 __all__ = [
     "COLOR_MODES",
@@ -40,10 +45,34 @@ def channels(color_mode: ColorMode) -> int:
 
 @dataclass(frozen=True)
 class ImageFormat:
-    """The square size and colour mode a model's images have, and the shape they make."""
+    """The square size, colour mode and view of a model's images, and the shape they make."""
 
     size: int
     color_mode: ColorMode
+    view: ViewParams = NO_VIEW
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> ImageFormat:
+        """The format ``dataset.json`` or ``metadata.json`` records (no view if absent).
+
+        Raises:
+            KeyError, ValueError, TypeError, pydantic.ValidationError: If malformed.
+        """
+        view = document.get("view")
+        return cls(
+            int(document["image_size"]),
+            document["color_mode"],
+            NO_VIEW if view is None else ViewParams.model_validate(view),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The keys `from_json` reads."""
+        return {
+            "image_size": self.size,
+            "color_mode": self.color_mode,
+            "channels": self.channels,
+            "view": self.view.dump(),
+        }
 
     @property
     def channels(self) -> int:
@@ -58,22 +87,17 @@ class ImageFormat:
 
 def decode(
     source: bytes | str | Path,
-    size: int | None,
     header: dict[str, Any] | None = None,
     max_pixels: int | None = None,
 ) -> Image.Image:
-    """Open and fully decode an image, letting JPEG decode at reduced scale.
+    """Open and fully decode an image at its full resolution, whatever its container.
 
     Args:
         source: Encoded image bytes or a path.
-        size: The side the image will be resized to; JPEG draft mode may decode
-            at a smaller scale that is still at least this large. None decodes
-            at full resolution.
-        header: If given, filled with what the file says before any draft
-            scaling: ``width``, ``height``, ``mode`` and ``format``.
-        max_pixels: If given, refuse images that would decode to more pixels
-            (a JPEG's reduced scale counts), after reading their header and
-            before decoding them.
+        header: If given, filled with what the file says: ``width``,
+            ``height``, ``mode`` and ``format``.
+        max_pixels: If given, refuse images with more pixels, after reading
+            their header and before decoding them.
 
     Returns:
         The decoded image (any mode).
@@ -94,8 +118,6 @@ def decode(
             header.update(
                 width=image.width, height=image.height, mode=image.mode, format=image.format or ""
             )
-        if image.format == "JPEG" and size is not None:
-            image.draft("RGB" if image.mode != "L" else "L", (size, size))
         if max_pixels is not None and image.width * image.height > max_pixels:
             raise ImageTooLarge(image.width, image.height, max_pixels)
         image.load()
@@ -114,25 +136,24 @@ def bomb(error: Image.DecompressionBombError, max_pixels: int | None) -> ImageTo
     return ImageTooLarge(None, None, limit, pixels=int(declared[1]) if declared else None)
 
 
-def to_array(image: Image.Image, size: int, color_mode: ColorMode) -> np.ndarray:
-    """Convert a decoded image to a ``(size, size, channels)`` uint8 array.
+def to_array(image: Image.Image, image_format: ImageFormat) -> np.ndarray:
+    """Convert a decoded image to the ``image_format.shape`` uint8 array a model takes.
 
     Transparent pixels are composited on black (the background of every
-    dataset here); palette, CMYK and 16-bit images are converted first.
+    dataset here); palette, CMYK and 16-bit images are converted first; then
+    the format's canonical view is taken and the result resized (bilinear,
+    antialiased when shrinking).
 
     Args:
         image: A decoded Pillow image in any mode.
-        size: Side of the square output in pixels.
-        color_mode: ``"rgb"`` or ``"grayscale"``.
+        image_format: The output's side, colour mode and view.
 
     Returns:
-        An array of shape ``(size, size, channels(color_mode))`` and dtype uint8.
+        An array of shape ``image_format.shape`` and dtype uint8.
     """
-    converted = _converted(image, color_mode)
-    if converted.size != (size, size):
-        converted = converted.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
-    array = np.asarray(converted, dtype=np.uint8)
-    return array.reshape(size, size, channels(color_mode))
+    size, color_mode = image_format.size, image_format.color_mode
+    viewed = canonical_view(_converted(image, color_mode), image_format.view, size)
+    return np.asarray(viewed, dtype=np.uint8).reshape(image_format.shape)
 
 
 def pixel_digest(image: Image.Image) -> str:

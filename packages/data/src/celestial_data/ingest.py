@@ -163,7 +163,7 @@ def _check_names(candidates: Sequence[Candidate], existing: Sequence[str]) -> li
 
 def _fingerprints(root: Path, files: Sequence[str], workers: int | None) -> list[tuple[str, str]]:
     """``(sha256 of the bytes, digest of the pixels)`` of each file ("" when undecodable)."""
-    infos = parallel_map(lambda file: read_info(root, file, 0, None, pixels=True), files, workers)
+    infos = parallel_map(lambda file: read_info(root, file, 0, pixels=True), files, workers)
     return [(info.sha256, info.pixels) for info in infos]
 
 

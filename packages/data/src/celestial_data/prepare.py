@@ -62,6 +62,7 @@ from celestial_data.prepared import (
 )
 from celestial_data.preview import write_preview
 from celestial_data.split import split_digests, split_of
+from celestial_data.view import ViewParams
 
 __all__ = ["PREVIEW_FILE", "REPORT_FILE", "PrepareParams", "PrepareResult", "prepare_dataset"]
 
@@ -107,6 +108,8 @@ class PrepareParams(Params):
         "list of files; `skip` leaves them out and lists them in `report.json`",
     )
 
+    view: ViewParams = ViewParams()
+
     @model_validator(mode="after")
     def _leaves_training_images(self) -> Self:
         if self.val_fraction + self.test_fraction >= 1:
@@ -118,8 +121,8 @@ class PrepareParams(Params):
 
     @property
     def image_format(self) -> ImageFormat:
-        """The size and colour mode of the prepared images."""
-        return ImageFormat(self.image_size, self.color_mode)
+        """The size, colour mode and view of the prepared images."""
+        return ImageFormat(self.image_size, self.color_mode, self.view)
 
 
 REPORT_FILE = "report.json"
@@ -202,11 +205,11 @@ def _npy_header(shape: tuple[int, ...]) -> bytes:
 def _load(root: Path, info: FileInfo, image_format: ImageFormat) -> np.ndarray | None:
     """The image as a uint8 array, or None (with ``info.error`` set) if unreadable."""
     data = read_bytes(root, info, digest=False)  # hashed in the first pass
-    image = decode_into(info, data, image_format.size) if data else None
+    image = decode_into(info, data) if data else None
     if image is None:
         return None
     try:
-        return to_array(image, image_format.size, image_format.color_mode)
+        return to_array(image, image_format)
     except Exception as error:  # e.g. a mode Pillow cannot convert
         info.error = describe_error(error)
         return None
@@ -335,8 +338,7 @@ def _finish(
     write_dataset_json(
         out,
         classes,
-        params.image_size,
-        params.color_mode,
+        params.image_format,
         {split: len(split_infos) for split, split_infos in entries.items()},
     )
     counts = {}

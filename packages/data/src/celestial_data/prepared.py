@@ -8,8 +8,9 @@ A prepared folder holds, for each split present (``train``, ``val``, ``test``):
 and, for the whole dataset:
 
 - ``dataset.json``: ``classes`` (in label order), ``image_size``, ``color_mode``,
-  ``channels``, ``splits`` (images per split) and ``hash`` (a digest of every
-  array, which models record as the hash of the data they were trained on);
+  ``channels``, ``view`` (the canonical view's params; absent means none),
+  ``splits`` (images per split) and ``hash`` (a digest of every array, which
+  models record as the hash of the data they were trained on);
 - ``manifest.csv``: ``file,class,split,sha256``, one row per image, in array
   order within each split (so row i of a split is image i of its arrays).
 
@@ -27,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from celestial_data.errors import PreparedDataError
-from celestial_data.image import COLOR_MODES, ColorMode, ImageFormat, channels
+from celestial_data.image import COLOR_MODES, ColorMode, ImageFormat
+from celestial_data.view import NO_VIEW, ViewParams
 
 __all__ = [
     "DATASET_FILE",
@@ -54,12 +56,13 @@ class PreparedDataset:
     color_mode: ColorMode
     splits: dict[str, int]
     hash: str
+    view: ViewParams = NO_VIEW
     _files: dict[str, list[str]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def image_format(self) -> ImageFormat:
-        """The images' size and colour mode."""
-        return ImageFormat(self.image_size, self.color_mode)
+        """The images' size, colour mode and view."""
+        return ImageFormat(self.image_size, self.color_mode, self.view)
 
     @property
     def channels(self) -> int:
@@ -121,15 +124,17 @@ def load_prepared(path: str | Path) -> PreparedDataset:
         )
     try:
         meta = json.loads(meta_path.read_text())
+        image_format = ImageFormat.from_json(meta)
         dataset = PreparedDataset(
             path=path,
             classes=tuple(meta["classes"]),
-            image_size=int(meta["image_size"]),
-            color_mode=meta["color_mode"],
+            image_size=image_format.size,
+            color_mode=image_format.color_mode,
             splits={k: int(v) for k, v in meta["splits"].items()},
             hash=meta["hash"],
+            view=image_format.view,
         )
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError) as error:  # ValidationError is a ValueError
         raise PreparedDataError(
             f"{meta_path} is malformed ({error!r}). Rerun prepare to rewrite it."
         ) from error
@@ -160,6 +165,7 @@ def write_prepared(
     color_mode: ColorMode,
     arrays: dict[str, tuple[np.ndarray, np.ndarray, list[str]]],
     sha256: dict[str, list[str]] | None = None,
+    view: ViewParams = NO_VIEW,
 ) -> PreparedDataset:
     """Write a small prepared dataset from in-memory arrays.
 
@@ -172,6 +178,7 @@ def write_prepared(
         color_mode: ``"rgb"`` or ``"grayscale"``.
         arrays: For each split, ``(images, labels, files)``.
         sha256: For each split, the content hash of each file (default: empty).
+        view: The canonical view the images were taken with (recorded only).
 
     Returns:
         The written dataset, opened.
@@ -198,8 +205,7 @@ def write_prepared(
     write_dataset_json(
         path,
         classes,
-        int(image_size or 0),
-        color_mode,
+        ImageFormat(int(image_size or 0), color_mode, view),
         {split: len(arrays[split][1]) for split in arrays},
     )
     return load_prepared(path)
@@ -214,15 +220,13 @@ def write_manifest(path: Path, rows: list[tuple[str, str, str, str]]) -> None:
 
 
 def write_dataset_json(
-    path: Path, classes: list[str], image_size: int, color_mode: ColorMode, splits: dict[str, int]
+    path: Path, classes: list[str], image_format: ImageFormat, splits: dict[str, int]
 ) -> None:
     """Write ``dataset.json``, hashing the arrays already written for ``splits``."""
     meta = {
         "format_version": FORMAT_VERSION,
         "classes": list(classes),
-        "image_size": image_size,
-        "color_mode": color_mode,
-        "channels": channels(color_mode),
+        **image_format.to_json(),
         "splits": splits,
         "hash": digest_arrays(path, list(splits)),
     }

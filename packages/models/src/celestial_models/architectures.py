@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from celestial_models.backend import fast_initializers, keras
 from celestial_models.errors import ParamsError
-from celestial_models.params import AugmentParams
+from celestial_models.params import NO_AUGMENT, AugmentParams
 
 __all__ = ["ARCHITECTURES", "build_model", "compact_cnn", "simple_cnn"]
 
@@ -49,6 +49,8 @@ def preprocessing(
         x = layers.RandomBrightness(
             augment.brightness, value_range=(0.0, 1.0), seed=seed + 3, name="random_brightness"
         )(x)
+    if augment.grey and input_shape[-1] == 3:
+        x = layers.RandomGrayscale(augment.grey, seed=seed + 4, name="random_grey")(x)
     return inputs, x
 
 
@@ -162,6 +164,6 @@ def build_model(
             num_classes,
             conv_size=conv_size,
             dense_size=dense_size,
-            augment=augment or AugmentParams(),
+            augment=augment or NO_AUGMENT,
             seed=seed,
         )

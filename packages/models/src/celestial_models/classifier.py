@@ -138,18 +138,18 @@ class Classifier:
         """
         if not isinstance(image, Image.Image):
             try:
-                image = decode(image, self.image_size)
+                image = decode(image)
             except OSError as error:  # PIL.UnidentifiedImageError is an OSError
                 raise ModelError(
                     f"Cannot read the image ({error}). Send a JPEG, PNG or another "
                     "format Pillow reads."
                 ) from error
-        return to_array(image, self.image_size, self.color_mode)
+        return to_array(image, self.image_format)
 
 
 def metadata_format(metadata: dict[str, Any]) -> ImageFormat:
-    """The image format that ``metadata.json`` describes."""
-    return ImageFormat(int(metadata["image_size"]), metadata["color_mode"])
+    """The image format that ``metadata.json`` describes (its size, colour mode and view)."""
+    return ImageFormat.from_json(metadata)
 
 
 def load_classifier(model_dir: str | Path) -> Classifier:

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from celestial_data import COLOR_MODES
+from celestial_data import COLOR_MODES, NO_VIEW, ViewParams
 from celestial_models import __version__
 from celestial_models.errors import ModelDirError
 
@@ -59,8 +59,8 @@ def read_metadata(model_dir: Path) -> dict[str, Any]:
 
     Returns:
         The metadata, with ``classes`` (a non-empty list of names),
-        ``image_size`` (a positive integer) and ``color_mode`` (one of
-        `celestial_data.COLOR_MODES`) checked.
+        ``image_size`` (a positive integer), ``color_mode`` (one of
+        `celestial_data.COLOR_MODES`) and ``view`` (if present) checked.
 
     Raises:
         ModelDirError: If the directory, its model or its metadata is missing,
@@ -108,4 +108,11 @@ def read_metadata(model_dir: Path) -> dict[str, Any]:
             f"image_size and a color_mode in {COLOR_MODES}; received classes={classes!r:.200}, "
             f"image_size={size!r}, color_mode={mode!r}. Retrain the model."
         )
+    try:
+        ViewParams.model_validate(metadata.get("view", NO_VIEW.dump()))
+    except ValueError as error:  # pydantic's ValidationError is a ValueError
+        raise ModelDirError(
+            f"{path} has an invalid view ({str(error).splitlines()[0]}: "
+            f"{metadata.get('view')!r:.200}). Retrain the model."
+        ) from None
     return metadata

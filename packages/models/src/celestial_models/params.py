@@ -12,15 +12,20 @@ from pydantic import Field, model_validator
 
 from celestial_data.params import Params
 
-__all__ = ["AugmentParams", "TrainParams"]
+__all__ = ["NO_AUGMENT", "AugmentParams", "TrainParams"]
 
 
 class AugmentParams(Params):
-    """``train.augment``: random changes to the training images (all off by default)."""
+    """``train.augment``: random changes to the training images.
+
+    On by default: any rotation and some grey pictures, what the canonical view
+    (``prepare.view``) cannot remove. A body's look does not depend on which
+    way is up, nor on whether the camera saw colour.
+    """
 
     flip: bool = Field(False, description="random horizontal and vertical flips while training")
     rotation: float = Field(
-        0.0,
+        0.5,
         ge=0,
         le=1,
         description="random rotations while training, up to this fraction of a full turn "
@@ -40,6 +45,17 @@ class AugmentParams(Params):
         description="random brightness changes while training, up to this fraction (0 to 1; 0 "
         "is off)",
     )
+    grey: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="share of training images shown in grey (0 to 1; 0 is off), so that a "
+        "colourless picture of a body is still recognised (rgb only)",
+    )
+
+
+NO_AUGMENT = AugmentParams(rotation=0.0, grey=0.0)
+"""Every augmentation off."""
 
 
 class TrainParams(Params):

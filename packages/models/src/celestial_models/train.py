@@ -421,6 +421,7 @@ def train_model(
         "classes": list(dataset.classes),
         "image_size": dataset.image_size,
         "color_mode": dataset.color_mode,
+        "view": dataset.view.dump(),
         "input_shape": list(dataset.input_shape),
         "data_hash": dataset.hash,
         "params": params.dump(),

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from celestial_data import ImageFormat
+from celestial_data import NO_VIEW, ImageFormat, ViewParams
 from celestial_data.image import ColorMode
 from celestial_models import ModelDirError
 from celestial_models.model_dir import (
@@ -40,11 +40,17 @@ class ModelCard:
     color_mode: ColorMode
     model_hash: str
     metadata: dict[str, Any] = field(default_factory=dict, compare=False)
+    view: ViewParams = NO_VIEW
+
+    @property
+    def image_format(self) -> ImageFormat:
+        """The size, colour mode and canonical view of the model's images."""
+        return ImageFormat(self.image_size, self.color_mode, self.view)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         """Shape of one image the model takes: ``(size, size, channels)``."""
-        return ImageFormat(self.image_size, self.color_mode).shape
+        return self.image_format.shape
 
     @property
     def identity(self) -> dict[str, str]:
@@ -98,12 +104,14 @@ def load_card(project_dir: str | Path) -> ModelCard:
         raise ServeError(
             f"{error} (Or run 'dvc pull' in {project_dir} to fetch it again.)"
         ) from None
+    image_format = ImageFormat.from_json(meta)  # read_metadata checked it
     return ModelCard(
         project=project,
         model_dir=model_dir,
         classes=tuple(meta["classes"]),
-        image_size=meta["image_size"],
-        color_mode=meta["color_mode"],
+        image_size=image_format.size,
+        color_mode=image_format.color_mode,
         model_hash=file_sha256(model_dir / MODEL_FILE),
         metadata=meta,
+        view=image_format.view,
     )

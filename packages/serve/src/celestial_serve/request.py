@@ -22,7 +22,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from celestial_data import ImageTooLarge, decode, to_array
+from celestial_data import NO_VIEW, ImageFormat, ImageTooLarge, ViewParams, decode, to_array
 from celestial_data.image import ColorMode
 
 __all__ = [
@@ -94,7 +94,13 @@ class UploadRules:
     num_classes: int
     max_pixels: int = MAX_PIXELS
     max_decodes: int = 1
+    view: ViewParams = NO_VIEW
     decodes: asyncio.Semaphore = field(init=False, repr=False, compare=False)
+
+    @property
+    def image_format(self) -> ImageFormat:
+        """What an upload becomes: the model's size, colour mode and canonical view."""
+        return ImageFormat(self.image_size, self.color_mode, self.view)
 
     def __post_init__(self) -> None:
         # Bound to an event loop when first waited on: each HTTP process gets its own.
@@ -233,8 +239,8 @@ def decode_image(data: bytes, rules: UploadRules, max_pixels: int | None = None)
     limit = rules.max_pixels if max_pixels is None else min(max_pixels, rules.max_pixels)
     header: dict[str, Any] = {}  # filled once the format is recognised
     try:
-        image = decode(data, rules.image_size, header, max_pixels=limit)
-        return to_array(image, rules.image_size, rules.color_mode)
+        image = decode(data, header, max_pixels=limit)
+        return to_array(image, rules.image_format)
     except ImageTooLarge as error:
         if error.pixels <= rules.max_pixels:
             raise

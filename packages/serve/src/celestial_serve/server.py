@@ -115,6 +115,7 @@ def build_server(card: ModelCard, options: ServerOptions) -> ls.LitServer:
         len(card.classes),
         max_pixels=options.max_pixels,
         max_decodes=options.max_decodes,
+        view=card.view,
     )
     limits = {"max_bytes": options.max_upload_bytes, "body_timeout": options.body_timeout}
     # Added last, so outermost: in front of FastAPI's stack and LitServe's middlewares.

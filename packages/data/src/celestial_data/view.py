@@ -1,0 +1,152 @@
+"""The canonical view: the body found on its dark background, cropped to and centred.
+
+A picture of a planet may show it smaller or larger, off-centre, darker or
+brighter than the renders a model was trained on. The canonical view removes
+what geometry and exposure can remove before the model sees the image, the
+same way for training (`celestial_data.prepare`) and serving (every upload):
+
+- **crop**: find the body (the pixels clearly brighter than the background,
+  after a 3x3 median that silences noise and stray stars), and crop a
+  square around it, centred on it, with ``margin`` of its extent around it.
+  Off-centre, small or large bodies all come out the same size, in the middle.
+  Beyond the picture's edges the square is filled with black, the background.
+- **exposure**: scale the pixel values so that the body's bright end (its 99th
+  percentile of luminance) lands on a fixed level. Off by default: for planets
+  brightness is part of what tells the bodies apart.
+
+Rotation, colour and noise are left to the training's augmentation
+(``train.augment``). Images of other kinds (digits, faces, anything not a lit
+object on a dark background) should turn the view off (``prepare.view.crop:
+false``), which leaves images exactly as they were.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image
+from pydantic import Field
+
+from celestial_data.params import Params
+
+__all__ = ["NO_VIEW", "ViewParams", "body_box", "canonical_view"]
+
+# The body is found on a copy at most this many pixels a side (box-averaged),
+# so finding it costs the same for a 128 px render and a 16-megapixel photo.
+FIND_SIDE = 128
+# A pixel is part of the body above this fraction of the way from the
+# background (2nd percentile) to the bright end (99.5th percentile): relative,
+# so a darker or brighter picture finds the same body.
+THRESHOLD = 0.15
+# Below this spread of luminance (of 255), the picture is flat: no body to find.
+MIN_CONTRAST = 8.0
+# The bright end of the body after exposure normalisation.
+EXPOSURE_LEVEL = 224.0
+
+
+class ViewParams(Params):
+    """``prepare.view``: the canonical view of the body (see `celestial_data.view`)."""
+
+    crop: bool = Field(
+        True,
+        description="find the body on its dark background and crop a square centred on it, so "
+        "a smaller, larger or off-centre body looks as in training; `false` for images that are "
+        "not one lit object on a dark background (digits, faces)",
+    )
+    margin: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="background kept around the body when cropping, as a fraction of its "
+        "extent on each side (0 to 1)",
+    )
+    exposure: bool = Field(
+        False,
+        description="scale the pixel values so the body's brightest part (99th percentile) is "
+        "always as bright; off by default because brightness tells some bodies apart",
+    )
+
+
+NO_VIEW = ViewParams(crop=False, exposure=False)
+"""The view that leaves images as they are: models and datasets without a view."""
+
+
+def canonical_view(image: Image.Image, view: ViewParams, size: int) -> Image.Image:
+    """``image`` cropped to its body and normalised as ``view`` says, resized to ``size``.
+
+    The crop square is placed to a fraction of a pixel and resized in one
+    bilinear step (antialiased when shrinking), so the same body at another
+    resolution or position gives nearly the same view.
+
+    Args:
+        image: A decoded image in mode ``RGB`` or ``L``.
+        view: What to do; `NO_VIEW` only resizes.
+        size: Side of the square result, in pixels.
+
+    Returns:
+        A ``size`` x ``size`` image of the same mode. A flat picture, where no
+        body stands out, is only resized.
+    """
+    found = None
+    if view.crop or view.exposure:
+        found = body_box(image if image.mode == "L" else image.convert("L"))
+    if found is not None and view.exposure:
+        image = _normalised(image, found)
+    if found is None or not view.crop:
+        if image.size == (size, size):
+            return image
+        return image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
+    left, top, right, bottom = found
+    centre_x, centre_y = (left + right) / 2, (top + bottom) / 2
+    half = max(right - left, bottom - top) * (0.5 + view.margin)
+    box = (centre_x - half, centre_y - half, centre_x + half, centre_y + half)
+    # Crop whole pixels around the square (black beyond the picture's edges),
+    # then resize the exact square out of them.
+    outer = (math.floor(box[0]), math.floor(box[1]), math.ceil(box[2]), math.ceil(box[3]))
+    region = image.crop(outer)
+    inner = (box[0] - outer[0], box[1] - outer[1], box[2] - outer[0], box[3] - outer[1])
+    return region.resize((size, size), Image.Resampling.BILINEAR, box=inner, reducing_gap=None)
+
+
+def body_box(luminance: Image.Image) -> tuple[float, float, float, float] | None:
+    """The body's bounding box ``(left, top, right, bottom)`` in ``luminance``'s pixels.
+
+    Pixels outside the 0.5th-99.5th percentiles of the body's coordinates are
+    ignored, so a few stray bright pixels do not stretch the box. None when
+    the picture is flat.
+    """
+    factor = max(1, math.ceil(max(luminance.size) / FIND_SIDE))
+    small = luminance.reduce(factor) if factor > 1 else luminance
+    values = _median3(np.asarray(small, dtype=np.float32))
+    low, high = np.percentile(values, [2.0, 99.5])
+    if high - low < MIN_CONTRAST:
+        return None
+    rows, columns = np.nonzero(values > low + THRESHOLD * (high - low))
+    left, right = np.percentile(columns, [0.5, 99.5])
+    top, bottom = np.percentile(rows, [0.5, 99.5])
+    return (
+        float(left) * factor,
+        float(top) * factor,
+        (float(right) + 1) * factor,
+        (float(bottom) + 1) * factor,
+    )
+
+
+def _median3(values: np.ndarray) -> np.ndarray:
+    """3x3 median of a 2-D array (edges repeated): a lone bright pixel vanishes."""
+    padded = np.pad(values, 1, mode="edge")
+    height, width = values.shape
+    shifted = [padded[dy : dy + height, dx : dx + width] for dy in range(3) for dx in range(3)]
+    return np.median(np.stack(shifted), axis=0)
+
+
+def _normalised(image: Image.Image, box: tuple[float, float, float, float]) -> Image.Image:
+    """``image`` with its values scaled so the body's 99th percentile is `EXPOSURE_LEVEL`."""
+    body = np.asarray(image.crop(tuple(round(edge) for edge in box)), dtype=np.float32)
+    bright = float(np.percentile(body, 99.0))
+    if bright <= 0:
+        return image
+    gain = EXPOSURE_LEVEL / bright
+    scaled = np.asarray(image, dtype=np.float32) * gain
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), image.mode)

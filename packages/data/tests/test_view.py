@@ -1,0 +1,121 @@
+"""The canonical view and the one decoding path: invariances on small generated bodies."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from celestial_data import NO_VIEW, ImageFormat, ViewParams, decode, to_array
+from celestial_data.view import body_box, canonical_view
+
+SIDE = 96
+FORMAT = ImageFormat(16, "rgb", ViewParams())
+
+
+def body(radius: float = 40, centre: tuple[float, float] = (48, 48), gain: float = 1.0) -> Image.Image:
+    """A banded, limb-darkened disc on black: a planet-like picture."""
+    y, x = np.mgrid[0:SIDE, 0:SIDE].astype(np.float64) + 0.5
+    dy, dx = (y - centre[1]) / radius, (x - centre[0]) / radius
+    inside = dx**2 + dy**2 <= 1
+    shade = np.sqrt(np.clip(1 - dx**2 - dy**2, 0, 1))
+    bands = 0.75 + 0.25 * np.sin(dy * 9)
+    rgb = np.stack([200 * bands, 150 * bands, 90 + 40 * dx], axis=-1) * shade[..., None]
+    rgb = np.where(inside[..., None], rgb * gain, 0)
+    return Image.fromarray(np.clip(np.rint(rgb), 0, 255).astype(np.uint8))
+
+
+def view_of(image: Image.Image, image_format: ImageFormat = FORMAT) -> np.ndarray:
+    return to_array(image, image_format).astype(np.float64)
+
+
+def encoded(image: Image.Image, fmt: str, **options) -> bytes:
+    stream = io.BytesIO()
+    image.save(stream, format=fmt, **options)
+    return stream.getvalue()
+
+
+def difference(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute difference, in grey levels."""
+    return float(np.abs(a - b).mean())
+
+
+@pytest.mark.parametrize("centre", [(30, 48), (62, 40), (40, 64)])
+def test_an_off_centre_body_gives_the_centred_view(centre: tuple[int, int]) -> None:
+    reference = view_of(body(radius=30))
+    shifted = view_of(body(radius=30, centre=centre))
+    assert difference(shifted, reference) < 2.0
+    # Without the view, the same shift is a different picture.
+    plain = ImageFormat(16, "rgb")
+    assert difference(view_of(body(radius=30, centre=centre), plain), view_of(body(30), plain)) > 10
+
+
+@pytest.mark.parametrize("radius", [24, 30, 46])
+def test_a_smaller_or_larger_body_gives_the_same_view(radius: int) -> None:
+    assert difference(view_of(body(radius=radius)), view_of(body(radius=40))) < 4.0
+
+
+def test_a_darker_body_is_found_in_the_same_box() -> None:
+    luminance = body(radius=30, centre=(40, 52)).convert("L")
+    darker = body(radius=30, centre=(40, 52), gain=0.4).convert("L")
+    assert body_box(darker) == pytest.approx(body_box(luminance), abs=1.0)
+
+
+def test_exposure_normalisation_makes_a_darker_or_brighter_body_look_the_same() -> None:
+    exposed = ImageFormat(16, "rgb", ViewParams(exposure=True))
+    reference = view_of(body(gain=0.8), exposed)
+    for gain in (0.4, 1.1):
+        assert difference(view_of(body(gain=gain), exposed), reference) < 2.0
+    # Off by default: brightness is kept.
+    assert view_of(body(gain=0.4)).mean() < 0.6 * view_of(body(gain=0.8)).mean()
+
+
+def test_stray_bright_pixels_do_not_stretch_the_box() -> None:
+    picture = np.asarray(body(radius=30)).copy()
+    rng = np.random.default_rng(0)
+    stars = rng.integers(0, SIDE, (6, 2))
+    picture[stars[:, 0], stars[:, 1]] = 255
+    noisy = np.clip(picture + rng.normal(0, 8, picture.shape), 0, 255).astype(np.uint8)
+    assert difference(view_of(Image.fromarray(noisy)), view_of(body(radius=30))) < 4.0
+
+
+def test_a_flat_picture_is_only_resized() -> None:
+    grey = Image.new("RGB", (40, 30), (90, 90, 90))
+    viewed = canonical_view(grey, ViewParams(exposure=True), 16)
+    np.testing.assert_array_equal(np.asarray(viewed), np.full((16, 16, 3), 90, np.uint8))
+
+
+def test_no_view_only_resizes() -> None:
+    picture = body(radius=20, centre=(30, 30))
+    assert canonical_view(picture, NO_VIEW, SIDE) is picture
+    expected = np.asarray(picture.resize((16, 16), Image.Resampling.BILINEAR, reducing_gap=None))
+    np.testing.assert_array_equal(to_array(picture, ImageFormat(16, "rgb")), expected)
+
+
+def test_the_crop_beyond_the_edges_is_black() -> None:
+    array = to_array(body(radius=30, centre=(20, 48)), ImageFormat(32, "rgb", ViewParams(margin=0.5)))
+    corners = array[[0, 0, -1, -1], [0, -1, 0, -1]]
+    assert corners.max() == 0
+
+
+def test_identical_pixels_give_an_identical_array_in_every_container() -> None:
+    jpeg = encoded(body(), "JPEG", quality=90)
+    pixels = decode(jpeg)  # what the JPEG holds, at full size
+    containers = {
+        "JPEG": jpeg,
+        "PNG": encoded(pixels, "PNG"),
+        "WebP": encoded(pixels, "WEBP", lossless=True),
+        "TIFF": encoded(pixels, "TIFF"),
+        "BMP": encoded(pixels, "BMP"),
+    }
+    arrays = {name: to_array(decode(data), FORMAT) for name, data in containers.items()}
+    for name, array in arrays.items():
+        np.testing.assert_array_equal(array, arrays["PNG"], err_msg=name)
+
+
+def test_an_upscaled_picture_gives_nearly_the_same_view() -> None:
+    picture = body(radius=36, centre=(44, 50))
+    upscaled = picture.resize((4 * SIDE, 4 * SIDE), Image.Resampling.BICUBIC)
+    assert difference(view_of(upscaled), view_of(picture)) < 2.0
