@@ -106,9 +106,14 @@ def test_dvc_interpolation_survives_and_the_first_stage_fits_the_source(
         assert list(found) == ["synth", "prepare", "train", "evaluate", "rejection"]
         assert found["synth"]["cmd"] == (
             "celestial-data synth data/raw --per-class ${synth.per_class} "
-            "--size ${synth.size} --seed ${synth.seed}"
+            "--size ${synth.size} --seed ${synth.seed} --variation ${synth.variation}"
         )
-        assert found["synth"]["params"] == ["synth.per_class", "synth.size", "synth.seed"]
+        assert found["synth"]["params"] == [
+            "synth.per_class",
+            "synth.size",
+            "synth.seed",
+            "synth.variation",
+        ]
     else:
         assert list(found) == ["prepare", "train", "evaluate", "rejection"]
         assert "synth" not in yaml.safe_load((project / "params.yaml").read_text())

@@ -90,6 +90,26 @@ def test_synth_flags_override_params(tmp_path: Path, capsys) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["Mars", "Moon"]
 
 
+def test_synth_variation_comes_from_params_or_the_flag(tmp_path: Path, capsys) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text("synth:\n  variation: 0.8\n")
+
+    def synth(name: str, *flags: str) -> list[bytes]:
+        out = tmp_path / name
+        args = ["synth", str(out), "--per-class", "2", "--size", "16", "--classes", "Mars"]
+        assert main([*args, *flags]) == 0
+        return [path.read_bytes() for path in sorted((out / "Mars").iterdir())]
+
+    varied = synth("file", "--params", str(params))
+    assert synth("flag", "--variation", "0.8") == varied
+    plain = synth("plain")
+    assert plain != varied
+    assert synth("override", "--params", str(params), "--variation", "0") == plain
+    capsys.readouterr()
+    assert main(["synth", str(tmp_path / "bad"), "--variation", "1.5"]) == 2
+    assert "synth.variation: Input should be less than or equal to 1" in error_line(capsys)
+
+
 def test_synth_unknown_class_exits_2(tmp_path: Path, capsys) -> None:
     assert main(["synth", str(tmp_path), "--classes", "Ceres"]) == 2
     assert "Unknown class(es) Ceres" in error_line(capsys)

@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     synth.add_argument("--seed", type=int, help=f"random seed (default: {SYNTH.seed})")
     synth.add_argument(
+        "--variation",
+        type=float,
+        help="how far pictures stray from the usual view, 0 to 1: exposure, size, position "
+        f"and colour, in proportion (default: {SYNTH.variation:g})",
+    )
+    synth.add_argument(
         "--classes",
         nargs="+",
         metavar="CLASS",
@@ -115,7 +121,7 @@ def _prepare(args: argparse.Namespace) -> int:
 def _synth(args: argparse.Namespace) -> int:
     from celestial_data.synth import synthesize
 
-    given = {key: getattr(args, key) for key in ("per_class", "size", "seed")}
+    given = {key: getattr(args, key) for key in ("per_class", "size", "seed", "variation")}
     overrides = {key: value for key, value in given.items() if value is not None}
     params = SynthParams.load(args.params)
     if overrides:  # the command's flags take precedence over the file

@@ -8,8 +8,13 @@ tilt, roll), at a jittered scale and offset, under optional phase lighting,
 with colour jitter and sensor noise. Saturn's rings are intersected with the
 line of sight, so they open and close with the tilt.
 
+``variation`` adds the spread of real pictures on top: exposure, the body's
+size, its position and its colour saturation, each in proportion to it. At 0
+nothing is drawn for it, so the images are those of a renderer without it.
+
 Images are deterministic: image ``i`` of a body depends only on ``(seed,
-body, i)``, so asking for more images per class keeps the first ones.
+body, i)`` (and ``variation``), so asking for more images per class keeps the
+first ones.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -57,6 +63,17 @@ class SynthParams(Params):
         description="seed of the whole dataset: the orientation, scale, offset, lighting and "
         "noise of every image",
     )
+    variation: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="how far the images stray from the usual view, from 0 (not at all) to 1, "
+        "each change in proportion: exposure (from half to twice as bright at 1), size (the "
+        "body down to 0.6 of its usual size), position (off-centre by up to a fifth of the "
+        "side, the body kept whole) and colour (desaturated, a quarter of the images grey at "
+        "1); image *i* keeps its pose, lighting and noise whatever the value, and `0` writes "
+        "the same bytes as before this key existed",
+    )
 
 
 BODIES: tuple[str, ...] = (
@@ -79,6 +96,15 @@ SURFACE_SEED = 20240607
 JPEG_QUALITY = 92
 PHASE_CHANCE = 0.5
 NOISE = 0.03
+# At variation 1: exposure from 2**-1 to 2**1, the body's radius down to
+# 1 - 0.4 of its usual size, its centre up to 0.2 of the side away, and
+# desaturation up to 4/3 (so a quarter of the pictures are fully grey).
+EXPOSURE_STOPS = 1.0
+MAX_SHRINK = 0.4
+MAX_SHIFT = 0.2
+MAX_DESATURATION = 4 / 3
+# Rec. 601 luma, as Pillow's conversion to grayscale uses.
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 # ---------------------------------------------------------------- noise
 
@@ -428,6 +454,33 @@ def _clouds() -> np.ndarray:
 # ---------------------------------------------------------------- rendering
 
 
+@dataclass(frozen=True)
+class _Variation:
+    """How one picture strays from the usual view; the defaults change nothing."""
+
+    exposure: float = 1.0  # factor on the brightness
+    scale: float = 1.0  # factor on the body's radius
+    shift: tuple[float, float] = (0.0, 0.0)  # offset of the centre, in sides (x, y)
+    desaturation: float = 0.0  # 0: the colours as rendered; 1: grey
+
+
+def _draw_variation(rng: np.random.Generator, amount: float) -> _Variation:
+    """One picture's variation, each change in proportion to ``amount`` (0 to 1).
+
+    The draws do not depend on ``amount``, so a picture's changes grow with it
+    in the same direction: its exposure at 0.5 is halfway (in stops) to its
+    exposure at 1.
+    """
+    exposure, shrink, reach, angle, grey = rng.random(5)
+    distance = amount * MAX_SHIFT * reach
+    return _Variation(
+        exposure=2.0 ** (amount * EXPOSURE_STOPS * (2 * exposure - 1)),
+        scale=1 - amount * MAX_SHRINK * shrink,
+        shift=(distance * math.cos(2 * math.pi * angle), distance * math.sin(2 * math.pi * angle)),
+        desaturation=min(1.0, amount * MAX_DESATURATION * grey),
+    )
+
+
 def _rotation(tilt: float, roll: float) -> np.ndarray:
     """Columns: the body's x, y, z (axis) axes in view coordinates.
 
@@ -476,6 +529,7 @@ def render(
     size: int = 128,
     phase_chance: float = PHASE_CHANCE,
     noise: float = NOISE,
+    variation: float = 0.0,
 ) -> np.ndarray:
     """Render one image of ``body`` as uint8 ``(size, size, 3)``.
 
@@ -488,17 +542,27 @@ def render(
             gibbous phase) rather than face on.
         noise: Largest standard deviation of the sensor noise (0..1 scale);
             each image draws its own from 0 to this.
+        variation: How far the picture strays from the usual view (0 to 1):
+            exposure, size, position and colour saturation, as described by
+            `SynthParams.variation`. Its draws come from a stream spawned
+            from ``rng``, so the rest of the image is the same as at 0.
 
     Returns:
         The image, on a black background.
     """
     if body not in BODIES:
         raise ValueError(f"body must be one of {', '.join(BODIES)}. Received: {body!r}")
+    if not 0 <= variation <= 1:
+        raise ValueError(f"variation must be from 0 to 1. Received: {variation!r}")
+    # Spawning leaves rng's own stream as it was; at 0 nothing is drawn at all.
+    look = _draw_variation(rng.spawn(1)[0], variation) if variation > 0 else _Variation()
     ringed = body == "Saturn"
-    radius = size * (rng.uniform(0.15, 0.2) if ringed else rng.uniform(0.33, 0.46))
+    radius = size * (rng.uniform(0.15, 0.2) if ringed else rng.uniform(0.33, 0.46)) * look.scale
     extent = radius * (2.3 if ringed else 1.0)
     slack = max(0.0, size / 2 - extent - 1)
-    centre = size / 2 + rng.uniform(-0.6, 0.6, size=2) * slack
+    offset = rng.uniform(-0.6, 0.6, size=2) * slack + np.multiply(look.shift, size)
+    # Clipped to the slack, the body (and Saturn's rings) stays whole in the frame.
+    centre = size / 2 + np.clip(offset, -slack, slack)
     spin = rng.uniform(-math.pi, math.pi)
     if ringed:
         tilt = rng.choice([-1, 1]) * rng.uniform(0.06, 0.55)
@@ -566,10 +630,17 @@ def render(
         inside[box] |= opacity > 0
 
     canvas *= gain.astype(np.float32)
+    if look.exposure != 1:
+        canvas *= np.float32(look.exposure)
     # Sensor noise on the body only: the background stays black, as in the
     # reference images.
     sigma = np.float32(rng.uniform(0.0, noise))
     canvas[inside] += rng.standard_normal((int(inside.sum()), 3), dtype=np.float32) * sigma
+    if look.desaturation > 0:
+        # After the noise, so that a grey picture is grey to the last pixel.
+        grey = np.clip(canvas, 0, 1) @ LUMA
+        weight = np.float32(look.desaturation)
+        canvas = canvas * (1 - weight) + grey[..., None] * weight
     return (np.clip(canvas, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
@@ -595,7 +666,8 @@ def synthesize(
 
     Args:
         out: Output folder (created).
-        params: Images per class, their size and the seed (default: the defaults).
+        params: Images per class, their size, the seed and the variation
+            (default: the defaults).
         classes: Bodies to render (default: all of `BODIES`).
         workers: Processes (or threads, where forking is not safe) to render
             with (default: one per core).
@@ -607,7 +679,7 @@ def synthesize(
         ParamsError: If a class is unknown.
     """
     params = params or SynthParams()
-    per_class, size, seed = params.per_class, params.size, params.seed
+    per_class, size, seed, variation = params.per_class, params.size, params.seed, params.variation
     chosen = list(BODIES if classes is None else classes)
     unknown = [name for name in chosen if name not in BODIES]
     if unknown or not chosen:
@@ -626,7 +698,7 @@ def synthesize(
         jobs += [(name, i) for i in range(per_class)]
 
     build_surfaces(chosen)  # once, before the workers need them
-    tasks = [(str(out), name, i, size, seed) for name, i in jobs]
+    tasks = [(str(out), name, i, size, seed, variation) for name, i in jobs]
     workers = workers or default_workers()
     if workers > 1 and len(tasks) >= 8 * workers and _can_fork():
         # Rendering is many small NumPy steps that hold the GIL, so processes
@@ -646,13 +718,13 @@ def _can_fork() -> bool:
     return sys.platform == "linux" and threading.active_count() == 1
 
 
-def _make(task: tuple[str, str, int, int, int]) -> str:
+def _make(task: tuple[str, str, int, int, int, float]) -> str:
     """Render image ``i`` of a body, write it as a JPEG and return its path."""
-    out, name, i, size, seed = task
+    out, name, i, size, seed, variation = task
     rng = np.random.default_rng([seed, BODIES.index(name), i])
     path = os.path.join(out, name, f"{name}_{i}.jpg")
     with open(path, "wb") as stream:
-        stream.write(_encode(render(name, rng, size)))
+        stream.write(_encode(render(name, rng, size, variation=variation)))
     return path
 
 
@@ -667,11 +739,14 @@ def build_surfaces(bodies: Sequence[str] = BODIES) -> None:
         _clouds()
 
 
-def montage(per_class: int = 8, size: int = 128, seed: int = 0) -> Image.Image:
+def montage(
+    per_class: int = 8, size: int = 128, seed: int = 0, variation: float = 0.0
+) -> Image.Image:
     """A grid of renders, one row per body, for looking at the dataset."""
     grid = Image.new("RGB", (per_class * size, len(BODIES) * size))
     for row, name in enumerate(BODIES):
         for column in range(per_class):
             rng = np.random.default_rng([seed, row, column])
-            grid.paste(Image.fromarray(render(name, rng, size)), (column * size, row * size))
+            image = render(name, rng, size, variation=variation)
+            grid.paste(Image.fromarray(image), (column * size, row * size))
     return grid
