@@ -15,7 +15,7 @@ from celestial_models.backend import fast_initializers, keras
 from celestial_models.params import AugmentParams, TrainParams
 from celestial_models.predictor import Predictor
 
-AUGMENT_ALL = AugmentParams(flip=True, rotation=0.1, zoom=0.1, brightness=0.1, grey=0.5)
+AUGMENT_ALL = AugmentParams(flip=True, rotation=0.1, zoom=0.1, brightness=0.1, turn=0.5, grey=0.5)
 
 
 def tiny(architecture: str, augment: AugmentParams | None = None) -> keras.Model:

@@ -14,9 +14,56 @@ from celestial_models.backend import fast_initializers, keras
 from celestial_models.errors import ParamsError
 from celestial_models.params import NO_AUGMENT, AugmentParams
 
-__all__ = ["ARCHITECTURES", "build_model", "compact_cnn", "simple_cnn"]
+__all__ = ["ARCHITECTURES", "RandomTurn", "build_model", "compact_cnn", "simple_cnn"]
 
 layers = keras.layers
+ops = keras.ops
+
+
+@keras.saving.register_keras_serializable(package="celestial")
+class RandomTurn(layers.Layer):
+    """Turn a share of the training images by a quarter, a half or three quarters.
+
+    What a body looks like does not depend on which way is up. Exact quarter
+    turns move pixels without resampling, so on two CPU cores this costs
+    almost nothing, where `keras.layers.RandomRotation`'s interpolation made
+    an 8-epoch training six times slower; the canonical view keeps the body
+    centred with black around it, which a turn keeps too. At inference
+    (``training=False``) images pass unchanged.
+
+    Args:
+        factor: Share of images turned (0 to 1); each turned one gets one of
+            the three turns, equally likely.
+        seed: Seed of the choice.
+    """
+
+    def __init__(self, factor: float, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = float(factor)
+        self.seed = seed
+        self.generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training: bool = False):  # type: ignore[no-untyped-def]
+        if not training or not self.factor:
+            return images
+        count = ops.shape(images)[0]
+        turned = keras.random.uniform((count,), seed=self.generator) < self.factor
+        quarters = keras.random.randint((count,), 1, 4, seed=self.generator)
+        quarters = ops.where(turned, quarters, ops.zeros_like(quarters))
+        # The four turns of every image (a turn is a transpose and a flip), then
+        # each image's own: square images only, as every model here takes.
+        once = ops.flip(ops.transpose(images, (0, 2, 1, 3)), axis=1)
+        twice = ops.flip(ops.flip(images, axis=1), axis=2)
+        thrice = ops.flip(ops.transpose(images, (0, 2, 1, 3)), axis=2)
+        turns = ops.stack([images, once, twice, thrice], axis=1)
+        choice = ops.one_hot(quarters, 4, dtype=images.dtype)
+        return ops.einsum("bk,bkhwc->bhwc", choice, turns)
+
+    def compute_output_shape(self, input_shape):  # type: ignore[no-untyped-def]
+        return input_shape
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "factor": self.factor, "seed": self.seed}
 
 
 def preprocessing(
@@ -49,6 +96,8 @@ def preprocessing(
         x = layers.RandomBrightness(
             augment.brightness, value_range=(0.0, 1.0), seed=seed + 3, name="random_brightness"
         )(x)
+    if augment.turn:
+        x = RandomTurn(augment.turn, seed=seed + 5, name="random_turn")(x)
     if augment.grey and input_shape[-1] == 3:
         x = layers.RandomGrayscale(augment.grey, seed=seed + 4, name="random_grey")(x)
     return inputs, x
