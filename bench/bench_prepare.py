@@ -3,7 +3,7 @@
 Measures, each in a fresh process so peak memory is its own:
 
 - the ceilings: Pillow decode + bilinear resize of the reference images,
-  plain and with JPEG draft mode (what prepare uses), on one thread and on
+  plain (what prepare does) and with JPEG draft mode, on one thread and on
   every core, in images per second;
 - prepare on the reference dataset (1,500 JPEGs, 128 x 128) at the default
   params, in images per second, with the process's peak resident memory and

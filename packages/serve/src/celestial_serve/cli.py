@@ -99,8 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-megapixels",
         type=positive_float,
         default=16.0,
-        help="most pixels, in millions, an upload may decode to (a JPEG at its reduced scale); "
-        "more get 413 (default: 16)",
+        help="most pixels, in millions, an upload may decode to (its full size, whatever its "
+        "format); more get 413 (default: 16)",
     )
     add(
         "--max-decodes",

@@ -37,7 +37,7 @@ __all__ = [
 DEFAULT_K = 5
 # Images up to this many pixels are decoded on the event loop, larger ones in a thread.
 INLINE_PIXELS = 512 * 512
-#: The default limit on the pixels an upload may decode to (a JPEG at its reduced scale).
+#: The default limit on the pixels an upload may decode to (its full size, whatever its format).
 MAX_PIXELS = 16_000_000
 MULTIPART = "multipart/form-data"
 #: Where `read_prediction_request` leaves ``(upload bytes, model input)`` in the request's
