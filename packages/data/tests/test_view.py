@@ -15,7 +15,9 @@ SIDE = 96
 FORMAT = ImageFormat(16, "rgb", ViewParams())
 
 
-def body(radius: float = 40, centre: tuple[float, float] = (48, 48), gain: float = 1.0) -> Image.Image:
+def body(
+    radius: float = 40, centre: tuple[float, float] = (48, 48), gain: float = 1.0
+) -> Image.Image:
     """A banded, limb-darkened disc on black: a planet-like picture."""
     y, x = np.mgrid[0:SIDE, 0:SIDE].astype(np.float64) + 0.5
     dy, dx = (y - centre[1]) / radius, (x - centre[0]) / radius
@@ -95,7 +97,9 @@ def test_no_view_only_resizes() -> None:
 
 
 def test_the_crop_beyond_the_edges_is_black() -> None:
-    array = to_array(body(radius=30, centre=(20, 48)), ImageFormat(32, "rgb", ViewParams(margin=0.5)))
+    array = to_array(
+        body(radius=30, centre=(20, 48)), ImageFormat(32, "rgb", ViewParams(margin=0.5))
+    )
     corners = array[[0, 0, -1, -1], [0, -1, 0, -1]]
     assert corners.max() == 0
 

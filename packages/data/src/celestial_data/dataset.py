@@ -294,7 +294,5 @@ def inspect_files(
         (file, label) for label, name in enumerate(dataset.classes) for file in dataset.files[name]
     ]
     return list(
-        parallel_map(
-            lambda job: read_info(dataset.root, job[0], job[1], pixels), jobs, workers
-        )
+        parallel_map(lambda job: read_info(dataset.root, job[0], job[1], pixels), jobs, workers)
     )

@@ -11,7 +11,7 @@ same way for training (`celestial_data.prepare`) and serving (every upload):
   Off-centre, small or large bodies all come out the same size, in the middle.
   Beyond the picture's edges the square is filled with black, the background.
 - **exposure**: scale the pixel values so that the body's bright end (its 99th
-  percentile of luminance) lands on a fixed level. Off by default: for planets
+  percentile) lands on a fixed level. Off by default: for planets
   brightness is part of what tells the bodies apart.
 
 Rotation, colour and noise are left to the training's augmentation
@@ -143,7 +143,8 @@ def _median3(values: np.ndarray) -> np.ndarray:
 
 def _normalised(image: Image.Image, box: tuple[float, float, float, float]) -> Image.Image:
     """``image`` with its values scaled so the body's 99th percentile is `EXPOSURE_LEVEL`."""
-    body = np.asarray(image.crop(tuple(round(edge) for edge in box)), dtype=np.float32)
+    left, top, right, bottom = (round(edge) for edge in box)
+    body = np.asarray(image.crop((left, top, right, bottom)), dtype=np.float32)
     bright = float(np.percentile(body, 99.0))
     if bright <= 0:
         return image

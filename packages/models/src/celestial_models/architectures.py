@@ -21,7 +21,7 @@ ops = keras.ops
 
 
 @keras.saving.register_keras_serializable(package="celestial")
-class RandomTurn(layers.Layer):
+class RandomTurn(keras.layers.Layer):
     """Turn a share of the training images by a quarter, a half or three quarters.
 
     What a body looks like does not depend on which way is up. Exact quarter
@@ -43,7 +43,8 @@ class RandomTurn(layers.Layer):
         self.seed = seed
         self.generator = keras.random.SeedGenerator(seed)
 
-    def call(self, images, training: bool = False):  # type: ignore[no-untyped-def]
+    def call(self, images, training: bool = False):
+        """``images`` with the drawn turns while training, unchanged otherwise."""
         if not training or not self.factor:
             return images
         count = ops.shape(images)[0]
@@ -59,10 +60,12 @@ class RandomTurn(layers.Layer):
         choice = ops.one_hot(quarters, 4, dtype=images.dtype)
         return ops.einsum("bk,bkhwc->bhwc", choice, turns)
 
-    def compute_output_shape(self, input_shape):  # type: ignore[no-untyped-def]
+    def compute_output_shape(self, input_shape):
+        """The input's shape: turning a square image keeps it."""
         return input_shape
 
     def get_config(self) -> dict:
+        """The layer's arguments, so that a saved model rebuilds it."""
         return {**super().get_config(), "factor": self.factor, "seed": self.seed}
 
 
