@@ -12,7 +12,16 @@ workspace is left untouched. There, for each project:
   ``dvc.lock``;
 - ``dvc repro -f evaluate`` (prepare, train and evaluate, without the
   leave-one-class-out rejection stage) is timed ``--repeats`` times;
-- a no-op ``dvc repro`` (nothing changed) is timed ``--repeats`` times.
+- a no-op ``dvc repro`` (nothing changed) is timed ``--repeats`` times,
+  alternating with a no-op ``dvc repro`` of a trivial one-stage pipeline in a
+  repository of its own: DVC's floor, measured in the same minutes, so that
+  the ratio between the two says what the project adds to DVC itself.
+
+Then ``--many`` (20) copies of a small project made from the template are
+laid out in one repository, as a team with many datasets would have them, and
+three no-ops are timed alternately: one ``dvc repro`` over every project's
+``dvc.yaml`` from the root (what ``nox -s repro`` runs), ``dvc repro`` in one
+project's folder, and the trivial pipeline.
 
 Finally ``nox -s repro`` is timed on the real workspace once it is up to date
 (skip with ``--no-nox``, or time only that with ``--nox-only``), to show what
@@ -113,12 +122,105 @@ def timed_repro(project: Path, *args: str) -> tuple[float, dict[str, float]]:
     return end - start, stages
 
 
-def bench_project(name: str, root: Path, repeats: int) -> dict:
+def init_repo(root: Path) -> None:
+    """A fresh git + DVC repository at ``root``, ignoring what the workspace's ignores."""
+    run("git", "init", "-q", cwd=root)
+    run("dvc", "init", "-q", cwd=root)
+    shutil.copy(ROOT / ".dvcignore", root / ".dvcignore")
+
+
+def commit(root: Path, message: str) -> None:
+    run("git", "add", "-A", cwd=root)
+    run("git", "commit", "-q", "-m", message, cwd=root)
+
+
+def trivial_pipeline(root: Path) -> Path:
+    """DVC's floor: a repository holding one stage that copies one file, reproduced once."""
+    init_repo(root)
+    (root / "in.txt").write_text("floor\n")
+    (root / "dvc.yaml").write_text(
+        "stages:\n  copy:\n    cmd: cp in.txt out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n"
+    )
+    commit(root, "trivial pipeline")
+    timed_repro(root)
+    return root
+
+
+def alternate(repeats: int, **commands: tuple[Path, tuple[str, ...]]) -> dict[str, list[float]]:
+    """Time each no-op ``dvc repro`` in turn, ``repeats`` rounds, so load hits all alike."""
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(repeats):
+        for name, (cwd, args) in commands.items():
+            times[name].append(timed_repro(cwd, *args)[0])
+    return times
+
+
+def summary(times: list[float]) -> dict:
+    return {"median": statistics.median(times), "runs": times}
+
+
+def bench_many(count: int, root: Path, floor: Path, repeats: int) -> dict:
+    """No-op costs with ``count`` template projects in one repository."""
+    from cookiecutter.main import cookiecutter
+
+    init_repo(root)
+    for package in ("data", "models", "eval"):
+        shutil.copytree(
+            ROOT / "packages" / package / "src",
+            root / "packages" / package / "src",
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+    projects = root / "projects"
+    first = Path(
+        cookiecutter(
+            str(ROOT / "templates" / "project"),
+            no_input=True,
+            output_dir=str(projects),
+            extra_context={
+                "dataset_name": "Many 01",
+                "data_source": "synthetic",
+                "image_size": 16,
+                "epochs": 1,
+            },
+        )
+    )
+    params = yaml.safe_load((first / "params.yaml").read_text())
+    params["synth"].update(per_class=6, size=32)
+    params["rejection"]["classes"] = ["Earth"]
+    (first / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    commit(root, "one project")
+    timed_repro(first)
+    # The others are copies of the first, outputs and lock included: up to date.
+    names = [f"many-{i:02d}" for i in range(1, count + 1)]
+    first = first.rename(projects / names[0])
+    for name in names[1:]:
+        shutil.copytree(first, projects / name, symlinks=True)
+    commit(root, f"{count} projects")
+    targets = tuple(f"projects/{name}/dvc.yaml" for name in names)
+    timed_repro(root, "--keep-going", *targets)  # hashes the copies' outputs once
+    times = alternate(
+        repeats,
+        all_projects=(root, ("--keep-going", *targets)),
+        one_project=(projects / names[0], ()),
+        floor=(floor, ()),
+    )
+    return {
+        "projects": count,
+        "noop_all_projects_s": summary(times["all_projects"]),
+        "noop_one_project_s": summary(times["one_project"]),
+        "noop_floor_s": summary(times["floor"]),
+        "all_over_one_project": statistics.median(times["all_projects"])
+        / statistics.median(times["one_project"]),
+        "one_project_over_floor": statistics.median(times["one_project"])
+        / statistics.median(times["floor"]),
+    }
+
+
+def bench_project(name: str, root: Path, floor: Path, repeats: int) -> dict:
     project = copy_project(name, root)
     if project is None:
         return {"skipped": f"its data is not available here (looked in {REFERENCE})"}
-    run("git", "add", "-A", cwd=root)
-    run("git", "commit", "-q", "-m", f"bench {name}", cwd=root)
+    commit(root, f"bench {name}")
     totals, stage_times, locks = [], [], set()
     for _ in range(repeats):
         total, stages = timed_repro(project, "-f")
@@ -128,7 +230,8 @@ def bench_project(name: str, root: Path, repeats: int) -> dict:
     # The tutorial's pipeline is prepare -> train -> evaluate: time those alone too, as
     # the rejection stage (leave-one-class-out) only reruns when its own inputs change.
     to_evaluate = [timed_repro(project, "-f", "evaluate")[0] for _ in range(repeats)]
-    noop = [timed_repro(project)[0] for _ in range(repeats)]
+    noops = alternate(repeats, project=(project, ()), floor=(floor, ()))
+    noop, floor_noop = noops["project"], noops["floor"]
     metrics = json.loads((project / "evaluation" / "metrics.json").read_text())
     metadata = json.loads((project / "model" / "metadata.json").read_text())
     params = yaml.safe_load((project / "params.yaml").read_text())
@@ -141,7 +244,9 @@ def bench_project(name: str, root: Path, repeats: int) -> dict:
         "stages_s": {
             stage: statistics.median(t[stage] for t in stage_times) for stage in stage_times[0]
         },
-        "noop_repro_s": {"median": statistics.median(noop), "runs": noop},
+        "noop_repro_s": summary(noop),
+        "noop_floor_s": summary(floor_noop),
+        "noop_over_floor": statistics.median(noop) / statistics.median(floor_noop),
         "lock_identical_across_runs": len(locks) == 1,
         "test_accuracy": metrics["accuracy"],
         "evaluated_split": metrics["split"],
@@ -172,6 +277,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs per measure (median)")
     parser.add_argument("--no-nox", action="store_true", help="do not time nox -s repro")
     parser.add_argument(
+        "--many", type=int, default=20, help="template projects in one repository (0: skip)"
+    )
+    parser.add_argument(
         "--nox-only", action="store_true", help="time nox -s repro only, keep the rest of --out"
     )
     args = parser.parse_args()
@@ -194,15 +302,20 @@ def main() -> None:
         "repeats": args.repeats,
         "projects": {},
     }
-    for name in names:
-        with tempfile.TemporaryDirectory(prefix="bench-repro-") as tmp:
-            root = Path(tmp)
-            run("git", "init", "-q", cwd=root)
-            run("dvc", "init", "-q", cwd=root)
-            shutil.copy(ROOT / ".dvcignore", root / ".dvcignore")
-            print(f"{name}: {args.repeats} forced repros...", flush=True)
-            results["projects"][name] = bench_project(name, root, args.repeats)
-            print(json.dumps(results["projects"][name], indent=2), flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-floor-") as floor_dir:
+        floor = trivial_pipeline(Path(floor_dir))
+        for name in names:
+            with tempfile.TemporaryDirectory(prefix="bench-repro-") as tmp:
+                root = Path(tmp)
+                init_repo(root)
+                print(f"{name}: {args.repeats} forced repros...", flush=True)
+                results["projects"][name] = bench_project(name, root, floor, args.repeats)
+                print(json.dumps(results["projects"][name], indent=2), flush=True)
+        if args.many:
+            with tempfile.TemporaryDirectory(prefix="bench-many-") as tmp:
+                print(f"{args.many} template projects: no-op repros...", flush=True)
+                results["many_projects"] = bench_many(args.many, Path(tmp), floor, args.repeats)
+                print(json.dumps(results["many_projects"], indent=2), flush=True)
     if not args.no_nox:
         results["nox_repro"] = bench_nox(args.repeats)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -260,3 +260,16 @@ def test_a_reused_trainer_trains_as_a_fresh_one(make_prepared: Callable, fast: d
         np.testing.assert_array_equal(reused, np.array(new.value))
     with pytest.raises(TrainingDataError, match="images and classes"):
         trainer.fit(make_prepared(name="four", classes=4))
+
+
+def test_the_saved_model_holds_built_in_layers_only(trained: Path) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(trained / "model" / "model.keras") as archive:
+        config = json.loads(archive.read("config.json"))
+    layers = config["config"]["layers"]
+    assert all(layer["module"].startswith("keras") for layer in layers)
+    assert not [layer["name"] for layer in layers if layer["name"].startswith("random_")]
+    # Trained with augmentation all the same.
+    metadata = json.loads((trained / "model" / "metadata.json").read_text())
+    assert metadata["params"]["augment"]["turn"] > 0 and metadata["params"]["augment"]["grey"] > 0

@@ -14,8 +14,6 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-# Registers the model's own layers (RandomTurn) with Keras, which a file names.
-from celestial_models.architectures import RandomTurn
 from celestial_models.backend import fast_initializers, keras
 from celestial_models.errors import ModelDirError
 from celestial_models.model_dir import MODEL_FILE
@@ -60,9 +58,7 @@ def load_model(path: Path) -> keras.Model:
     """
     try:
         with fast_initializers():  # the initial weights are overwritten at once
-            return keras.saving.load_model(
-                path, compile=False, safe_mode=True, custom_objects={"RandomTurn": RandomTurn}
-            )
+            return keras.saving.load_model(path, compile=False, safe_mode=True)
     except (ValueError, TypeError, OSError, KeyError, zipfile.BadZipFile) as error:
         raise ModelDirError(
             f"Cannot load {path} with Keras {keras.__version__} ({error}). Retrain the "

@@ -29,7 +29,7 @@ from celestial_models.errors import ParamsError, TrainingDataError, TrainingDive
 from celestial_models.live import LiveLogger
 from celestial_models.model_dir import FORMAT_VERSION, HISTORY_FILE, METADATA_FILE, MODEL_FILE
 from celestial_models.ood import OodParams
-from celestial_models.params import TrainParams
+from celestial_models.params import NO_AUGMENT, TrainParams
 from celestial_models.predictor import Predictor
 from celestial_models.reference import write_reference
 from celestial_models.saving import write_json, write_model
@@ -207,11 +207,25 @@ def compile_model(model: keras.Model, params: TrainParams, steps_per_epoch: int)
     )
 
 
-def inference_copy(model: keras.Model) -> keras.Model:
-    """The same model without its optimizer and compile settings: small, fast to load."""
-    with fast_initializers():  # shapes already compiled by build_model: no new compilation
-        copy = keras.Model.from_config(model.get_config())
-    copy.set_weights(model.get_weights())
+def inference_copy(model: keras.Model, params: TrainParams) -> keras.Model:
+    """The model as it is served: its weights, without augmentation, optimizer or compile settings.
+
+    The augmentation layers only act in training, so leaving them out changes
+    no answer; without them ``model.keras`` holds built-in Keras layers only
+    and loads with ``keras.saving.load_model`` alone, no custom objects.
+    """
+    copy = build_model(
+        params.architecture,
+        tuple(model.input_shape[1:]),
+        int(model.output_shape[-1]),
+        conv_size=params.conv_size,
+        dense_size=params.dense_size,
+        augment=NO_AUGMENT,
+        seed=params.seed,
+    )
+    for layer in copy.layers:
+        if layer.weights:
+            layer.set_weights(model.get_layer(layer.name).get_weights())
     return copy
 
 
@@ -434,7 +448,7 @@ def train_model(
     calibration = calibrate(trainer.scoring, dataset, ood)
     calibration.detector.save(model_dir)
     metadata["ood"] = calibration.detector.summary()
-    write_model(inference_copy(trainer.model), model_dir / MODEL_FILE)
+    write_model(inference_copy(trainer.model, params), model_dir / MODEL_FILE)
     write_reference(
         model_dir,
         dataset,
