@@ -214,7 +214,7 @@ def inference_copy(model: keras.Model, params: TrainParams) -> keras.Model:
     no answer; without them ``model.keras`` holds built-in Keras layers only
     and loads with ``keras.saving.load_model`` alone, no custom objects.
     """
-    copy = build_model(
+    built = build_model(
         params.architecture,
         tuple(model.input_shape[1:]),
         int(model.output_shape[-1]),
@@ -223,6 +223,11 @@ def inference_copy(model: keras.Model, params: TrainParams) -> keras.Model:
         augment=NO_AUGMENT,
         seed=params.seed,
     )
+    # Rebuilt from its config, each layer gets a dtype policy of its own: a built
+    # model's layers share the global one, which Keras saves with its memory
+    # address (``shared_object_id``), and model.keras would differ run to run.
+    with fast_initializers():
+        copy = keras.Model.from_config(built.get_config())
     for layer in copy.layers:
         if layer.weights:
             layer.set_weights(model.get_layer(layer.name).get_weights())
