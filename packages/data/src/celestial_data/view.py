@@ -6,7 +6,7 @@ what geometry and exposure can remove before the model sees the image, the
 same way for training (`celestial_data.prepare`) and serving (every upload):
 
 - **crop**: find the body (the pixels clearly brighter than the background,
-  after a 3x3 median that silences noise and stray stars), and crop a
+  after a 3x3 minimum that removes noise and stray stars), and crop a
   square around it, centred on it, with ``margin`` of its extent around it.
   Off-centre, small or large bodies all come out the same size, in the middle.
   Beyond the picture's edges the square is filled with black, the background.
@@ -118,27 +118,28 @@ def body_box(luminance: Image.Image) -> tuple[float, float, float, float] | None
     """
     factor = max(1, math.ceil(max(luminance.size) / FIND_SIDE))
     small = luminance.reduce(factor) if factor > 1 else luminance
-    values = _median3(np.asarray(small, dtype=np.float32))
+    values = _minimum3(np.asarray(small, dtype=np.float32))
     low, high = np.percentile(values, [2.0, 99.5])
     if high - low < MIN_CONTRAST:
         return None
     rows, columns = np.nonzero(values > low + THRESHOLD * (high - low))
     left, right = np.percentile(columns, [0.5, 99.5])
     top, bottom = np.percentile(rows, [0.5, 99.5])
+    # The minimum took one pixel off every edge of the body: give it back.
     return (
-        float(left) * factor,
-        float(top) * factor,
-        (float(right) + 1) * factor,
-        (float(bottom) + 1) * factor,
+        (float(left) - 1) * factor,
+        (float(top) - 1) * factor,
+        (float(right) + 2) * factor,
+        (float(bottom) + 2) * factor,
     )
 
 
-def _median3(values: np.ndarray) -> np.ndarray:
-    """3x3 median of a 2-D array (edges repeated): a lone bright pixel vanishes."""
+def _minimum3(values: np.ndarray) -> np.ndarray:
+    """3x3 minimum of a 2-D array (edges repeated): a bright speck under 3 pixels vanishes."""
     padded = np.pad(values, 1, mode="edge")
     height, width = values.shape
-    shifted = [padded[dy : dy + height, dx : dx + width] for dy in range(3) for dx in range(3)]
-    return np.median(np.stack(shifted), axis=0)
+    rows = np.minimum(np.minimum(padded[:-2], padded[1:-1]), padded[2:])
+    return np.minimum(np.minimum(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])[:height, :width]
 
 
 def _normalised(image: Image.Image, box: tuple[float, float, float, float]) -> Image.Image:
