@@ -255,47 +255,28 @@ def held_out_figures(
     trains them (one `Trainer` for all, in the same order), then scores every
     change's test images in one pass: ``labels`` are those of ``inputs``.
     """
-    from celestial_eval.leave_one_class_out import without_class
+    from celestial_eval.leave_one_class_out import held_out_models
     from celestial_eval.scoring import auroc
-    from celestial_models.batches import TrainingBatches
-    from celestial_models.scoring import fit_detector
-    from celestial_models.train import Trainer, best_epoch, open_training_data
-
-    train_labels = np.asarray(dataset.labels("train"))
-
-    def batches(name: str) -> int:
-        kept = int(np.sum(train_labels != dataset.classes.index(name)))
-        return TrainingBatches.count(kept, train_params.batch_size)
 
     joined = np.concatenate(list(inputs.values()))
     ends = np.cumsum([len(batch) for batch in inputs.values()])
-    trainer: Trainer | None = None
     per_class: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(dir=work_dir) as scratch:
-        for name in sorted(classes, key=batches):
-            held_out = dataset.classes.index(name)
-            subset = open_training_data(
-                without_class(dataset, held_out, Path(scratch) / f"without-{held_out}")
-            )
-            trainer = trainer or Trainer(train_params, Trainer.shape_of(subset))
-            history = trainer.fit(subset)
-            detector = fit_detector(trainer.scoring, subset, ood_params)
-            parts = np.split(detector.scores(*trainer.scoring(joined)), ends[:-1])
-            scores = dict(zip(inputs, parts, strict=True))
-            unseen = labels == held_out
-            per_class[name] = {
-                "val_accuracy": round(float(best_epoch(history)["val_accuracy"]), DIGITS),
-                "images": int(unseen.sum()),
-                "changes": {
-                    change: {
-                        "unknown_rejected": round(
-                            float(np.mean(detector.unknown(s[unseen]))), DIGITS
-                        ),
-                        "auroc": round(auroc(s[~unseen], s[unseen]), DIGITS),
-                    }
-                    for change, s in scores.items()
-                },
-            }
+    for model in held_out_models(dataset, classes, train_params, ood_params, work_dir):
+        detector = model.detector
+        parts = np.split(detector.scores(*model.trainer.scoring(joined)), ends[:-1])
+        scores = dict(zip(inputs, parts, strict=True))
+        unseen = labels == model.held_out
+        per_class[model.name] = {
+            "val_accuracy": model.val_accuracy,
+            "images": int(unseen.sum()),
+            "changes": {
+                change: {
+                    "unknown_rejected": round(float(np.mean(detector.unknown(s[unseen]))), DIGITS),
+                    "auroc": round(auroc(s[~unseen], s[unseen]), DIGITS),
+                }
+                for change, s in scores.items()
+            },
+        }
     return {name: per_class[name] for name in classes}
 
 

@@ -17,7 +17,8 @@ bit for bit, at a fraction of the compilations.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from celestial_models.scoring import Scoring
     from celestial_models.train import Trainer
 
-__all__ = ["leave_one_class_out"]
+__all__ = ["HeldOutModel", "held_out_models", "leave_one_class_out", "without_class"]
 
 
 def without_class(dataset: PreparedDataset, held_out: int, path: Path) -> PreparedDataset:
@@ -131,11 +132,6 @@ def leave_one_class_out(
     Raises:
         EvalError: If a class is unknown or the data has too few classes.
     """
-    # Keras comes with training: imported here, not with the module.
-    from celestial_models.batches import TrainingBatches
-    from celestial_models.scoring import fit_detector
-    from celestial_models.train import Trainer, best_epoch, open_training_data
-
     dataset = prepared if isinstance(prepared, PreparedDataset) else load_prepared(prepared)
     if len(dataset.classes) < 3:
         raise EvalError(
@@ -155,42 +151,85 @@ def leave_one_class_out(
     ood_params = ood_params or OodParams()
     split = choose_split(dataset)  # the known images: test when present, else val
 
-    # Every held-out model has the same shapes (K - 1 classes): one trainer
-    # (one build, one compilation of validation and scoring) serves them all,
-    # each training as a fresh `train_model` would. Its training step is
-    # compiled once per number of batches per epoch, in that order.
-    trainer: Trainer | None = None
+    measured: dict[str, Any] = {}
+    for model in held_out_models(dataset, chosen, train_params, ood_params, work_dir):
+        unseen = held_out_images(dataset, model.held_out)
+        result = measure_held_out(
+            model.trainer.scoring,
+            model.detector,
+            np.asarray(model.subset.images(split)),
+            unseen,
+            np.asarray(model.subset.images("val")),
+        )
+        measured[model.name] = {
+            "val_accuracy": model.val_accuracy,
+            "images": len(unseen),
+            "scores": result,
+        }
+    per_class = {name: measured[name] for name in chosen}
+    return summarize(per_class, ood_params, split, detail)
+
+
+@dataclass(frozen=True)
+class HeldOutModel:
+    """One model of the leave-one-class-out, trained without one class."""
+
+    name: str
+    """The class held out."""
+    held_out: int
+    """Its label in the full dataset."""
+    trainer: Trainer
+    """The trainer, holding the model just trained (the next one replaces it)."""
+    subset: PreparedDataset
+    """The training data without the class (its labels renumbered)."""
+    detector: OodDetector
+    """The unknown-image detector fitted and calibrated as training does."""
+    val_accuracy: float
+
+
+def held_out_models(
+    dataset: PreparedDataset,
+    classes: Sequence[str],
+    train_params: TrainParams,
+    ood_params: OodParams,
+    work_dir: str | Path | None = None,
+) -> Iterator[HeldOutModel]:
+    """Train one model per class of ``classes``, without it, and yield each in turn.
+
+    Every held-out model has the same shapes (K - 1 classes): one trainer (one
+    build, one compilation of validation and scoring) serves them all, each
+    training as a fresh `train_model` would. Its training step is compiled once
+    per number of batches per epoch, so the classes are trained in that order;
+    a model is only valid until the next one is yielded.
+    """
+    # Keras comes with training: imported here, not with the module.
+    from celestial_models.batches import TrainingBatches
+    from celestial_models.scoring import fit_detector
+    from celestial_models.train import Trainer, best_epoch, open_training_data
+
     labels = np.asarray(dataset.labels("train"))
 
     def batches(name: str) -> int:
         kept = int(np.sum(labels != dataset.classes.index(name)))
         return TrainingBatches.count(kept, train_params.batch_size)
 
-    measured: dict[str, Any] = {}
+    trainer: Trainer | None = None
     with tempfile.TemporaryDirectory(dir=work_dir) as scratch:
-        for name in sorted(chosen, key=batches):
+        for name in sorted(classes, key=batches):
             held_out = dataset.classes.index(name)
             subset = open_training_data(
                 without_class(dataset, held_out, Path(scratch) / f"without-{held_out}")
             )
             trainer = trainer or Trainer(train_params, Trainer.shape_of(subset))
             history = trainer.fit(subset)
-            detector = fit_detector(trainer.scoring, subset, ood_params)
-            unseen = held_out_images(dataset, held_out)
-            result = measure_held_out(
-                trainer.scoring,
-                detector,
-                np.asarray(subset.images(split)),
-                unseen,
-                np.asarray(subset.images("val")),
+            yield HeldOutModel(
+                name=name,
+                held_out=held_out,
+                trainer=trainer,
+                subset=subset,
+                detector=fit_detector(trainer.scoring, subset, ood_params),
+                val_accuracy=round(float(best_epoch(history)["val_accuracy"]), DIGITS),
             )
-            measured[name] = {
-                "val_accuracy": round(float(best_epoch(history)["val_accuracy"]), DIGITS),
-                "images": len(unseen),
-                "scores": result,
-            }
-    per_class = {name: measured[name] for name in chosen}
-    return summarize(per_class, ood_params, split, detail)
 
 
 def summarize(
