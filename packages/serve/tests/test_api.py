@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from celestial_data import ImageFormat
 from celestial_serve.api import ClassifierAPI, warmup_sizes
 from celestial_serve.project import ModelCard
 from celestial_serve.request import PredictionRequest
@@ -29,7 +30,7 @@ class FakeClassifier:
 
 @pytest.fixture
 def api() -> ClassifierAPI:
-    card = ModelCard("demo", Path("model"), CLASSES, 4, "rgb", "cd" * 32)
+    card = ModelCard("demo", Path("model"), CLASSES, ImageFormat(4, "rgb"), "cd" * 32)
     api = ClassifierAPI(card, max_batch_size=8)
     api.pre_setup()  # what LitServer does before starting workers
     api.classifier = FakeClassifier()
@@ -76,7 +77,7 @@ def test_an_image_of_the_wrong_shape_never_reaches_the_model(api: ClassifierAPI)
 
 
 def test_without_batching_one_image_gets_the_same_answer() -> None:
-    card = ModelCard("demo", Path("model"), CLASSES, 4, "rgb", "cd" * 32)
+    card = ModelCard("demo", Path("model"), CLASSES, ImageFormat(4, "rgb"), "cd" * 32)
     single = ClassifierAPI(card, max_batch_size=1)
     single.pre_setup()
     single.classifier = FakeClassifier()
@@ -99,7 +100,7 @@ def test_setup_loads_the_project_model_and_answers_like_it(
     real = ClassifierAPI(card, max_batch_size=4)
     real.pre_setup()
     real.setup("cpu")
-    rules = UploadRules(card.image_size, card.color_mode, len(card.classes))
+    rules = UploadRules(card.image_format, len(card.classes))
     files = [paths[0].read_bytes() for paths in reference.values()][:3]
     contexts = [{} for _ in files]
     inputs = [

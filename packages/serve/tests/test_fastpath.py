@@ -17,13 +17,14 @@ from fastapi import HTTPException
 from litserve.utils import LitAPIStatus, PickleableHTTPException
 from PIL import Image
 
+from celestial_data import ImageFormat
 from celestial_serve.api import ClassifierAPI
 from celestial_serve.fastpath import PredictFastPath
 from celestial_serve.litserve_internals import LeanServer
 from celestial_serve.project import ModelCard
 from celestial_serve.request import PredictionRequest, UploadRules
 
-RULES = UploadRules(image_size=16, color_mode="rgb", num_classes=4)
+RULES = UploadRules(ImageFormat(16, "rgb"), num_classes=4)
 LIMIT = 4096
 ANSWER = {"label": "Mars", "probability": 0.9}
 
@@ -56,7 +57,9 @@ class Server(LeanServer):
     """A LeanServer (never run) whose requests go to a stand-in `Worker`."""
 
     def __init__(self, answer=(ANSWER, LitAPIStatus.OK), authorize=None) -> None:
-        card = ModelCard("demo", Path("model"), ("a", "b", "c", "d"), 16, "rgb", "cd" * 32)
+        card = ModelCard(
+            "demo", Path("model"), ("a", "b", "c", "d"), ImageFormat(16, "rgb"), "cd" * 32
+        )
         api = ClassifierAPI(card)
         if authorize is not None:
             api.authorize = authorize

@@ -12,13 +12,14 @@ import litserve as ls
 import pytest
 from packaging.requirements import Requirement
 
+from celestial_data import ImageFormat
 from celestial_serve import litserve_internals
 from celestial_serve.api import ClassifierAPI
 from celestial_serve.errors import ServeError
 from celestial_serve.litserve_internals import SUPPORTED, LeanServer, missing
 from celestial_serve.project import ModelCard
 
-CARD = ModelCard("demo", Path("model"), ("Earth", "Mars"), 16, "rgb", "cd" * 32)
+CARD = ModelCard("demo", Path("model"), ("Earth", "Mars"), ImageFormat(16, "rgb"), "cd" * 32)
 FIX = "Run with --transport stock"
 
 

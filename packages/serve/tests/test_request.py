@@ -22,7 +22,7 @@ from celestial_serve.request import (
     takes_body,
 )
 
-RULES = UploadRules(image_size=16, color_mode="rgb", num_classes=4)
+RULES = UploadRules(ImageFormat(16, "rgb"), num_classes=4)
 
 
 def encoded(fmt: str = "PNG", size: tuple[int, int] = (40, 30), mode: str = "RGB") -> bytes:
@@ -100,7 +100,7 @@ def test_decoding_is_the_training_preprocessing(fmt: str, mode: str) -> None:
 
 
 def test_grayscale_models_get_one_channel() -> None:
-    rules = UploadRules(image_size=8, color_mode="grayscale", num_classes=2)
+    rules = UploadRules(ImageFormat(8, "grayscale"), num_classes=2)
     assert decode_image(encoded(), rules).shape == (8, 8, 1)
 
 
@@ -119,7 +119,7 @@ def test_a_truncated_image_is_400() -> None:
 
 
 def test_too_many_pixels_is_413_before_decoding() -> None:
-    rules = UploadRules(image_size=16, color_mode="rgb", num_classes=4, max_pixels=1000)
+    rules = UploadRules(ImageFormat(16, "rgb"), num_classes=4, max_pixels=1000)
     status, detail = status_of(lambda: decode_image(encoded(size=(40, 30)), rules))
     assert status == 413
     assert "40 x 30 pixels" in detail

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from celestial_data import NO_VIEW, ImageFormat, ViewParams
+from celestial_data import ImageFormat
 from celestial_data.image import ColorMode
 from celestial_models import ModelDirError
 from celestial_models.model_dir import (
@@ -36,16 +36,20 @@ class ModelCard:
     project: str
     model_dir: Path
     classes: tuple[str, ...]
-    image_size: int
-    color_mode: ColorMode
+    image_format: ImageFormat
+    """The size, colour mode and canonical view of the model's images."""
     model_hash: str
     metadata: dict[str, Any] = field(default_factory=dict, compare=False)
-    view: ViewParams = NO_VIEW
 
     @property
-    def image_format(self) -> ImageFormat:
-        """The size, colour mode and canonical view of the model's images."""
-        return ImageFormat(self.image_size, self.color_mode, self.view)
+    def image_size(self) -> int:
+        """Side of the square images the model takes."""
+        return self.image_format.size
+
+    @property
+    def color_mode(self) -> ColorMode:
+        """``rgb`` or ``grayscale``."""
+        return self.image_format.color_mode
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -104,14 +108,11 @@ def load_card(project_dir: str | Path) -> ModelCard:
         raise ServeError(
             f"{error} (Or run 'dvc pull' in {project_dir} to fetch it again.)"
         ) from None
-    image_format = ImageFormat.from_json(meta)  # read_metadata checked it
     return ModelCard(
         project=project,
         model_dir=model_dir,
         classes=tuple(meta["classes"]),
-        image_size=image_format.size,
-        color_mode=image_format.color_mode,
+        image_format=ImageFormat.from_json(meta),  # read_metadata checked it
         model_hash=file_sha256(model_dir / MODEL_FILE),
         metadata=meta,
-        view=image_format.view,
     )

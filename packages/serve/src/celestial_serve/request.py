@@ -22,8 +22,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from celestial_data import NO_VIEW, ImageFormat, ImageTooLarge, ViewParams, decode, to_array
-from celestial_data.image import ColorMode
+from celestial_data import ImageFormat, ImageTooLarge, decode, to_array
 
 __all__ = [
     "ANSWER_KEY",
@@ -89,18 +88,12 @@ class UploadRules:
     one HTTP process decodes at once (the others wait), bound its memory.
     """
 
-    image_size: int
-    color_mode: ColorMode
+    image_format: ImageFormat
+    """What an upload becomes: the model's size, colour mode and canonical view."""
     num_classes: int
     max_pixels: int = MAX_PIXELS
     max_decodes: int = 1
-    view: ViewParams = NO_VIEW
     decodes: asyncio.Semaphore = field(init=False, repr=False, compare=False)
-
-    @property
-    def image_format(self) -> ImageFormat:
-        """What an upload becomes: the model's size, colour mode and canonical view."""
-        return ImageFormat(self.image_size, self.color_mode, self.view)
 
     def __post_init__(self) -> None:
         # Bound to an event loop when first waited on: each HTTP process gets its own.

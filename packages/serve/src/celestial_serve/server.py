@@ -110,12 +110,10 @@ def build_server(card: ModelCard, options: ServerOptions) -> ls.LitServer:
     )
     app = server.app
     app.state.upload = UploadRules(
-        card.image_size,
-        card.color_mode,
+        card.image_format,
         len(card.classes),
         max_pixels=options.max_pixels,
         max_decodes=options.max_decodes,
-        view=card.view,
     )
     limits = {"max_bytes": options.max_upload_bytes, "body_timeout": options.body_timeout}
     # Added last, so outermost: in front of FastAPI's stack and LitServe's middlewares.
