@@ -52,17 +52,26 @@ class PreparedDataset:
 
     path: Path
     classes: tuple[str, ...]
-    image_size: int
-    color_mode: ColorMode
+    image_format: ImageFormat
+    """The images' size, colour mode and view."""
     splits: dict[str, int]
     hash: str
-    view: ViewParams = NO_VIEW
     _files: dict[str, list[str]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
-    def image_format(self) -> ImageFormat:
-        """The images' size, colour mode and view."""
-        return ImageFormat(self.image_size, self.color_mode, self.view)
+    def image_size(self) -> int:
+        """Side of the square images, in pixels."""
+        return self.image_format.size
+
+    @property
+    def color_mode(self) -> ColorMode:
+        """``rgb`` or ``grayscale``."""
+        return self.image_format.color_mode
+
+    @property
+    def view(self) -> ViewParams:
+        """The canonical view the images were taken in (`NO_VIEW` for none)."""
+        return self.image_format.view
 
     @property
     def channels(self) -> int:
@@ -124,15 +133,12 @@ def load_prepared(path: str | Path) -> PreparedDataset:
         )
     try:
         meta = json.loads(meta_path.read_text())
-        image_format = ImageFormat.from_json(meta)
         dataset = PreparedDataset(
             path=path,
             classes=tuple(meta["classes"]),
-            image_size=image_format.size,
-            color_mode=image_format.color_mode,
+            image_format=ImageFormat.from_json(meta),
             splits={k: int(v) for k, v in meta["splits"].items()},
             hash=meta["hash"],
-            view=image_format.view,
         )
     except (ValueError, KeyError, TypeError) as error:  # ValidationError is a ValueError
         raise PreparedDataError(
