@@ -193,18 +193,77 @@ class EpochPrinter(keras.callbacks.Callback):
         print(f"epoch {epoch + 1}/{self.epochs}  {figures}", file=sys.stdout, flush=True)
 
 
-def compile_model(model: keras.Model, params: TrainParams, steps_per_epoch: int) -> None:
-    """Compile with Adam, sparse cross-entropy and accuracy."""
-    learning_rate: Any = params.learning_rate
-    if params.lr_schedule == "cosine":
-        learning_rate = keras.optimizers.schedules.CosineDecay(
-            learning_rate, decay_steps=params.epochs * steps_per_epoch
-        )
+class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
+    """The learning rate of each step, read from optimizer variables set before each training.
+
+    Keras's `keras.optimizers.schedules.CosineDecay` keeps its rate and length
+    as Python numbers, which XLA compiles into the training step: another
+    ``learning_rate``, number of ``epochs`` or of batches per epoch compiled
+    the step again (1.6 s of two CPU cores, more than a training of the
+    reference project), and the persistent compilation cache could not reuse
+    it. Here both are optimizer variables, so one compiled step trains any of
+    them. The cosine is `CosineDecay`'s with ``alpha`` 0: from the rate at
+    step 0 down to 0 at the last step.
+
+    Args:
+        cosine: Decay along a half cosine (``lr_schedule: cosine``); else constant.
+    """
+
+    def __init__(self, cosine: bool):
+        super().__init__()
+        self.cosine = cosine
+        self.rate: keras.Variable | None = None
+        self.steps: keras.Variable | None = None
+
+    def attach(self, optimizer: keras.optimizers.Optimizer) -> None:
+        """Create the two variables in ``optimizer``, after it is built."""
+        self.rate = optimizer.add_variable((), dtype="float32", name="schedule_rate")
+        self.steps = optimizer.add_variable((), dtype="float32", name="schedule_steps")
+
+    def set(self, rate: float, steps: int) -> None:
+        """Start the next training at ``rate``, decaying over ``steps`` steps."""
+        if self.rate is None or self.steps is None:
+            raise RuntimeError("LearningRate.attach must be called before set.")
+        self.rate.assign(rate)
+        self.steps.assign(max(steps, 1))
+
+    def __call__(self, step):
+        """The rate at ``step``, from the variables' values in the compiled step."""
+        rate = keras.ops.convert_to_tensor(self.rate)
+        if not self.cosine:
+            return rate
+        steps = keras.ops.convert_to_tensor(self.steps)
+        done = keras.ops.minimum(keras.ops.cast(step, "float32"), steps) / steps
+        return rate * 0.5 * (1.0 + keras.ops.cos(math.pi * done))
+
+    def get_config(self) -> dict[str, Any]:
+        """Only the kind: the values are set per training."""
+        return {"cosine": self.cosine}
+
+
+#: Training steps Keras runs between two returns to its loop. Each is still the
+#: same compiled step, so nothing changes but the bookkeeping Keras does per
+#: return (a tenth of a training on two cores); batch-level callbacks are
+#: called once per chunk of this many batches, epoch-level ones as before.
+STEPS_PER_EXECUTION = 1024
+
+
+def compile_model(model: keras.Model, params: TrainParams) -> LearningRate:
+    """Compile with Adam, sparse cross-entropy and accuracy, and build the optimizer.
+
+    Returns:
+        The learning rate schedule, to `LearningRate.set` before each training.
+    """
+    schedule = LearningRate(cosine=params.lr_schedule == "cosine")
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=keras.optimizers.Adam(schedule),
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        steps_per_execution=STEPS_PER_EXECUTION,
     )
+    model.optimizer.build(model.trainable_variables)
+    schedule.attach(model.optimizer)
+    return schedule
 
 
 def inference_copy(model: keras.Model, params: TrainParams) -> keras.Model:
@@ -269,11 +328,8 @@ class Trainer:
     runs: same batches, schedule, callbacks, early stopping.
 
     Datasets must share the image shape and the number of classes
-    (`shape_of`). The cosine schedule's length is a constant of the compiled
-    training step, so a dataset with another number of batches per epoch
-    compiles it again (validation and scoring stay compiled): the
-    leave-one-class-out measure of celestial-eval trains its held-out models
-    in order of that number.
+    (`shape_of`); any number of images will do, since the learning rate
+    schedule is an input of the compiled step (`LearningRate`).
 
     Args:
         params: The ``train`` params.
@@ -298,12 +354,13 @@ class Trainer:
                 augment=params.augment,
                 seed=params.seed,
             )
+            self._learning_rate = compile_model(self.model, params)
         # Copies (the compiled step donates the buffers it is given); the
         # variables include the augmentation layers' seed states.
-        self._start = [np.array(variable.value) for variable in self.model.variables]
-        self._steps = 0
-        """Batches per epoch the training step is compiled for (0: not yet)."""
-        self._optimizer_start: list[np.ndarray] = []
+        self._start = [
+            np.array(variable.value)
+            for variable in (*self.model.variables, *self.model.optimizer.variables)
+        ]
         self._random_state = RandomState()
         self._predictor = Predictor(self.model)
         self._scoring: Scoring | None = None
@@ -346,11 +403,10 @@ class Trainer:
         batches = TrainingBatches(
             dataset.images("train"), dataset.labels("train"), params.batch_size, params.seed
         )
-        if len(batches) != self._steps:
-            self._compile(len(batches))
         variables = [*self.model.variables, *self.model.optimizer.variables]
-        for variable, value in zip(variables, [*self._start, *self._optimizer_start], strict=True):
+        for variable, value in zip(variables, self._start, strict=True):
             variable.assign(value)
+        self._learning_rate.set(params.learning_rate, params.epochs * len(batches))
         guard = DivergenceGuard(len(dataset.classes))
         epoch_callbacks: list[keras.callbacks.Callback] = [
             self._random_state,
@@ -375,14 +431,6 @@ class Trainer:
             {"epoch": epoch + 1, **{key: float(fit.history[key][epoch]) for key in HISTORY_KEYS}}
             for epoch in range(len(fit.history["loss"]))
         ]
-
-    def _compile(self, steps: int) -> None:
-        """Compile for ``steps`` batches per epoch, with a new optimizer."""
-        with data_parallel(self.params.batch_size):
-            compile_model(self.model, self.params, steps)
-            self.model.optimizer.build(self.model.trainable_variables)
-        self._optimizer_start = [np.array(v.value) for v in self.model.optimizer.variables]
-        self._steps = steps
 
 
 def best_epoch(history: Sequence[dict[str, float]]) -> dict[str, float]:
