@@ -4,7 +4,8 @@ DVC records every output's hash in ``dvc.lock``, so a fresh clone on another
 machine must train the same bytes, or ``git status`` shows a change after its
 first ``dvc repro``. NumPy's BLAS picks its kernels per CPU (forced here with
 ``OPENBLAS_CORETYPE``) and XLA compiles for the CPU's instruction set (capped
-here with ``--xla_cpu_max_isa``); neither may change an output.
+here with ``--xla_cpu_max_isa``); neither may change an output. Nor may the
+compilation cache: a program loaded from it trains what a fresh compile does.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ import pytest
 pytestmark = pytest.mark.slow
 
 CHILD = """
-import hashlib, json, sys
+import hashlib, json, logging, sys
+# Each program loaded from the compilation cache is logged (to stderr).
+logging.basicConfig(level=logging.WARNING)
+logging.getLogger("jax._src.compiler").setLevel(logging.DEBUG)
 from pathlib import Path
 import numpy as np
 from celestial_data import write_prepared
@@ -44,9 +48,12 @@ print(json.dumps({f.name: hashlib.sha256(f.read_bytes()).hexdigest()
                   for f in sorted((out / "model").iterdir())}))
 """
 
-# Kernels every x86-64 CPU with AVX2 can run, oldest first.
+CACHE_ENV = "CELESTIAL_COMPILATION_CACHE"
+CACHE_HIT = "Persistent compilation cache hit for 'jit_train_step'"
+
+# Kernels every x86-64 CPU with AVX2 can run, oldest first; every program compiled.
 VARIANTS = {
-    "default": {},
+    "default": {CACHE_ENV: "off"},
     "blas-prescott": {"OPENBLAS_CORETYPE": "Prescott"},
     "blas-sandybridge": {"OPENBLAS_CORETYPE": "Sandybridge"},
     "blas-haswell": {"OPENBLAS_CORETYPE": "Haswell"},
@@ -54,17 +61,20 @@ VARIANTS = {
 }
 
 
-def train_under(variant: dict[str, str], out: Path) -> dict[str, str]:
+def run_child(variant: dict[str, str], out: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "XLA_FLAGS")}
     env.pop("OPENBLAS_L2_SIZE", None)  # set together with the core type on some machines
-    proc = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-c", CHILD, str(out)],
         env={**env, **variant},
         capture_output=True,
         text=True,
         check=True,
     )
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def train_under(variant: dict[str, str], out: Path) -> dict[str, str]:
+    return json.loads(run_child(variant, out).stdout.strip().splitlines()[-1])
 
 
 def test_every_output_has_the_same_hash_under_every_kernel(tmp_path: Path) -> None:
@@ -80,6 +90,27 @@ def test_every_output_has_the_same_hash_under_every_kernel(tmp_path: Path) -> No
     for name, found in hashes.items():
         differing = sorted(f for f in reference if found.get(f) != reference[f])
         assert not differing, f"{name} trains other bytes for {differing}"
+
+
+def test_a_program_loaded_from_the_compilation_cache_trains_the_same_bytes(
+    tmp_path: Path,
+) -> None:
+    compiled = train_under({CACHE_ENV: "off"}, tmp_path / "compiled")
+    cache = {CACHE_ENV: str(tmp_path / "xla")}
+    filling = run_child(cache, tmp_path / "filling")
+    assert CACHE_HIT not in filling.stderr  # an empty cache: compiled, then kept
+    assert any((tmp_path / "xla").rglob("*train_step*"))
+    loading = run_child(cache, tmp_path / "loading")
+    assert CACHE_HIT in loading.stderr
+    for name, run in (("filling", filling), ("loading", loading)):
+        found = json.loads(run.stdout.strip().splitlines()[-1])
+        assert found == compiled, f"training {name} the cache wrote other bytes"
+
+
+def test_the_compilation_cache_can_be_turned_off(tmp_path: Path) -> None:
+    run = run_child({CACHE_ENV: "off", "XDG_CACHE_HOME": str(tmp_path / "home")}, tmp_path / "m")
+    assert CACHE_HIT not in run.stderr
+    assert not (tmp_path / "home").exists()
 
 
 def test_the_inverse_is_the_same_under_every_blas_kernel(tmp_path: Path) -> None:
