@@ -143,7 +143,7 @@ def test_two_classes_write_a_warning_instead_of_failing_the_pipeline(project, tm
 
 
 def uneven_colours(root: Path) -> Path:
-    """Three colours, Blue with more training images: two shapes of held-out training."""
+    """Three colours, Blue with more training images: held-out trainings of two lengths."""
     arrays = {}
     for seed, (split, counts) in enumerate((("train", (10, 10, 18)), ("val", (4, 4, 4)))):
         labels = np.repeat(np.arange(3), counts)
@@ -161,9 +161,9 @@ def test_held_out_models_trained_together_give_the_figures_of_one_at_a_time(
     from celestial_models import TrainParams
 
     prepared = uneven_colours(tmp_path)
-    # Batches of 8: 4 per epoch without Red or Green, 3 without Blue. Blue's
-    # model trains first, then the step is compiled again for Red's and
-    # Green's: Green's model is the third on the same model.
+    # Batches of 8: 4 per epoch without Red or Green, 3 without Blue, so the
+    # cosine schedules differ in length: Green's model is the third trained
+    # with the same compiled step, after one of another length.
     params = TrainParams(epochs=2, batch_size=8, conv_size=4)
     together = leave_one_class_out(prepared, params, classes=["Red", "Blue", "Green"], detail=True)
     assert together["known_split"] == "val"

@@ -46,8 +46,14 @@ __all__ = ["HeldOutModel", "held_out_models", "leave_one_class_out", "without_cl
 
 
 def without_class(dataset: PreparedDataset, held_out: int, path: Path) -> PreparedDataset:
-    """A copy of ``dataset`` without class ``held_out`` (labels renumbered), written to ``path``."""
-    classes = [c for k, c in enumerate(dataset.classes) if k != held_out]
+    """A copy of ``dataset`` without the images of class ``held_out``, written to ``path``.
+
+    The classes and labels are kept: a model trained on it has the project
+    model's shape, one output per class, and the unit of the held-out class
+    is never a target (it only learns that no image is of that class). So the
+    held-out trainings run the very programs the train stage compiled, loaded
+    from the compilation cache (see `celestial_models.backend`).
+    """
     arrays = {}
     for split, count in dataset.splits.items():
         if not count:
@@ -57,10 +63,10 @@ def without_class(dataset: PreparedDataset, held_out: int, path: Path) -> Prepar
         files = dataset.files(split)
         arrays[split] = (
             np.asarray(dataset.images(split))[keep],
-            labels[keep] - (labels[keep] > held_out),
+            labels[keep],
             [files[i] for i in keep],
         )
-    return write_prepared(path, classes, dataset.color_mode, arrays)
+    return write_prepared(path, list(dataset.classes), dataset.color_mode, arrays)
 
 
 def held_out_images(dataset: PreparedDataset, held_out: int) -> np.ndarray:
@@ -181,7 +187,7 @@ class HeldOutModel:
     trainer: Trainer
     """The trainer, holding the model just trained (the next one replaces it)."""
     subset: PreparedDataset
-    """The training data without the class (its labels renumbered)."""
+    """The training data without the class's images (classes and labels kept)."""
     detector: OodDetector
     """The unknown-image detector fitted and calibrated as training does."""
     val_accuracy: float
@@ -196,26 +202,19 @@ def held_out_models(
 ) -> Iterator[HeldOutModel]:
     """Train one model per class of ``classes``, without it, and yield each in turn.
 
-    Every held-out model has the same shapes (K - 1 classes): one trainer (one
-    build, one compilation of validation and scoring) serves them all, each
-    training as a fresh `train_model` would. Its training step is compiled once
-    per number of batches per epoch, so the classes are trained in that order;
-    a model is only valid until the next one is yielded.
+    Every held-out model has the project model's shapes (see `without_class`):
+    one trainer (one build, one compilation of training, validation and
+    scoring, or none when the cache holds them) serves them all, each training
+    as a fresh `train_model` would. A model is only valid until the next one
+    is yielded.
     """
     # Keras comes with training: imported here, not with the module.
-    from celestial_models.batches import TrainingBatches
     from celestial_models.scoring import fit_detector
     from celestial_models.train import Trainer, best_epoch, open_training_data
 
-    labels = np.asarray(dataset.labels("train"))
-
-    def batches(name: str) -> int:
-        kept = int(np.sum(labels != dataset.classes.index(name)))
-        return TrainingBatches.count(kept, train_params.batch_size)
-
     trainer: Trainer | None = None
     with tempfile.TemporaryDirectory(dir=work_dir) as scratch:
-        for name in sorted(classes, key=batches):
+        for name in classes:
             held_out = dataset.classes.index(name)
             subset = open_training_data(
                 without_class(dataset, held_out, Path(scratch) / f"without-{held_out}")
