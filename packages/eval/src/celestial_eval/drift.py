@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 from pydantic import Field
-from scipy.special import chdtrc, kolmogorov
 
 from celestial_data.params import Params
 from celestial_eval.drift_report import build_page
@@ -198,6 +197,9 @@ def ks_test(reference: np.ndarray, log: np.ndarray) -> tuple[float, float]:
     distributions; the p-value is Kolmogorov's limit distribution with
     Stephens's small-sample correction.
     """
+    # Imported here: every celestial-eval command loads this module (0.1 s).
+    from scipy.special import kolmogorov
+
     a, b = np.sort(reference), np.sort(log)
     both = np.concatenate([a, b])
     gap = np.abs(
@@ -217,6 +219,8 @@ def category_shift(reference: Sequence[int], log: Sequence[int]) -> tuple[float,
     finite; the p-value is that of the chi-square test of homogeneity of the
     2 x K table.
     """
+    from scipy.special import chdtrc
+
     table = np.array([reference, log], dtype=float)
     shares = (table + 0.5) / (table.sum(axis=1, keepdims=True) + 0.5 * table.shape[1])
     psi = float(np.sum((shares[1] - shares[0]) * np.log(shares[1] / shares[0])))
