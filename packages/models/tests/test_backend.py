@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from celestial_models.backend import CACHE_ENV, compilation_cache_dir
+from celestial_models.backend import CACHE_ENV, CACHE_MAX_BYTES, compilation_cache_dir
 
 COMPILE = (
     "import celestial_models.backend, jax, jax.numpy as jnp\n"
     "print(jax.config.jax_compilation_cache_dir)\n"
     "print(jax.jit(lambda x: x * 2 + 1)(jnp.ones(3)).sum())\n"
+    "print(jax.config.jax_compilation_cache_max_size)\n"
 )
 
 
@@ -48,7 +49,10 @@ def test_a_process_keeps_its_programs_in_the_named_folder(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stderr
     folder = Path(done.stdout.splitlines()[0])
     assert folder.parent == tmp_path / "xla"
-    assert any(folder.iterdir())
+    assert any(folder.glob("*-cache"))
+    # Bounded, least recently used first; and so read and written under a file lock.
+    assert int(done.stdout.splitlines()[2]) == CACHE_MAX_BYTES
+    assert any(folder.glob("*-atime"))
 
 
 def test_jax_own_setting_wins(tmp_path: Path) -> None:

@@ -1,8 +1,10 @@
-"""The one place that imports Keras, on the JAX backend.
+"""The one place that imports Keras, on the JAX backend, and sets JAX up.
 
 Every module of this package that needs Keras imports it from here
 (``from celestial_models.backend import keras``), so the backend is chosen and
-checked before Keras reads it, whichever module a program imports first.
+checked before Keras reads it, whichever module a program imports first, and
+JAX keeps its compiled programs on disk for the next process (see
+`compilation_cache_dir`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from celestial_models.errors import ModelError
 __all__ = [
     "BACKEND",
     "CACHE_ENV",
+    "CACHE_MAX_BYTES",
     "compilation_cache_dir",
     "fast_initializers",
     "keras",
@@ -30,6 +33,8 @@ __all__ = [
 BACKEND = "jax"
 #: The environment variable that moves (a folder) or turns off (``off``) the compilation cache.
 CACHE_ENV = "CELESTIAL_COMPILATION_CACHE"
+#: Largest size of the compilation cache; the least recently used programs go first.
+CACHE_MAX_BYTES = 512 * 2**20
 
 
 def _cpu_fingerprint() -> str:
@@ -99,13 +104,15 @@ def _use_compilation_cache() -> None:
         )
         return
     jax.config.update("jax_compilation_cache_dir", str(folder))
+    # A size limit makes JAX evict the least recently used programs and take a
+    # file lock around every read and write, so processes running side by side
+    # (test workers, parallel experiments) never read a half-written program.
+    jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
     # JAX keeps only programs that took a second or more to compile by
     # default; the small ones (initialisers, metrics) add up to as much.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
-
-_use_compilation_cache()
 
 _chosen = os.environ.setdefault("KERAS_BACKEND", BACKEND)
 if _chosen != BACKEND:
@@ -113,6 +120,8 @@ if _chosen != BACKEND:
         f"celestial-models runs Keras on JAX, but KERAS_BACKEND={_chosen!r}. "
         f"Unset KERAS_BACKEND or set it to '{BACKEND}'."
     )
+
+_use_compilation_cache()
 
 # Keras imports matplotlib.pyplot eagerly, only for image-gallery helpers this
 # package never calls, and that costs about a quarter of Keras's import time in
