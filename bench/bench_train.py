@@ -5,7 +5,9 @@ params given (default: the recommended ones), then measures, each in a fresh
 process as `dvc repro` runs them:
 
 - the whole ``celestial-models train`` command (wall time, process start-up
-  and imports included) with the default train params;
+  and imports included) with the default train params, first with an empty
+  compilation cache (a machine's first run: every program compiled), then
+  again with the programs that run left on disk (every later run);
 - inside one training: the Keras import, the first epoch (which includes the
   JIT compilation of the training and inference steps) against the later
   ones, training throughput in images per second per epoch, the fit time, the
@@ -16,8 +18,10 @@ process as `dvc repro` runs them:
     python bench/bench_train.py --out bench/results/train.json
     python bench/bench_train.py --set epochs=8 --set batch_size=64 --image-size 24
 
-Wall times on a shared machine are noisy (the load average is recorded): CPU
-times, also recorded, move much less; compare runs made back to back.
+Every other measurement starts with an empty compilation cache, so the first
+epoch shows what compiling costs. Wall times on a shared machine are noisy
+(the load average is recorded): CPU times, also recorded, move much less;
+compare runs made back to back.
 """
 
 from __future__ import annotations
@@ -111,19 +115,32 @@ print(json.dumps({
 """
 
 
-def child(code: str, *args: str) -> dict:
+#: Where celestial-models keeps compiled programs (see celestial_models.backend).
+CACHE_ENV = "CELESTIAL_COMPILATION_CACHE"
+
+
+def with_cache(folder: Path | str) -> dict[str, str]:
+    """The environment with the compilation cache in ``folder``."""
+    return {**os.environ, CACHE_ENV: str(folder)}
+
+
+def child(code: str, *args: str, cache: Path | str) -> dict:
     """Run ``code`` in a fresh interpreter and return the JSON it prints last."""
     done = subprocess.run(
-        [sys.executable, "-c", code, *args], check=True, capture_output=True, text=True
+        [sys.executable, "-c", code, *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=with_cache(cache),
     )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def timed(command: list[str]) -> tuple[float, float]:
+def timed(command: list[str], cache: Path | str) -> tuple[float, float]:
     """Wall time and CPU time (user + system) of a command, which must succeed."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True)
+    subprocess.run(command, check=True, capture_output=True, env=with_cache(cache))
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -181,14 +198,19 @@ def main() -> None:
             str(work / "live"),
         ]
         runs = []
-        for _ in range(args.repeats):
-            command_s, command_cpu_s = timed(command)
-            fit = child(FIT_CHILD, str(prepared), str(work / "fit"), json.dumps(params))
-            predict = child(PREDICT_CHILD, str(work / "model"), str(prepared))
+        for repeat in range(args.repeats):
+            caches = [work / f"cache-{repeat}-{name}" for name in ("command", "fit", "predict")]
+            command_s, command_cpu_s = timed(command, caches[0])
+            cached_s, cached_cpu_s = timed(command, caches[0])
+            fit_args = (str(prepared), str(work / "fit"), json.dumps(params))
+            fit = child(FIT_CHILD, *fit_args, cache=caches[1])
+            predict = child(PREDICT_CHILD, str(work / "model"), str(prepared), cache=caches[2])
             runs.append(
                 {
                     "train_command_s": command_s,
                     "train_command_cpu_s": command_cpu_s,
+                    "train_command_cached_s": cached_s,
+                    "train_command_cached_cpu_s": cached_cpu_s,
                     "fit": fit,
                     "predict": predict,
                 }
@@ -216,6 +238,7 @@ def main() -> None:
         "epochs_run": [fit["epochs_run"] for fit in fits],
         "median_s": {
             "train_command": median(lambda r: r["train_command_s"]),
+            "train_command_cached": median(lambda r: r["train_command_cached_s"]),
             "import_keras": median(lambda r: r["fit"]["import_keras_s"]),
             "train_model": median(lambda r: r["fit"]["train_model_s"]),
             "before_fit": median(lambda r: r["fit"]["before_fit_s"]),
@@ -233,6 +256,7 @@ def main() -> None:
         # CPU seconds are far less disturbed than wall seconds by other work on the machine.
         "median_cpu_s": {
             "train_command": median(lambda r: r["train_command_cpu_s"]),
+            "train_command_cached": median(lambda r: r["train_command_cached_cpu_s"]),
             "import_keras": median(lambda r: r["fit"]["cpu_s"]["import_keras"]),
             "before_fit": median(lambda r: r["fit"]["cpu_s"]["before_fit"]),
             "first_epoch": median(lambda r: r["fit"]["cpu_s"]["first_epoch"]),
