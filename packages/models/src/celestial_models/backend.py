@@ -107,6 +107,10 @@ def _use_compilation_cache() -> None:
     # A size limit makes JAX evict the least recently used programs and take a
     # file lock around every read and write, so processes running side by side
     # (test workers, parallel experiments) never read a half-written program.
+    # JAX locks with filelock and refuses a size limit without it: imported
+    # here so that a missing install fails now, naming it.
+    import filelock  # noqa: F401
+
     jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
     # JAX keeps only programs that took a second or more to compile by
     # default; the small ones (initialisers, metrics) add up to as much.
