@@ -202,6 +202,8 @@ def test_grayscale_and_size(raw: Path, tmp_path: Path) -> None:
         ({"view": {"crop": "yes"}}, r"prepare.view.crop: Input should be a valid boolean"),
         ({"view": {"margin": 2}}, r"prepare.view.margin: Input should be less than or equal to 1"),
         ({"view": {"centre": True}}, r"Unknown key 'centre' in params prepare.view"),
+        ({"varied": -1}, r"prepare.varied: Input should be greater than or equal to 0"),
+        ({"varied": 17}, r"prepare.varied: Input should be less than or equal to 16"),
     ],
 )
 def test_bad_params_are_errors_naming_the_key(params: dict, message: str) -> None:
@@ -217,8 +219,38 @@ def test_defaults_are_valid() -> None:
         "val_fraction": 0.15,
         "test_fraction": 0.15,
         "on_corrupt": "error",
+        "varied": 0,
         "view": {"crop": True, "margin": 0.05, "exposure": False},
     }
+
+
+def test_varied_copies_of_each_val_picture_are_a_split_of_their_own(
+    raw: Path, tmp_path: Path
+) -> None:
+    from celestial_data import SPLITS, VARIED
+
+    plain = prepare_dataset(raw, tmp_path / "plain", PARAMS, workers=2).dataset
+    varied = prepare_dataset(raw, tmp_path / "varied", changed(varied=3), workers=2).dataset
+    assert VARIED not in SPLITS and not plain.has(VARIED)
+    # The splits are those of the plain dataset, byte for byte; the copies come on top.
+    for split in SPLITS:
+        np.testing.assert_array_equal(varied.images(split), plain.images(split))
+    val_files, val_labels = varied.files("val"), varied.labels("val")
+    assert varied.splits[VARIED] == 3 * len(val_files)
+    assert varied.files(VARIED) == [file for file in val_files for _ in range(3)]
+    np.testing.assert_array_equal(varied.labels(VARIED), np.repeat(val_labels, 3))
+    copies = np.asarray(varied.images(VARIED)).reshape(len(val_files), 3, 8, 8, 3)
+    for image, its_copies in zip(varied.images("val"), copies, strict=True):
+        # Each copy is another picture of the same body: not the image, not each other.
+        assert not any(np.array_equal(copy, image) for copy in its_copies)
+        assert not np.array_equal(its_copies[0], its_copies[1])
+    assert varied.hash != plain.hash
+    # Seeded: a rerun writes the same bytes; varied back to 0 removes the split.
+    again = prepare_dataset(raw, tmp_path / "again", changed(varied=3), workers=1).dataset
+    np.testing.assert_array_equal(again.images(VARIED), varied.images(VARIED))
+    back = prepare_dataset(raw, tmp_path / "varied", PARAMS, workers=2).dataset
+    assert not back.has(VARIED) and not (tmp_path / "varied" / "varied_images.npy").exists()
+    assert file_bytes(tmp_path / "varied") == file_bytes(tmp_path / "plain")
 
 
 def cut_jpeg(raw: Path, encode) -> None:

@@ -14,7 +14,7 @@ from celestial_data.errors import (
 from celestial_data.image import COLOR_MODES, ImageFormat, channels, decode, to_array
 from celestial_data.params import Params
 from celestial_data.prepare import PrepareParams, PrepareResult, prepare_dataset
-from celestial_data.prepared import SPLITS, PreparedDataset, load_prepared, write_prepared
+from celestial_data.prepared import SPLITS, VARIED, PreparedDataset, load_prepared, write_prepared
 from celestial_data.split import split_of
 from celestial_data.synth import BODIES, SynthParams, render, synthesize
 from celestial_data.view import NO_VIEW, ViewParams, canonical_view
@@ -24,6 +24,7 @@ __all__ = [
     "COLOR_MODES",
     "NO_VIEW",
     "SPLITS",
+    "VARIED",
     "CheckReport",
     "DataError",
     "DatasetError",

@@ -55,6 +55,7 @@ from celestial_data.prepared import (
     DATASET_FILE,
     MANIFEST_FILE,
     SPLITS,
+    VARIED,
     PreparedDataset,
     load_prepared,
     write_dataset_json,
@@ -62,6 +63,7 @@ from celestial_data.prepared import (
 )
 from celestial_data.preview import write_preview
 from celestial_data.split import split_digests, split_of
+from celestial_data.vary import copy_rng, vary
 from celestial_data.view import ViewParams
 
 __all__ = ["PREVIEW_FILE", "REPORT_FILE", "PrepareParams", "PrepareResult", "prepare_dataset"]
@@ -107,6 +109,16 @@ class PrepareParams(Params):
         description="what an unreadable, truncated or empty image does: `error` stops with the "
         "list of files; `skip` leaves them out and lists them in `report.json`",
     )
+    varied: int = Field(
+        0,
+        ge=0,
+        le=16,
+        description="varied copies of each validation picture, drawn from the source picture "
+        "(shrunk, shifted, turned, blurred, noisy, recompressed: `celestial_data.vary`) and "
+        "written as the `varied` split; training calibrates the unknown-image threshold on them "
+        "too, so known bodies in pictures unlike the training ones are accepted as often; 0 "
+        "writes none",
+    )
 
     view: ViewParams = ViewParams()
 
@@ -140,7 +152,8 @@ class PrepareResult:
 
 
 def _output_names() -> list[str]:
-    arrays = [f"{split}_{kind}.npy" for split in SPLITS for kind in ("images", "labels")]
+    splits = (*SPLITS, VARIED)
+    arrays = [f"{split}_{kind}.npy" for split in splits for kind in ("images", "labels")]
     return [*arrays, DATASET_FILE, MANIFEST_FILE, REPORT_FILE, PREVIEW_FILE]
 
 
@@ -202,14 +215,28 @@ def _npy_header(shape: tuple[int, ...]) -> bytes:
     return stream.getvalue()
 
 
-def _load(root: Path, info: FileInfo, image_format: ImageFormat) -> np.ndarray | None:
-    """The image as a uint8 array, or None (with ``info.error`` set) if unreadable."""
+def _load(
+    root: Path, info: FileInfo, image_format: ImageFormat, copies: tuple[int, int] | None = None
+) -> np.ndarray | None:
+    """The image as a uint8 array, or None (with ``info.error`` set) if unreadable.
+
+    With ``copies`` ``(count, seed)``: the ``count`` varied copies of the
+    picture (`celestial_data.vary`), stacked, instead of the image.
+    """
     data = read_bytes(root, info, digest=False)  # hashed in the first pass
     image = decode_into(info, data) if data else None
     if image is None:
         return None
     try:
-        return to_array(image, image_format)
+        if copies is None:
+            return to_array(image, image_format)
+        count, seed = copies
+        return np.stack(
+            [
+                to_array(vary(image, copy_rng(seed, info.file, k)), image_format)
+                for k in range(count)
+            ]
+        )
     except Exception as error:  # e.g. a mode Pillow cannot convert
         info.error = describe_error(error)
         return None
@@ -221,23 +248,29 @@ def _write_images(
     entries: list[FileInfo],
     image_format: ImageFormat,
     workers: int | None,
+    copies: tuple[int, int] | None = None,
 ) -> None:
     """Decode ``entries`` in parallel and append them to a ``.npy`` file, in order.
 
     Each entry gets its header read; entries that fail to decode get their
-    ``error`` set and are left out.
+    ``error`` set and are left out. With ``copies`` ``(count, seed)``, each
+    entry's ``count`` varied copies are written instead (see `_load`).
     """
     shape = image_format.shape
+    per_entry = copies[0] if copies else 1
+    rows = len(entries) * per_entry
     written = 0
     with open(path, "wb") as stream:
-        stream.write(_npy_header((len(entries), *shape)))
-        results = parallel_map(lambda info: _load(root, info, image_format), entries, workers)
+        stream.write(_npy_header((rows, *shape)))
+        results = parallel_map(
+            lambda info: _load(root, info, image_format, copies), entries, workers
+        )
         for result in results:
             if result is not None:
                 stream.write(result.tobytes())
-                written += 1
-    if written < len(entries):
-        _rewrite_count(path, (written, *shape), len(_npy_header((len(entries), *shape))))
+                written += per_entry
+    if written < rows:
+        _rewrite_count(path, (written, *shape), len(_npy_header((rows, *shape))))
 
 
 def _rewrite_count(path: Path, shape: tuple[int, ...], offset: int) -> None:
@@ -312,6 +345,12 @@ def prepare_dataset(
             entries[split] = [info for info in split_infos if not info.error]
             labels = np.array([info.label for info in entries[split]], dtype=np.int32)
             np.save(staging / f"{split}_labels.npy", labels)
+        if params.varied and entries.get("val"):
+            copies = (params.varied, params.seed)
+            path = staging / f"{VARIED}_images.npy"
+            _write_images(path, dataset.root, entries["val"], params.image_format, workers, copies)
+            labels = np.repeat([info.label for info in entries["val"]], params.varied)
+            np.save(staging / f"{VARIED}_labels.npy", labels.astype(np.int32))
         report = build_report(dataset, infos, params.on_corrupt)
         if not report.ok:
             raise DatasetError(" ".join(report.errors))
@@ -334,13 +373,13 @@ def _finish(
         for split, split_infos in entries.items()
         for info in split_infos
     ]
+    sizes = {split: len(split_infos) for split, split_infos in entries.items()}
+    if (out / f"{VARIED}_images.npy").is_file():  # each val picture's copies, in order
+        copies = [info for info in entries["val"] for _ in range(params.varied)]
+        rows += [(info.file, classes[info.label], VARIED, info.sha256) for info in copies]
+        sizes[VARIED] = len(copies)
     write_manifest(out, rows)
-    write_dataset_json(
-        out,
-        classes,
-        params.image_format,
-        {split: len(split_infos) for split, split_infos in entries.items()},
-    )
+    write_dataset_json(out, classes, params.image_format, sizes)
     counts = {}
     for split, split_infos in entries.items():
         labels = Counter(info.label for info in split_infos)

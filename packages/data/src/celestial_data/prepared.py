@@ -35,12 +35,17 @@ __all__ = [
     "DATASET_FILE",
     "MANIFEST_FILE",
     "SPLITS",
+    "VARIED",
     "PreparedDataset",
     "load_prepared",
     "write_prepared",
 ]
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+#: Varied copies of the ``val`` pictures (``prepare.varied``, `celestial_data.vary`):
+#: what the unknown-image threshold is also calibrated on; never trained on or
+#: measured, so not one of `SPLITS`.
+VARIED = "varied"
 DATASET_FILE = "dataset.json"
 MANIFEST_FILE = "manifest.csv"
 FORMAT_VERSION = 1
@@ -194,8 +199,8 @@ def write_prepared(
     image_size = None
     rows = []
     for split, (images, labels, files) in arrays.items():
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}. Received: {split!r}")
+        if split not in (*SPLITS, VARIED):
+            raise ValueError(f"split must be one of {(*SPLITS, VARIED)}. Received: {split!r}")
         images = np.ascontiguousarray(images, dtype=np.uint8)
         if images.ndim != 4 or images.shape[1] != images.shape[2]:
             raise ValueError(f"images must be (N, size, size, channels). Received: {images.shape}")

@@ -1,0 +1,83 @@
+"""Varied copies of a picture: the same body as another camera or framing would show it.
+
+`celestial-data prepare` writes ``prepare.varied`` copies of every validation
+picture (the ``varied`` split), and training calibrates the unknown-image
+threshold on them as well as on the pictures themselves, so that the share
+of known images it accepts holds on pictures unlike the training ones, not
+only on pictures like them (see `celestial_models.scoring.calibrate`).
+
+Each copy is drawn from the source picture, before the canonical view
+(`celestial_data.view`), as a real picture would differ: a change drawn on the
+small prepared array is not the same change once the view has cropped and
+shrunk the picture. The changes are those the model is trained or built to
+answer alike (framing, orientation, sharpness, noise, compression); exposure
+and colour are not drawn, because for bodies told apart by their brightness
+and colour an exposed or grey picture is nearer to another body than to its
+own.
+"""
+
+from __future__ import annotations
+
+import io
+import zlib
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+__all__ = ["BLUR", "NOISE_SIGMA", "QUALITY", "SCALE", "SHIFT", "copy_rng", "vary"]
+
+#: Range of the body's size in the copy, as a share of the picture's.
+SCALE = (0.7, 1.0)
+#: Largest shift of the picture, as a share of its side, in a random direction.
+SHIFT = 0.1
+#: Largest Gaussian blur radius, as a share of the picture's side (1.5 px at 128).
+BLUR = 0.012
+#: Largest standard deviation of the Gaussian noise added (0-255 scale).
+NOISE_SIGMA = 15.0
+#: Range of the JPEG quality the copy is saved with and read back from.
+QUALITY = (30, 95)
+
+
+def copy_rng(seed: int, file: str, copy: int) -> np.random.Generator:
+    """The generator of one copy of one file: the same whatever the order of the files."""
+    return np.random.default_rng([seed, zlib.crc32(file.encode()), copy])
+
+
+def vary(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A varied copy of ``image``: shrunk, shifted, turned, blurred, noisy, recompressed.
+
+    The body is shrunk about the centre to a size drawn in `SCALE`, the picture
+    moved by up to `SHIFT` of its side, turned by an angle drawn from 0 to 360
+    degrees (black where the picture left), blurred (radius up to `BLUR` of
+    the side), given Gaussian noise (up to `NOISE_SIGMA`) and saved as a JPEG
+    of a quality drawn in `QUALITY`, then decoded. The copy has the size of
+    ``image`` and its mode (``RGB`` or ``L``; others are made ``RGB``).
+
+    Args:
+        image: A decoded picture.
+        rng: The copy's generator (see `copy_rng`).
+    """
+    if image.mode not in ("RGB", "L"):
+        image = image.convert("RGB")
+    width, height = image.size
+    factor = rng.uniform(*SCALE)
+    small = image.resize(
+        (max(1, round(width * factor)), max(1, round(height * factor))),
+        Image.Resampling.BICUBIC,
+    )
+    angle = rng.uniform(0.0, 2 * np.pi)
+    distance = rng.uniform(0.0, SHIFT)
+    left = (width - small.width) // 2 + round(distance * width * np.cos(angle))
+    top = (height - small.height) // 2 + round(distance * height * np.sin(angle))
+    canvas = Image.new(image.mode, image.size)
+    canvas.paste(small, (left, top))
+    turned = canvas.rotate(rng.uniform(0.0, 360.0), resample=Image.Resampling.BICUBIC)
+    radius = rng.uniform(0.0, BLUR * max(width, height))
+    blurred = turned.filter(ImageFilter.GaussianBlur(radius)) if radius > 0 else turned
+    pixels = np.asarray(blurred, dtype=np.float32)
+    pixels += rng.standard_normal(pixels.shape, dtype=np.float32) * rng.uniform(0.0, NOISE_SIGMA)
+    noisy = Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), image.mode)
+    stream = io.BytesIO()
+    noisy.save(stream, "JPEG", quality=int(rng.integers(QUALITY[0], QUALITY[1] + 1)))
+    with Image.open(stream) as decoded:
+        return decoded.convert(image.mode)

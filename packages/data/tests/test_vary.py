@@ -1,0 +1,55 @@
+"""Varied copies of a picture: the same body, framed, turned and recorded otherwise."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from celestial_data import ImageFormat, ViewParams, to_array
+from celestial_data.vary import copy_rng, vary
+
+SIDE = 96
+
+
+def body(mode: str = "RGB") -> Image.Image:
+    """An orange disc, lit from one side, on black: a body the view can find."""
+    y, x = np.mgrid[:SIDE, :SIDE]
+    disc = (x - 48) ** 2 + (y - 44) ** 2 < 30**2
+    light = np.clip(1.2 - (x - 30) / 80, 0.3, 1.0)
+    pixels = np.zeros((SIDE, SIDE, 3), np.uint8)
+    pixels[disc] = (np.array([230, 140, 60]) * light[disc, None]).astype(np.uint8)
+    return Image.fromarray(pixels).convert(mode)
+
+
+def test_a_copy_has_the_size_and_mode_of_the_picture_and_differs_from_it() -> None:
+    for mode in ("RGB", "L"):
+        picture = body(mode)
+        copy = vary(picture, copy_rng(0, "a.jpg", 0))
+        assert copy.size == picture.size and copy.mode == mode
+        assert not np.array_equal(np.asarray(copy), np.asarray(picture))
+
+
+def test_copies_repeat_with_their_seed_file_and_number() -> None:
+    picture = body()
+
+    def pixels(seed: int, file: str, copy: int) -> np.ndarray:
+        return np.asarray(vary(picture, copy_rng(seed, file, copy)))
+
+    np.testing.assert_array_equal(pixels(1, "a.jpg", 0), pixels(1, "a.jpg", 0))
+    for other in ((2, "a.jpg", 0), (1, "b.jpg", 0), (1, "a.jpg", 1)):
+        assert not np.array_equal(pixels(1, "a.jpg", 0), pixels(*other))
+
+
+def test_the_view_of_a_copy_shows_the_same_body() -> None:
+    view = ImageFormat(16, "rgb", ViewParams())
+    original = to_array(body(), view).astype(float)
+    for k in range(8):
+        copy = to_array(vary(body(), copy_rng(0, "a.jpg", k)), view).astype(float)
+        # Same colour where lit, centred by the view: the mean colour stays close.
+        lit, lit_copy = original.max(axis=-1) > 40, copy.max(axis=-1) > 40
+        assert abs(lit.mean() - lit_copy.mean()) < 0.2
+        np.testing.assert_allclose(original[lit].mean(axis=0), copy[lit_copy].mean(axis=0), atol=30)
+
+
+def test_other_modes_are_made_rgb() -> None:
+    assert vary(body().convert("RGBA"), copy_rng(0, "a.png", 0)).mode == "RGB"
