@@ -150,6 +150,40 @@ def test_training_saves_the_detector_with_the_model(trained: Path) -> None:
     assert accepted >= 0.95
 
 
+def test_the_threshold_is_also_calibrated_on_the_varied_copies_when_prepared(
+    trained: Path, tmp_path: Path
+) -> None:
+    from celestial_data import VARIED, load_prepared, write_prepared
+    from celestial_models import load_classifier
+    from celestial_models.scoring import calibrate
+
+    dataset = load_prepared(trained / "prepared")
+    arrays = {
+        split: (np.asarray(dataset.images(split)), dataset.labels(split), dataset.files(split))
+        for split in ("train", "val")
+    }
+    val, labels, files = arrays["val"]
+    # Copies far from their class: turned and darkened.
+    copies = np.rot90(val, 1, axes=(1, 2)) // 3
+    arrays[VARIED] = (np.concatenate([copies, val]), np.tile(labels, 2), files * 2)
+    with_copies = write_prepared(tmp_path / "prepared", list(dataset.classes), "rgb", arrays)
+    classifier = load_classifier(trained / "model")
+    detector = calibrate(classifier.model, with_copies).detector
+    plain = calibrate(classifier.model, dataset).detector
+    clean = detector.scores(*classifier.outputs(val))
+    varied = detector.scores(*classifier.outputs(with_copies.images(VARIED)))
+    every = np.concatenate([clean, varied])
+    # The least threshold that accepts 95% of the images and their copies together.
+    assert np.mean(every <= detector.threshold) >= 0.95 > np.mean(every < detector.threshold)
+    assert detector.threshold >= plain.threshold
+    assert detector.val_acceptance == pytest.approx(np.mean(clean <= detector.threshold))
+    assert (detector.varied_images, plain.varied_images) == (2 * len(val), 0)
+    (tmp_path / "model").mkdir()
+    detector.save(tmp_path / "model")
+    assert json.loads((tmp_path / "model" / OOD_FILE).read_text())["varied_images"] == 2 * len(val)
+    assert OodDetector.load(tmp_path / "model").varied_images == 2 * len(val)
+
+
 def test_noise_and_blank_frames_are_unknown_to_a_trained_tiny_model(trained: Path) -> None:
     from celestial_models import load_classifier
 

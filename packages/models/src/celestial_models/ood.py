@@ -75,8 +75,9 @@ class OodParams(Params):
         0.95,
         gt=0,
         le=1,
-        description="share of the validation images (all of known classes) whose score the "
-        "threshold accepts; a higher share rejects fewer known images and fewer unknown ones",
+        description="share of the validation images (all of known classes), with their varied "
+        "copies when `prepare.varied` makes some, whose score the threshold accepts; a higher "
+        "share rejects fewer known images and fewer unknown ones",
     )
 
 
@@ -241,6 +242,8 @@ class OodDetector:
         val_acceptance: The share of validation images actually accepted.
         centroids: ``(K, D)`` class centroids of the training embeddings.
         precision: ``(D, D)`` precision of their shared covariance.
+        varied_images: Varied copies of validation pictures the threshold was
+            also calibrated on (the prepared ``varied`` split; 0: none).
     """
 
     method: str
@@ -249,6 +252,7 @@ class OodDetector:
     val_acceptance: float
     centroids: np.ndarray
     precision: np.ndarray
+    varied_images: int = 0
 
     def scores(
         self, features: np.ndarray, logits: np.ndarray, probabilities: np.ndarray
@@ -275,6 +279,7 @@ class OodDetector:
             "threshold": self.threshold,
             "acceptance": self.acceptance,
             "val_acceptance": self.val_acceptance,
+            "varied_images": self.varied_images,
             "features": int(self.centroids.shape[1]),
         }
 
@@ -307,6 +312,7 @@ class OodDetector:
                 val_acceptance=float(info["val_acceptance"]),
                 centroids=centroids,
                 precision=precision,
+                varied_images=int(info.get("varied_images", 0)),  # absent before: none
             )
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise ModelDirError(

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from celestial_data import PreparedDataset
+from celestial_data import VARIED, PreparedDataset
 from celestial_models.backend import keras
 from celestial_models.errors import ModelError
 from celestial_models.ood import (
@@ -112,7 +112,9 @@ def calibrate(
 
     Class statistics come from the ``train`` split's embeddings; the threshold
     is calibrated on the ``val`` split (images that did not fit the weights),
-    so that ``acceptance`` of them is accepted.
+    together with its varied copies when prepare wrote them (the ``varied``
+    split, ``prepare.varied``), so that ``acceptance`` of them all is
+    accepted. ``val_acceptance`` is the share of the ``val`` images accepted.
 
     Args:
         model: The trained model (or its `Scoring`, to reuse its compiled pass).
@@ -125,12 +127,19 @@ def calibrate(
     """
     params = params or OodParams()
     scoring = model if isinstance(model, Scoring) else Scoring(model)
-    train, val = outputs_of(scoring, dataset.images("train"), dataset.images("val"))
+    batches = [dataset.images("train"), dataset.images("val")]
+    if dataset.has(VARIED):
+        batches.append(dataset.images(VARIED))
+    train, val, *varied = outputs_of(scoring, *batches)
     centroids, precision = class_statistics(
         train.features, dataset.labels("train"), len(dataset.classes)
     )
     scores = compute_scores(params.score, *val, centroids, precision)
-    threshold = calibrate_threshold(scores, params.acceptance)
+    calibrated_on = [
+        scores,
+        *(compute_scores(params.score, *v, centroids, precision) for v in varied),
+    ]
+    threshold = calibrate_threshold(np.concatenate(calibrated_on), params.acceptance)
     detector = OodDetector(
         method=params.score,
         threshold=threshold,
@@ -138,6 +147,7 @@ def calibrate(
         val_acceptance=float(np.mean(scores <= threshold)),
         centroids=centroids,
         precision=precision,
+        varied_images=sum(len(v) for v in calibrated_on[1:]),
     )
     return Calibration(detector, val, scores)
 
