@@ -178,3 +178,24 @@ def test_the_rejection_stage_writes_the_same_bytes_every_time(project: Path) -> 
     for output in outputs:
         rejection_stage(project / "model", project / "prepared", output, params)
     assert outputs[0].read_bytes() == outputs[1].read_bytes()
+
+
+def test_a_held_out_class_leaves_every_split_but_its_varied_copies_are_never_unknowns(
+    tmp_path: Path,
+) -> None:
+    from celestial_data import VARIED
+    from celestial_eval.leave_one_class_out import held_out_images, without_class
+
+    arrays = {}
+    for seed, split in enumerate(("train", "val", "test", VARIED)):
+        labels = np.repeat(np.arange(3), 2 + seed)
+        files = [f"{CLASSES[k]}/{split}{i}.png" for i, k in enumerate(labels)]
+        arrays[split] = (colour_images(labels, seed), labels, files)
+    dataset = write_prepared(tmp_path / "prepared", CLASSES, "rgb", arrays)
+    subset = without_class(dataset, 2, tmp_path / "without-blue")
+    # The classes and labels are kept; no Blue image is left, the copies included.
+    assert subset.classes == dataset.classes
+    for split in ("train", "val", "test", VARIED):
+        assert list(subset.labels(split)) == [k for k in dataset.labels(split) if k != 2]
+    # Blue's unknown images are its pictures (2 + 3 + 4), not their varied copies (5).
+    assert len(held_out_images(dataset, 2)) == 9

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import Field
 
-from celestial_data import PreparedDataset, load_prepared
+from celestial_data import SPLITS, PreparedDataset, load_prepared
 from celestial_data.params import Params
 from celestial_eval.confusion import draw_confusion, write_confusion_csv
 from celestial_eval.errors import EvalError, MismatchError, MissingInputError
@@ -263,7 +263,10 @@ def evaluate(
             f"({dataset.hash[:12]}): the {split} images may include some it trained on."
         )
     extra = {
-        "dataset": {"images": sum(dataset.splits.values()), "classes": len(dataset.classes)},
+        "dataset": {
+            "images": sum(dataset.splits.get(split, 0) for split in SPLITS),
+            "classes": len(dataset.classes),
+        },
         "model": model_summary(model_dir, classifier),
     }
     if unknown is not None:

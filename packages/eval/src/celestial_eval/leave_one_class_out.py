@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from celestial_data import PreparedDataset, load_prepared, write_prepared
+from celestial_data import SPLITS, VARIED, PreparedDataset, load_prepared, write_prepared
 from celestial_eval.errors import EvalError
 from celestial_eval.evaluate import choose_split
 from celestial_eval.metrics import DIGITS
@@ -52,7 +52,9 @@ def without_class(dataset: PreparedDataset, held_out: int, path: Path) -> Prepar
     model's shape, one output per class, and the unit of the held-out class
     is never a target (it only learns that no image is of that class). So the
     held-out trainings run the very programs the train stage compiled, loaded
-    from the compilation cache (see `celestial_models.backend`).
+    from the compilation cache (see `celestial_models.backend`). The varied
+    copies of the validation pictures, when prepared, are kept as the other
+    splits are, so the held-out detector is calibrated as the project's is.
     """
     arrays = {}
     for split, count in dataset.splits.items():
@@ -70,10 +72,10 @@ def without_class(dataset: PreparedDataset, held_out: int, path: Path) -> Prepar
 
 
 def held_out_images(dataset: PreparedDataset, held_out: int) -> np.ndarray:
-    """Every image of class ``held_out``, from all splits."""
+    """Every image of class ``held_out``, from all splits (not the varied copies)."""
     parts = []
-    for split, count in dataset.splits.items():
-        if count:
+    for split in SPLITS:
+        if dataset.has(split):
             labels = np.asarray(dataset.labels(split))
             parts.append(np.asarray(dataset.images(split))[labels == held_out])
     return np.concatenate(parts)
@@ -86,7 +88,11 @@ def measure_held_out(
     unknown: np.ndarray,
     val: np.ndarray,
 ) -> dict[str, Any]:
-    """AUROC, rejection and acceptance of every score for one held-out model."""
+    """AUROC, rejection and acceptance of every score for one held-out model.
+
+    ``val`` holds what the detector was calibrated on (the ``val`` images and
+    their varied copies, if any): each other score is calibrated on it alike.
+    """
     stats = (detector.centroids, detector.precision)
     # One call per set, as a loaded model's Classifier.outputs would make them.
     outputs = {
@@ -160,12 +166,13 @@ def leave_one_class_out(
     measured: dict[str, Any] = {}
     for model in held_out_models(dataset, chosen, train_params, ood_params, work_dir):
         unseen = held_out_images(dataset, model.held_out)
+        calibrated_on = [model.subset.images(s) for s in ("val", VARIED) if model.subset.has(s)]
         result = measure_held_out(
             model.trainer.scoring,
             model.detector,
             np.asarray(model.subset.images(split)),
             unseen,
-            np.asarray(model.subset.images("val")),
+            np.concatenate([np.asarray(images) for images in calibrated_on]),
         )
         measured[model.name] = {
             "val_accuracy": model.val_accuracy,
