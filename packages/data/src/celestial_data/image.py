@@ -27,6 +27,7 @@ __all__ = [
     "COLOR_MODES",
     "ColorMode",
     "ImageFormat",
+    "WithImageFormat",
     "channels",
     "decode",
     "pixel_digest",
@@ -83,6 +84,41 @@ class ImageFormat:
     def shape(self) -> tuple[int, int, int]:
         """``(size, size, channels)``: one image's array shape."""
         return (self.size, self.size, self.channels)
+
+
+class WithImageFormat:
+    """The image properties of anything that holds an `ImageFormat` as ``image_format``.
+
+    A prepared dataset, a loaded classifier and a served model card each hold
+    one format; these read-only views of it are written once, here.
+    """
+
+    image_format: ImageFormat
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square images, in pixels."""
+        return self.image_format.size
+
+    @property
+    def color_mode(self) -> ColorMode:
+        """``rgb`` or ``grayscale``."""
+        return self.image_format.color_mode
+
+    @property
+    def view(self) -> ViewParams:
+        """The canonical view the images are taken in (`NO_VIEW` for none)."""
+        return self.image_format.view
+
+    @property
+    def channels(self) -> int:
+        """Channels per pixel (3 for rgb, 1 for grayscale)."""
+        return self.image_format.channels
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """Shape of one image: ``(size, size, channels)``."""
+        return self.image_format.shape
 
 
 def decode(

@@ -345,16 +345,18 @@ def prepare_dataset(
             entries[split] = [info for info in split_infos if not info.error]
             labels = np.array([info.label for info in entries[split]], dtype=np.int32)
             np.save(staging / f"{split}_labels.npy", labels)
-        if params.varied and entries.get("val"):
+        # Each val picture's copies, in the order of val.
+        varied = [info for info in entries.get("val", []) for _ in range(params.varied)]
+        if varied:
             copies = (params.varied, params.seed)
             path = staging / f"{VARIED}_images.npy"
             _write_images(path, dataset.root, entries["val"], params.image_format, workers, copies)
-            labels = np.repeat([info.label for info in entries["val"]], params.varied)
-            np.save(staging / f"{VARIED}_labels.npy", labels.astype(np.int32))
+            labels = np.array([info.label for info in varied], dtype=np.int32)
+            np.save(staging / f"{VARIED}_labels.npy", labels)
         report = build_report(dataset, infos, params.on_corrupt)
         if not report.ok:
             raise DatasetError(" ".join(report.errors))
-        counts = _finish(staging, dataset, params, entries, report)
+        counts = _finish(staging, dataset, params, entries, varied, report)
         _publish(staging, out)
     return PrepareResult(dataset=load_prepared(out), report=report, split_counts=counts)
 
@@ -364,20 +366,23 @@ def _finish(
     dataset: RawDataset,
     params: PrepareParams,
     entries: dict[str, list[FileInfo]],
+    varied: list[FileInfo],
     report: CheckReport,
 ) -> dict[str, dict[str, int]]:
-    """Write the manifest, ``dataset.json``, the report and the preview; return the counts."""
+    """Write the manifest, ``dataset.json``, the report and the preview; return the counts.
+
+    ``varied`` lists the val entry of each varied copy, in array order (empty: none).
+    """
     classes = list(dataset.classes)
     rows = [
         (info.file, classes[info.label], split, info.sha256)
         for split, split_infos in entries.items()
         for info in split_infos
     ]
+    rows += [(info.file, classes[info.label], VARIED, info.sha256) for info in varied]
     sizes = {split: len(split_infos) for split, split_infos in entries.items()}
-    if (out / f"{VARIED}_images.npy").is_file():  # each val picture's copies, in order
-        copies = [info for info in entries["val"] for _ in range(params.varied)]
-        rows += [(info.file, classes[info.label], VARIED, info.sha256) for info in copies]
-        sizes[VARIED] = len(copies)
+    if varied:
+        sizes[VARIED] = len(varied)
     write_manifest(out, rows)
     write_dataset_json(out, classes, params.image_format, sizes)
     counts = {}

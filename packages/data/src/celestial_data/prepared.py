@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from celestial_data.errors import PreparedDataError
-from celestial_data.image import COLOR_MODES, ColorMode, ImageFormat
+from celestial_data.image import COLOR_MODES, ColorMode, ImageFormat, WithImageFormat
 from celestial_data.view import NO_VIEW, ViewParams
 
 __all__ = [
@@ -52,7 +52,7 @@ FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
-class PreparedDataset:
+class PreparedDataset(WithImageFormat):
     """A prepared dataset folder, opened lazily."""
 
     path: Path
@@ -62,31 +62,6 @@ class PreparedDataset:
     splits: dict[str, int]
     hash: str
     _files: dict[str, list[str]] = field(default_factory=dict, repr=False, compare=False)
-
-    @property
-    def image_size(self) -> int:
-        """Side of the square images, in pixels."""
-        return self.image_format.size
-
-    @property
-    def color_mode(self) -> ColorMode:
-        """``rgb`` or ``grayscale``."""
-        return self.image_format.color_mode
-
-    @property
-    def view(self) -> ViewParams:
-        """The canonical view the images were taken in (`NO_VIEW` for none)."""
-        return self.image_format.view
-
-    @property
-    def channels(self) -> int:
-        """Channels per pixel (3 for rgb, 1 for grayscale)."""
-        return self.image_format.channels
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """Shape of one image: ``(size, size, channels)``."""
-        return self.image_format.shape
 
     def has(self, split: str) -> bool:
         """Whether the split exists and holds at least one image."""

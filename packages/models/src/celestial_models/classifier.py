@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from celestial_data import ImageFormat, decode, to_array
-from celestial_data.image import ColorMode
+from celestial_data.image import WithImageFormat
 from celestial_models.backend import keras
 from celestial_models.errors import ModelDirError, ModelError
 from celestial_models.model_dir import MODEL_FILE, file_sha256, read_metadata
@@ -21,7 +21,7 @@ from celestial_models.scoring import Outputs, Scoring
 __all__ = ["Classifier", "load_classifier"]
 
 
-class Classifier:
+class Classifier(WithImageFormat):
     """A trained model with what is needed to feed it: classes, image shape, colour mode.
 
     Get one with `load_classifier`. `prepare` turns any image into the model's
@@ -45,21 +45,6 @@ class Classifier:
         self.classes: tuple[str, ...] = tuple(metadata["classes"])
         self.image_format = metadata_format(metadata)
         self._predictor = Predictor(model)
-
-    @property
-    def image_size(self) -> int:
-        """Side of the square images the model takes."""
-        return self.image_format.size
-
-    @property
-    def color_mode(self) -> ColorMode:
-        """``rgb`` or ``grayscale``."""
-        return self.image_format.color_mode
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """Shape of one input image: ``(image_size, image_size, channels)``."""
-        return self.image_format.shape
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities for a batch of images.

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from celestial_data import ImageFormat
-from celestial_data.image import ColorMode
+from celestial_data.image import WithImageFormat
 from celestial_models import ModelDirError
 from celestial_models.model_dir import (
     METADATA_FILE,
@@ -30,7 +30,7 @@ MODEL_DIR = "model"
 
 
 @dataclass(frozen=True)
-class ModelCard:
+class ModelCard(WithImageFormat):
     """What the server knows about the model it serves."""
 
     project: str
@@ -40,21 +40,6 @@ class ModelCard:
     """The size, colour mode and canonical view of the model's images."""
     model_hash: str
     metadata: dict[str, Any] = field(default_factory=dict, compare=False)
-
-    @property
-    def image_size(self) -> int:
-        """Side of the square images the model takes."""
-        return self.image_format.size
-
-    @property
-    def color_mode(self) -> ColorMode:
-        """``rgb`` or ``grayscale``."""
-        return self.image_format.color_mode
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """Shape of one image the model takes: ``(size, size, channels)``."""
-        return self.image_format.shape
 
     @property
     def identity(self) -> dict[str, str]:
