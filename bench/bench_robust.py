@@ -20,9 +20,15 @@ WebP, TIFF and BMP, beside the original JPEG bytes: whether
 (class and unknown) agree.
 
 Each random change draws from a generator seeded by --seed, the change's name
-and the file's name, so the figures repeat whatever the order.
+and the file's name, so the figures repeat whatever the order. A model's
+figures also move with its training seed (by a percent or more under some
+changes): ``--seeds N`` retrains the full model with ``train.seed`` 0 to N-1
+and records each change's accuracy and known-accepted per seed. ``--set``
+overrides a param, to measure another choice on the same footing:
 
-    python bench/bench_robust.py --out bench/results/robust.json
+    python bench/bench_robust.py --seeds 5 --out bench/results/robust.json
+    python bench/bench_robust.py --seeds 5 --set prepare.view.exposure=true \
+        --out bench/results/robust-exposure.json
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import yaml
 from PIL import Image, ImageFilter
 
 if TYPE_CHECKING:
@@ -280,6 +287,69 @@ def held_out_figures(
     return {name: per_class[name] for name in classes}
 
 
+def overridden(document: dict[str, Any], settings: Sequence[str]) -> dict[str, Any]:
+    """``document`` with each ``KEY=VALUE`` (dotted key, YAML value) set."""
+    for setting in settings:
+        key, separator, value = setting.partition("=")
+        if not separator:
+            raise SystemExit(f"bench_robust: --set {setting!r} is not KEY=VALUE")
+        *parents, leaf = key.split(".")
+        section = document
+        for parent in parents:
+            section = section.setdefault(parent, {})
+        section[leaf] = yaml.safe_load(value)
+    return document
+
+
+def seed_figures(
+    dataset: PreparedDataset,
+    train_params: TrainParams,
+    ood_params: OodParams,
+    inputs: dict[str, np.ndarray],
+    labels: np.ndarray,
+    seeds: int,
+    work_dir: str,
+) -> dict[str, Any]:
+    """Per change: accuracy and known-accepted of models trained with seeds 0..seeds-1."""
+    from celestial_models import load_classifier, train_model
+
+    runs = []
+    for seed in range(seeds):
+        model_dir = Path(work_dir) / f"seed-{seed}"
+        train_model(
+            dataset, model_dir, train_params.model_copy(update={"seed": seed}), ood=ood_params
+        )
+        runs.append(answers(load_classifier(model_dir), inputs))
+    figures: dict[str, Any] = {}
+    for name in inputs:
+        rows = [full_model_figures(run[name], labels) for run in runs]
+        figures[name] = {
+            key: {
+                "mean": round(float(np.mean([row[key] for row in rows])), DIGITS),
+                "min": min(row[key] for row in rows),
+                "runs": [row[key] for row in rows],
+            }
+            for key in ("accuracy", "known_accepted")
+        }
+    return figures
+
+
+def seeds_table(per_seed: dict[str, Any]) -> str:
+    """Each change's accuracy and known-accepted over the seeds, as a Markdown table."""
+    count = len(next(iter(per_seed.values()))["accuracy"]["runs"])
+    lines = [
+        f"| change | accuracy mean / min ({count} seeds) | known accepted mean / min |",
+        "| --- | --- | --- |",
+    ]
+    for name, row in per_seed.items():
+        accuracy, accepted = row["accuracy"], row["known_accepted"]
+        lines.append(
+            f"| {name} | {accuracy['mean']:.3f} / {accuracy['min']:.3f} | "
+            f"{accepted['mean']:.3f} / {accepted['min']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
 def summary(values: dict[str, float]) -> dict[str, Any]:
     """Mean over classes, and the worst class with its value."""
     worst = min(values, key=lambda name: values[name])
@@ -333,6 +403,20 @@ def main() -> None:
     parser.add_argument(
         "--classes", nargs="*", help="classes to hold out (default: the params' rejection.classes)"
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a param, e.g. prepare.view.exposure=true (YAML value; repeatable)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=5,
+        help="also train with train.seed 0..N-1 and record each change's accuracy and "
+        "known-accepted per seed (training alone moves them by a percent or more)",
+    )
     args = parser.parse_args()
     if not args.raw.is_dir():
         raise SystemExit(f"bench_robust: reference images not found at {args.raw}")
@@ -343,10 +427,11 @@ def main() -> None:
     from celestial_models.ood import OodParams
 
     started = time.perf_counter()
-    prepare_params = PrepareParams.load(args.params)
-    train_params = TrainParams.load(args.params)
-    ood_params = OodParams.load(args.params)
-    rejection_params = RejectionParams.load(args.params)
+    document = overridden(yaml.safe_load(args.params.read_text()) or {}, args.set)
+    prepare_params = PrepareParams.parse(document.get("prepare"))
+    train_params = TrainParams.parse(document.get("train"))
+    ood_params = OodParams.parse(document.get("ood"))
+    rejection_params = RejectionParams.parse(document.get("rejection"))
     timings: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as scratch:
         prepared = Path(scratch) / "prepared"
@@ -369,6 +454,13 @@ def main() -> None:
             classifier, args.raw, files, pictures, labels, np.asarray(dataset.images("test"))
         )
         timings["changes_and_containers_s"] = time.perf_counter() - lap
+
+        lap = time.perf_counter()
+        per_seed = seed_figures(
+            dataset, train_params, ood_params, inputs, labels, args.seeds, scratch
+        )
+        if args.seeds:
+            timings["seeds_s"] = time.perf_counter() - lap
 
         lap = time.perf_counter()
         classes = args.classes or (
@@ -413,6 +505,7 @@ def main() -> None:
         "held_out_classes": len(held_out),
         "changes": changes,
         "containers": containers,
+        **({"seeds": per_seed} if args.seeds else {}),
         "held_out": held_out,
         "timings_s": {key: round(value, 1) for key, value in timings.items()},
         "wall_s": round(wall_s, 1),
@@ -420,6 +513,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(figures, indent=2, allow_nan=False) + "\n")
     print(table(changes, containers))
+    if args.seeds:
+        print(seeds_table(per_seed))
     print(f"{len(files)} test images, {len(held_out)} held-out classes, {wall_s:.0f} s")
 
 

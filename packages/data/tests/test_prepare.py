@@ -253,6 +253,25 @@ def test_varied_copies_of_each_val_picture_are_a_split_of_their_own(
     assert file_bytes(tmp_path / "varied") == file_bytes(tmp_path / "plain")
 
 
+def test_varied_copies_are_exposed_otherwise_only_for_a_view_that_normalises_exposure(
+    raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import celestial_data.prepare as prepare_module
+
+    asked: list[bool] = []
+
+    def recording_vary(image, rng, exposure=False):
+        asked.append(exposure)
+        return image
+
+    monkeypatch.setattr(prepare_module, "vary", recording_vary)
+    for exposure in (False, True):
+        asked.clear()
+        view = {"crop": True, "margin": 0.05, "exposure": exposure}
+        prepare_dataset(raw, tmp_path / str(exposure), changed(varied=1, view=view), workers=1)
+        assert asked and set(asked) == {exposure}
+
+
 def cut_jpeg(raw: Path, encode) -> None:
     whole = encode(5, fmt="JPEG", size=64)
     (raw / "Moon" / "cut.jpg").write_bytes(whole[: len(whole) // 2])

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from celestial_data import ImageFormat, ViewParams, to_array
 from celestial_data.vary import copy_rng, vary
+from celestial_data.view import body_box
 
 SIDE = 96
 
@@ -53,3 +55,25 @@ def test_the_view_of_a_copy_shows_the_same_body() -> None:
 
 def test_other_modes_are_made_rgb() -> None:
     assert vary(body().convert("RGBA"), copy_rng(0, "a.png", 0)).mode == "RGB"
+
+
+def test_exposure_is_drawn_only_for_a_view_that_normalises_it() -> None:
+    picture = body()
+    cropped = ImageFormat(16, "rgb", ViewParams())  # framing removed, light kept
+
+    def light(image: Image.Image) -> float:
+        return float(to_array(image, cropped).astype(float).mean())
+
+    source = light(picture)
+    plain = [vary(picture, copy_rng(0, "a.jpg", k)) for k in range(12)]
+    exposed = [vary(picture, copy_rng(0, "a.jpg", k), exposure=True) for k in range(12)]
+    # Without it, the copies keep the light of the picture...
+    assert all(abs(light(copy) / source - 1) < 0.15 for copy in plain)
+    # ... with it, up to a stop either way, both ways among the copies.
+    ratios = [light(copy) / source for copy in exposed]
+    assert min(ratios) < 0.8 and max(ratios) > 1.25
+    assert all(0.4 < ratio < 2.1 for ratio in ratios)
+    # The rest is drawn as without it: the body is framed alike.
+    for without, copy in zip(plain, exposed, strict=True):
+        box = body_box(copy.convert("L"))
+        assert box == pytest.approx(body_box(without.convert("L")), abs=2.5)

@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from celestial_data import NO_VIEW, ImageFormat, ViewParams, decode, to_array
 from celestial_data.view import body_box, canonical_view
@@ -72,6 +72,53 @@ def test_exposure_normalisation_makes_a_darker_or_brighter_body_look_the_same() 
         assert difference(view_of(body(gain=gain), exposed), reference) < 2.0
     # Off by default: brightness is kept.
     assert view_of(body(gain=0.4)).mean() < 0.6 * view_of(body(gain=0.8)).mean()
+
+
+EXPOSED = ImageFormat(16, "rgb", ViewParams(exposure=True))
+
+
+def speckled(picture: Image.Image) -> Image.Image:
+    """``picture`` with small bright spots on the body: craters catching the light."""
+    pixels = np.asarray(picture).astype(np.float64)
+    rng = np.random.default_rng(1)
+    lit = np.argwhere(pixels.max(axis=-1) > 60)
+    for y, x in lit[rng.choice(len(lit), 40, replace=False)]:
+        pixels[y : y + 2, x : x + 2] = np.minimum(pixels[y : y + 2, x : x + 2] * 1.6, 255)
+    return Image.fromarray(np.rint(pixels).astype(np.uint8))
+
+
+def test_half_the_exposure_gives_the_same_view() -> None:
+    # The gain is measured and applied before rounding: no levels are lost.
+    reference = view_of(body(), EXPOSED)
+    assert np.abs(view_of(body(gain=0.5), EXPOSED) - reference).max() <= 2
+
+
+def test_a_grey_picture_is_normalised_as_its_colour_original() -> None:
+    # On luminance: a grey picture gets its colour original's gain, so its view
+    # is the grey of the colour view, as the training's grey images are.
+    picture = speckled(body())
+    colour = to_array(picture, EXPOSED)
+    grey = view_of(picture.convert("L").convert("RGB"), EXPOSED)
+    grey_of_colour = np.asarray(Image.fromarray(colour).convert("L"), dtype=np.float64)
+    # Within rounding, and where a colour channel burnt out at 255.
+    assert difference(grey[..., 0], grey_of_colour) < 1.5
+
+
+def test_blur_noise_and_enlarging_hardly_move_the_exposure() -> None:
+    # Measured on the small view, the bright end is not the few brightest
+    # source pixels that blur spreads and noise lifts.
+    picture = speckled(body())
+    reference = view_of(picture, EXPOSED)
+    rng = np.random.default_rng(2)
+    noisy = np.asarray(picture) + rng.normal(0, 15, (SIDE, SIDE, 3)) * (np.asarray(picture) > 0)
+    changed = {
+        "blur": picture.filter(ImageFilter.GaussianBlur(1.5)),
+        "noise": Image.fromarray(np.clip(np.rint(noisy), 0, 255).astype(np.uint8)),
+        "enlarged": picture.resize((4 * SIDE, 4 * SIDE), Image.Resampling.BICUBIC),
+    }
+    for name, other in changed.items():
+        ratio = view_of(other, EXPOSED).mean() / reference.mean()
+        assert ratio == pytest.approx(1.0, abs=0.04), name
 
 
 def test_stray_bright_pixels_do_not_stretch_the_box() -> None:

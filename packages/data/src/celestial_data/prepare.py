@@ -114,7 +114,8 @@ class PrepareParams(Params):
         ge=0,
         le=16,
         description="varied copies of each validation picture, drawn from the source picture "
-        "(shrunk, shifted, turned, blurred, noisy, recompressed: `celestial_data.vary`) and "
+        "(shrunk, shifted, turned, blurred, noisy, recompressed, and exposed otherwise when "
+        "`view.exposure` is on: `celestial_data.vary`) and "
         "written as the `varied` split; training calibrates the unknown-image threshold on them "
         "too, so known bodies in pictures unlike the training ones are accepted as often; 0 "
         "writes none",
@@ -233,7 +234,10 @@ def _load(
         count, seed = copies
         return np.stack(
             [
-                to_array(vary(image, copy_rng(seed, info.file, k)), image_format)
+                to_array(
+                    vary(image, copy_rng(seed, info.file, k), image_format.view.exposure),
+                    image_format,
+                )
                 for k in range(count)
             ]
         )

@@ -10,10 +10,12 @@ Each copy is drawn from the source picture, before the canonical view
 (`celestial_data.view`), as a real picture would differ: a change drawn on the
 small prepared array is not the same change once the view has cropped and
 shrunk the picture. The changes are those the model is trained or built to
-answer alike (framing, orientation, sharpness, noise, compression); exposure
-and colour are not drawn, because for bodies told apart by their brightness
-and colour an exposed or grey picture is nearer to another body than to its
-own.
+answer alike (framing, orientation, sharpness, noise, compression), and
+exposure when the view normalises it (``prepare.view.exposure``). Without
+that, and for colour always, a changed picture is not drawn: for bodies told
+apart by their brightness and colour, an exposed or grey picture is nearer
+to another body than to its own, and calibrating on it would accept wrong
+answers.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import zlib
 import numpy as np
 from PIL import Image, ImageFilter
 
-__all__ = ["BLUR", "NOISE_SIGMA", "QUALITY", "SCALE", "SHIFT", "copy_rng", "vary"]
+__all__ = ["BLUR", "EXPOSURE_STOPS", "NOISE_SIGMA", "QUALITY", "SCALE", "SHIFT", "copy_rng", "vary"]
 
 #: Range of the body's size in the copy, as a share of the picture's.
 SCALE = (0.7, 1.0)
@@ -32,6 +34,8 @@ SCALE = (0.7, 1.0)
 SHIFT = 0.1
 #: Largest Gaussian blur radius, as a share of the picture's side (1.5 px at 128).
 BLUR = 0.012
+#: Largest change of exposure, in stops either way (1: from half to twice the light).
+EXPOSURE_STOPS = 1.0
 #: Largest standard deviation of the Gaussian noise added (0-255 scale).
 NOISE_SIGMA = 15.0
 #: Range of the JPEG quality the copy is saved with and read back from.
@@ -43,19 +47,22 @@ def copy_rng(seed: int, file: str, copy: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(file.encode()), copy])
 
 
-def vary(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+def vary(image: Image.Image, rng: np.random.Generator, exposure: bool = False) -> Image.Image:
     """A varied copy of ``image``: shrunk, shifted, turned, blurred, noisy, recompressed.
 
     The body is shrunk about the centre to a size drawn in `SCALE`, the picture
     moved by up to `SHIFT` of its side, turned by an angle drawn from 0 to 360
     degrees (black where the picture left), blurred (radius up to `BLUR` of
-    the side), given Gaussian noise (up to `NOISE_SIGMA`) and saved as a JPEG
-    of a quality drawn in `QUALITY`, then decoded. The copy has the size of
-    ``image`` and its mode (``RGB`` or ``L``; others are made ``RGB``).
+    the side), given Gaussian noise (up to `NOISE_SIGMA`), with ``exposure``
+    exposed up to `EXPOSURE_STOPS` either way (highlights burn out), and saved
+    as a JPEG of a quality drawn in `QUALITY`, then decoded. The copy has the
+    size of ``image`` and its mode (``RGB`` or ``L``; others are made ``RGB``).
 
     Args:
         image: A decoded picture.
         rng: The copy's generator (see `copy_rng`).
+        exposure: Whether to change the exposure too, for a view that
+            normalises it. Without it, the copy is drawn as before the option.
     """
     if image.mode not in ("RGB", "L"):
         image = image.convert("RGB")
@@ -76,6 +83,8 @@ def vary(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     blurred = turned.filter(ImageFilter.GaussianBlur(radius)) if radius > 0 else turned
     pixels = np.asarray(blurred, dtype=np.float32)
     pixels += rng.standard_normal(pixels.shape, dtype=np.float32) * rng.uniform(0.0, NOISE_SIGMA)
+    if exposure:
+        pixels *= np.float32(2.0 ** rng.uniform(-EXPOSURE_STOPS, EXPOSURE_STOPS))
     noisy = Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), image.mode)
     stream = io.BytesIO()
     noisy.save(stream, "JPEG", quality=int(rng.integers(QUALITY[0], QUALITY[1] + 1)))

@@ -10,9 +10,13 @@ same way for training (`celestial_data.prepare`) and serving (every upload):
   square around it, centred on it, with ``margin`` of its extent around it.
   Off-centre, small or large bodies all come out the same size, in the middle.
   Beyond the picture's edges the square is filled with black, the background.
-- **exposure**: scale the pixel values so that the body's bright end (its 99th
-  percentile) lands on a fixed level. Off by default: for planets
-  brightness is part of what tells the bodies apart.
+- **exposure**: scale the pixel values so that the view's bright end lands on
+  a fixed level: the 95th percentile of its luminance, measured on the view
+  itself (after the crop and the resize, before rounding). On luminance, so
+  a grey picture gets the same gain as its colour original and looks like
+  the grey training images; on the small view, so blur, noise or enlarging
+  at the source's resolution hardly move it. A darker picture comes out as
+  the original; a brighter one too, but for the highlights that burnt out.
 
 Rotation, colour and noise are left to the training's augmentation
 (``train.augment``). Images of other kinds (digits, faces, anything not a lit
@@ -41,8 +45,16 @@ FIND_SIDE = 128
 THRESHOLD = 0.15
 # Below this spread of luminance (of 255), the picture is flat: no body to find.
 MIN_CONTRAST = 8.0
-# The bright end of the body after exposure normalisation.
+# Exposure normalisation: this percentile of the view's luminance is brought to
+# EXPOSURE_LEVEL. The 95th of a 16 x 16 view is its thirteenth brightest pixel:
+# a few hot pixels do not move it.
+EXPOSURE_PERCENTILE = 95.0
 EXPOSURE_LEVEL = 224.0
+Box = tuple[float, float, float, float]
+"""``(left, top, right, bottom)`` in pixels."""
+
+# ITU-R 601 luma weights, as Pillow's "L" conversion and Keras' grayscale use.
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 class ViewParams(Params):
@@ -63,8 +75,9 @@ class ViewParams(Params):
     )
     exposure: bool = Field(
         False,
-        description="scale the pixel values so the body's brightest part (99th percentile) is "
-        "always as bright; off by default because brightness tells some bodies apart",
+        description="scale the pixel values so the view's bright end (95th percentile of its "
+        "luminance) is always as bright, so a darker or brighter picture reads as the usual one; "
+        "the bodies' own brightness is lost with it, which costs grey pictures",
     )
 
 
@@ -91,25 +104,45 @@ def canonical_view(image: Image.Image, view: ViewParams, size: int) -> Image.Ima
     found = None
     if view.crop or view.exposure:
         found = body_box(image if image.mode == "L" else image.convert("L"))
-    if found is not None and view.exposure:
-        image = _normalised(image, found)
-    if found is None or not view.crop:
+    if found is None:
         if image.size == (size, size):
             return image
         return image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
+    box = _square(found, view.margin) if view.crop else (0.0, 0.0, image.width, image.height)
+    if view.exposure:
+        return _normalised(image, box, size)
+    return _crop_resized(image, box, size)
+
+
+def _square(found: Box, margin: float) -> Box:
+    """The square centred on the body's box, ``margin`` of its extent wider on each side."""
     left, top, right, bottom = found
     centre_x, centre_y = (left + right) / 2, (top + bottom) / 2
-    half = max(right - left, bottom - top) * (0.5 + view.margin)
-    box = (centre_x - half, centre_y - half, centre_x + half, centre_y + half)
-    # Crop whole pixels around the square (black beyond the picture's edges),
-    # then resize the exact square out of them.
+    half = max(right - left, bottom - top) * (0.5 + margin)
+    return (centre_x - half, centre_y - half, centre_x + half, centre_y + half)
+
+
+def _crop_resized(image: Image.Image, box: Box, size: int) -> Image.Image:
+    """The exact ``box`` of ``image`` resized to ``size``, black beyond the picture's edges."""
+    outer, inner = _pixel_boxes(box)
+    return image.crop(outer).resize(
+        (size, size), Image.Resampling.BILINEAR, box=inner, reducing_gap=None
+    )
+
+
+def _pixel_boxes(box: Box) -> tuple[Box, Box]:
+    """The whole pixels around ``box``, and ``box`` within them.
+
+    Cropping the whole pixels, then resizing the exact box out of them in one
+    bilinear step (antialiased when shrinking), places the box to a fraction
+    of a pixel.
+    """
     outer = (math.floor(box[0]), math.floor(box[1]), math.ceil(box[2]), math.ceil(box[3]))
-    region = image.crop(outer)
     inner = (box[0] - outer[0], box[1] - outer[1], box[2] - outer[0], box[3] - outer[1])
-    return region.resize((size, size), Image.Resampling.BILINEAR, box=inner, reducing_gap=None)
+    return outer, inner
 
 
-def body_box(luminance: Image.Image) -> tuple[float, float, float, float] | None:
+def body_box(luminance: Image.Image) -> Box | None:
     """The body's bounding box ``(left, top, right, bottom)`` in ``luminance``'s pixels.
 
     Pixels outside the 0.5th-99.5th percentiles of the body's coordinates are
@@ -142,13 +175,22 @@ def _minimum3(values: np.ndarray) -> np.ndarray:
     return np.minimum(np.minimum(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])[:height, :width]
 
 
-def _normalised(image: Image.Image, box: tuple[float, float, float, float]) -> Image.Image:
-    """``image`` with its values scaled so the body's 99th percentile is `EXPOSURE_LEVEL`."""
-    left, top, right, bottom = (round(edge) for edge in box)
-    body = np.asarray(image.crop((left, top, right, bottom)), dtype=np.float32)
-    bright = float(np.percentile(body, 99.0))
-    if bright <= 0:
-        return image
-    gain = EXPOSURE_LEVEL / bright
-    scaled = np.asarray(image, dtype=np.float32) * gain
-    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), image.mode)
+def _normalised(image: Image.Image, box: Box, size: int) -> Image.Image:
+    """The view of ``box``, its values scaled so its luminance's bright end is `EXPOSURE_LEVEL`.
+
+    Each band is resized as floats, so the gain is measured and applied before
+    any rounding: a picture at half the exposure gives the same view.
+    """
+    outer, inner = _pixel_boxes(box)
+    resized = [
+        band.convert("F").resize(
+            (size, size), Image.Resampling.BILINEAR, box=inner, reducing_gap=None
+        )
+        for band in image.crop(outer).split()
+    ]
+    bands = np.stack([np.asarray(band) for band in resized], axis=-1)
+    luminance = bands @ LUMA if bands.shape[-1] == 3 else bands[..., 0]
+    bright = float(np.percentile(luminance, EXPOSURE_PERCENTILE))
+    gain = EXPOSURE_LEVEL / bright if bright > 0 else 1.0
+    scaled = np.clip(np.rint(bands * gain), 0, 255).astype(np.uint8)
+    return Image.fromarray(scaled if image.mode == "RGB" else scaled[..., 0], image.mode)
