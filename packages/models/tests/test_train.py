@@ -224,6 +224,31 @@ def test_a_diverging_training_fails_naming_the_epoch_the_loss_and_the_fix(
     assert not (tmp_path / "model").exists()
 
 
+@pytest.mark.parametrize(("schedule", "epochs_run"), [("cosine", 5), ("constant", 2)])
+def test_early_stopping_waits_for_the_second_half_of_a_cosine_schedule(
+    make_prepared: Callable,
+    tmp_path: Path,
+    fast: dict,
+    monkeypatch: pytest.MonkeyPatch,
+    schedule: str,
+    epochs_run: int,
+) -> None:
+    # A validation loss that only gets worse: stopping at the first chance would
+    # keep the first epoch's weights, taken at the schedule's highest rate.
+    import celestial_models.train as train_module
+
+    def worsening(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is not None:
+            logs.update(val_loss=float(epoch), val_accuracy=0.5)
+
+    monkeypatch.setattr(train_module.ValidationMetrics, "on_epoch_end", worsening)
+    params = TrainParams(**{**fast, "epochs": 6, "patience": 1, "lr_schedule": schedule})
+    train_model(make_prepared(), tmp_path / "model", params)
+    history = json.loads((tmp_path / "model" / "history.json").read_text())
+    # Cosine: epochs 1-3 are not watched; the 4th is the best, the 5th stops.
+    assert len(history) == epochs_run
+
+
 def guard_verdicts(classes: int, losses: list[float]) -> int | None:
     guard = DivergenceGuard(classes)
     guard.set_model(type("Model", (), {"stop_training": False})())

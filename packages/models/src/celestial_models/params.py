@@ -110,7 +110,9 @@ class TrainParams(Params):
         3,
         ge=1,
         description="epochs without a better validation loss before training stops; the best "
-        "epoch's weights are kept",
+        "epoch's weights are kept. Under `cosine`, only the second half of the epochs is "
+        "watched: early on the rate is high and the validation loss jumps, and stopping there "
+        "kept a poor epoch",
     )
     augment: AugmentParams = AugmentParams()
 

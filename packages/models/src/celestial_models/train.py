@@ -413,7 +413,10 @@ class Trainer:
             guard,
             ValidationMetrics(dataset.images("val"), dataset.labels("val"), self._predictor),
             keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=params.patience, restore_best_weights=True
+                monitor="val_loss",
+                patience=params.patience,
+                restore_best_weights=True,
+                start_from_epoch=params.epochs // 2 if params.lr_schedule == "cosine" else 0,
             ),
             *callbacks,
         ]
