@@ -67,6 +67,18 @@ STAGE = re.compile(r"^Running stage '([\w-]+)'")
 CACHE_ENV = "CELESTIAL_COMPILATION_CACHE"
 
 
+def machine() -> dict:
+    """What a timing depends on: the platform, Python, the cores and the load."""
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        # Other work on the machine stretches every wall time: read them with this.
+        "load_average_1m_at_start": os.getloadavg()[0],
+    }
+
+
 def run(*args: str, cwd: Path) -> str:
     done = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True)
     if done.returncode != 0:
@@ -309,13 +321,7 @@ def main() -> None:
 
     names = sorted(p.parent.name for p in (ROOT / "projects").glob("*/dvc.yaml"))
     results: dict = {
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            # Other work on the machine stretches every wall time: read them with this.
-            "load_average_1m_at_start": os.getloadavg()[0],
-        },
+        "machine": machine(),
         "repeats": args.repeats,
         "projects": {},
     }

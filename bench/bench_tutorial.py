@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -37,7 +36,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_repro import CACHE_ENV, ENV, REFERENCE, ROOT, commit, copy_project, init_repo
+from bench_repro import (
+    CACHE_ENV,
+    ENV,
+    REFERENCE,
+    ROOT,
+    commit,
+    copy_project,
+    init_repo,
+    machine,
+)
 
 TUTORIAL = ROOT / "bench" / "tutorial"
 VENV = Path(tempfile.gettempdir()) / "celestial-tutorial-venv"
@@ -117,12 +125,7 @@ def main() -> None:
 
     tutorial_s = statistics.median(runs["tutorial"])
     figures = {
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "cpus_usable": len(os.sched_getaffinity(0)),
-        },
+        "machine": machine(),
         "repeats": args.repeats,
         "tutorial": {
             "forced_repro_s": summary(runs["tutorial"]),
