@@ -157,3 +157,18 @@ def test_containers_decode_to_identical_pixels() -> None:
         result = decoded(save(image))
         assert result.format == name.upper(), name
         assert np.array_equal(np.asarray(result.convert("RGB")), np.asarray(image)), name
+
+
+def test_set_overrides_a_param_at_any_depth_with_a_yaml_value() -> None:
+    document = {"prepare": {"image_size": 16, "view": {"crop": True}}, "train": {"epochs": 8}}
+    changed = robust.overridden(
+        document, ["prepare.view.exposure=true", "train.epochs=12", "ood.score=cosine"]
+    )
+    assert changed["prepare"] == {"image_size": 16, "view": {"crop": True, "exposure": True}}
+    assert changed["train"] == {"epochs": 12}
+    assert changed["ood"] == {"score": "cosine"}
+
+
+def test_a_set_without_a_value_is_refused_naming_it() -> None:
+    with pytest.raises(SystemExit, match=r"'train\.epochs' is not KEY=VALUE"):
+        robust.overridden({}, ["train.epochs"])
