@@ -455,11 +455,12 @@ def main() -> None:
         )
         timings["changes_and_containers_s"] = time.perf_counter() - lap
 
-        lap = time.perf_counter()
-        per_seed = seed_figures(
-            dataset, train_params, ood_params, inputs, labels, args.seeds, scratch
-        )
-        if args.seeds:
+        per_seed: dict[str, Any] = {}
+        if args.seeds:  # --seeds 0: none (the figures of no run have no mean)
+            lap = time.perf_counter()
+            per_seed = seed_figures(
+                dataset, train_params, ood_params, inputs, labels, args.seeds, scratch
+            )
             timings["seeds_s"] = time.perf_counter() - lap
 
         lap = time.perf_counter()
@@ -505,7 +506,7 @@ def main() -> None:
         "held_out_classes": len(held_out),
         "changes": changes,
         "containers": containers,
-        **({"seeds": per_seed} if args.seeds else {}),
+        **({"seeds": per_seed} if per_seed else {}),
         "held_out": held_out,
         "timings_s": {key: round(value, 1) for key, value in timings.items()},
         "wall_s": round(wall_s, 1),
@@ -513,7 +514,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(figures, indent=2, allow_nan=False) + "\n")
     print(table(changes, containers))
-    if args.seeds:
+    if per_seed:
         print(seeds_table(per_seed))
     print(f"{len(files)} test images, {len(held_out)} held-out classes, {wall_s:.0f} s")
 

@@ -52,9 +52,9 @@ from celestial_data.errors import DatasetError
 from celestial_data.image import ColorMode, ImageFormat, to_array
 from celestial_data.params import Params
 from celestial_data.prepared import (
+    ARRAY_SPLITS,
     DATASET_FILE,
     MANIFEST_FILE,
-    SPLITS,
     VARIED,
     PreparedDataset,
     load_prepared,
@@ -153,8 +153,7 @@ class PrepareResult:
 
 
 def _output_names() -> list[str]:
-    splits = (*SPLITS, VARIED)
-    arrays = [f"{split}_{kind}.npy" for split in splits for kind in ("images", "labels")]
+    arrays = [f"{split}_{kind}.npy" for split in ARRAY_SPLITS for kind in ("images", "labels")]
     return [*arrays, DATASET_FILE, MANIFEST_FILE, REPORT_FILE, PREVIEW_FILE]
 
 

@@ -32,6 +32,7 @@ from celestial_data.image import COLOR_MODES, ColorMode, ImageFormat, WithImageF
 from celestial_data.view import NO_VIEW, ViewParams
 
 __all__ = [
+    "ARRAY_SPLITS",
     "DATASET_FILE",
     "MANIFEST_FILE",
     "SPLITS",
@@ -46,6 +47,8 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 #: what the unknown-image threshold is also calibrated on; never trained on or
 #: measured, so not one of `SPLITS`.
 VARIED = "varied"
+#: Every split a prepared folder may hold arrays of.
+ARRAY_SPLITS: tuple[str, ...] = (*SPLITS, VARIED)
 DATASET_FILE = "dataset.json"
 MANIFEST_FILE = "manifest.csv"
 FORMAT_VERSION = 1
@@ -174,8 +177,8 @@ def write_prepared(
     image_size = None
     rows = []
     for split, (images, labels, files) in arrays.items():
-        if split not in (*SPLITS, VARIED):
-            raise ValueError(f"split must be one of {(*SPLITS, VARIED)}. Received: {split!r}")
+        if split not in ARRAY_SPLITS:
+            raise ValueError(f"split must be one of {ARRAY_SPLITS}. Received: {split!r}")
         images = np.ascontiguousarray(images, dtype=np.uint8)
         if images.ndim != 4 or images.shape[1] != images.shape[2]:
             raise ValueError(f"images must be (N, size, size, channels). Received: {images.shape}")
