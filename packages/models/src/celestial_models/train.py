@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -293,39 +292,20 @@ def inference_copy(model: keras.Model, params: TrainParams) -> keras.Model:
     return copy
 
 
-class RandomState(keras.callbacks.Callback):
-    """Start every training of a model from the global random state of its first.
-
-    Keras shuffles the order of the batches with Python's global random
-    numbers, and a model's first ``fit`` draws one order more than later ones
-    (to build its metrics). Recorded when the first training begins, restored
-    when each later one does, so each draws the orders a fresh process would.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._state: tuple[Any, Any] | None = None
-
-    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        """Record the random state (first training) or restore it (later ones)."""
-        if self._state is None:
-            self._state = (random.getstate(), np.random.get_state())
-        else:
-            random.setstate(self._state[0])
-            np.random.set_state(self._state[1])
-
-
 class Trainer:
     """One built model that trains on datasets of one shape, each time from the same start.
 
     On two CPU cores, building a model and compiling its training step,
     validation and scoring cost more than training it. A trainer pays that
     once: each `fit` puts back the weights, optimizer and seed states the
-    seeded build gave and the global random state its first training began
-    with (see `RandomState`), so each training starts as in a fresh process
+    seeded build gave, so each training starts as in a fresh process
     (``keras.utils.set_random_seed``, then `build_model`), and trains with
-    the same compiled step. Every training it runs is the one `train_model`
-    runs: same batches, schedule, callbacks, early stopping.
+    the same compiled step. Nothing draws from the global random state:
+    `TrainingBatches` shuffles with a generator of its own, and Keras is told
+    not to reorder the batches (it would with Python's global random
+    numbers, one more draw in a model's first training than in later ones).
+    Every training it runs is the one `train_model` runs: same batches,
+    schedule, callbacks, early stopping.
 
     Datasets must share the image shape and the number of classes
     (`shape_of`); any number of images will do, since the learning rate
@@ -361,7 +341,6 @@ class Trainer:
             np.array(variable.value)
             for variable in (*self.model.variables, *self.model.optimizer.variables)
         ]
-        self._random_state = RandomState()
         self._predictor = Predictor(self.model)
         self._scoring: Scoring | None = None
 
@@ -409,7 +388,6 @@ class Trainer:
         self._learning_rate.set(params.learning_rate, params.epochs * len(batches))
         guard = DivergenceGuard(len(dataset.classes))
         epoch_callbacks: list[keras.callbacks.Callback] = [
-            self._random_state,
             guard,
             ValidationMetrics(dataset.images("val"), dataset.labels("val"), self._predictor),
             keras.callbacks.EarlyStopping(
@@ -426,7 +404,7 @@ class Trainer:
             epoch_callbacks.append(EpochPrinter(params.epochs))
         with data_parallel(params.batch_size):
             fit = self.model.fit(
-                batches, epochs=params.epochs, callbacks=epoch_callbacks, verbose=0
+                batches, epochs=params.epochs, callbacks=epoch_callbacks, verbose=0, shuffle=False
             )
         if guard.diverged:
             raise guard.error(params)
