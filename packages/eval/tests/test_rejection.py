@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,7 @@ import pytest
 
 from celestial_data import ParamsError, write_prepared
 from celestial_eval.cli import main
+from celestial_eval.errors import EvalError
 from celestial_eval.rejection import RejectionParams, rejection_stage
 from celestial_eval.scoring import auroc, nonbody_images
 
@@ -165,10 +168,36 @@ def test_held_out_models_trained_together_give_the_figures_of_one_at_a_time(
     # cosine schedules differ in length: Green's model is the third trained
     # with the same compiled step, after one of another length.
     params = TrainParams(epochs=2, batch_size=8, conv_size=4)
-    together = leave_one_class_out(prepared, params, classes=["Red", "Blue", "Green"], detail=True)
+    classes = ["Red", "Blue", "Green"]
+    together = leave_one_class_out(prepared, params, classes=classes, detail=True, workers=1)
     assert together["known_split"] == "val"
     alone = leave_one_class_out(prepared, params, classes=["Green"], detail=True)
     assert alone["detail"]["Green"] == together["detail"]["Green"]
+    # Shared out between two processes (Red and Green here, Blue in the
+    # other), the classes give the same figures: Blue's model, first in its
+    # process, is the one trained second after Red's, of another length.
+    shared = leave_one_class_out(prepared, params, classes=classes, detail=True, workers=2)
+    assert shared == together
+
+
+def exit_in_a_new_process(*args: object) -> dict[str, object]:
+    """A share that kills the process it runs in if it is a new one, as lack of memory would."""
+    if multiprocessing.parent_process() is not None:
+        os._exit(9)
+    return {}
+
+
+def test_a_process_that_dies_training_held_out_models_is_named(tmp_path: Path) -> None:
+    from celestial_eval.leave_one_class_out import in_processes
+
+    dataset = write_prepared(
+        tmp_path / "prepared",
+        CLASSES,
+        "rgb",
+        {"train": (colour_images(np.arange(3), 0), np.arange(3), ["a.png", "b.png", "c.png"])},
+    )
+    with pytest.raises(EvalError, match=r"killed for lack of memory.*rejection\.classes"):
+        in_processes(exit_in_a_new_process, dataset, [["Red"], ["Green"]], ())
 
 
 @pytest.mark.slow

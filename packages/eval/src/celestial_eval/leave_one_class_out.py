@@ -11,13 +11,20 @@ measured from the same trainings, so the choice of score can be checked. The
 The held-out models share one built and compiled model
 (`celestial_models.train.Trainer`), which starts each training from the state
 a fresh process would: the figures are those of one `train_model` per class,
-bit for bit, at a fraction of the compilations.
+bit for bit, at a fraction of the compilations. Trainings on the CPU use one
+core each, so the classes are shared out between processes, one per core
+(`held_out_figures` is one process's share): the figures do not depend on how
+many there are.
 """
 
 from __future__ import annotations
 
+import gc
+import multiprocessing
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from celestial_data import SPLITS, VARIED, PreparedDataset, load_prepared, write_prepared
+from celestial_data.dataset import default_workers
 from celestial_eval.errors import EvalError
 from celestial_eval.evaluate import choose_split
 from celestial_eval.metrics import DIGITS
@@ -42,7 +50,13 @@ if TYPE_CHECKING:
     from celestial_models.scoring import Scoring
     from celestial_models.train import Trainer
 
-__all__ = ["HeldOutModel", "held_out_models", "leave_one_class_out", "without_class"]
+__all__ = [
+    "HeldOutModel",
+    "held_out_figures",
+    "held_out_models",
+    "leave_one_class_out",
+    "without_class",
+]
 
 
 def without_class(dataset: PreparedDataset, held_out: int, path: Path) -> PreparedDataset:
@@ -126,6 +140,7 @@ def leave_one_class_out(
     work_dir: str | Path | None = None,
     *,
     detail: bool = False,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Train once per held-out class and measure how its images are rejected.
 
@@ -137,6 +152,9 @@ def leave_one_class_out(
         epochs: Epochs per training; 0 keeps ``train_params``' epochs.
         work_dir: Scratch folder (default: a temporary one, removed after).
         detail: Also give every score's figures per class (``detail``).
+        workers: Processes training at once; the figures are the same
+            whatever their number. By default one per core, when there are
+            `STEPS_PER_PROCESS` training steps for each.
 
     Returns:
         The figures written to ``rejection.json`` (see `celestial_eval.rejection.rejection_stage`).
@@ -162,9 +180,95 @@ def leave_one_class_out(
         train_params = train_params.model_copy(update={"epochs": epochs})
     ood_params = ood_params or OodParams()
     split = choose_split(dataset)  # the known images: test when present, else val
+    if workers is None:
+        steps = (
+            len(chosen)
+            * train_params.epochs
+            * -(-dataset.splits["train"] // train_params.batch_size)
+        )
+        workers = min(default_workers(), steps // STEPS_PER_PROCESS)
+    count = max(1, min(workers, len(chosen)))
+    shares = [chosen[first::count] for first in range(count)]
+    recipe = (train_params, ood_params, split, work_dir)
+    measured = in_processes(held_out_figures, dataset, shares, recipe)
+    per_class = {name: measured[name] for name in chosen}
+    return summarize(per_class, ood_params, split, detail)
 
+
+#: Training steps that make a process worth starting: about 2 s of training at
+#: 16 x 16 pixels on one core, what a new process takes to import Keras and
+#: load the compiled programs (while the first one trains).
+STEPS_PER_PROCESS = 1000
+
+
+def in_processes(
+    function: Callable[..., dict[str, Any]],
+    dataset: PreparedDataset,
+    shares: Sequence[Sequence[str]],
+    recipe: tuple[Any, ...],
+) -> dict[str, Any]:
+    """``function(dataset, share, *recipe)`` of every share, merged; the first share here.
+
+    Each other share runs in a new process, given the dataset's path: started,
+    not forked (a process that has run JAX cannot be forked safely), it
+    imports Keras and loads the compiled programs from the cache while this
+    one trains.
+
+    Raises:
+        EvalError: If a process died without an error of its own (killed,
+            out of memory).
+    """
+    if len(shares) == 1:
+        return function(dataset, shares[0], *recipe)
+    context = multiprocessing.get_context("spawn")
+    try:
+        with ProcessPoolExecutor(len(shares) - 1, mp_context=context) as pool:
+            futures = [
+                pool.submit(_then_exit_fast, function, dataset.path, share, *recipe)
+                for share in shares[1:]
+            ]
+            measured = function(dataset, shares[0], *recipe)
+            for future in futures:
+                measured.update(future.result())
+    except BrokenProcessPool as error:
+        raise EvalError(
+            f"A process training held-out models stopped without an error ({error}): it was "
+            "most likely killed for lack of memory. Free memory, or hold out fewer classes "
+            "(rejection.classes in params.yaml), and rerun."
+        ) from error
+    return measured
+
+
+def _then_exit_fast(function: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """``function(*args)`` in a process that ends next, its objects frozen for a fast exit.
+
+    See `celestial_data.command`: Python's last garbage collection would walk
+    every object Keras and JAX made while the caller waits for the process to end.
+    """
+    try:
+        return function(*args)
+    finally:
+        gc.freeze()
+
+
+def held_out_figures(
+    prepared: str | Path | PreparedDataset,
+    classes: Sequence[str],
+    train_params: TrainParams,
+    ood_params: OodParams,
+    split: str,
+    work_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Train a model without each class of ``classes`` in turn and measure it.
+
+    Returns:
+        Per class: the model's validation accuracy, the number of its images
+        and the figures of every score (`measure_held_out`), the known images
+        being those of ``split``.
+    """
+    dataset = prepared if isinstance(prepared, PreparedDataset) else load_prepared(prepared)
     measured: dict[str, Any] = {}
-    for model in held_out_models(dataset, chosen, train_params, ood_params, work_dir):
+    for model in held_out_models(dataset, classes, train_params, ood_params, work_dir):
         unseen = held_out_images(dataset, model.held_out)
         calibrated_on = [model.subset.images(s) for s in ("val", VARIED) if model.subset.has(s)]
         result = measure_held_out(
@@ -179,8 +283,7 @@ def leave_one_class_out(
             "images": len(unseen),
             "scores": result,
         }
-    per_class = {name: measured[name] for name in chosen}
-    return summarize(per_class, ood_params, split, detail)
+    return measured
 
 
 @dataclass(frozen=True)
