@@ -184,7 +184,7 @@ def leave_one_class_out(
         steps = (
             len(chosen)
             * train_params.epochs
-            * -(-dataset.splits["train"] // train_params.batch_size)
+            * -(-dataset.splits.get("train", 0) // train_params.batch_size)
         )
         workers = min(default_workers(), steps // STEPS_PER_PROCESS)
     count = max(1, min(workers, len(chosen)))
