@@ -180,6 +180,24 @@ def test_held_out_models_trained_together_give_the_figures_of_one_at_a_time(
     assert shared == together
 
 
+@pytest.mark.parametrize(
+    ("classes", "steps", "cores", "expected"),
+    [
+        (10, 264, 2, 2),  # the reference data: 8 epochs of 33 batches
+        (10, 264, 1, 1),  # one core
+        (3, 8, 2, 1),  # a tiny project: a new process would cost more than it trains
+        (10, 150, 8, 1),  # 1,500 steps in all: one process's worth
+        (3, 5000, 8, 3),  # never more processes than classes
+    ],
+)
+def test_held_out_models_train_in_one_process_per_core_when_each_has_enough_steps(
+    classes: int, steps: int, cores: int, expected: int
+) -> None:
+    from celestial_eval.leave_one_class_out import process_count
+
+    assert process_count(classes, steps, cores) == expected
+
+
 def exit_in_a_new_process(*args: object) -> dict[str, object]:
     """A share that kills the process it runs in if it is a new one, as lack of memory would."""
     if multiprocessing.parent_process() is not None:

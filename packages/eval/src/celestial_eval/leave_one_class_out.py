@@ -181,12 +181,8 @@ def leave_one_class_out(
     ood_params = ood_params or OodParams()
     split = choose_split(dataset)  # the known images: test when present, else val
     if workers is None:
-        steps = (
-            len(chosen)
-            * train_params.epochs
-            * -(-dataset.splits.get("train", 0) // train_params.batch_size)
-        )
-        workers = min(default_workers(), steps // STEPS_PER_PROCESS)
+        batches = -(-dataset.splits.get("train", 0) // train_params.batch_size)
+        workers = process_count(len(chosen), train_params.epochs * batches, default_workers())
     count = max(1, min(workers, len(chosen)))
     shares = [chosen[first::count] for first in range(count)]
     recipe = (train_params, ood_params, split, work_dir)
@@ -199,6 +195,15 @@ def leave_one_class_out(
 #: 16 x 16 pixels on one core, what a new process takes to import Keras and
 #: load the compiled programs (while the first one trains).
 STEPS_PER_PROCESS = 1000
+
+
+def process_count(classes: int, steps_per_class: int, cores: int) -> int:
+    """Processes to train ``classes`` held-out models in: one per core, each with enough steps.
+
+    A process is started only for every `STEPS_PER_PROCESS` training steps,
+    so a small project trains in one; never more than one per class or core.
+    """
+    return max(1, min(cores, classes, classes * steps_per_class // STEPS_PER_PROCESS))
 
 
 def in_processes(
