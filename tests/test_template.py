@@ -521,6 +521,17 @@ def test_an_experiment_on_epochs_reruns_the_stages_after_prepare_only(synthetic)
 
 
 @pytest.mark.slow
+def test_an_experiment_up_to_evaluate_leaves_the_rejection_stage_out(synthetic) -> None:
+    # docs/experiments.md: name the stage to stop at, through nox -s exp (tools/exp.py).
+    project = synthetic["project"]
+    exp = [sys.executable, str(ROOT / "tools" / "exp.py"), str(project)]
+    done = run(*exp, "evaluate", "-S", "train.epochs=2", "-n", "two-epochs", cwd=project)
+    assert stages_run(done.stdout) == ["train", "evaluate"]
+    history = (project / "evaluation" / "history.csv").read_text().splitlines()
+    assert len(history) == 1 + 2
+
+
+@pytest.mark.slow
 def test_a_params_typo_stops_the_stage_with_one_line(synthetic) -> None:
     project = synthetic["project"]
     params = project / "params.yaml"
