@@ -198,6 +198,19 @@ def test_held_out_models_train_in_one_process_per_core_when_each_has_enough_step
     assert process_count(classes, steps, cores) == expected
 
 
+@pytest.mark.parametrize(
+    ("platforms", "expected"), [("cpu", False), ("cuda", True), ("tpu,cpu", True), ("", False)]
+)
+def test_held_out_models_train_in_one_process_where_jax_may_use_an_accelerator(
+    monkeypatch: pytest.MonkeyPatch, platforms: str, expected: bool
+) -> None:
+    from celestial_eval.leave_one_class_out import may_use_accelerator
+
+    # This environment installs no JAX plugin for a GPU or TPU.
+    monkeypatch.setenv("JAX_PLATFORMS", platforms)
+    assert may_use_accelerator() is expected
+
+
 def exit_in_a_new_process(*args: object) -> dict[str, object]:
     """A share that kills the process it runs in if it is a new one, as lack of memory would."""
     if multiprocessing.parent_process() is not None:

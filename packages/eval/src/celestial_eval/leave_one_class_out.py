@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
+import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -182,7 +184,8 @@ def leave_one_class_out(
     split = choose_split(dataset)  # the known images: test when present, else val
     if workers is None:
         batches = -(-dataset.splits.get("train", 0) // train_params.batch_size)
-        workers = process_count(len(chosen), train_params.epochs * batches, default_workers())
+        cores = 1 if may_use_accelerator() else default_workers()
+        workers = process_count(len(chosen), train_params.epochs * batches, cores)
     count = max(1, min(workers, len(chosen)))
     shares = [chosen[first::count] for first in range(count)]
     recipe = (train_params, ood_params, split, work_dir)
@@ -204,6 +207,25 @@ def process_count(classes: int, steps_per_class: int, cores: int) -> int:
     so a small project trains in one; never more than one per class or core.
     """
     return max(1, min(cores, classes, classes * steps_per_class // STEPS_PER_PROCESS))
+
+
+#: Distributions that give JAX a GPU or TPU (their names start so).
+ACCELERATOR_PACKAGES = ("jax-cuda", "jax-rocm", "libtpu")
+
+
+def may_use_accelerator() -> bool:
+    """Whether JAX may train on a GPU or TPU here, found without starting JAX.
+
+    Each process on an accelerator takes most of its memory for itself, and
+    one training keeps it busy: held-out models are then trained in one.
+    ``JAX_PLATFORMS``, when set, says which platform comes first; else an
+    installed JAX plugin for CUDA or ROCm, or libtpu, says one may.
+    """
+    platforms = os.environ.get("JAX_PLATFORMS", "").strip()
+    if platforms:
+        return platforms.split(",")[0].strip().lower() != "cpu"
+    names = (distribution.metadata["Name"] or "" for distribution in metadata.distributions())
+    return any(name.lower().replace("_", "-").startswith(ACCELERATOR_PACKAGES) for name in names)
 
 
 def in_processes(
