@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -227,8 +229,32 @@ def test_a_process_that_dies_training_held_out_models_is_named(tmp_path: Path) -
         "rgb",
         {"train": (colour_images(np.arange(3), 0), np.arange(3), ["a.png", "b.png", "c.png"])},
     )
-    with pytest.raises(EvalError, match=r"killed for lack of memory.*rejection\.classes"):
+    with pytest.raises(EvalError, match=r"killed, most likely for lack of memory.*rejection\."):
         in_processes(exit_in_a_new_process, dataset, [["Red"], ["Green"]], ())
+
+
+@pytest.mark.slow
+def test_a_script_without_a_main_guard_trains_in_one_process_unless_it_asks_for_more(
+    tmp_path: Path,
+) -> None:
+    prepared = uneven_colours(tmp_path)
+    script = tmp_path / "unguarded.py"
+
+    def run_script(workers: str) -> subprocess.CompletedProcess:
+        script.write_text(
+            "from celestial_eval.leave_one_class_out import leave_one_class_out\n"
+            "from celestial_models import TrainParams\n"
+            "params = TrainParams(epochs=1, batch_size=8, conv_size=4)\n"
+            f"leave_one_class_out({str(prepared)!r}, params, classes=['Red', 'Green']{workers})\n"
+        )
+        return subprocess.run(
+            [sys.executable, str(script)], capture_output=True, text=True, timeout=300
+        )
+
+    assert run_script("").returncode == 0  # one process by default: no new one imports it
+    done = run_script(", workers=2")
+    assert done.returncode != 0
+    assert "keep its code under if __name__ == '__main__':" in done.stderr
 
 
 @pytest.mark.slow

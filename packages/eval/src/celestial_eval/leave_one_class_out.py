@@ -29,7 +29,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -142,7 +142,7 @@ def leave_one_class_out(
     work_dir: str | Path | None = None,
     *,
     detail: bool = False,
-    workers: int | None = None,
+    workers: int | Literal["auto"] = 1,
 ) -> dict[str, Any]:
     """Train once per held-out class and measure how its images are rejected.
 
@@ -155,8 +155,11 @@ def leave_one_class_out(
         work_dir: Scratch folder (default: a temporary one, removed after).
         detail: Also give every score's figures per class (``detail``).
         workers: Processes training at once; the figures are the same
-            whatever their number. By default one per core, when there are
-            `STEPS_PER_PROCESS` training steps for each.
+            whatever their number. ``"auto"``: one per core, when there are
+            `STEPS_PER_PROCESS` training steps for each (`process_count`).
+            The new processes are spawned, so a script that asks for more
+            than one must keep its own code under ``if __name__ ==
+            "__main__":``, as ``celestial-eval`` does.
 
     Returns:
         The figures written to ``rejection.json`` (see `celestial_eval.rejection.rejection_stage`).
@@ -182,7 +185,7 @@ def leave_one_class_out(
         train_params = train_params.model_copy(update={"epochs": epochs})
     ood_params = ood_params or OodParams()
     split = choose_split(dataset)  # the known images: test when present, else val
-    if workers is None:
+    if workers == "auto":
         batches = -(-dataset.splits.get("train", 0) // train_params.batch_size)
         cores = 1 if may_use_accelerator() else default_workers()
         workers = process_count(len(chosen), train_params.epochs * batches, cores)
@@ -259,9 +262,12 @@ def in_processes(
                 measured.update(future.result())
     except BrokenProcessPool as error:
         raise EvalError(
-            f"A process training held-out models stopped without an error ({error}): it was "
-            "most likely killed for lack of memory. Free memory, or hold out fewer classes "
-            "(rejection.classes in params.yaml), and rerun."
+            f"A process training held-out models stopped without an error of its own "
+            f"({error}). Either it was killed, most likely for lack of memory: free memory, "
+            "or hold out fewer classes (rejection.classes in params.yaml), and rerun. Or the "
+            "script that started it runs its code on import: a new process imports the "
+            "main script again, so keep its code under if __name__ == '__main__':, or ask "
+            "for one process (workers=1)."
         ) from error
     return measured
 

@@ -78,13 +78,17 @@ def rejection_stage(
     prepared: str | Path,
     output: str | Path,
     params: RejectionParams | None = None,
+    workers: int | Literal["auto"] = 1,
 ) -> dict[str, Any]:
     """The ``rejection`` stage: leave-one-class-out figures written to ``output`` (JSON).
 
     Each held-out model is trained with the ``train`` params and calibrated
     with the ``ood`` params recorded in ``model_dir``, so the figures describe
     the project's model recipe; ``params`` (the ``rejection`` section)
-    chooses the classes (and may shorten training).
+    chooses the classes (and may shorten training). ``workers`` is
+    `celestial_eval.leave_one_class_out.leave_one_class_out`'s: how many
+    processes train (``"auto"``, as ``celestial-eval rejection`` asks: one
+    per core when worth it).
 
     Returns:
         The figures written.
@@ -109,7 +113,7 @@ def rejection_stage(
         }
     else:
         figures = leave_one_class_out(
-            dataset, train_params, ood_params, params.classes, params.epochs
+            dataset, train_params, ood_params, params.classes, params.epochs, workers=workers
         )
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
