@@ -77,8 +77,6 @@ def draw_preview(
         # One axes in inches from the top left holds every tile: an axes per
         # tile cost more than the rest of the evaluation.
         axes = figure.add_axes((0, 0, 1, 1))
-        axes.set_xlim(0, width)
-        axes.set_ylim(height, 0)
         axes.set_axis_off()
         axes.text(gap_x, 0.22, "Predictions", fontsize=11, fontweight="bold", va="top")
         axes.text(gap_x, 0.47, subtitle, color=COLORS["muted"], va="top")
@@ -132,7 +130,7 @@ def draw_preview(
                 color=color,
                 fontweight="normal" if good else "bold",
             )
-        # imshow set the limits to the last tile's: back to the whole figure.
+        # Set last: each imshow sets the limits to its own tile.
         axes.set_xlim(0, width)
         axes.set_ylim(height, 0)
         return save_png(figure, path)
