@@ -97,9 +97,7 @@ def test_bakes_exactly_the_project_files(tmp_path: Path, source: str) -> None:
 
 
 @pytest.mark.parametrize("source", SOURCES)
-def test_the_first_stage_fits_the_source(
-    tmp_path: Path, source: str
-) -> None:
+def test_the_first_stage_fits_the_source(tmp_path: Path, source: str) -> None:
     project = bake(tmp_path, data_source=source)
     found = stages(project)
     if source == "synthetic":
