@@ -151,6 +151,26 @@ def test_one_dvc_run_serves_every_project_and_a_failure_hides_none(repo: Path) -
     assert [o.status for o in again] == ["up to date", "failed", "up to date", "skipped"]
 
 
+def test_only_the_projects_asked_for_run_each_under_its_own_name(repo: Path) -> None:
+    # Projects are targets by folder (dvc repro --recursive): a folder whose name
+    # another begins with must neither take in nor lend the other's stages.
+    for name in ("gamma", "gamma-two", "left-out"):
+        add_data(project(repo, name, COUNT))
+    folders = [repo / "projects" / name for name in ("gamma", "gamma-two")]
+
+    outcomes = dvcrepo.reproduce(folders, BIN, strict=False, log=print)
+
+    assert [(o.project, o.status) for o in outcomes] == [
+        ("gamma", "reproduced"),
+        ("gamma-two", "reproduced"),
+    ]
+    assert not (repo / "projects" / "left-out" / "out.txt").exists()
+    (repo / "projects" / "gamma-two" / "data" / "raw" / "Mars" / "b.jpg").write_bytes(b"more")
+    run("dvc", "add", "-q", "data/raw", cwd=repo / "projects" / "gamma-two")
+    again = dvcrepo.reproduce(folders, BIN, strict=False, log=print)
+    assert [o.status for o in again] == ["up to date", "reproduced"]
+
+
 def test_an_s3_remote_without_credentials_is_skipped_without_asking_it(
     repo: Path, monkeypatch
 ) -> None:
