@@ -323,7 +323,8 @@ def reproduce(
 
     A folder target takes its stages from the graph DVC has already built;
     a ``dvc.yaml`` target makes DVC read and check that file and its lock
-    again, about 20 ms per project, which a no-op of 20 projects paid twice.
+    again, about 14 ms per project (a no-op of 20 projects: 2.06 s against
+    2.34 s).
 
     Args:
         project_dirs: The projects' folders (``projects/<name>``).
