@@ -342,7 +342,7 @@ def reproduce(
     root = project_dirs[0].parent.parent
     dvc = (str(bin_dir / "dvc"),)
     outcomes = {}
-    targets = {}  # the project's folder, and the prefix DVC names its stages with
+    targets = {}  # the folder from the root: the target, and what DVC's stage names start with
     for project_dir in project_dirs:
         reason = skip_reason(project_dir, dvc)
         if reason:
