@@ -86,18 +86,16 @@ def draw_preview(
             top = head + row * (tile + gap_y) + gap_y
             extent = (left, left + tile, top + tile, top)
             image = np.asarray(images[i])
-            if image.shape[-1] == 1:
-                axes.imshow(
-                    image[..., 0],
-                    cmap="gray",
-                    vmin=0,
-                    vmax=255,
-                    interpolation=interpolation,
-                    extent=extent,
-                    aspect="auto",
-                )
-            else:
-                axes.imshow(image, interpolation=interpolation, extent=extent, aspect="auto")
+            # The grey scale applies to one-band images; colour ones ignore it.
+            axes.imshow(
+                image[..., 0] if image.shape[-1] == 1 else image,
+                cmap="gray",
+                vmin=0,
+                vmax=255,
+                interpolation=interpolation,
+                extent=extent,
+                aspect="auto",
+            )
             good = actual[i] == predicted[i]
             color = COLORS["right" if good else "wrong"]
             axes.add_patch(
