@@ -276,7 +276,7 @@ def test_params_reference_regenerates_a_stale_table(tmp_path: Path) -> None:
     assert reference.main([str(page)]) == 0
     text = page.read_text()
     assert "| stale |" not in text
-    assert "| `epochs` | `8` | most passes over the training split" in text
+    assert "| `epochs` | `8` | passes over the training split, more when `min_steps`" in text
     assert reference.main([str(page), "--check"]) == 0
     page.write_text(blocks.replace("<!-- params: ood -->", "<!-- params: odd -->"))
     with pytest.raises(ValueError, match=r"unknown: \['odd'\], missing: \['ood'\]"):

@@ -249,6 +249,33 @@ def test_early_stopping_waits_for_the_second_half_of_a_cosine_schedule(
     assert len(history) == epochs_run
 
 
+@pytest.mark.parametrize(
+    ("epochs", "min_steps", "steps_per_epoch", "expected"),
+    [(8, 200, 33, 8), (8, 200, 6, 34), (8, 200, 25, 8), (8, 0, 1, 8), (3, 200, 0, 200)],
+)
+def test_epochs_reach_min_steps(
+    epochs: int, min_steps: int, steps_per_epoch: int, expected: int
+) -> None:
+    params = TrainParams(epochs=epochs, min_steps=min_steps)
+    assert params.epochs_for(steps_per_epoch) == expected
+
+
+def test_a_small_training_split_trains_more_epochs_and_says_so(
+    make_prepared: Callable, tmp_path: Path, fast: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 3 classes of 8 training images in batches of 8: 3 steps an epoch, so
+    # min_steps 12 needs 4 epochs where 2 were asked for.
+    dataset = make_prepared()
+    params = TrainParams(**{**fast, "epochs": 2, "min_steps": 12, "patience": 10})
+    metadata = train_model(dataset, tmp_path / "model", params, verbose=True)
+    assert metadata["epochs_run"] == 4
+    printed = capsys.readouterr().out
+    assert "24 training images make 3 steps an epoch: 4 epochs instead of 2" in printed
+    assert "epoch 4/4 " in printed
+    exact = train_model(dataset, tmp_path / "exact", TrainParams(**{**fast, "epochs": 2}))
+    assert exact["epochs_run"] == 2
+
+
 def guard_verdicts(classes: int, losses: list[float]) -> int | None:
     guard = DivergenceGuard(classes)
     guard.set_model(type("Model", (), {"stop_training": False})())

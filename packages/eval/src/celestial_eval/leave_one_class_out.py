@@ -187,7 +187,8 @@ def leave_one_class_out(
     split = choose_split(dataset)  # the known images: test when present, else val
     if workers == "auto":
         batches = -(-dataset.splits.get("train", 0) // train_params.batch_size)
-        workers = process_count(len(chosen), train_params.epochs * batches, default_workers())
+        steps = train_params.epochs_for(batches) * batches
+        workers = process_count(len(chosen), steps, default_workers())
         if workers > 1 and may_use_accelerator():  # only asked when it matters: 0.07 s
             workers = 1
     count = max(1, min(workers, len(chosen)))

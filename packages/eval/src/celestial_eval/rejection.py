@@ -40,8 +40,8 @@ class RejectionParams(Params):
     epochs: int = Field(
         0,
         ge=0,
-        description="training epochs of each held-out model; `0` trains as the project's model "
-        "was trained (its `train.epochs`)",
+        description="training epochs of each held-out model (more if `train.min_steps` needs "
+        "them); `0` trains as the project's model was trained (its `train.epochs`)",
     )
 
     @field_validator("classes", mode="before")

@@ -86,7 +86,18 @@ class TrainParams(Params):
         "the same seed gives a byte-identical model",
     )
     epochs: int = Field(
-        8, ge=1, description="most passes over the training split (early stopping may end sooner)"
+        8,
+        ge=1,
+        description="passes over the training split, more when `min_steps` needs them (early "
+        "stopping may end sooner)",
+    )
+    min_steps: int = Field(
+        200,
+        ge=0,
+        description="fewest training steps (batches): a small training split trains for more "
+        "epochs than `epochs`, so that the weights and the batch-normalisation statistics "
+        "settle (167 images in batches of 32 make 6 steps an epoch: 34 epochs); `0` trains "
+        "`epochs` exactly",
     )
     batch_size: int = Field(32, ge=1, description="images per training step")
     learning_rate: float = Field(0.003, gt=0, description="Adam's (initial) learning rate")
@@ -115,6 +126,10 @@ class TrainParams(Params):
         "kept a poor epoch",
     )
     augment: AugmentParams = AugmentParams()
+
+    def epochs_for(self, steps_per_epoch: int) -> int:
+        """Epochs to train with ``steps_per_epoch`` batches each: `epochs`, or enough for `min_steps`."""
+        return max(self.epochs, -(-self.min_steps // max(steps_per_epoch, 1)))
 
     @model_validator(mode="after")
     def _dense_layer_where_needed(self) -> Self:

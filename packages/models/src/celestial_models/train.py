@@ -385,7 +385,8 @@ class Trainer:
         variables = [*self.model.variables, *self.model.optimizer.variables]
         for variable, value in zip(variables, self._start, strict=True):
             variable.assign(value)
-        self._learning_rate.set(params.learning_rate, params.epochs * len(batches))
+        epochs = params.epochs_for(len(batches))
+        self._learning_rate.set(params.learning_rate, epochs * len(batches))
         guard = DivergenceGuard(len(dataset.classes))
         epoch_callbacks: list[keras.callbacks.Callback] = [
             guard,
@@ -394,17 +395,24 @@ class Trainer:
                 monitor="val_loss",
                 patience=params.patience,
                 restore_best_weights=True,
-                start_from_epoch=params.epochs // 2 if params.lr_schedule == "cosine" else 0,
+                start_from_epoch=epochs // 2 if params.lr_schedule == "cosine" else 0,
             ),
             *callbacks,
         ]
         if live_dir is not None:
             epoch_callbacks.append(LiveLogger(live_dir, HISTORY_KEYS))
         if verbose:
-            epoch_callbacks.append(EpochPrinter(params.epochs))
+            if epochs > params.epochs:
+                print(
+                    f"{len(batches.labels)} training images make {len(batches)} steps an epoch: "
+                    f"{epochs} epochs instead of {params.epochs}, to train train.min_steps "
+                    f"{params.min_steps} steps.",
+                    flush=True,
+                )
+            epoch_callbacks.append(EpochPrinter(epochs))
         with data_parallel(params.batch_size):
             fit = self.model.fit(
-                batches, epochs=params.epochs, callbacks=epoch_callbacks, verbose=0, shuffle=False
+                batches, epochs=epochs, callbacks=epoch_callbacks, verbose=0, shuffle=False
             )
         if guard.diverged:
             raise guard.error(params)
