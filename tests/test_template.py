@@ -504,7 +504,12 @@ def test_metrics_params_and_plots_each_once(synthetic, workspace: Path) -> None:
 @pytest.mark.slow
 def test_an_experiment_on_epochs_reruns_the_stages_after_prepare_only(synthetic) -> None:
     project = synthetic["project"]
-    done = run("dvc", "exp", "run", "-S", "train.epochs=3", "-n", "three-epochs", cwd=project)
+    # The tiny project makes 3 steps an epoch: the template's min_steps would
+    # raise 3 epochs to 67 (train.min_steps), so it is turned off here.
+    done = run(
+        "dvc", "exp", "run", "-S", "train.epochs=3", "-S", "train.min_steps=0",
+        "-n", "three-epochs", cwd=project,
+    )  # fmt: skip
     assert stages_run(done.stdout) == ["train", "evaluate", "rejection"]
     history = (project / "evaluation" / "history.csv").read_text().splitlines()
     assert len(history) == 1 + 3
@@ -518,7 +523,10 @@ def test_an_experiment_up_to_evaluate_leaves_the_rejection_stage_out(synthetic) 
     # docs/experiments.md: name the stage to stop at, through nox -s exp (tools/exp.py).
     project = synthetic["project"]
     exp = [sys.executable, str(ROOT / "tools" / "exp.py"), str(project)]
-    done = run(*exp, "evaluate", "-S", "train.epochs=2", "-n", "two-epochs", cwd=project)
+    done = run(
+        *exp, "evaluate", "-S", "train.epochs=2", "-S", "train.min_steps=0", "-n", "two-epochs",
+        cwd=project,
+    )
     assert stages_run(done.stdout) == ["train", "evaluate"]
     history = (project / "evaluation" / "history.csv").read_text().splitlines()
     assert len(history) == 1 + 2
@@ -580,7 +588,7 @@ def test_an_experiment_with_a_misspelt_key_stops_with_the_projects_message(
         assert done.returncode == 2
         assert done.stderr.splitlines() == [
             "celestial-exp: error: Unknown key 'epoch' in params train. Did you mean 'epochs'? "
-            "Accepted keys: architecture, seed, epochs, batch_size, learning_rate, "
+            "Accepted keys: architecture, seed, epochs, min_steps, batch_size, learning_rate, "
             "lr_schedule, conv_size, dense_size, patience, augment."
         ]
         assert params.read_bytes() == original
