@@ -506,10 +506,8 @@ def test_an_experiment_on_epochs_reruns_the_stages_after_prepare_only(synthetic)
     project = synthetic["project"]
     # The tiny project makes 3 steps an epoch: the template's min_steps would
     # raise 3 epochs to 67 (train.min_steps), so it is turned off here.
-    done = run(
-        "dvc", "exp", "run", "-S", "train.epochs=3", "-S", "train.min_steps=0",
-        "-n", "three-epochs", cwd=project,
-    )  # fmt: skip
+    three = ["-S", "train.epochs=3", "-S", "train.min_steps=0", "-n", "three-epochs"]
+    done = run("dvc", "exp", "run", *three, cwd=project)
     assert stages_run(done.stdout) == ["train", "evaluate", "rejection"]
     history = (project / "evaluation" / "history.csv").read_text().splitlines()
     assert len(history) == 1 + 3
@@ -523,10 +521,8 @@ def test_an_experiment_up_to_evaluate_leaves_the_rejection_stage_out(synthetic) 
     # docs/experiments.md: name the stage to stop at, through nox -s exp (tools/exp.py).
     project = synthetic["project"]
     exp = [sys.executable, str(ROOT / "tools" / "exp.py"), str(project)]
-    done = run(
-        *exp, "evaluate", "-S", "train.epochs=2", "-S", "train.min_steps=0", "-n", "two-epochs",
-        cwd=project,
-    )
+    two = ["-S", "train.epochs=2", "-S", "train.min_steps=0", "-n", "two-epochs"]
+    done = run(*exp, "evaluate", *two, cwd=project)
     assert stages_run(done.stdout) == ["train", "evaluate"]
     history = (project / "evaluation" / "history.csv").read_text().splitlines()
     assert len(history) == 1 + 2

@@ -128,7 +128,7 @@ class TrainParams(Params):
     augment: AugmentParams = AugmentParams()
 
     def epochs_for(self, steps_per_epoch: int) -> int:
-        """Epochs to train with ``steps_per_epoch`` batches each: `epochs`, or enough for `min_steps`."""
+        """Epochs of ``steps_per_epoch`` batches to train: `epochs`, or enough for `min_steps`."""
         return max(self.epochs, -(-self.min_steps // max(steps_per_epoch, 1)))
 
     @model_validator(mode="after")
