@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -113,6 +114,19 @@ def test_corrupt_truncated_and_empty_images_are_errors_listing_them(raw: Path, e
         assert name in report.errors[0]
     assert "0 bytes" in report.errors[0] and "on_corrupt: skip" in report.errors[0]
     assert report.counts == {"Mars": 6, "Moon": 6, "Venus": 6}
+
+
+def test_an_image_of_32_bit_pixels_is_an_error_naming_why(raw: Path) -> None:
+    # A float TIFF (values 0 to 1) would have been prepared as a black image.
+    values = np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32)
+    Image.fromarray(values).save(raw / "Moon" / "science.tif")
+    report = check_dataset(raw)
+    assert not report.ok
+    assert [item["file"] for item in report.corrupt] == ["Moon/science.tif"]
+    assert (
+        "Moon/science.tif (32-bit floating-point pixels (mode F) have no fixed 8-bit"
+        in (report.errors[0])
+    )
 
 
 def test_corrupt_images_can_be_skipped_and_are_listed(raw: Path, encode) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from celestial_data import ImageFormat, ImageTooLarge, decode, to_array
+from celestial_data import ImageFormat, ImageTooLarge, UnsupportedPixels, decode, to_array
 
 
 def encoded(image: Image.Image, fmt: str) -> bytes:
@@ -43,6 +43,46 @@ def test_sixteen_bit_images_keep_their_range() -> None:
     wide = np.linspace(0, 65535, 256).reshape(16, 16).astype(np.uint16)
     array = to_array(decode(encoded(Image.fromarray(wide), "PNG")), ImageFormat(16, "grayscale"))
     np.testing.assert_array_equal(array[..., 0], (wide >> 8).astype(np.uint8))
+
+
+@pytest.mark.parametrize(("orientation", "quarter_turns"), [(1, 0), (3, 2), (6, -1), (8, 1)])
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "TIFF", "WEBP"])
+def test_a_photo_is_turned_as_its_exif_orientation_says(fmt, orientation, quarter_turns) -> None:
+    # As a phone stores a photo: the sensor's pixels, and an EXIF tag saying
+    # how to turn them for display (6: a quarter turn clockwise, 8: counter).
+    sensor = np.zeros((30, 60, 3), dtype=np.uint8)
+    sensor[:, :20] = (250, 200, 40)  # a yellow band on the left
+    upright = np.rot90(sensor, quarter_turns)  # what a viewer shows
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    stream = io.BytesIO()
+    lossless = {"lossless": True} if fmt == "WEBP" else {}
+    Image.fromarray(sensor).save(stream, format=fmt, exif=exif, **lossless)
+    decoded = np.asarray(decode(stream.getvalue()).convert("RGB"))
+    assert decoded.shape == upright.shape
+    # JPEG is lossy at the band's edge; the other containers keep every pixel.
+    assert np.abs(decoded.astype(int) - upright).mean() < (3 if fmt == "JPEG" else 1e-9)
+    # The model is given what it would get from the upright picture itself.
+    image_format = ImageFormat(16, "rgb")
+    plain = to_array(decode(encoded(Image.fromarray(upright), "PNG")), image_format)
+    arrays = to_array(Image.fromarray(decoded), image_format), plain
+    assert np.abs(arrays[0].astype(int) - arrays[1]).mean() < (3 if fmt == "JPEG" else 1e-9)
+
+
+@pytest.mark.parametrize(
+    ("pixels", "kind"),
+    [
+        (np.linspace(0, 1, 256, dtype=np.float32), "floating-point pixels \\(mode F\\)"),
+        (np.linspace(0, 10**6, 256).astype(np.int32), "integer pixels \\(mode I\\)"),
+    ],
+)
+def test_thirty_two_bit_pixels_are_refused_not_clipped(pixels, kind) -> None:
+    # Pillow would clip a 0-1 float image to black and a count image to white.
+    data = encoded(Image.fromarray(pixels.reshape(16, 16)), "TIFF")
+    with pytest.raises(UnsupportedPixels, match=f"32-bit {kind} have no fixed 8-bit scale"):
+        decode(data)
+    with pytest.raises(OSError, match="save the image with 8 or 16 bits per channel"):
+        decode(data)  # an unreadable image to every caller that catches those
 
 
 def test_transparency_is_composited_on_black() -> None:

@@ -118,6 +118,15 @@ def test_a_truncated_image_is_400() -> None:
     assert "truncated or corrupt" in detail
 
 
+def test_an_image_of_32_bit_pixels_is_415_saying_how_to_save_it() -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(np.linspace(0, 1, 256, dtype=np.float32).reshape(16, 16)).save(buffer, "TIFF")
+    status, detail = status_of(lambda: decode_image(buffer.getvalue(), RULES))
+    assert status == 415
+    assert "32-bit floating-point pixels (mode F)" in detail
+    assert "save the image with 8 or 16 bits per channel" in detail
+
+
 def test_too_many_pixels_is_413_before_decoding() -> None:
     rules = UploadRules(ImageFormat(16, "rgb"), num_classes=4, max_pixels=1000)
     status, detail = status_of(lambda: decode_image(encoded(size=(40, 30)), rules))

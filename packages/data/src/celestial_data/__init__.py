@@ -10,6 +10,7 @@ from celestial_data.errors import (
     ImageTooLarge,
     ParamsError,
     PreparedDataError,
+    UnsupportedPixels,
 )
 from celestial_data.image import COLOR_MODES, ImageFormat, channels, decode, to_array
 from celestial_data.params import Params
@@ -38,6 +39,7 @@ __all__ = [
     "PreparedDataset",
     "RawDataset",
     "SynthParams",
+    "UnsupportedPixels",
     "ViewParams",
     "__version__",
     "canonical_view",

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["DataError", "DatasetError", "ImageTooLarge", "ParamsError", "PreparedDataError"]
+__all__ = [
+    "DataError",
+    "DatasetError",
+    "ImageTooLarge",
+    "ParamsError",
+    "PreparedDataError",
+    "UnsupportedPixels",
+]
 
 
 class DataError(Exception):
@@ -46,3 +53,23 @@ class ImageTooLarge(DataError):
         self.height = height
         self.pixels = max_pixels + 1 if pixels is None else pixels
         self.max_pixels = max_pixels
+
+
+class UnsupportedPixels(DataError, OSError):
+    """An image whose pixels have no fixed scale to 8 bits: 32-bit integers or floats.
+
+    Such a file (a scientific TIFF, say) may hold values from 0 to 1 or in the
+    millions; converting it as Pillow does would clip it to black or white,
+    so it is refused, as an unreadable image is (an `OSError`).
+
+    Attributes:
+        mode: Its Pillow mode, ``I`` or ``F``.
+    """
+
+    def __init__(self, mode: str) -> None:
+        kind = "floating-point" if mode == "F" else "integer"
+        super().__init__(
+            f"32-bit {kind} pixels (mode {mode}) have no fixed 8-bit scale: save the image "
+            "with 8 or 16 bits per channel"
+        )
+        self.mode = mode

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
-from celestial_data.errors import ImageTooLarge
+from celestial_data.errors import ImageTooLarge, UnsupportedPixels
 from celestial_data.view import NO_VIEW, ViewParams, canonical_view
 
 __all__ = [
@@ -37,6 +37,8 @@ __all__ = [
 ColorMode = Literal["rgb", "grayscale"]
 COLOR_MODES: tuple[str, ...] = get_args(ColorMode)
 _PIL_MODE = {"rgb": "RGB", "grayscale": "L"}
+# Pillow's modes of 32-bit pixels, refused by `decode` (see `UnsupportedPixels`).
+WIDE_MODES = ("I", "F")
 
 
 def channels(color_mode: ColorMode) -> int:
@@ -128,6 +130,9 @@ def decode(
 ) -> Image.Image:
     """Open and fully decode an image at its full resolution, whatever its container.
 
+    A photo that says in its EXIF data which way is up (as phone cameras do)
+    comes back turned that way, as viewers show it.
+
     Args:
         source: Encoded image bytes or a path.
         header: If given, filled with what the file says: ``width``,
@@ -136,10 +141,11 @@ def decode(
             their header and before decoding them.
 
     Returns:
-        The decoded image (any mode).
+        The decoded image (any mode but the 32-bit ones).
 
     Raises:
         PIL.UnidentifiedImageError, OSError: If the data is not a readable image.
+        UnsupportedPixels: If its pixels are 32-bit integers or floats (an `OSError` too).
         ImageTooLarge: If the image would decode to more than ``max_pixels``
             pixels, or declares more than Pillow's decompression-bomb limit
             (twice ``PIL.Image.MAX_IMAGE_PIXELS``), whatever ``max_pixels``.
@@ -156,7 +162,13 @@ def decode(
             )
         if max_pixels is not None and image.width * image.height > max_pixels:
             raise ImageTooLarge(image.width, image.height, max_pixels)
+        if image.mode in WIDE_MODES:
+            raise UnsupportedPixels(image.mode)
         image.load()
+        # A camera stores a photo as its sensor read it and says in EXIF how to
+        # turn it for display; every viewer (browsers included) turns it, so the
+        # model is given the picture its sender saw. About 6 us an image.
+        ImageOps.exif_transpose(image, in_place=True)
     return image
 
 

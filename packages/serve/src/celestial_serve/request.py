@@ -22,7 +22,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from celestial_data import ImageFormat, ImageTooLarge, decode, to_array
+from celestial_data import ImageFormat, ImageTooLarge, UnsupportedPixels, decode, to_array
 
 __all__ = [
     "ANSWER_KEY",
@@ -225,8 +225,9 @@ def decode_image(data: bytes, rules: UploadRules, max_pixels: int | None = None)
     """Decode and preprocess an encoded image exactly as training did.
 
     Raises:
-        HTTPException: 413 if the image has more pixels than ``rules`` allow, 400
-            if it is not a readable image (unknown format, truncated, corrupt).
+        HTTPException: 413 if the image has more pixels than ``rules`` allow, 415
+            if its pixels are 32-bit (`UnsupportedPixels`), 400 if it is not a
+            readable image (unknown format, truncated, corrupt).
         ImageTooLarge: If it is within ``rules`` but over ``max_pixels``.
     """
     limit = rules.max_pixels if max_pixels is None else min(max_pixels, rules.max_pixels)
@@ -238,6 +239,8 @@ def decode_image(data: bytes, rules: UploadRules, max_pixels: int | None = None)
         if error.pixels <= rules.max_pixels:
             raise
         raise HTTPException(413, too_many_pixels(error, rules.max_pixels)) from None
+    except UnsupportedPixels as error:
+        raise HTTPException(415, f"The image cannot be used: {error}.") from None
     except Exception:
         # Pillow raises OSError, ValueError, SyntaxError, EOFError... on bad input.
         if not header:
