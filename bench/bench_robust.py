@@ -262,6 +262,7 @@ def held_out_figures(
     trains them (one `Trainer` for all, in the same order), then scores every
     change's test images in one pass: ``labels`` are those of ``inputs``.
     """
+    from celestial_data import colourless
     from celestial_eval.leave_one_class_out import held_out_models
     from celestial_eval.scoring import auroc
 
@@ -270,7 +271,8 @@ def held_out_figures(
     per_class: dict[str, Any] = {}
     for model in held_out_models(dataset, classes, train_params, ood_params, work_dir):
         detector = model.detector
-        parts = np.split(detector.scores(*model.trainer.scoring(joined)), ends[:-1])
+        scored = detector.scores(*model.trainer.scoring(joined), grey=colourless(joined))
+        parts = np.split(scored, ends[:-1])
         scores = dict(zip(inputs, parts, strict=True))
         unseen = labels == model.held_out
         per_class[model.name] = {

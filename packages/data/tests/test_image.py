@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from celestial_data import ImageFormat, ImageTooLarge, UnsupportedPixels, decode, to_array
+from celestial_data import (
+    ImageFormat,
+    ImageTooLarge,
+    UnsupportedPixels,
+    colourless,
+    decode,
+    grey_copies,
+    to_array,
+)
 
 
 def encoded(image: Image.Image, fmt: str) -> bytes:
@@ -119,3 +127,19 @@ def test_a_jpeg_decodes_at_full_size_and_its_every_pixel_counts() -> None:
     assert decode(data).size == (800, 800)
     with pytest.raises(ImageTooLarge, match="800 x 800 pixels"):
         decode(data, max_pixels=100 * 100)
+
+
+def test_grey_copies_are_pillows_grey_and_only_they_are_colourless() -> None:
+    rgb = np.random.default_rng(1).integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
+    copies = grey_copies(rgb)
+    pillow = np.stack([np.asarray(Image.fromarray(image).convert("L")) for image in rgb])
+    for channel in range(3):
+        np.testing.assert_array_equal(copies[..., channel], pillow)
+    assert colourless(copies).all() and not colourless(rgb).any()
+    nearly = copies.copy()
+    nearly[2, 7, 7, 1] += 1  # one channel of one pixel differs: a colour picture
+    np.testing.assert_array_equal(colourless(nearly), [True, True, False, True, True])
+    # A grey upload, in any container, reaches the model with equal channels.
+    grey_jpeg = encoded(Image.fromarray(pillow[0]).convert("RGB"), "JPEG")
+    assert colourless(to_array(decode(grey_jpeg), ImageFormat(8, "rgb"))[None]).all()
+    assert not colourless(rgb[..., :1]).any()  # one channel: nothing to lose

@@ -15,8 +15,11 @@ from celestial_data import ParamsError
 from celestial_models import ModelError
 from celestial_models.ood import (
     CENTROIDS_FILE,
+    GREY_CENTROIDS_FILE,
+    GREY_PRECISION_FILE,
     OOD_FILE,
     PRECISION_FILE,
+    GreyStatistics,
     OodDetector,
     OodParams,
     calibrate_threshold,
@@ -74,6 +77,29 @@ def test_a_mahalanobis_detector_scores_exactly_as_compute_scores() -> None:
         outputs = (features, logits, probabilities)
         expected = compute_scores("mahalanobis", *outputs, centroids, precision)
         np.testing.assert_array_equal(detector.scores(*outputs), expected)
+
+
+@pytest.mark.parametrize("method", ["mahalanobis", "cosine", "msp"])
+def test_colourless_images_are_scored_against_the_grey_statistics(method: str) -> None:
+    rng = np.random.default_rng(5)
+    spread = rng.normal(size=(6, 6))
+    colour = (rng.normal(size=(3, 6)), np.linalg.inv(spread @ spread.T + np.eye(6)))
+    grey = (rng.normal(size=(3, 6)) + 4, np.eye(6))
+    statistics = GreyStatistics(*grey, threshold=7.5, val_acceptance=0.95)
+    detector = OodDetector(method, 2.0, 0.95, 0.95, *colour, grey=statistics)
+    features = rng.normal(size=(4, 6))
+    logits = rng.normal(size=(4, 3))
+    outputs = (features, logits, np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True))
+    mask = np.array([False, True, False, True])
+    scores = detector.scores(*outputs, grey=mask)
+    as_colour = compute_scores(method, *outputs, *colour)
+    as_grey = compute_scores(method, *outputs, *grey)
+    np.testing.assert_allclose(scores[~mask], as_colour[~mask])
+    # On the colour threshold's scale: a grey score at its own threshold sits at 2.0.
+    np.testing.assert_allclose(scores[mask], as_grey[mask] - 7.5 + 2.0)
+    np.testing.assert_allclose(detector.scores(*outputs), as_colour)  # no mask: all colour
+    without = OodDetector(method, 2.0, 0.95, 0.95, *colour)
+    np.testing.assert_allclose(without.scores(*outputs, grey=mask), as_colour)
 
 
 def test_energy_msp_and_cosine_follow_their_definitions() -> None:
@@ -184,6 +210,48 @@ def test_the_threshold_is_also_calibrated_on_the_varied_copies_when_prepared(
     assert OodDetector.load(tmp_path / "model").varied_images == 2 * len(val)
 
 
+def test_grey_pictures_of_known_classes_are_accepted_as_the_colour_ones_are(
+    trained: Path,
+) -> None:
+    from celestial_data import grey_copies, load_prepared
+    from celestial_models import load_classifier
+
+    classifier = load_classifier(trained / "model")
+    detector = classifier.detector
+    assert detector.grey is not None
+    summary = json.loads((trained / "model" / OOD_FILE).read_text())["grey"]
+    assert summary == {"threshold": detector.grey.threshold, "val_acceptance": pytest.approx(1.0)}
+    val = grey_copies(load_prepared(trained / "prepared").images("val"))
+    _, scores = classifier.predict_with_score(val)
+    accepted = np.mean(~detector.unknown(scores))
+    assert accepted == pytest.approx(detector.grey.val_acceptance) and accepted >= 0.95
+    # Scored against the grey statistics, shifted onto the colour threshold.
+    grey = detector.grey
+    outputs = classifier.outputs(val)
+    as_grey = compute_scores("mahalanobis", *outputs, grey.centroids, grey.precision)
+    np.testing.assert_allclose(scores, as_grey + detector.threshold - grey.threshold)
+
+
+def test_a_grayscale_model_has_no_grey_statistics(trained: Path, tmp_path: Path) -> None:
+    from celestial_data import grey_copies, load_prepared, write_prepared
+    from celestial_models import load_classifier, train_model
+
+    dataset = load_prepared(trained / "prepared")
+    arrays = {
+        split: (
+            grey_copies(dataset.images(split))[..., :1],
+            dataset.labels(split),
+            dataset.files(split),
+        )
+        for split in ("train", "val")
+    }
+    grey = write_prepared(tmp_path / "prepared", list(dataset.classes), "grayscale", arrays)
+    train_model(grey, tmp_path / "model", TrainParams(epochs=1, min_steps=0, conv_size=4))
+    assert json.loads((tmp_path / "model" / OOD_FILE).read_text())["grey"] is None
+    assert not (tmp_path / "model" / GREY_CENTROIDS_FILE).exists()
+    assert load_classifier(tmp_path / "model").detector.grey is None
+
+
 def test_noise_and_blank_frames_are_unknown_to_a_trained_tiny_model(trained: Path) -> None:
     from celestial_models import load_classifier
 
@@ -198,7 +266,8 @@ def test_the_detector_files_are_byte_identical_across_trainings(
     from celestial_models import train_model
 
     train_model(trained / "prepared", tmp_path / "again", TrainParams(**fast))
-    for name in (OOD_FILE, CENTROIDS_FILE, PRECISION_FILE):
+    detector_files = (OOD_FILE, CENTROIDS_FILE, PRECISION_FILE)
+    for name in (*detector_files, GREY_CENTROIDS_FILE, GREY_PRECISION_FILE):
         assert (tmp_path / "again" / name).read_bytes() == (trained / "model" / name).read_bytes()
 
 

@@ -12,7 +12,15 @@ from celestial_data.errors import (
     PreparedDataError,
     UnsupportedPixels,
 )
-from celestial_data.image import COLOR_MODES, ImageFormat, channels, decode, to_array
+from celestial_data.image import (
+    COLOR_MODES,
+    ImageFormat,
+    channels,
+    colourless,
+    decode,
+    grey_copies,
+    to_array,
+)
 from celestial_data.params import Params
 from celestial_data.prepare import PrepareParams, PrepareResult, prepare_dataset
 from celestial_data.prepared import SPLITS, VARIED, PreparedDataset, load_prepared, write_prepared
@@ -45,7 +53,9 @@ __all__ = [
     "canonical_view",
     "channels",
     "check_dataset",
+    "colourless",
     "decode",
+    "grey_copies",
     "load_prepared",
     "prepare_dataset",
     "render",

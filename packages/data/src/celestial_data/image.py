@@ -29,7 +29,9 @@ __all__ = [
     "ImageFormat",
     "WithImageFormat",
     "channels",
+    "colourless",
     "decode",
+    "grey_copies",
     "pixel_digest",
     "to_array",
 ]
@@ -37,6 +39,8 @@ __all__ = [
 ColorMode = Literal["rgb", "grayscale"]
 COLOR_MODES: tuple[str, ...] = get_args(ColorMode)
 _PIL_MODE = {"rgb": "RGB", "grayscale": "L"}
+# Images `grey_copies` converts at once.
+GREY_CHUNK = 4096
 # Pillow's modes of 32-bit pixels, refused by `decode` (see `UnsupportedPixels`).
 WIDE_MODES = ("I", "F")
 
@@ -216,6 +220,35 @@ def pixel_digest(image: Image.Image) -> str:
     digest = hashlib.sha256(f"{rgb.width}x{rgb.height}:".encode())
     digest.update(rgb.tobytes())
     return digest.hexdigest()
+
+
+def colourless(images: np.ndarray) -> np.ndarray:
+    """Boolean ``(N,)``: which of a batch of RGB arrays ``(N, S, S, 3)`` have no colour at all.
+
+    True when every pixel's three channels are equal, as for a grey picture
+    (any container: a JPEG of grey pixels decodes to equal channels too).
+    A colour render of a grey body still has some pixel that differs. A
+    batch of one-channel images is all False: it has no colour to lose.
+    """
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        return np.zeros(len(images), dtype=bool)
+    flat = images.reshape(len(images), -1, 3)
+    return ((flat[..., 0] == flat[..., 1]) & (flat[..., 1] == flat[..., 2])).all(axis=1)
+
+
+def grey_copies(images: np.ndarray) -> np.ndarray:
+    """Grey copies of RGB arrays ``(N, S, S, 3)``: Pillow's luminance in all three channels.
+
+    The integer arithmetic of Pillow's ``convert("L")`` (ITU-R 601 weights),
+    so a copy equals the array of the same picture converted by Pillow.
+    """
+    copies = np.empty(np.shape(images), dtype=np.uint8)
+    for start in range(0, len(copies), GREY_CHUNK):  # a memory-mapped split, a chunk at a time
+        wide = np.asarray(images[start : start + GREY_CHUNK], dtype=np.uint32)
+        luminance = wide[..., 0] * 19595 + wide[..., 1] * 38470 + wide[..., 2] * 7471
+        copies[start : start + GREY_CHUNK] = ((luminance + 0x8000) >> 16)[..., None]
+    return copies
 
 
 def _converted(image: Image.Image, color_mode: ColorMode) -> Image.Image:

@@ -33,7 +33,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from celestial_data import SPLITS, VARIED, PreparedDataset, load_prepared, write_prepared
+from celestial_data import (
+    SPLITS,
+    VARIED,
+    PreparedDataset,
+    colourless,
+    load_prepared,
+    write_prepared,
+)
 from celestial_data.dataset import default_workers
 from celestial_eval.errors import EvalError
 from celestial_eval.evaluate import choose_split
@@ -110,21 +117,22 @@ def measure_held_out(
     their varied copies, if any): each other score is calibrated on it alike.
     """
     stats = (detector.centroids, detector.precision)
+    batches = {"known": known, "unknown": unknown, "val": val}
     # One call per set, as a loaded model's Classifier.outputs would make them.
-    outputs = {
-        name: scoring(images)
-        for name, images in (("known", known), ("unknown", unknown), ("val", val))
-    }
+    outputs = {name: scoring(images) for name, images in batches.items()}
     scores: dict[str, dict[str, Any]] = {}
     for method in SCORES:
-        known_s, unknown_s, val_s = (
-            compute_scores(method, *outputs[name], *stats) for name in ("known", "unknown", "val")
-        )
-        threshold = (
-            detector.threshold
-            if method == detector.method
-            else calibrate_threshold(val_s, detector.acceptance)
-        )
+        if method == detector.method:  # as the model answers: grey pictures scored as grey
+            known_s, unknown_s = (
+                detector.scores(*outputs[name], grey=colourless(batches[name]))
+                for name in ("known", "unknown")
+            )
+            threshold = detector.threshold
+        else:
+            known_s, unknown_s, val_s = (
+                compute_scores(method, *outputs[name], *stats) for name in batches
+            )
+            threshold = calibrate_threshold(val_s, detector.acceptance)
         scores[method] = {
             "auroc": round(auroc(known_s, unknown_s), DIGITS),
             "rejected": round(float(np.mean(unknown_s > threshold)), DIGITS),

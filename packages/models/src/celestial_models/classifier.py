@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from celestial_data import ImageFormat, decode, to_array
+from celestial_data import ImageFormat, colourless, decode, to_array
 from celestial_data.image import WithImageFormat
 from celestial_models.backend import keras
 from celestial_models.errors import ModelDirError, ModelError
@@ -96,7 +96,7 @@ class Classifier(WithImageFormat):
                 "Retrain it with this version of celestial-models (dvc repro)."
             )
         outputs = self.outputs(images)
-        return outputs.probabilities, self.detector.scores(*outputs)
+        return outputs.probabilities, self.detector.scores(*outputs, grey=colourless(images))
 
     def _check(self, images: np.ndarray) -> np.ndarray:
         """``images`` as an array, or a ModelError if not a uint8 batch of the input shape."""

@@ -39,10 +39,13 @@ from celestial_models.errors import ModelDirError
 
 __all__ = [
     "CENTROIDS_FILE",
+    "GREY_CENTROIDS_FILE",
+    "GREY_PRECISION_FILE",
     "OOD_FILE",
     "PRECISION_FILE",
     "SCORES",
     "UNKNOWN",
+    "GreyStatistics",
     "OodDetector",
     "OodParams",
     "calibrate_threshold",
@@ -84,6 +87,8 @@ class OodParams(Params):
 OOD_FILE = "ood.json"
 CENTROIDS_FILE = "ood_centroids.npy"
 PRECISION_FILE = "ood_precision.npy"
+GREY_CENTROIDS_FILE = "ood_grey_centroids.npy"
+GREY_PRECISION_FILE = "ood_grey_precision.npy"
 
 # Ridge added to the shared covariance, relative to its mean variance: keeps it
 # invertible when features are fewer than dimensions or some are always zero.
@@ -232,6 +237,31 @@ def calibrate_threshold(scores: np.ndarray, acceptance: float) -> float:
 
 
 @dataclass(frozen=True)
+class GreyStatistics:
+    """The detector's statistics for colourless pictures of an RGB model.
+
+    A grey picture of a known body lies far from its class's colour
+    centroid, so scored against the colour statistics most were answered
+    unknown, and an unseen body in grey was not told from known ones either.
+    So colourless images (every pixel's channels equal) are scored against
+    statistics fitted on grey copies of the training images, and their
+    threshold is calibrated on grey copies of the validation images alone
+    (a grey copy of a varied copy is two changes at once). Their scores are
+    shifted by the difference of the thresholds, so that one threshold
+    (`OodDetector.threshold`) decides for every image.
+    """
+
+    centroids: np.ndarray
+    """``(K, D)`` class centroids of the grey training embeddings."""
+    precision: np.ndarray
+    """``(D, D)`` precision of their shared covariance."""
+    threshold: float
+    """Grey scores above it are unknown (before the shift)."""
+    val_acceptance: float
+    """The share of the grey validation copies accepted."""
+
+
+@dataclass(frozen=True)
 class OodDetector:
     """A fitted score and its threshold, as saved in a model directory.
 
@@ -244,6 +274,8 @@ class OodDetector:
         precision: ``(D, D)`` precision of their shared covariance.
         varied_images: Varied copies of validation pictures the threshold was
             also calibrated on (the prepared ``varied`` split; 0: none).
+        grey: The statistics and threshold of grey pictures, or None (see
+            `GreyStatistics`).
     """
 
     method: str
@@ -253,20 +285,61 @@ class OodDetector:
     centroids: np.ndarray
     precision: np.ndarray
     varied_images: int = 0
+    grey: GreyStatistics | None = None
 
     def scores(
-        self, features: np.ndarray, logits: np.ndarray, probabilities: np.ndarray
+        self,
+        features: np.ndarray,
+        logits: np.ndarray,
+        probabilities: np.ndarray,
+        grey: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Scores of a batch with this detector's method (see `compute_scores`)."""
+        """Scores of a batch with this detector's method (see `compute_scores`).
+
+        Args:
+            features: ``(N, D)`` embeddings (a `Scoring` output, as the next two).
+            logits: ``(N, K)`` pre-softmax outputs.
+            probabilities: ``(N, K)`` class probabilities.
+            grey: Boolean ``(N,)``, which images are colourless
+                (`celestial_data.colourless`): those are scored against the
+                grey statistics, when the detector has them, on the scale of
+                `threshold`.
+        """
+        scores = self._scores(features, logits, probabilities)
+        if self.grey is None or grey is None or not np.any(grey):
+            return scores
+        rows = np.flatnonzero(grey)
+        picked = [np.asarray(values)[rows] for values in (features, logits, probabilities)]
+        grey_scores = self._scores(picked[0], picked[1], picked[2], grey=True)
+        scores[rows] = grey_scores + (self.threshold - self.grey.threshold)
+        return scores
+
+    def _scores(
+        self,
+        features: np.ndarray,
+        logits: np.ndarray,
+        probabilities: np.ndarray,
+        grey: bool = False,
+    ) -> np.ndarray:
+        """Scores against the colour statistics, or the grey ones (unshifted)."""
+        if grey and self.grey is not None:
+            centroids, precision = self.grey.centroids, self.grey.precision
+            terms = self._grey_mahalanobis_terms
+        else:
+            centroids, precision = self.centroids, self.precision
+            terms = self._mahalanobis_terms
         if self.method == "mahalanobis":  # the centroids' terms computed once, not per batch
-            return mahalanobis(features, self.precision, *self._mahalanobis_terms)
-        return compute_scores(
-            self.method, features, logits, probabilities, self.centroids, self.precision
-        )
+            return mahalanobis(features, precision, *terms)
+        return compute_scores(self.method, features, logits, probabilities, centroids, precision)
 
     @cached_property
     def _mahalanobis_terms(self) -> tuple[np.ndarray, np.ndarray]:
         return mahalanobis_terms(self.centroids, self.precision)
+
+    @cached_property
+    def _grey_mahalanobis_terms(self) -> tuple[np.ndarray, np.ndarray]:
+        assert self.grey is not None
+        return mahalanobis_terms(self.grey.centroids, self.grey.precision)
 
     def unknown(self, scores: np.ndarray) -> np.ndarray:
         """Boolean ``(N,)``: which scores lie above the threshold."""
@@ -274,6 +347,7 @@ class OodDetector:
 
     def summary(self) -> dict[str, Any]:
         """What ``ood.json`` records (and the model metadata repeats)."""
+        grey = self.grey
         return {
             "score": self.method,
             "threshold": self.threshold,
@@ -281,13 +355,21 @@ class OodDetector:
             "val_acceptance": self.val_acceptance,
             "varied_images": self.varied_images,
             "features": int(self.centroids.shape[1]),
-        }
+            "grey": None if grey is None else {
+                "threshold": grey.threshold,
+                "val_acceptance": grey.val_acceptance,
+            },
+        }  # fmt: skip
 
     def save(self, model_dir: str | Path) -> None:
         """Write ``ood.json`` and the statistics' ``.npy`` files into ``model_dir``."""
         model_dir = Path(model_dir)
-        np.save(model_dir / CENTROIDS_FILE, np.ascontiguousarray(self.centroids, np.float64))
-        np.save(model_dir / PRECISION_FILE, np.ascontiguousarray(self.precision, np.float64))
+        arrays = {CENTROIDS_FILE: self.centroids, PRECISION_FILE: self.precision}
+        if self.grey is not None:
+            arrays |= {GREY_CENTROIDS_FILE: self.grey.centroids}
+            arrays |= {GREY_PRECISION_FILE: self.grey.precision}
+        for name, values in arrays.items():
+            np.save(model_dir / name, np.ascontiguousarray(values, np.float64))
         text = json.dumps(self.summary(), indent=2, sort_keys=True) + "\n"
         (model_dir / OOD_FILE).write_text(text)
 
@@ -305,6 +387,14 @@ class OodDetector:
             info = json.loads((model_dir / OOD_FILE).read_text())
             centroids = np.load(model_dir / CENTROIDS_FILE, allow_pickle=False)
             precision = np.load(model_dir / PRECISION_FILE, allow_pickle=False)
+            grey = None
+            if info.get("grey"):  # absent before, None for a grayscale model
+                grey = GreyStatistics(
+                    centroids=np.load(model_dir / GREY_CENTROIDS_FILE, allow_pickle=False),
+                    precision=np.load(model_dir / GREY_PRECISION_FILE, allow_pickle=False),
+                    threshold=float(info["grey"]["threshold"]),
+                    val_acceptance=float(info["grey"]["val_acceptance"]),
+                )
             return cls(
                 method=info["score"],
                 threshold=float(info["threshold"]),
@@ -313,9 +403,10 @@ class OodDetector:
                 centroids=centroids,
                 precision=precision,
                 varied_images=int(info.get("varied_images", 0)),  # absent before: none
+                grey=grey,
             )
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise ModelDirError(
-                f"Cannot read the unknown-image calibration in {model_dir} ({OOD_FILE}, "
-                f"{CENTROIDS_FILE}, {PRECISION_FILE}): {error}. Retrain the model (dvc repro)."
+                f"Cannot read the unknown-image calibration in {model_dir} ({OOD_FILE} and its "
+                f".npy files): {error}. Retrain the model (dvc repro)."
             ) from error

@@ -14,10 +14,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from celestial_data import VARIED, PreparedDataset
+from celestial_data import VARIED, PreparedDataset, grey_copies
 from celestial_models.backend import keras
 from celestial_models.errors import ModelError
 from celestial_models.ood import (
+    GreyStatistics,
     OodDetector,
     OodParams,
     calibrate_threshold,
@@ -26,7 +27,15 @@ from celestial_models.ood import (
 )
 from celestial_models.predictor import Predictor
 
-__all__ = ["Calibration", "Outputs", "Scoring", "calibrate", "fit_detector", "outputs_of"]
+__all__ = [
+    "Calibration",
+    "Outputs",
+    "Scoring",
+    "calibrate",
+    "fit_detector",
+    "grey_statistics",
+    "outputs_of",
+]
 
 LOGITS_LAYER = "logits"
 # Largest total of images (bytes) `outputs_of` reads into memory at once.
@@ -148,8 +157,33 @@ def calibrate(
         centroids=centroids,
         precision=precision,
         varied_images=sum(len(v) for v in calibrated_on[1:]),
+        grey=grey_statistics(scoring, dataset, params) if dataset.channels == 3 else None,
     )
     return Calibration(detector, val, scores)
+
+
+def grey_statistics(
+    scoring: Scoring, dataset: PreparedDataset, params: OodParams
+) -> GreyStatistics:
+    """The detector's statistics for colourless pictures (see `ood.GreyStatistics`).
+
+    Fitted on grey copies of the ``train`` images, calibrated on grey copies
+    of the ``val`` images.
+    """
+    train, val = outputs_of(
+        scoring, grey_copies(dataset.images("train")), grey_copies(dataset.images("val"))
+    )
+    centroids, precision = class_statistics(
+        train.features, dataset.labels("train"), len(dataset.classes)
+    )
+    scores = compute_scores(params.score, *val, centroids, precision)
+    threshold = calibrate_threshold(scores, params.acceptance)
+    return GreyStatistics(
+        centroids=centroids,
+        precision=precision,
+        threshold=threshold,
+        val_acceptance=float(np.mean(scores <= threshold)),
+    )
 
 
 def fit_detector(
