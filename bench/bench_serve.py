@@ -87,7 +87,7 @@ def train_fallback(root: Path) -> Path:
         view=image_format.view,
     )
     project = root / "bench-bodies"
-    train_model(prepared, project / "model", TrainParams(epochs=1))
+    train_model(prepared, project / "model", TrainParams(epochs=1, min_steps=0))
     return project
 
 

@@ -433,7 +433,11 @@ def test_a_trained_models_reference_is_what_drift_reads(tmp_path: Path) -> None:
     write_prepared(tmp_path / "prepared", ["Alpha", "Beta", "Gamma"], "rgb",
                    {"train": split, "val": split})  # fmt: skip
     model_dir = tmp_path / "model"
-    train_model(tmp_path / "prepared", model_dir, TrainParams(epochs=1, batch_size=8, conv_size=4))
+    train_model(
+        tmp_path / "prepared",
+        model_dir,
+        TrainParams(epochs=1, min_steps=0, batch_size=8, conv_size=4),
+    )
     reference = read_log([model_dir / "reference.jsonl"]).records
     assert len(reference) == 30
     # The server's log of the same images, twice over: no drift; the same darkened: drift.

@@ -42,7 +42,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("trained")
     prepared = root / "prepared"
     write_prepared(prepared, CLASSES, "rgb", splits())
-    train_model(prepared, root / "model", TrainParams(epochs=2, batch_size=8, conv_size=4))
+    train_model(
+        prepared, root / "model", TrainParams(epochs=2, min_steps=0, batch_size=8, conv_size=4)
+    )
     return root / "model", prepared
 
 

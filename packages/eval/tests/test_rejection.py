@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from celestial_data import ParamsError, write_prepared
+from celestial_data import SPLITS, ParamsError, write_prepared
 from celestial_eval.cli import main
 from celestial_eval.errors import EvalError
 from celestial_eval.rejection import RejectionParams, rejection_stage
@@ -81,7 +81,11 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         files = [f"{CLASSES[k]}/{split}{i}.png" for i, k in enumerate(labels)]
         arrays[split] = (colour_images(labels, seed), labels, files)
     write_prepared(root / "prepared", CLASSES, "rgb", arrays)
-    train_model(root / "prepared", root / "model", TrainParams(epochs=3, batch_size=8, conv_size=4))
+    train_model(
+        root / "prepared",
+        root / "model",
+        TrainParams(epochs=3, min_steps=0, batch_size=8, conv_size=4),
+    )
     return root
 
 
@@ -158,6 +162,40 @@ def uneven_colours(root: Path) -> Path:
     return root / "prepared"
 
 
+def test_held_out_detectors_fit_grey_statistics_only_for_data_with_grey_pictures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import celestial_models.scoring as scoring
+    from celestial_data import grey_copies, load_prepared
+    from celestial_eval.leave_one_class_out import held_out_figures
+    from celestial_models import TrainParams
+    from celestial_models.ood import OodParams
+
+    fitted = []
+    real = scoring.fit_detector
+
+    def recording(*args, grey: bool = True, **kwargs):
+        detector = real(*args, grey=grey, **kwargs)
+        fitted.append(detector.grey is not None)
+        return detector
+
+    monkeypatch.setattr(scoring, "fit_detector", recording)
+    params = TrainParams(epochs=1, min_steps=0, batch_size=8, conv_size=4)
+    colour = load_prepared(uneven_colours(tmp_path / "colour"))
+    held_out_figures(colour, ["Red"], params, OodParams(), "val")
+    # One grey picture among the val images: it is scored as grey, so the
+    # held-out detectors need the grey statistics, as the project's has them.
+    arrays = {
+        split: (np.array(colour.images(split)), colour.labels(split), colour.files(split))
+        for split in SPLITS
+        if colour.has(split)
+    }
+    arrays["val"][0][0] = grey_copies(arrays["val"][0][:1])[0]
+    greyish = write_prepared(tmp_path / "greyish", CLASSES, "rgb", arrays)
+    held_out_figures(greyish, ["Red"], params, OodParams(), "val")
+    assert fitted == [False, True]
+
+
 @pytest.mark.slow
 def test_held_out_models_trained_together_give_the_figures_of_one_at_a_time(
     tmp_path: Path,
@@ -169,7 +207,7 @@ def test_held_out_models_trained_together_give_the_figures_of_one_at_a_time(
     # Batches of 8: 4 per epoch without Red or Green, 3 without Blue, so the
     # cosine schedules differ in length: Green's model is the third trained
     # with the same compiled step, after one of another length.
-    params = TrainParams(epochs=2, batch_size=8, conv_size=4)
+    params = TrainParams(epochs=2, min_steps=0, batch_size=8, conv_size=4)
     classes = ["Red", "Blue", "Green"]
     together = leave_one_class_out(prepared, params, classes=classes, detail=True, workers=1)
     assert together["known_split"] == "val"
@@ -244,7 +282,7 @@ def test_a_script_without_a_main_guard_trains_in_one_process_unless_it_asks_for_
         script.write_text(
             "from celestial_eval.leave_one_class_out import leave_one_class_out\n"
             "from celestial_models import TrainParams\n"
-            "params = TrainParams(epochs=1, batch_size=8, conv_size=4)\n"
+            "params = TrainParams(epochs=1, min_steps=0, batch_size=8, conv_size=4)\n"
             f"leave_one_class_out({str(prepared)!r}, params, classes=['Red', 'Green']{workers})\n"
         )
         return subprocess.run(

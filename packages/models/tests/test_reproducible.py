@@ -42,7 +42,7 @@ prepared = write_prepared(
     out / "prepared", list("abcd"), "rgb",
     {"train": (images, labels, names), "val": (images[:40], labels[:40], names[:40])},
 )
-train_model(prepared, out / "model", TrainParams(epochs=2, batch_size=16, conv_size=4),
+train_model(prepared, out / "model", TrainParams(epochs=2, min_steps=0, batch_size=16, conv_size=4),
             ood=OodParams(score="mahalanobis"))
 print(json.dumps({f.name: hashlib.sha256(f.read_bytes()).hexdigest()
                   for f in sorted((out / "model").iterdir())}))

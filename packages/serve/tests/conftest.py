@@ -67,7 +67,7 @@ def trained_project(tmp_path_factory: pytest.TempPathFactory, reference) -> Path
     train_model(
         prepared,
         project / "model",
-        TrainParams(epochs=2, batch_size=16),
+        TrainParams(epochs=2, min_steps=0, batch_size=16),
         ood=OodParams(acceptance=1.0),
     )
     return project

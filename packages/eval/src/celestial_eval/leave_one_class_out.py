@@ -310,8 +310,11 @@ def held_out_figures(
         being those of ``split``.
     """
     dataset = prepared if isinstance(prepared, PreparedDataset) else load_prepared(prepared)
+    # The images measured are the dataset's own: without a colourless one, the
+    # detectors' grey statistics would never be used (a forward pass saved each).
+    grey = any(colourless(dataset.images(s)).any() for s in SPLITS if dataset.has(s))
     measured: dict[str, Any] = {}
-    for model in held_out_models(dataset, classes, train_params, ood_params, work_dir):
+    for model in held_out_models(dataset, classes, train_params, ood_params, work_dir, grey=grey):
         unseen = held_out_images(dataset, model.held_out)
         calibrated_on = [model.subset.images(s) for s in ("val", VARIED) if model.subset.has(s)]
         result = measure_held_out(
@@ -352,6 +355,8 @@ def held_out_models(
     train_params: TrainParams,
     ood_params: OodParams,
     work_dir: str | Path | None = None,
+    *,
+    grey: bool = True,
 ) -> Iterator[HeldOutModel]:
     """Train one model per class of ``classes``, without it, and yield each in turn.
 
@@ -359,7 +364,8 @@ def held_out_models(
     one trainer (one build, one compilation of training, validation and
     scoring, or none when the cache holds them) serves them all, each training
     as a fresh `train_model` would. A model is only valid until the next one
-    is yielded.
+    is yielded. ``grey``: fit each detector's statistics of colourless
+    pictures too (`celestial_models.scoring.calibrate`).
     """
     # Keras comes with training: imported here, not with the module.
     from celestial_models.scoring import fit_detector
@@ -379,7 +385,7 @@ def held_out_models(
                 held_out=held_out,
                 trainer=trainer,
                 subset=subset,
-                detector=fit_detector(trainer.scoring, subset, ood_params),
+                detector=fit_detector(trainer.scoring, subset, ood_params, grey=grey),
                 val_accuracy=round(float(best_epoch(history)["val_accuracy"]), DIGITS),
             )
 

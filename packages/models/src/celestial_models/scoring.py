@@ -115,7 +115,11 @@ class Calibration(NamedTuple):
 
 
 def calibrate(
-    model: keras.Model | Scoring, dataset: PreparedDataset, params: OodParams | None = None
+    model: keras.Model | Scoring,
+    dataset: PreparedDataset,
+    params: OodParams | None = None,
+    *,
+    grey: bool = True,
 ) -> Calibration:
     """Fit the unknown-image detector of a trained model; keep the validation outputs.
 
@@ -129,6 +133,8 @@ def calibrate(
         model: The trained model (or its `Scoring`, to reuse its compiled pass).
         dataset: The prepared data it was trained on.
         params: The ``ood`` params (default: their defaults).
+        grey: Fit the statistics of colourless pictures too (`grey_statistics`,
+            RGB data only); off where no grey picture will be scored.
 
     Returns:
         The detector, with the ``val`` outputs and scores it was calibrated on
@@ -157,7 +163,7 @@ def calibrate(
         centroids=centroids,
         precision=precision,
         varied_images=sum(len(v) for v in calibrated_on[1:]),
-        grey=grey_statistics(scoring, dataset, params) if dataset.channels == 3 else None,
+        grey=grey_statistics(scoring, dataset, params) if grey and dataset.channels == 3 else None,
     )
     return Calibration(detector, val, scores)
 
@@ -191,6 +197,8 @@ def fit_detector(
     dataset: PreparedDataset,
     params: OodParams | None = None,
     model_dir: str | Path | None = None,
+    *,
+    grey: bool = True,
 ) -> OodDetector:
     """Fit the unknown-image detector of a trained model and save it with the model.
 
@@ -201,11 +209,12 @@ def fit_detector(
         dataset: The prepared data it was trained on.
         params: The ``ood`` params (default: their defaults).
         model_dir: If given, where to save ``ood.json`` and the ``.npy`` files.
+        grey: Fit the statistics of colourless pictures too (see `calibrate`).
 
     Returns:
         The fitted detector.
     """
-    detector = calibrate(model, dataset, params).detector
+    detector = calibrate(model, dataset, params, grey=grey).detector
     if model_dir is not None:
         detector.save(model_dir)
     return detector
