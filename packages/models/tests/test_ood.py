@@ -337,6 +337,24 @@ def test_predict_skips_an_image_too_large_to_decode_naming_it(
     assert "skipped huge.png: The image has 400000000 pixels" in capsys.readouterr().err
 
 
+def test_predict_skips_an_image_of_32_bit_pixels_saying_how_to_save_it(
+    trained: Path, tmp_path, capsys
+) -> None:
+    from celestial_models.cli import main
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.fromarray(far_images()[0]).save(folder / "small.png")
+    values = np.linspace(0, 1, SIZE * SIZE, dtype=np.float32).reshape(SIZE, SIZE)
+    Image.fromarray(values).save(folder / "science.tif")
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", str(trained / "model"), str(folder), "-o", str(out)]) == 0
+    assert [row["file"] for row in csv.DictReader(out.open())] == ["small.png"]
+    warning = capsys.readouterr().err
+    assert "skipped science.tif: Cannot use the image: 32-bit floating-point pixels" in warning
+    assert "save the image with 8 or 16 bits per channel." in warning
+
+
 def test_predict_on_a_folder_without_images_is_one_clear_error(trained: Path, tmp_path, capsys):
     from celestial_models.cli import main
 

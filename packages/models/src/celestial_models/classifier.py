@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from celestial_data import ImageFormat, colourless, decode, to_array
+from celestial_data import ImageFormat, UnsupportedPixels, colourless, decode, to_array
 from celestial_data.image import WithImageFormat
 from celestial_models.backend import keras
 from celestial_models.errors import ModelDirError, ModelError
@@ -119,11 +119,14 @@ class Classifier(WithImageFormat):
             uint8 array of shape `input_shape`.
 
         Raises:
-            ModelError: If the bytes or file are not an image Pillow can read.
+            ModelError: If the bytes or file are not an image Pillow can read,
+                or its pixels are 32-bit (`celestial_data.UnsupportedPixels`).
         """
         if not isinstance(image, Image.Image):
             try:
                 image = decode(image)
+            except UnsupportedPixels as error:  # readable, but not usable as it is
+                raise ModelError(f"Cannot use the image: {error}.") from error
             except OSError as error:  # PIL.UnidentifiedImageError is an OSError
                 raise ModelError(
                     f"Cannot read the image ({error}). Send a JPEG, PNG or another "
