@@ -143,3 +143,4 @@ def test_grey_copies_are_pillows_grey_and_only_they_are_colourless() -> None:
     grey_jpeg = encoded(Image.fromarray(pillow[0]).convert("RGB"), "JPEG")
     assert colourless(to_array(decode(grey_jpeg), ImageFormat(8, "rgb"))[None]).all()
     assert not colourless(rgb[..., :1]).any()  # one channel: nothing to lose
+    assert colourless(rgb[:0]).shape == (0,)  # an empty batch

@@ -23,6 +23,7 @@ from celestial_models.ood import (
     OodDetector,
     OodParams,
     calibrate_threshold,
+    class_distances,
     class_statistics,
     compute_scores,
 )
@@ -100,6 +101,19 @@ def test_colourless_images_are_scored_against_the_grey_statistics(method: str) -
     np.testing.assert_allclose(detector.scores(*outputs), as_colour)  # no mask: all colour
     without = OodDetector(method, 2.0, 0.95, 0.95, *colour)
     np.testing.assert_allclose(without.scores(*outputs, grey=mask), as_colour)
+
+
+def test_grey_probabilities_are_a_softmax_of_minus_half_the_distances() -> None:
+    centroids = np.array([[0.0, 0.0], [np.nan, np.nan], [4.0, 0.0]])
+    statistics = GreyStatistics(centroids, np.eye(2), threshold=1.0, val_acceptance=1.0)
+    features = np.array([[1.0, 0.0], [4.0, 1.0]])
+    distances = class_distances(features, centroids, np.eye(2))
+    np.testing.assert_allclose(distances, [[1.0, np.inf, 9.0], [17.0, np.inf, 1.0]])
+    probabilities = statistics.probabilities(features)
+    expected = np.exp(-np.array([[0.5, 4.5], [8.5, 0.5]]))
+    expected /= expected.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(probabilities[:, [0, 2]], expected)
+    assert (probabilities[:, 1] == 0).all()  # no training images: never the answer
 
 
 def test_energy_msp_and_cosine_follow_their_definitions() -> None:
@@ -230,6 +244,13 @@ def test_grey_pictures_of_known_classes_are_accepted_as_the_colour_ones_are(
     outputs = classifier.outputs(val)
     as_grey = compute_scores("mahalanobis", *outputs, grey.centroids, grey.precision)
     np.testing.assert_allclose(scores, as_grey + detector.threshold - grey.threshold)
+    # Their classes are weighed by the grey statistics too; colour pictures' by the head.
+    colour = load_prepared(trained / "prepared").images("val")
+    probabilities, _ = classifier.predict_with_score(np.concatenate([val, colour]))
+    expected = grey.probabilities(outputs.features)
+    np.testing.assert_allclose(probabilities[: len(val)], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(probabilities[len(val) :], classifier.outputs(colour).probabilities)
+    np.testing.assert_array_equal(classifier.predict(val), probabilities[: len(val)])
 
 
 def test_a_grayscale_model_has_no_grey_statistics(trained: Path, tmp_path: Path) -> None:

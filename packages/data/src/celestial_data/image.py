@@ -233,7 +233,7 @@ def colourless(images: np.ndarray) -> np.ndarray:
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3:
         return np.zeros(len(images), dtype=bool)
-    flat = images.reshape(len(images), -1, 3)
+    flat = images.reshape(images.shape[0], images.shape[1] * images.shape[2], 3)
     return ((flat[..., 0] == flat[..., 1]) & (flat[..., 1] == flat[..., 2])).all(axis=1)
 
 

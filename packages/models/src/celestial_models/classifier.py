@@ -49,6 +49,9 @@ class Classifier(WithImageFormat):
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities for a batch of images.
 
+        Those of the model's head, but for a colourless image when the
+        detector has grey statistics: theirs (see `predict_with_score`).
+
         Args:
             images: uint8 array ``(N, *input_shape)``, as `prepare` or a
                 prepared dataset gives them.
@@ -59,7 +62,10 @@ class Classifier(WithImageFormat):
         Raises:
             ModelError: If the batch has the wrong dtype or shape.
         """
-        return self._predictor(self._check(images))
+        images = self._check(images)
+        if self._grey_rows(images).any():  # answered as `predict_with_score` answers them
+            return self.predict_with_score(images)[0]
+        return self._predictor(images)
 
     def outputs(self, images: np.ndarray) -> Outputs:
         """Embeddings, logits and probabilities of a batch in one pass.
@@ -79,7 +85,11 @@ class Classifier(WithImageFormat):
         """Class probabilities and the unknown-image score of each image, in one pass.
 
         An image is unknown (none of the classes) when its score is above
-        ``detector.threshold``; ``detector.unknown(scores)`` says which.
+        ``detector.threshold``; ``detector.unknown(scores)`` says which. A
+        colourless image (`celestial_data.colourless`) of an RGB model is
+        scored, and its classes weighed, by the detector's grey statistics
+        (`celestial_models.ood.GreyStatistics`): the head, trained mostly on
+        colour pictures, reads grey ones less well than they do.
 
         Args:
             images: uint8 array ``(N, *input_shape)``.
@@ -96,7 +106,19 @@ class Classifier(WithImageFormat):
                 "Retrain it with this version of celestial-models (dvc repro)."
             )
         outputs = self.outputs(images)
-        return outputs.probabilities, self.detector.scores(*outputs, grey=colourless(images))
+        grey = self._grey_rows(images)
+        probabilities = outputs.probabilities
+        if grey.any() and self.detector.grey is not None:
+            probabilities = probabilities.copy()
+            features = np.asarray(outputs.features)[grey]
+            probabilities[grey] = self.detector.grey.probabilities(features)
+        return probabilities, self.detector.scores(*outputs, grey=grey)
+
+    def _grey_rows(self, images: np.ndarray) -> np.ndarray:
+        """Which images are colourless, when the detector scores those apart (else none)."""
+        if self.detector is None or self.detector.grey is None:
+            return np.zeros(len(images), dtype=bool)
+        return colourless(images)
 
     def _check(self, images: np.ndarray) -> np.ndarray:
         """``images`` as an array, or a ModelError if not a uint8 batch of the input shape."""

