@@ -343,34 +343,32 @@ def test_predict_writes_one_row_per_image_with_label_score_and_flag(
     assert printed[1]["unknown"] == "true"
 
 
+def predicted_beside(trained: Path, folder: Path, unusable: Image.Image, name: str) -> list[str]:
+    """The files `predict` classifies in ``folder``: a small image, and ``unusable`` as ``name``."""
+    from celestial_models.cli import main
+
+    folder.mkdir()
+    Image.fromarray(far_images()[0]).save(folder / "small.png")
+    unusable.save(folder / name)
+    out = folder.parent / "predictions.csv"
+    assert main(["predict", str(trained / "model"), str(folder), "-o", str(out)]) == 0
+    return [row["file"] for row in csv.DictReader(out.open())]
+
+
 def test_predict_skips_an_image_too_large_to_decode_naming_it(
     trained: Path, tmp_path, capsys
 ) -> None:
-    from celestial_models.cli import main
-
-    folder = tmp_path / "images"
-    folder.mkdir()
-    Image.fromarray(far_images()[0]).save(folder / "small.png")
-    Image.new("L", (20_000, 20_000)).save(folder / "huge.png")  # a decompression bomb to Pillow
-    out = tmp_path / "predictions.csv"
-    assert main(["predict", str(trained / "model"), str(folder), "-o", str(out)]) == 0
-    assert [row["file"] for row in csv.DictReader(out.open())] == ["small.png"]
+    huge = Image.new("L", (20_000, 20_000))  # a decompression bomb to Pillow
+    assert predicted_beside(trained, tmp_path / "images", huge, "huge.png") == ["small.png"]
     assert "skipped huge.png: The image has 400000000 pixels" in capsys.readouterr().err
 
 
 def test_predict_skips_an_image_of_32_bit_pixels_saying_how_to_save_it(
     trained: Path, tmp_path, capsys
 ) -> None:
-    from celestial_models.cli import main
-
-    folder = tmp_path / "images"
-    folder.mkdir()
-    Image.fromarray(far_images()[0]).save(folder / "small.png")
     values = np.linspace(0, 1, SIZE * SIZE, dtype=np.float32).reshape(SIZE, SIZE)
-    Image.fromarray(values).save(folder / "science.tif")
-    out = tmp_path / "predictions.csv"
-    assert main(["predict", str(trained / "model"), str(folder), "-o", str(out)]) == 0
-    assert [row["file"] for row in csv.DictReader(out.open())] == ["small.png"]
+    science = Image.fromarray(values)
+    assert predicted_beside(trained, tmp_path / "images", science, "science.tif") == ["small.png"]
     warning = capsys.readouterr().err
     assert "skipped science.tif: Cannot use the image: 32-bit floating-point pixels" in warning
     assert "save the image with 8 or 16 bits per channel." in warning
