@@ -209,13 +209,9 @@ def class_distances(
 
     Infinite for a class without training images (a NaN centroid).
     """
-    f = np.asarray(features, dtype=np.float64)
+    distances = np.full((len(features), len(centroids)), np.inf)
     known = ~np.isnan(centroids).any(axis=1)
-    mu, mu_terms = mahalanobis_terms(centroids, precision)
-    projected = np.einsum("nd,de->ne", f, precision)
-    cross = np.einsum("ne,ke->nk", projected, mu)
-    distances = np.full((len(f), len(centroids)), np.inf)
-    distances[:, known] = (projected * f).sum(axis=1, keepdims=True) - 2.0 * cross + mu_terms
+    distances[:, known] = _distances(features, precision, *mahalanobis_terms(centroids, precision))
     return np.maximum(distances, 0.0)
 
 
@@ -226,14 +222,22 @@ def mahalanobis(
 
     ``mu`` and ``mu_terms`` come from `mahalanobis_terms`.
     """
+    return np.maximum(_distances(features, precision, mu, mu_terms).min(axis=1), 0.0)
+
+
+def _distances(
+    features: np.ndarray, precision: np.ndarray, mu: np.ndarray, mu_terms: np.ndarray
+) -> np.ndarray:
+    """``(f - mu)^T P (f - mu)`` of every embedding and centroid ``mu``: float64 ``(N, K)``.
+
+    Without an (N, K, D) array. The products are einsum's own loops, not BLAS:
+    the calibrated threshold is saved in the model folder, so it must not
+    depend on the CPU's kernels.
+    """
     f = np.asarray(features, dtype=np.float64)
-    # (f - mu)^T P (f - mu) for every class, without an (N, K, D) array. The
-    # products are einsum's own loops, not BLAS: the calibrated threshold is
-    # saved in the model folder, so it must not depend on the CPU's kernels.
     projected = np.einsum("nd,de->ne", f, precision)
     cross = np.einsum("ne,ke->nk", projected, mu)
-    distances = (projected * f).sum(axis=1, keepdims=True) - 2.0 * cross + mu_terms
-    return np.maximum(distances.min(axis=1), 0.0)
+    return (projected * f).sum(axis=1, keepdims=True) - 2.0 * cross + mu_terms
 
 
 def calibrate_threshold(scores: np.ndarray, acceptance: float) -> float:
