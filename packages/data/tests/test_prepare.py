@@ -220,36 +220,44 @@ def test_defaults_are_valid() -> None:
         "test_fraction": 0.15,
         "on_corrupt": "error",
         "varied": 0,
+        "train_varied": 0,
         "view": {"crop": True, "margin": 0.05, "exposure": False},
     }
 
 
-def test_varied_copies_of_each_val_picture_are_a_split_of_their_own(
-    raw: Path, tmp_path: Path
+@pytest.mark.parametrize(
+    ("key", "split", "source"), [("varied", "varied", "val"), ("train_varied", "train_varied", "train")]
+)
+def test_varied_copies_of_each_picture_are_a_split_of_their_own(
+    raw: Path, tmp_path: Path, key: str, split: str, source: str
 ) -> None:
-    from celestial_data import SPLITS, VARIED
+    from celestial_data import SPLITS, TRAIN_VARIED, VARIED
 
+    assert {VARIED, TRAIN_VARIED} == {"varied", "train_varied"}
     plain = prepare_dataset(raw, tmp_path / "plain", PARAMS, workers=2).dataset
-    varied = prepare_dataset(raw, tmp_path / "varied", changed(varied=3), workers=2).dataset
-    assert VARIED not in SPLITS and not plain.has(VARIED)
+    varied = prepare_dataset(raw, tmp_path / "varied", changed(**{key: 3}), workers=2).dataset
+    assert split not in SPLITS and not plain.has(split)
+    assert set(varied.splits) == {*plain.splits, split}
     # The splits are those of the plain dataset, byte for byte; the copies come on top.
-    for split in SPLITS:
-        np.testing.assert_array_equal(varied.images(split), plain.images(split))
-    val_files, val_labels = varied.files("val"), varied.labels("val")
-    assert varied.splits[VARIED] == 3 * len(val_files)
-    assert varied.files(VARIED) == [file for file in val_files for _ in range(3)]
-    np.testing.assert_array_equal(varied.labels(VARIED), np.repeat(val_labels, 3))
-    copies = np.asarray(varied.images(VARIED)).reshape(len(val_files), 3, 8, 8, 3)
-    for image, its_copies in zip(varied.images("val"), copies, strict=True):
+    for name in SPLITS:
+        np.testing.assert_array_equal(varied.images(name), plain.images(name))
+    files, labels = varied.files(source), varied.labels(source)
+    assert varied.splits[split] == 3 * len(files)
+    assert varied.files(split) == [file for file in files for _ in range(3)]
+    np.testing.assert_array_equal(varied.labels(split), np.repeat(labels, 3))
+    copies = np.asarray(varied.images(split)).reshape(len(files), 3, 8, 8, 3)
+    for image, its_copies in zip(varied.images(source), copies, strict=True):
         # Each copy is another picture of the same body: not the image, not each other.
         assert not any(np.array_equal(copy, image) for copy in its_copies)
         assert not np.array_equal(its_copies[0], its_copies[1])
     assert varied.hash != plain.hash
-    # Seeded: a rerun writes the same bytes; varied back to 0 removes the split.
-    again = prepare_dataset(raw, tmp_path / "again", changed(varied=3), workers=1).dataset
-    np.testing.assert_array_equal(again.images(VARIED), varied.images(VARIED))
+    # Only the training copies are fitted on.
+    assert varied.fitted_splits == (("train", split) if source == "train" else ("train",))
+    # Seeded: a rerun writes the same bytes; back to 0 removes the split.
+    again = prepare_dataset(raw, tmp_path / "again", changed(**{key: 3}), workers=1).dataset
+    np.testing.assert_array_equal(again.images(split), varied.images(split))
     back = prepare_dataset(raw, tmp_path / "varied", PARAMS, workers=2).dataset
-    assert not back.has(VARIED) and not (tmp_path / "varied" / "varied_images.npy").exists()
+    assert not back.has(split) and not (tmp_path / "varied" / f"{split}_images.npy").exists()
     assert file_bytes(tmp_path / "varied") == file_bytes(tmp_path / "plain")
 
 

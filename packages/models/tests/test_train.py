@@ -123,6 +123,51 @@ def test_batches_have_one_shape_and_cover_every_image_each_epoch() -> None:
     assert orders[0] != orders[1]
 
 
+def test_batches_read_several_arrays_as_one() -> None:
+    # A split and its varied copies: 6 + 4 images, each part read where it lies.
+    first = np.arange(6, dtype=np.uint8).reshape(6, 1, 1, 1)
+    second = np.arange(6, 10, dtype=np.uint8).reshape(4, 1, 1, 1)
+    batches = TrainingBatches([first, second], np.arange(10, dtype=np.int32), batch_size=4, seed=0)
+    assert len(batches) == 3
+    seen = [batches[i] for i in range(len(batches))]
+    assert all((x[:, 0, 0, 0] == y).all() for x, y in seen)
+    assert set(np.concatenate([y for _, y in seen])) == set(range(10))
+    with pytest.raises(ValueError, match="10 images and 9 labels"):
+        TrainingBatches([first, second], np.arange(9, dtype=np.int32), batch_size=4, seed=0)
+
+
+def test_training_fits_on_the_varied_copies_of_the_training_pictures_too(
+    make_prepared: Callable, tmp_path: Path, fast: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from celestial_data import TRAIN_VARIED, load_prepared, write_prepared
+    from celestial_models.scoring import Scoring, calibrate
+    from celestial_models.saving import load_model
+
+    plain = make_prepared()
+    arrays = {
+        split: (np.asarray(plain.images(split)), plain.labels(split), plain.files(split))
+        for split in ("train", "val")
+    }
+    images, labels, files = arrays["train"]
+    arrays[TRAIN_VARIED] = (images[:, ::-1].copy(), labels, files)  # each picture upside down
+    copied = write_prepared(tmp_path / "copied", list(plain.classes), "rgb", arrays)
+    params = TrainParams(**{**fast, "epochs": 2, "min_steps": 12})
+    train_model(copied, tmp_path / "model", params, verbose=True)
+    # 24 pictures and their 24 copies, in batches of 8: 6 steps an epoch, so
+    # min_steps 12 is reached in the 2 epochs asked for.
+    assert "epochs instead of" not in capsys.readouterr().out  # (24 alone would take 4)
+    assert json.loads((tmp_path / "model" / "metadata.json").read_text())["epochs_run"] == 2
+    # The unknown-image statistics are those of everything the model was fitted on.
+    model = load_model(tmp_path / "model" / "model.keras")
+    detector = calibrate(model, load_prepared(tmp_path / "copied")).detector
+    features = Scoring(model)(np.concatenate([images, arrays[TRAIN_VARIED][0]])).features
+    both = np.concatenate([labels, labels])
+    for label in range(len(plain.classes)):
+        np.testing.assert_allclose(
+            detector.centroids[label], features[both == label].mean(axis=0), rtol=1e-4, atol=1e-5
+        )
+
+
 def test_a_split_smaller_than_a_batch_is_repeated() -> None:
     images = np.zeros((3, 2, 2, 1), dtype=np.uint8)
     batches = TrainingBatches(images, np.array([0, 1, 2], dtype=np.int32), batch_size=8, seed=0)

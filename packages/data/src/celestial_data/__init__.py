@@ -23,7 +23,14 @@ from celestial_data.image import (
 )
 from celestial_data.params import Params
 from celestial_data.prepare import PrepareParams, PrepareResult, prepare_dataset
-from celestial_data.prepared import SPLITS, VARIED, PreparedDataset, load_prepared, write_prepared
+from celestial_data.prepared import (
+    SPLITS,
+    TRAIN_VARIED,
+    VARIED,
+    PreparedDataset,
+    load_prepared,
+    write_prepared,
+)
 from celestial_data.split import split_of
 from celestial_data.synth import BODIES, SynthParams, render, synthesize
 from celestial_data.view import NO_VIEW, ViewParams, canonical_view
@@ -33,6 +40,7 @@ __all__ = [
     "COLOR_MODES",
     "NO_VIEW",
     "SPLITS",
+    "TRAIN_VARIED",
     "VARIED",
     "CheckReport",
     "DataError",

@@ -55,6 +55,7 @@ from celestial_data.prepared import (
     ARRAY_SPLITS,
     DATASET_FILE,
     MANIFEST_FILE,
+    TRAIN_VARIED,
     VARIED,
     PreparedDataset,
     load_prepared,
@@ -119,6 +120,16 @@ class PrepareParams(Params):
         "written as the `varied` split; training calibrates the unknown-image threshold on them "
         "too, so known bodies in pictures unlike the training ones are accepted as often; 0 "
         "writes none",
+    )
+    train_varied: int = Field(
+        0,
+        ge=0,
+        le=16,
+        description="varied copies of each training picture, drawn as `varied`'s are and "
+        "written as the `train_varied` split; training fits the model on them with the "
+        "training pictures, so it learns bodies framed, turned, blurred and compressed "
+        "otherwise, as the view cannot make them alike; each copy is one more training image "
+        "an epoch (lower `train.epochs` to keep the time); 0 writes none",
     )
 
     view: ViewParams = ViewParams()
@@ -348,18 +359,29 @@ def prepare_dataset(
             entries[split] = [info for info in split_infos if not info.error]
             labels = np.array([info.label for info in entries[split]], dtype=np.int32)
             np.save(staging / f"{split}_labels.npy", labels)
-        # Each val picture's copies, in the order of val.
-        varied = [info for info in entries.get("val", []) for _ in range(params.varied)]
-        if varied:
-            copies = (params.varied, params.seed)
-            path = staging / f"{VARIED}_images.npy"
-            _write_images(path, dataset.root, entries["val"], params.image_format, workers, copies)
-            labels = np.array([info.label for info in varied], dtype=np.int32)
-            np.save(staging / f"{VARIED}_labels.npy", labels)
+        copied: dict[str, list[FileInfo]] = {}
+        for split, (source, count) in {
+            VARIED: ("val", params.varied),
+            TRAIN_VARIED: ("train", params.train_varied),
+        }.items():
+            # Each source picture's copies, in the order of its split.
+            copied[split] = [info for info in entries.get(source, []) for _ in range(count)]
+            if copied[split]:
+                path = staging / f"{split}_images.npy"
+                _write_images(
+                    path,
+                    dataset.root,
+                    entries[source],
+                    params.image_format,
+                    workers,
+                    (count, params.seed),
+                )
+                labels = np.array([info.label for info in copied[split]], dtype=np.int32)
+                np.save(staging / f"{split}_labels.npy", labels)
         report = build_report(dataset, infos, params.on_corrupt)
         if not report.ok:
             raise DatasetError(" ".join(report.errors))
-        counts = _finish(staging, dataset, params, entries, varied, report)
+        counts = _finish(staging, dataset, params, entries, copied, report)
         _publish(staging, out)
     return PrepareResult(dataset=load_prepared(out), report=report, split_counts=counts)
 
@@ -369,23 +391,22 @@ def _finish(
     dataset: RawDataset,
     params: PrepareParams,
     entries: dict[str, list[FileInfo]],
-    varied: list[FileInfo],
+    copied: dict[str, list[FileInfo]],
     report: CheckReport,
 ) -> dict[str, dict[str, int]]:
     """Write the manifest, ``dataset.json``, the report and the preview; return the counts.
 
-    ``varied`` lists the val entry of each varied copy, in array order (empty: none).
+    ``copied`` lists, per split of varied copies, the source entry of each
+    copy, in array order (empty: none).
     """
     classes = list(dataset.classes)
     rows = [
         (info.file, classes[info.label], split, info.sha256)
-        for split, split_infos in entries.items()
+        for split, split_infos in (entries | copied).items()
         for info in split_infos
     ]
-    rows += [(info.file, classes[info.label], VARIED, info.sha256) for info in varied]
     sizes = {split: len(split_infos) for split, split_infos in entries.items()}
-    if varied:
-        sizes[VARIED] = len(varied)
+    sizes |= {split: len(copies) for split, copies in copied.items() if copies}
     write_manifest(out, rows)
     write_dataset_json(out, classes, params.image_format, sizes)
     counts = {}

@@ -36,6 +36,7 @@ __all__ = [
     "DATASET_FILE",
     "MANIFEST_FILE",
     "SPLITS",
+    "TRAIN_VARIED",
     "VARIED",
     "PreparedDataset",
     "load_prepared",
@@ -47,8 +48,11 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 #: what the unknown-image threshold is also calibrated on; never trained on or
 #: measured, so not one of `SPLITS`.
 VARIED = "varied"
+#: Varied copies of the ``train`` pictures (``prepare.train_varied``): trained on
+#: with the ``train`` split, never measured.
+TRAIN_VARIED = "train_varied"
 #: Every split a prepared folder may hold arrays of.
-ARRAY_SPLITS: tuple[str, ...] = (*SPLITS, VARIED)
+ARRAY_SPLITS: tuple[str, ...] = (*SPLITS, VARIED, TRAIN_VARIED)
 DATASET_FILE = "dataset.json"
 MANIFEST_FILE = "manifest.csv"
 FORMAT_VERSION = 1
@@ -69,6 +73,11 @@ class PreparedDataset(WithImageFormat):
     def has(self, split: str) -> bool:
         """Whether the split exists and holds at least one image."""
         return self.splits.get(split, 0) > 0
+
+    @property
+    def fitted_splits(self) -> tuple[str, ...]:
+        """The splits a model is fitted on: ``train``, and its varied copies when prepared."""
+        return tuple(split for split in ("train", TRAIN_VARIED) if self.has(split))
 
     def images(self, split: str) -> np.ndarray:
         """The split's images, memory-mapped, uint8 ``(N, size, size, channels)``."""

@@ -31,7 +31,7 @@ __all__ = ["BLUR", "EXPOSURE_STOPS", "NOISE_SIGMA", "QUALITY", "SCALE", "SHIFT",
 #: Range of the body's size in the copy, as a share of the picture's.
 SCALE = (0.7, 1.0)
 #: Largest shift of the picture, as a share of its side, in a random direction.
-SHIFT = 0.1
+SHIFT = 0.2
 #: Largest Gaussian blur radius, as a share of the picture's side (1.5 px at 128).
 BLUR = 0.012
 #: Largest change of exposure, in stops either way (1: from half to twice the light).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from celestial_models.backend import keras
@@ -20,16 +22,30 @@ class TrainingBatches(keras.utils.PyDataset):
     at least once per epoch; the order is reshuffled each epoch from ``seed``.
 
     Args:
-        images: uint8 array ``(N, size, size, channels)``, usually memory-mapped.
-        labels: int32 array ``(N,)``.
+        images: uint8 array ``(N, size, size, channels)``, usually memory-mapped,
+            or several such arrays read as one after the other (a split and
+            its varied copies), none of them copied.
+        labels: int32 array ``(N,)``, of all the images.
         batch_size: Images per batch.
         seed: Seed of the shuffling.
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int):
+    def __init__(
+        self,
+        images: np.ndarray | Sequence[np.ndarray],
+        labels: np.ndarray,
+        batch_size: int,
+        seed: int,
+    ):
         super().__init__(workers=1, use_multiprocessing=False)
-        self.images = images
+        self.parts = [images] if isinstance(images, np.ndarray) else list(images)
         self.labels = np.asarray(labels)
+        if sum(len(part) for part in self.parts) != len(self.labels):
+            raise ValueError(
+                f"TrainingBatches got {sum(len(part) for part in self.parts)} images and "
+                f"{len(self.labels)} labels; give one label per image."
+            )
+        self._starts = np.cumsum([0, *(len(part) for part in self.parts)])
         self.batch_size = batch_size
         self.seed = seed
         self._rng = np.random.default_rng(seed)
@@ -51,7 +67,12 @@ class TrainingBatches(keras.utils.PyDataset):
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         # Sorted indices read the memory map front to back.
         chosen = np.sort(self._order[index * self.batch_size : (index + 1) * self.batch_size])
-        return np.asarray(self.images[chosen]), self.labels[chosen]
+        parts = [
+            part[chosen[(chosen >= start) & (chosen < end)] - start]
+            for part, start, end in zip(self.parts, self._starts, self._starts[1:], strict=False)
+        ]
+        images = np.concatenate(parts) if len(parts) > 1 else np.asarray(parts[0])
+        return images, self.labels[chosen]
 
     def on_epoch_end(self) -> None:
         """Draw the next epoch's order."""

@@ -123,7 +123,10 @@ def calibrate(
 ) -> Calibration:
     """Fit the unknown-image detector of a trained model; keep the validation outputs.
 
-    Class statistics come from the ``train`` split's embeddings; the threshold
+    Class statistics come from the embeddings the model was fitted on (the
+    ``train`` split, with its varied copies when prepare wrote them:
+    ``prepare.train_varied``), so that a body framed otherwise lies within
+    its class as the model learnt it; the threshold
     is calibrated on the ``val`` split (images that did not fit the weights),
     together with its varied copies when prepare wrote them (the ``varied``
     split, ``prepare.varied``), so that ``acceptance`` of them all is
@@ -142,12 +145,16 @@ def calibrate(
     """
     params = params or OodParams()
     scoring = model if isinstance(model, Scoring) else Scoring(model)
-    batches = [dataset.images("train"), dataset.images("val")]
+    fitted = dataset.fitted_splits
+    batches = [*(dataset.images(split) for split in fitted), dataset.images("val")]
     if dataset.has(VARIED):
         batches.append(dataset.images(VARIED))
-    train, val, *varied = outputs_of(scoring, *batches)
+    outputs = outputs_of(scoring, *batches)
+    val, *varied = outputs[len(fitted) :]
     centroids, precision = class_statistics(
-        train.features, dataset.labels("train"), len(dataset.classes)
+        np.concatenate([part.features for part in outputs[: len(fitted)]]),
+        np.concatenate([dataset.labels(split) for split in fitted]),
+        len(dataset.classes),
     )
     scores = compute_scores(params.score, *val, centroids, precision)
     calibrated_on = [
@@ -174,7 +181,9 @@ def grey_statistics(
     """The detector's statistics for colourless pictures (see `ood.GreyStatistics`).
 
     Fitted on grey copies of the ``train`` images, calibrated on grey copies
-    of the ``val`` images.
+    of the ``val`` images. Not on grey copies of the varied copies: that is
+    two changes at once, and measured, it told unseen bodies in grey from
+    known ones less well (leave-one-class-out AUROC 0.95 against 0.97).
     """
     train, val = outputs_of(
         scoring, grey_copies(dataset.images("train")), grey_copies(dataset.images("val"))

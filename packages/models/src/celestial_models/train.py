@@ -379,8 +379,12 @@ class Trainer:
                 f"This trainer was built for images and classes {self.shape}; {dataset.path} "
                 f"has {self.shape_of(dataset)}. Build a Trainer for it."
             )
+        splits = dataset.fitted_splits  # the train split, and its varied copies if prepared
         batches = TrainingBatches(
-            dataset.images("train"), dataset.labels("train"), params.batch_size, params.seed
+            [dataset.images(split) for split in splits],
+            np.concatenate([dataset.labels(split) for split in splits]),
+            params.batch_size,
+            params.seed,
         )
         variables = [*self.model.variables, *self.model.optimizer.variables]
         for variable, value in zip(variables, self._start, strict=True):
