@@ -226,7 +226,8 @@ def test_defaults_are_valid() -> None:
 
 
 @pytest.mark.parametrize(
-    ("key", "split", "source"), [("varied", "varied", "val"), ("train_varied", "train_varied", "train")]
+    ("key", "split", "source"),
+    [("varied", "varied", "val"), ("train_varied", "train_varied", "train")],
 )
 def test_varied_copies_of_each_picture_are_a_split_of_their_own(
     raw: Path, tmp_path: Path, key: str, split: str, source: str

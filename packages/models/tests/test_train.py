@@ -140,8 +140,8 @@ def test_training_fits_on_the_varied_copies_of_the_training_pictures_too(
     make_prepared: Callable, tmp_path: Path, fast: dict, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from celestial_data import TRAIN_VARIED, load_prepared, write_prepared
-    from celestial_models.scoring import Scoring, calibrate
     from celestial_models.saving import load_model
+    from celestial_models.scoring import Scoring, calibrate
 
     plain = make_prepared()
     arrays = {

@@ -129,7 +129,7 @@ class PrepareParams(Params):
         "written as the `train_varied` split; training fits the model on them with the "
         "training pictures, so it learns bodies framed, turned, blurred and compressed "
         "otherwise, as the view cannot make them alike; each copy is one more training image "
-        "an epoch (lower `train.epochs` to keep the time); 0 writes none",
+        "an epoch, so training takes that much longer; 0 writes none",
     )
 
     view: ViewParams = ViewParams()

@@ -4,7 +4,11 @@
 picture (the ``varied`` split), and training calibrates the unknown-image
 threshold on them as well as on the pictures themselves, so that the share
 of known images it accepts holds on pictures unlike the training ones, not
-only on pictures like them (see `celestial_models.scoring.calibrate`).
+only on pictures like them (see `celestial_models.scoring.calibrate`). With
+``prepare.train_varied``, it writes copies of every training picture too (the
+``train_varied`` split), which the model is trained on with the pictures:
+what the view cannot make alike (a turn by any angle, a body partly off the
+picture, blur, compression) is then learnt.
 
 Each copy is drawn from the source picture, before the canonical view
 (`celestial_data.view`), as a real picture would differ: a change drawn on the
