@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from celestial_data import ImageFormat, ViewParams, to_array
-from celestial_data.vary import copy_rng, vary
+from celestial_data.vary import MIN_SIDE, copy_rng, reduced, vary
 from celestial_data.view import body_box
 
 SIDE = 96
@@ -77,3 +77,24 @@ def test_exposure_is_drawn_only_for_a_view_that_normalises_it() -> None:
     for without, copy in zip(plain, exposed, strict=True):
         box = body_box(copy.convert("L"))
         assert box == pytest.approx(body_box(without.convert("L")), abs=2.5)
+
+
+@pytest.mark.parametrize("crop", [True, False])
+def test_a_large_picture_is_reduced_before_its_copies_are_drawn(crop: bool) -> None:
+    view = ImageFormat(16, "rgb", ViewParams(crop=crop))
+    large = body().resize((SIDE * 12, SIDE * 12), Image.Resampling.BICUBIC)
+    small = reduced(large, view)
+    assert small.mode == "RGB" and small.width < large.width // 4
+    # What the view keeps is never brought below MIN_SIDE (128) pixels across.
+    box = body_box(small.convert("L"))
+    assert box is not None
+    kept = (box[2] - box[0]) * 1.1 if crop else small.width
+    assert MIN_SIDE <= kept < 2 * MIN_SIDE + 8
+    # The view sees the same body, whichever was varied.
+    assert np.abs(to_array(small, view).astype(int) - to_array(large, view).astype(int)).mean() < 3
+    # A picture already small enough is left as it is; other modes become RGB.
+    picture = body()
+    assert reduced(picture, view) is picture
+    assert reduced(picture.convert("RGBA"), view).mode == "RGB"
+    # A model of larger images keeps more of the picture.
+    assert reduced(large, ImageFormat(128, "rgb", ViewParams(crop=crop))).width > small.width

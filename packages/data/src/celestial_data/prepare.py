@@ -64,7 +64,7 @@ from celestial_data.prepared import (
 )
 from celestial_data.preview import write_preview
 from celestial_data.split import split_digests, split_of
-from celestial_data.vary import copy_rng, vary
+from celestial_data.vary import copy_rng, reduced, vary
 from celestial_data.view import ViewParams
 
 __all__ = ["PREVIEW_FILE", "REPORT_FILE", "PrepareParams", "PrepareResult", "prepare_dataset"]
@@ -242,10 +242,11 @@ def _load(
         if copies is None:
             return to_array(image, image_format)
         count, seed = copies
+        source = reduced(image, image_format)  # a large photo's copies cost a small one's
         return np.stack(
             [
                 to_array(
-                    vary(image, copy_rng(seed, info.file, k), image_format.view.exposure),
+                    vary(source, copy_rng(seed, info.file, k), image_format.view.exposure),
                     image_format,
                 )
                 for k in range(count)

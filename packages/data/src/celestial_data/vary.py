@@ -26,11 +26,27 @@ from __future__ import annotations
 
 import io
 import zlib
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageFilter
 
-__all__ = ["BLUR", "EXPOSURE_STOPS", "NOISE_SIGMA", "QUALITY", "SCALE", "SHIFT", "copy_rng", "vary"]
+from celestial_data.view import body_box
+
+if TYPE_CHECKING:
+    from celestial_data.image import ImageFormat
+
+__all__ = [
+    "BLUR",
+    "EXPOSURE_STOPS",
+    "NOISE_SIGMA",
+    "QUALITY",
+    "SCALE",
+    "SHIFT",
+    "copy_rng",
+    "reduced",
+    "vary",
+]
 
 #: Range of the body's size in the copy, as a share of the picture's.
 SCALE = (0.7, 1.0)
@@ -44,6 +60,35 @@ EXPOSURE_STOPS = 1.0
 NOISE_SIGMA = 15.0
 #: Range of the JPEG quality the copy is saved with and read back from.
 QUALITY = (30, 95)
+#: A copy is drawn on the picture reduced until what the view keeps of it is
+#: at most this many times the model's side across (and at least `MIN_SIDE`).
+DETAIL = 4
+MIN_SIDE = 128
+
+
+def reduced(image: Image.Image, image_format: ImageFormat) -> Image.Image:
+    """``image`` reduced by a whole factor, as small as its copies can be drawn on.
+
+    What the canonical view keeps of the picture (the body's square with
+    ``view.crop``, else the whole picture) is brought down towards
+    ``max(MIN_SIDE, DETAIL * size)`` pixels across, never below: finer detail
+    would be averaged away when the view shrinks it to the model's ``size``.
+    So a copy of a 16-megapixel photo costs about what a copy of a
+    128-pixel picture does (drawn whole, it took 30 times as long as
+    preparing the photo), and its noise and blur are drawn at about the scale
+    the model sees. A picture already that small is returned as it is. The
+    mode is made ``RGB`` or ``L``, as `vary` makes it.
+    """
+    if image.mode not in ("RGB", "L"):
+        image = image.convert("RGB")
+    kept = float(max(image.size))
+    if image_format.view.crop:
+        found = body_box(image if image.mode == "L" else image.convert("L"))
+        if found is not None:
+            side = max(found[2] - found[0], found[3] - found[1])
+            kept = min(kept, side * (1 + 2 * image_format.view.margin))
+    factor = int(kept // max(MIN_SIDE, DETAIL * image_format.size))
+    return image.reduce(factor) if factor > 1 else image
 
 
 def copy_rng(seed: int, file: str, copy: int) -> np.random.Generator:
