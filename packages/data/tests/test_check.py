@@ -208,3 +208,53 @@ def test_parallel_map_keeps_the_order_of_its_items() -> None:
     items = range(1_000)  # several chunks, each of several batches
     assert list(parallel_map(lambda x: x * x, items, workers=3)) == [x * x for x in items]
     assert list(parallel_map(lambda x: x * x, [], workers=2)) == []
+
+
+def disc_picture(background: int, side: int = 48, mode: str = "RGB") -> Image.Image:
+    """A dark or bright disc on a plain background of grey level ``background``."""
+    y, x = np.mgrid[:side, :side]
+    inside = (x - side / 2) ** 2 + (y - side / 2) ** 2 < (side / 3) ** 2
+    pixels = np.full((side, side, 3), background, np.uint8)
+    pixels[inside] = (40, 40, 40) if background > 128 else (220, 180, 120)
+    return Image.fromarray(pixels).convert(mode)
+
+
+def test_pictures_not_on_a_dark_background_are_warned_about_when_the_view_crops(
+    tmp_path: Path,
+) -> None:
+    from celestial_data import ViewParams
+
+    def folder(name: str, backgrounds: list[int]) -> Path:
+        for label in ("a", "b"):
+            (tmp_path / name / label).mkdir(parents=True)
+            for i, background in enumerate(backgrounds):
+                disc_picture(background).save(tmp_path / name / label / f"{i}.png")
+        return tmp_path / name
+
+    paper = folder("paper", [250, 230, 200, 0])  # three in four on light paper
+    sky = folder("sky", [0, 10, 20, 250])  # one in four on a light background
+    crop, no_crop = ViewParams(), ViewParams(crop=False)
+    warnings = check_dataset(paper, view=crop).warnings
+    assert any(
+        "6 of 8 images (75%) are not on a dark background" in w and "'crop: false'" in w
+        for w in warnings
+    ), warnings
+    for root, view in ((paper, no_crop), (paper, None), (sky, crop)):
+        assert not any("dark background" in w for w in check_dataset(root, view=view).warnings)
+
+
+def test_edge_brightness_sees_the_picture_as_the_model_does() -> None:
+    from celestial_data.image import edge_brightness
+
+    assert edge_brightness(disc_picture(0)) == 0
+    assert edge_brightness(disc_picture(230)) == 230
+    for mode in ("L", "CMYK"):
+        assert abs(edge_brightness(disc_picture(230, mode=mode)) - 230) <= 3, mode
+    palette = disc_picture(230).convert("P", palette=Image.Palette.ADAPTIVE, colors=4)
+    assert edge_brightness(palette) == 230
+    # Transparent edges are black, as the model is shown them.
+    transparent = disc_picture(230, mode="RGBA")
+    transparent.putalpha(0)
+    assert edge_brightness(transparent) == 0
+    # A large picture is measured on its edges alone, with the same result.
+    assert edge_brightness(disc_picture(230, side=2000)) == 230

@@ -46,6 +46,16 @@ def test_check_follows_on_corrupt_from_params(raw: Path, tmp_path: Path, capsys)
     assert "warning:" in capsys.readouterr().out
 
 
+def test_check_warns_about_the_crop_from_params(raw: Path, tmp_path: Path, capsys) -> None:
+    # The raw fixture's pictures are random blocks: bright edges, no dark background.
+    assert main(["check", str(raw)]) == 0
+    assert "not on a dark background" in capsys.readouterr().out
+    params = tmp_path / "params.yaml"
+    params.write_text("prepare:\n  view:\n    crop: false\n")
+    assert main(["check", str(raw), "--params", str(params)]) == 0
+    assert "dark background" not in capsys.readouterr().out
+
+
 def test_check_layout_error_is_one_line(tmp_path: Path, capsys) -> None:
     (tmp_path / "raw" / "Only").mkdir(parents=True)
     assert main(["check", str(tmp_path / "raw")]) == 1

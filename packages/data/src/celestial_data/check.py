@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from celestial_data.dataset import FileInfo, RawDataset, inspect_files, scan
+from celestial_data.view import ViewParams
 
 __all__ = [
+    "BRIGHT_EDGE",
+    "BRIGHT_EDGE_SHARE",
     "IMBALANCE_RATIO",
     "ON_CORRUPT",
     "CheckReport",
@@ -29,6 +32,10 @@ OnCorrupt = Literal["error", "skip"]
 ON_CORRUPT: tuple[str, ...] = get_args(OnCorrupt)
 IMBALANCE_RATIO = 3.0
 """Largest class over smallest class above which a warning is given."""
+BRIGHT_EDGE = 64.0
+"""Median edge brightness (of 255) above which a picture is not on a dark background."""
+BRIGHT_EDGE_SHARE = 0.25
+"""Share of such pictures above which the canonical view's crop is warned about."""
 
 
 @dataclass
@@ -100,7 +107,12 @@ def _listing(names: Sequence[str], limit: int = 10) -> str:
     return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
 
 
-def build_report(dataset: RawDataset, infos: list[FileInfo], on_corrupt: OnCorrupt) -> CheckReport:
+def build_report(
+    dataset: RawDataset,
+    infos: list[FileInfo],
+    on_corrupt: OnCorrupt,
+    view: ViewParams | None = None,
+) -> CheckReport:
     """Turn what was read from each file into a report of counts and problems.
 
     Args:
@@ -108,6 +120,9 @@ def build_report(dataset: RawDataset, infos: list[FileInfo], on_corrupt: OnCorru
         infos: One entry per image file, as `inspect_files` returns them.
         on_corrupt: ``"error"`` (corrupt images are errors) or ``"skip"``
             (they are left out and listed in ``skipped``).
+        view: The canonical view the images will be taken in: with ``crop``
+            on, a dataset whose pictures are mostly not on a dark background
+            is warned about (see `_crop_warning`).
 
     Returns:
         The report; ``report.errors`` is empty when the dataset can be prepared.
@@ -150,6 +165,9 @@ def build_report(dataset: RawDataset, infos: list[FileInfo], on_corrupt: OnCorru
     imbalance = _imbalance_warning(report.counts)
     if imbalance:
         report.warnings.append(imbalance)
+    crop = _crop_warning(good) if view is not None and view.crop else None
+    if crop:
+        report.warnings.append(crop)
     if report.ignored:
         report.warnings.append(
             f"{len(report.ignored)} file(s) that are not images ignored: "
@@ -214,8 +232,32 @@ def _imbalance_warning(counts: dict[str, int]) -> str:
     )
 
 
+def _crop_warning(good: list[FileInfo]) -> str | None:
+    """A warning when many pictures are not one object on a dark background.
+
+    The canonical view's crop looks for the bright object on a dark
+    background; on a digit drawn on paper, a face or a scene it crops at
+    places that mean nothing. Such pictures have bright edges.
+    """
+    edges = [info.edge for info in good if info.edge is not None]
+    bright = sum(edge > BRIGHT_EDGE for edge in edges)
+    if not edges or bright <= BRIGHT_EDGE_SHARE * len(edges):
+        return None
+    return (
+        f"{bright} of {len(edges)} images ({bright / len(edges):.0%}) are not on a dark "
+        f"background (the median brightness of their edges is above {BRIGHT_EDGE:.0f} of "
+        "255), but prepare.view.crop is on: the view crops each image to its bright object "
+        "on a dark background, and crops these at places that mean nothing. For images of "
+        "other kinds (digits on paper, faces, scenes), set 'crop: false' under 'view' in "
+        "the prepare section of params.yaml."
+    )
+
+
 def check_dataset(
-    root: str | Path, on_corrupt: OnCorrupt = "error", workers: int | None = None
+    root: str | Path,
+    on_corrupt: OnCorrupt = "error",
+    workers: int | None = None,
+    view: ViewParams | None = None,
 ) -> CheckReport:
     """Read every image of a raw dataset folder and report on it.
 
@@ -223,6 +265,8 @@ def check_dataset(
         root: The dataset folder, laid out as ``root/<ClassName>/<image files>``.
         on_corrupt: ``"error"`` or ``"skip"``: what unreadable images are.
         workers: Threads to decode with (default: one per core).
+        view: The canonical view the images will be taken in (see
+            `build_report`); None checks nothing about it.
 
     Returns:
         The report (check ``report.ok``).
@@ -232,7 +276,7 @@ def check_dataset(
     """
     dataset = scan(root)
     infos = inspect_files(dataset, workers=workers, pixels=True)
-    return build_report(dataset, infos, on_corrupt)
+    return build_report(dataset, infos, on_corrupt, view)
 
 
 def format_report(report: CheckReport, root: str | Path) -> str:

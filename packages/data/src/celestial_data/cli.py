@@ -90,7 +90,7 @@ def _check(args: argparse.Namespace) -> int:
     from celestial_data.prepare import PrepareParams
 
     params = PrepareParams.load(args.params)
-    report = check_dataset(args.raw, on_corrupt=params.on_corrupt)
+    report = check_dataset(args.raw, on_corrupt=params.on_corrupt, view=params.view)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from PIL import Image
 
 from celestial_data.errors import DatasetError
-from celestial_data.image import decode, pixel_digest
+from celestial_data.image import decode, edge_brightness, pixel_digest
 
 __all__ = [
     "FileInfo",
@@ -74,6 +74,8 @@ class FileInfo:
     error: str = ""
     pixels: str = ""
     """SHA-256 of the decoded RGB pixels (`pixel_digest`), when they were hashed."""
+    edge: float | None = None
+    """Median brightness of the picture's edges (`edge_brightness`), when it was decoded."""
 
 
 @cache
@@ -227,6 +229,7 @@ def read_info(root: Path, file: str, label: int, pixels: bool = False) -> FileIn
         if image is not None:
             try:
                 info.pixels = pixel_digest(image)
+                info.edge = edge_brightness(image)
             except Exception as error:  # e.g. a mode Pillow cannot convert
                 info.error = describe_error(error)
     return info

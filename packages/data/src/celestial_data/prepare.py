@@ -379,7 +379,7 @@ def prepare_dataset(
                 )
                 labels = np.array([info.label for info in copied[split]], dtype=np.int32)
                 np.save(staging / f"{split}_labels.npy", labels)
-        report = build_report(dataset, infos, params.on_corrupt)
+        report = build_report(dataset, infos, params.on_corrupt, params.view)
         if not report.ok:
             raise DatasetError(" ".join(report.errors))
         counts = _finish(staging, dataset, params, entries, copied, report)
