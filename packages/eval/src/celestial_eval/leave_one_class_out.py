@@ -194,7 +194,7 @@ def leave_one_class_out(
     ood_params = ood_params or OodParams()
     split = choose_split(dataset)  # the known images: test when present, else val
     if workers == "auto":
-        fitted = sum(dataset.splits[split] for split in dataset.fitted_splits)
+        fitted = sum(dataset.splits[name] for name in dataset.fitted_splits)
         batches = -(-fitted // train_params.batch_size)
         steps = train_params.epochs_for(batches) * batches
         workers = process_count(len(chosen), steps, default_workers())
