@@ -307,19 +307,22 @@ def test_the_rejection_stage_writes_the_same_bytes_every_time(project: Path) -> 
 def test_a_held_out_class_leaves_every_split_but_its_varied_copies_are_never_unknowns(
     tmp_path: Path,
 ) -> None:
-    from celestial_data import VARIED
+    from celestial_data import TRAIN_VARIED, VARIED, ViewParams
     from celestial_eval.leave_one_class_out import held_out_images, without_class
 
     arrays = {}
-    for seed, split in enumerate(("train", "val", "test", VARIED)):
+    splits = ("train", "val", "test", VARIED, TRAIN_VARIED)
+    for seed, split in enumerate(splits):
         labels = np.repeat(np.arange(3), 2 + seed)
         files = [f"{CLASSES[k]}/{split}{i}.png" for i, k in enumerate(labels)]
         arrays[split] = (colour_images(labels, seed), labels, files)
-    dataset = write_prepared(tmp_path / "prepared", CLASSES, "rgb", arrays)
+    view = ViewParams(exposure=True)
+    dataset = write_prepared(tmp_path / "prepared", CLASSES, "rgb", arrays, view=view)
     subset = without_class(dataset, 2, tmp_path / "without-blue")
-    # The classes and labels are kept; no Blue image is left, the copies included.
-    assert subset.classes == dataset.classes
-    for split in ("train", "val", "test", VARIED):
+    # The classes, labels and view are kept; no Blue image is left, the copies included.
+    assert subset.classes == dataset.classes and subset.image_format == dataset.image_format
+    for split in splits:
         assert list(subset.labels(split)) == [k for k in dataset.labels(split) if k != 2]
-    # Blue's unknown images are its pictures (2 + 3 + 4), not their varied copies (5).
+    assert subset.fitted_splits == ("train", TRAIN_VARIED)
+    # Blue's unknown images are its pictures (2 + 3 + 4), not their varied copies (5, 6).
     assert len(held_out_images(dataset, 2)) == 9

@@ -76,8 +76,9 @@ def without_class(dataset: PreparedDataset, held_out: int, path: Path) -> Prepar
     is never a target (it only learns that no image is of that class). So the
     held-out trainings run the very programs the train stage compiled, loaded
     from the compilation cache (see `celestial_models.backend`). The varied
-    copies of the validation pictures, when prepared, are kept as the other
-    splits are, so the held-out detector is calibrated as the project's is.
+    copies, when prepared, are kept as the other splits are, and the view the
+    images were taken in is recorded, so the held-out model is trained and
+    its detector calibrated as the project's are.
     """
     arrays = {}
     for split, count in dataset.splits.items():
@@ -91,7 +92,9 @@ def without_class(dataset: PreparedDataset, held_out: int, path: Path) -> Prepar
             labels[keep],
             [files[i] for i in keep],
         )
-    return write_prepared(path, list(dataset.classes), dataset.color_mode, arrays)
+    return write_prepared(
+        path, list(dataset.classes), dataset.color_mode, arrays, view=dataset.image_format.view
+    )
 
 
 def held_out_images(dataset: PreparedDataset, held_out: int) -> np.ndarray:
