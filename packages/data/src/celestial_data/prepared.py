@@ -79,6 +79,10 @@ class PreparedDataset(WithImageFormat):
         """The splits a model is fitted on: ``train``, and its varied copies when prepared."""
         return tuple(split for split in ("train", TRAIN_VARIED) if self.has(split))
 
+    def fitted_labels(self) -> np.ndarray:
+        """The labels of `fitted_splits`, one after the other: int32 ``(N,)``."""
+        return np.concatenate([self.labels(split) for split in self.fitted_splits])
+
     def images(self, split: str) -> np.ndarray:
         """The split's images, memory-mapped, uint8 ``(N, size, size, channels)``."""
         return self._array(split, "images")

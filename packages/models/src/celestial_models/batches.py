@@ -40,12 +40,13 @@ class TrainingBatches(keras.utils.PyDataset):
         super().__init__(workers=1, use_multiprocessing=False)
         self.parts = [images] if isinstance(images, np.ndarray) else list(images)
         self.labels = np.asarray(labels)
-        if sum(len(part) for part in self.parts) != len(self.labels):
-            raise ValueError(
-                f"TrainingBatches got {sum(len(part) for part in self.parts)} images and "
-                f"{len(self.labels)} labels; give one label per image."
-            )
+        # Where each part starts in the joined order, and where the last ends.
         self._starts = np.cumsum([0, *(len(part) for part in self.parts)])
+        if self._starts[-1] != len(self.labels):
+            raise ValueError(
+                f"TrainingBatches got {self._starts[-1]} images and {len(self.labels)} labels; "
+                "give one label per image."
+            )
         self.batch_size = batch_size
         self.seed = seed
         self._rng = np.random.default_rng(seed)
@@ -69,7 +70,9 @@ class TrainingBatches(keras.utils.PyDataset):
         chosen = np.sort(self._order[index * self.batch_size : (index + 1) * self.batch_size])
         parts = [
             part[chosen[(chosen >= start) & (chosen < end)] - start]
-            for part, start, end in zip(self.parts, self._starts, self._starts[1:], strict=False)
+            for part, start, end in zip(
+                self.parts, self._starts[:-1], self._starts[1:], strict=True
+            )
         ]
         images = np.concatenate(parts) if len(parts) > 1 else np.asarray(parts[0])
         return images, self.labels[chosen]

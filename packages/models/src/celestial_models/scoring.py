@@ -151,17 +151,9 @@ def calibrate(
         batches.append(dataset.images(VARIED))
     outputs = outputs_of(scoring, *batches)
     val, *varied = outputs[len(fitted) :]
-    centroids, precision = class_statistics(
-        np.concatenate([part.features for part in outputs[: len(fitted)]]),
-        np.concatenate([dataset.labels(split) for split in fitted]),
-        len(dataset.classes),
+    centroids, precision, scores, threshold = _fit(
+        outputs[: len(fitted)], dataset.fitted_labels(), len(dataset.classes), val, varied, params
     )
-    scores = compute_scores(params.score, *val, centroids, precision)
-    calibrated_on = [
-        scores,
-        *(compute_scores(params.score, *v, centroids, precision) for v in varied),
-    ]
-    threshold = calibrate_threshold(np.concatenate(calibrated_on), params.acceptance)
     detector = OodDetector(
         method=params.score,
         threshold=threshold,
@@ -169,7 +161,7 @@ def calibrate(
         val_acceptance=float(np.mean(scores <= threshold)),
         centroids=centroids,
         precision=precision,
-        varied_images=sum(len(v) for v in calibrated_on[1:]),
+        varied_images=sum(len(v.features) for v in varied),
         grey=grey_statistics(scoring, dataset, params) if grey and dataset.channels == 3 else None,
     )
     return Calibration(detector, val, scores)
@@ -188,17 +180,39 @@ def grey_statistics(
     train, val = outputs_of(
         scoring, grey_copies(dataset.images("train")), grey_copies(dataset.images("val"))
     )
-    centroids, precision = class_statistics(
-        train.features, dataset.labels("train"), len(dataset.classes)
+    centroids, precision, scores, threshold = _fit(
+        [train], dataset.labels("train"), len(dataset.classes), val, [], params
     )
-    scores = compute_scores(params.score, *val, centroids, precision)
-    threshold = calibrate_threshold(scores, params.acceptance)
     return GreyStatistics(
         centroids=centroids,
         precision=precision,
         threshold=threshold,
         val_acceptance=float(np.mean(scores <= threshold)),
     )
+
+
+def _fit(
+    fitted: list[Outputs],
+    labels: np.ndarray,
+    classes: int,
+    val: Outputs,
+    varied: list[Outputs],
+    params: OodParams,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Class statistics of ``fitted``, and the threshold calibrated on ``val`` and ``varied``.
+
+    Returns:
+        ``(centroids, precision, val_scores, threshold)``: the threshold
+        accepts ``params.acceptance`` of the ``val`` and ``varied`` scores
+        together.
+    """
+    features = np.concatenate([outputs.features for outputs in fitted])
+    centroids, precision = class_statistics(features, labels, classes)
+    scores = [
+        compute_scores(params.score, *outputs, centroids, precision) for outputs in (val, *varied)
+    ]
+    threshold = calibrate_threshold(np.concatenate(scores), params.acceptance)
+    return centroids, precision, scores[0], threshold
 
 
 def fit_detector(

@@ -379,10 +379,9 @@ class Trainer:
                 f"This trainer was built for images and classes {self.shape}; {dataset.path} "
                 f"has {self.shape_of(dataset)}. Build a Trainer for it."
             )
-        splits = dataset.fitted_splits  # the train split, and its varied copies if prepared
-        batches = TrainingBatches(
-            [dataset.images(split) for split in splits],
-            np.concatenate([dataset.labels(split) for split in splits]),
+        batches = TrainingBatches(  # the train split, and its varied copies if prepared
+            [dataset.images(split) for split in dataset.fitted_splits],
+            dataset.fitted_labels(),
             params.batch_size,
             params.seed,
         )
