@@ -81,13 +81,16 @@ def reduced(image: Image.Image, image_format: ImageFormat) -> Image.Image:
     """
     if image.mode not in ("RGB", "L"):
         image = image.convert("RGB")
+    smallest = max(MIN_SIDE, DETAIL * image_format.size)
     kept = float(max(image.size))
+    if kept < 2 * smallest:  # no whole factor fits: the body need not be found
+        return image
     if image_format.view.crop:
         found = body_box(image if image.mode == "L" else image.convert("L"))
         if found is not None:
             side = max(found[2] - found[0], found[3] - found[1])
             kept = min(kept, side * (1 + 2 * image_format.view.margin))
-    factor = int(kept // max(MIN_SIDE, DETAIL * image_format.size))
+    factor = int(kept // smallest)
     return image.reduce(factor) if factor > 1 else image
 
 
