@@ -6,10 +6,12 @@ import io
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image, ImageFilter
 
 from celestial_data import NO_VIEW, ImageFormat, ViewParams, decode, to_array
-from celestial_data.view import body_box, canonical_view
+from celestial_data.view import body_box, canonical_view, percentiles
 
 SIDE = 96
 FORMAT = ImageFormat(16, "rgb", ViewParams())
@@ -170,3 +172,15 @@ def test_an_upscaled_picture_gives_nearly_the_same_view() -> None:
     picture = body(radius=36, centre=(44, 50))
     upscaled = picture.resize((4 * SIDE, 4 * SIDE), Image.Resampling.BICUBIC)
     assert difference(view_of(upscaled), view_of(picture)) < 2.0
+
+
+@given(
+    st.lists(st.integers(0, 255), min_size=1, max_size=400),
+    st.lists(st.sampled_from([0.0, 0.5, 2.0, 37.3, 50.0, 95.0, 99.5, 100.0]), min_size=1),
+)
+def test_percentiles_of_counts_are_numpys_bit_for_bit(
+    sample: list[int], percents: list[float]
+) -> None:
+    counts = np.bincount(np.array(sample), minlength=256)
+    expected = np.percentile(np.array(sample, dtype=np.float32), percents)
+    assert percentiles(counts, percents).tobytes() == expected.tobytes()

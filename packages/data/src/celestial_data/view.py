@@ -151,13 +151,13 @@ def body_box(luminance: Image.Image) -> Box | None:
     """
     factor = max(1, math.ceil(max(luminance.size) / FIND_SIDE))
     small = luminance.reduce(factor) if factor > 1 else luminance
-    values = _minimum3(np.asarray(small, dtype=np.float32))
-    low, high = np.percentile(values, [2.0, 99.5])
+    values = _minimum3(np.asarray(small, dtype=np.uint8))
+    low, high = percentiles(np.bincount(values.ravel(), minlength=256), [2.0, 99.5])
     if high - low < MIN_CONTRAST:
         return None
-    rows, columns = np.nonzero(values > low + THRESHOLD * (high - low))
-    left, right = np.percentile(columns, [0.5, 99.5])
-    top, bottom = np.percentile(rows, [0.5, 99.5])
+    body = values > low + THRESHOLD * (high - low)
+    left, right = percentiles(body.sum(axis=0), [0.5, 99.5])
+    top, bottom = percentiles(body.sum(axis=1), [0.5, 99.5])
     # The minimum took one pixel off every edge of the body: give it back.
     return (
         (float(left) - 1) * factor,
@@ -165,6 +165,27 @@ def body_box(luminance: Image.Image) -> Box | None:
         (float(right) + 2) * factor,
         (float(bottom) + 2) * factor,
     )
+
+
+def percentiles(counts: np.ndarray, percents: list[float]) -> np.ndarray:
+    """``np.percentile`` of the sample holding ``counts[v]`` times each integer ``v``.
+
+    Bit for bit what ``np.percentile`` (its default, linear interpolation)
+    gives on the sample itself, without sorting it: the body is found on
+    every picture prepared and every upload served, and sorting took most of
+    that. ``counts`` must not be all zero.
+    """
+    size = int(counts.sum())
+    virtual = (size - 1) * (np.asarray(percents, dtype=np.float64) / 100)
+    below = np.floor(virtual)
+    weight = virtual - below
+    ends = np.cumsum(counts)
+    lower = np.minimum(below, size - 1).astype(np.int64)
+    low = np.searchsorted(ends, lower, side="right").astype(np.float64)
+    high = np.searchsorted(ends, np.minimum(lower + 1, size - 1), side="right").astype(np.float64)
+    # The two-sided interpolation of np.percentile, so that the results are equal.
+    step = high - low
+    return np.where(weight >= 0.5, high - step * (1 - weight), low + step * weight)
 
 
 def _minimum3(values: np.ndarray) -> np.ndarray:
