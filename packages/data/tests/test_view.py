@@ -184,3 +184,10 @@ def test_percentiles_of_counts_are_numpys_bit_for_bit(
     counts = np.bincount(np.array(sample), minlength=256)
     expected = np.percentile(np.array(sample, dtype=np.float32), percents)
     assert percentiles(counts, percents).tobytes() == expected.tobytes()
+
+
+def test_body_box_takes_a_colour_picture_as_its_luminance() -> None:
+    picture = Image.new("RGB", (64, 48))
+    picture.paste((200, 150, 90), (10, 8, 30, 28))
+    assert body_box(picture) == body_box(picture.convert("L"))
+    assert body_box(picture) is not None

@@ -147,8 +147,10 @@ def body_box(luminance: Image.Image) -> Box | None:
 
     Pixels outside the 0.5th-99.5th percentiles of the body's coordinates are
     ignored, so a few stray bright pixels do not stretch the box. None when
-    the picture is flat.
+    the picture is flat. A picture in another mode than ``L`` is converted.
     """
+    if luminance.mode != "L":
+        luminance = luminance.convert("L")
     factor = max(1, math.ceil(max(luminance.size) / FIND_SIDE))
     small = luminance.reduce(factor) if factor > 1 else luminance
     values = _minimum3(np.asarray(small, dtype=np.uint8))
