@@ -323,20 +323,18 @@ def held_out_seed_figures(
                 work_dir,
             )
         )
-    figures: dict[str, Any] = {}
-    for name in inputs:
-        figures[name] = {}
-        for key in ("unknown_rejected", "auroc"):
-            means = [
-                round(float(np.mean([run[c]["changes"][name][key] for c in run])), DIGITS)
-                for run in runs
-            ]
-            figures[name][key] = {
-                "mean": round(float(np.mean(means)), DIGITS),
-                "min": min(means),
-                "runs": means,
-            }
-    return figures
+    return {
+        name: {
+            key: over_seeds(
+                [
+                    round(float(np.mean([run[c]["changes"][name][key] for c in run])), DIGITS)
+                    for run in runs
+                ]
+            )
+            for key in ("unknown_rejected", "auroc")
+        }
+        for name in inputs
+    }
 
 
 def overridden(document: dict[str, Any], settings: Sequence[str]) -> dict[str, Any]:
@@ -376,46 +374,33 @@ def seed_figures(
     for name in inputs:
         rows = [full_model_figures(run[name], labels) for run in runs]
         figures[name] = {
-            key: {
-                "mean": round(float(np.mean([row[key] for row in rows])), DIGITS),
-                "min": min(row[key] for row in rows),
-                "runs": [row[key] for row in rows],
-            }
-            for key in ("accuracy", "known_accepted")
+            key: over_seeds([row[key] for row in rows]) for key in ("accuracy", "known_accepted")
         }
     return figures
 
 
-def seeds_table(per_seed: dict[str, Any]) -> str:
-    """Each change's accuracy and known-accepted over the seeds, as a Markdown table."""
-    count = len(next(iter(per_seed.values()))["accuracy"]["runs"])
-    lines = [
-        f"| change | accuracy mean / min ({count} seeds) | known accepted mean / min |",
-        "| --- | --- | --- |",
-    ]
+def seeds_table(per_seed: dict[str, Any], columns: dict[str, int]) -> str:
+    """Each change's figures over the seeds, mean / min, as a Markdown table.
+
+    ``columns`` maps each figure's key to the digits it is shown with.
+    """
+    first = next(iter(per_seed.values()))
+    count = len(first[next(iter(columns))]["runs"])
+    titles = [f"{key.replace('_', ' ')} mean / min" for key in columns]
+    titles[0] += f" ({count} seeds)"
+    lines = [f"| change | {' | '.join(titles)} |", "| --- |" + " --- |" * len(columns)]
     for name, row in per_seed.items():
-        accuracy, accepted = row["accuracy"], row["known_accepted"]
-        lines.append(
-            f"| {name} | {accuracy['mean']:.3f} / {accuracy['min']:.3f} | "
-            f"{accepted['mean']:.3f} / {accepted['min']:.3f} |"
-        )
+        cells = [
+            f"{row[key]['mean']:.{digits}f} / {row[key]['min']:.{digits}f}"
+            for key, digits in columns.items()
+        ]
+        lines.append(f"| {name} | {' | '.join(cells)} |")
     return "\n".join(lines)
 
 
-def held_out_seeds_table(per_seed: dict[str, Any]) -> str:
-    """Each change's unknown-rejected and AUROC (class means) over the seeds, as Markdown."""
-    count = len(next(iter(per_seed.values()))["auroc"]["runs"])
-    lines = [
-        f"| change | unknown rejected mean / min ({count} seeds) | AUROC mean / min |",
-        "| --- | --- | --- |",
-    ]
-    for name, row in per_seed.items():
-        rejected, area = row["unknown_rejected"], row["auroc"]
-        lines.append(
-            f"| {name} | {rejected['mean']:.3f} / {rejected['min']:.3f} | "
-            f"{area['mean']:.4f} / {area['min']:.4f} |"
-        )
-    return "\n".join(lines)
+def over_seeds(runs: list[float]) -> dict[str, Any]:
+    """A figure's mean and worst over the seeds, and each seed's."""
+    return {"mean": round(float(np.mean(runs)), DIGITS), "min": min(runs), "runs": runs}
 
 
 def summary(values: dict[str, float]) -> dict[str, Any]:
@@ -607,9 +592,9 @@ def main() -> None:
     args.out.write_text(json.dumps(figures, indent=2, allow_nan=False) + "\n")
     print(table(changes, containers))
     if per_seed:
-        print(seeds_table(per_seed))
+        print(seeds_table(per_seed, {"accuracy": 3, "known_accepted": 3}))
     if held_out_seeds:
-        print(held_out_seeds_table(held_out_seeds))
+        print(seeds_table(held_out_seeds, {"unknown_rejected": 3, "auroc": 4}))
     print(f"{len(files)} test images, {len(held_out)} held-out classes, {wall_s:.0f} s")
 
 
