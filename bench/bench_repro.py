@@ -17,7 +17,10 @@ workspace is left untouched. There, for each project:
 - a no-op ``dvc repro`` (nothing changed) is timed ``--repeats`` times,
   alternating with a no-op ``dvc repro`` of a trivial one-stage pipeline in a
   repository of its own: DVC's floor, measured in the same minutes, so that
-  the ratio between the two says what the project adds to DVC itself.
+  the ratio between the two says what the project adds to DVC itself. A
+  project with raw images is also timed against the floor of a one-stage
+  pipeline over the same images (tracked with ``dvc add``, the stage's
+  dependency): what is left is what its four stages add.
 
 Then ``--many`` (20) copies of a small project made from the template are
 laid out in one repository, as a team with many datasets would have them, and
@@ -152,13 +155,22 @@ def commit(root: Path, message: str) -> None:
     run("git", "commit", "-q", "-m", message, cwd=root)
 
 
-def trivial_pipeline(root: Path) -> Path:
-    """DVC's floor: a repository holding one stage that copies one file, reproduced once."""
+def trivial_pipeline(root: Path, raw: Path | None = None) -> Path:
+    """DVC's floor: a repository holding one stage that copies one file, reproduced once.
+
+    With ``raw``, the floor of a pipeline over that data: the folder is
+    tracked as a project's raw images are (``dvc add data/raw``) and the one
+    stage depends on it, as ``prepare`` does; it only lists it.
+    """
     init_repo(root)
     (root / "in.txt").write_text("floor\n")
-    (root / "dvc.yaml").write_text(
-        "stages:\n  copy:\n    cmd: cp in.txt out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n"
-    )
+    if raw is None:
+        stage = "cmd: cp in.txt out.txt\n    deps: [in.txt]"
+    else:
+        shutil.copytree(raw, root / "data" / "raw")
+        run("dvc", "add", "-q", "data/raw", cwd=root)
+        stage = "cmd: ls data/raw > out.txt\n    deps: [data/raw]"
+    (root / "dvc.yaml").write_text(f"stages:\n  copy:\n    {stage}\n    outs: [out.txt]\n")
     commit(root, "trivial pipeline")
     timed_repro(root)
     return root
@@ -261,8 +273,22 @@ def bench_project(name: str, root: Path, floor: Path, repeats: int) -> dict:
     to_evaluate = [
         timed_repro(project, "-f", "evaluate", env=cached_env)[0] for _ in range(repeats)
     ]
-    noops = alternate(repeats, project=(project, ()), floor=(floor, ()))
+    with tempfile.TemporaryDirectory(prefix="bench-floor-data-") as data_floor_dir:
+        raw = project / "data" / "raw"
+        pipelines = {"project": (project, ()), "floor": (floor, ())}
+        if raw.is_dir():
+            pipelines["floor_same_data"] = (trivial_pipeline(Path(data_floor_dir), raw), ())
+        noops = alternate(repeats, **pipelines)
     noop, floor_noop = noops["project"], noops["floor"]
+    same_data = (
+        {
+            "noop_floor_same_data_s": summary(noops["floor_same_data"]),
+            "noop_over_floor_same_data": statistics.median(noop)
+            / statistics.median(noops["floor_same_data"]),
+        }
+        if "floor_same_data" in noops
+        else {}
+    )
     metrics = json.loads((project / "evaluation" / "metrics.json").read_text())
     metadata = json.loads((project / "model" / "metadata.json").read_text())
     params = yaml.safe_load((project / "params.yaml").read_text())
@@ -277,6 +303,7 @@ def bench_project(name: str, root: Path, floor: Path, repeats: int) -> dict:
         "noop_repro_s": summary(noop),
         "noop_floor_s": summary(floor_noop),
         "noop_over_floor": statistics.median(noop) / statistics.median(floor_noop),
+        **same_data,
         "lock_identical_across_runs": len(locks) == 1,
         "test_accuracy": metrics["accuracy"],
         "evaluated_split": metrics["split"],
