@@ -221,20 +221,25 @@ def test_defaults_are_valid() -> None:
         "on_corrupt": "error",
         "varied": 0,
         "train_varied": 0,
+        "test_varied": 0,
         "view": {"crop": True, "margin": 0.05, "exposure": False},
     }
 
 
 @pytest.mark.parametrize(
     ("key", "split", "source"),
-    [("varied", "varied", "val"), ("train_varied", "train_varied", "train")],
+    [
+        ("varied", "varied", "val"),
+        ("train_varied", "train_varied", "train"),
+        ("test_varied", "test_varied", "test"),
+    ],
 )
 def test_varied_copies_of_each_picture_are_a_split_of_their_own(
     raw: Path, tmp_path: Path, key: str, split: str, source: str
 ) -> None:
-    from celestial_data import SPLITS, TRAIN_VARIED, VARIED
+    from celestial_data import SPLITS, TEST_VARIED, TRAIN_VARIED, VARIED
 
-    assert {VARIED, TRAIN_VARIED} == {"varied", "train_varied"}
+    assert {VARIED, TRAIN_VARIED, TEST_VARIED} == {"varied", "train_varied", "test_varied"}
     plain = prepare_dataset(raw, tmp_path / "plain", PARAMS, workers=2).dataset
     varied = prepare_dataset(raw, tmp_path / "varied", changed(**{key: 3}), workers=2).dataset
     assert split not in SPLITS and not plain.has(split)

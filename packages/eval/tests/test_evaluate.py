@@ -1,5 +1,6 @@
 """`celestial-eval evaluate` end to end on a tiny trained model."""
 
+import csv
 import json
 import subprocess
 import sys
@@ -83,6 +84,45 @@ def test_evaluates_the_test_split_and_writes_every_output(trained, tmp_path: Pat
     assert len(history) == 1 + len(json.loads((model_dir / "history.json").read_text()))
     for row in (out / "misclassified.csv").read_text().splitlines()[1:]:
         assert row.split(",")[0].split("/")[1].startswith("test")  # files of the test split
+    assert "varied" not in metrics  # no varied copies of the test pictures were prepared
+
+
+@pytest.mark.slow
+def test_varied_copies_of_the_test_pictures_are_read_and_accepted(
+    trained, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from celestial_data import TEST_VARIED
+
+    model_dir, _ = trained
+    arrays = splits()
+    images, labels, files = arrays["test"]
+    # Two copies of each test picture: the picture itself, and one said to be of the next class.
+    arrays[TEST_VARIED] = (
+        np.concatenate([images, images]),
+        np.concatenate([labels, (labels + 1) % 3]),
+        files * 2,
+    )
+    prepared = tmp_path / "prepared"
+    write_prepared(prepared, CLASSES, "rgb", arrays)
+
+    assert evaluate(model_dir, prepared, tmp_path / "out") == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    said = capsys.readouterr().out.splitlines()
+    assert said[1] == (
+        f"24 varied copies of its pictures: accuracy {metrics['varied']['accuracy']:.4f}, "
+        f"{metrics['varied']['accepted']:.4f} accepted"
+    )
+    assert metrics["images"] == 12  # the test split alone is measured
+    # Each copy is read as its picture is: right as itself, and as the next class where
+    # the picture is misread as that class.
+    misread = list(csv.DictReader((tmp_path / "out" / "misclassified.csv").open()))
+    as_next = sum(
+        CLASSES.index(row["predicted"]) == (CLASSES.index(row["actual"]) + 1) % 3 for row in misread
+    )
+    assert metrics["varied"]["images"] == 24
+    assert metrics["varied"]["accuracy"] == pytest.approx((12 - len(misread) + as_next) / 24)
+    assert metrics["varied"]["accepted"] == metrics["unknown"]["accepted"]
+    assert "varied_accepted" not in metrics["unknown"]
 
 
 @pytest.mark.slow

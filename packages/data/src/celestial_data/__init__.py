@@ -25,6 +25,7 @@ from celestial_data.params import Params
 from celestial_data.prepare import PrepareParams, PrepareResult, prepare_dataset
 from celestial_data.prepared import (
     SPLITS,
+    TEST_VARIED,
     TRAIN_VARIED,
     VARIED,
     PreparedDataset,
@@ -40,6 +41,7 @@ __all__ = [
     "COLOR_MODES",
     "NO_VIEW",
     "SPLITS",
+    "TEST_VARIED",
     "TRAIN_VARIED",
     "VARIED",
     "CheckReport",

@@ -55,6 +55,7 @@ from celestial_data.prepared import (
     ARRAY_SPLITS,
     DATASET_FILE,
     MANIFEST_FILE,
+    TEST_VARIED,
     TRAIN_VARIED,
     VARIED,
     PreparedDataset,
@@ -130,6 +131,16 @@ class PrepareParams(Params):
         "training pictures, so it learns bodies framed, turned, blurred and compressed "
         "otherwise, as the view cannot make them alike; each copy is one more training image "
         "an epoch, so training takes that much longer; 0 writes none",
+    )
+    test_varied: int = Field(
+        0,
+        ge=0,
+        le=16,
+        description="varied copies of each test picture, drawn as `varied`'s are and written "
+        "as the `test_varied` split; `evaluate` reports the model's accuracy and the share it "
+        "accepts as known on them (`varied` in `metrics.json`), so every experiment shows how "
+        "the model holds up on pictures unlike the project's; nothing trains or calibrates on "
+        "them; 0 writes none",
     )
 
     view: ViewParams = ViewParams()
@@ -364,6 +375,7 @@ def prepare_dataset(
         for split, (source, count) in {
             VARIED: ("val", params.varied),
             TRAIN_VARIED: ("train", params.train_varied),
+            TEST_VARIED: ("test", params.test_varied),
         }.items():
             # Each source picture's copies, in the order of its split.
             copied[split] = [info for info in entries.get(source, []) for _ in range(count)]

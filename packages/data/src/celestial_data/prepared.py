@@ -36,6 +36,7 @@ __all__ = [
     "DATASET_FILE",
     "MANIFEST_FILE",
     "SPLITS",
+    "TEST_VARIED",
     "TRAIN_VARIED",
     "VARIED",
     "PreparedDataset",
@@ -51,8 +52,11 @@ VARIED = "varied"
 #: Varied copies of the ``train`` pictures (``prepare.train_varied``): trained on
 #: with the ``train`` split, never measured.
 TRAIN_VARIED = "train_varied"
+#: Varied copies of the ``test`` pictures (``prepare.test_varied``): measured by
+#: ``evaluate`` (its ``varied`` metrics), never trained or calibrated on.
+TEST_VARIED = "test_varied"
 #: Every split a prepared folder may hold arrays of.
-ARRAY_SPLITS: tuple[str, ...] = (*SPLITS, VARIED, TRAIN_VARIED)
+ARRAY_SPLITS: tuple[str, ...] = (*SPLITS, VARIED, TRAIN_VARIED, TEST_VARIED)
 DATASET_FILE = "dataset.json"
 MANIFEST_FILE = "manifest.csv"
 FORMAT_VERSION = 1

@@ -193,6 +193,13 @@ def _evaluate(args: argparse.Namespace) -> int:
         f"{metrics['split']} split: accuracy {metrics['accuracy']:.4f}, loss "
         f"{metrics['loss']:.4f}, {metrics['images']} images -> {args.out_dir}"
     )
+    varied = metrics.get("varied")
+    if varied and varied["images"]:
+        accepted = f", {varied['accepted']:.4f} accepted" if "accepted" in varied else ""
+        print(
+            f"{varied['images']} varied copies of its pictures: accuracy "
+            f"{varied['accuracy']:.4f}{accepted}"
+        )
     for warning in metrics["warnings"]:
         say(PROG, "warning", warning)
     return 0

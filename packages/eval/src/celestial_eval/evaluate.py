@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import Field
 
-from celestial_data import SPLITS, PreparedDataset, load_prepared
+from celestial_data import SPLITS, TEST_VARIED, PreparedDataset, load_prepared
 from celestial_data.params import Params
 from celestial_eval.confusion import draw_confusion, write_confusion_csv
 from celestial_eval.errors import EvalError, MismatchError, MissingInputError
 from celestial_eval.history import draw_history, read_history, write_history_csv
-from celestial_eval.metrics import classification_metrics, confusion_matrix
+from celestial_eval.metrics import DIGITS, classification_metrics, confusion_matrix
 from celestial_eval.misclassified import write_misclassified_csv
 from celestial_eval.preview import draw_preview, select_preview
 from celestial_eval.scoring import predict_and_score
@@ -252,9 +252,12 @@ def evaluate(
     classifier = load_classifier(model_dir)
     columns = check_compatible(classifier, dataset)
     images = dataset.images(split)
+    # Varied copies of the test pictures (prepare.test_varied): how the model holds up.
+    varied = dataset.images(TEST_VARIED) if split == "test" and dataset.has(TEST_VARIED) else None
     # One pass gives the probabilities and how the model answers "unknown".
-    probabilities, unknown = predict_and_score(classifier, images)
+    probabilities, unknown = predict_and_score(classifier, images, varied)
     probabilities = probabilities[:, columns]
+    probabilities, varied_probabilities = probabilities[: len(images)], probabilities[len(images) :]
     warnings = []
     trained_on = classifier.metadata.get("data_hash")
     if trained_on and trained_on != dataset.hash:
@@ -269,6 +272,12 @@ def evaluate(
         },
         "model": model_summary(model_dir, classifier),
     }
+    if varied is not None:
+        extra["varied"] = varied_figures(
+            varied_probabilities,
+            dataset.labels(TEST_VARIED),
+            None if unknown is None else unknown.pop("varied_accepted"),
+        )
     if unknown is not None:
         extra["unknown"] = unknown
     else:
@@ -289,6 +298,24 @@ def evaluate(
         extra=extra,
         warnings=warnings,
     )
+
+
+def varied_figures(
+    probabilities: np.ndarray, labels: np.ndarray, accepted: float | None
+) -> dict[str, Any]:
+    """``metrics.json``'s ``varied``: the test pictures' varied copies, read and accepted.
+
+    ``accepted`` is the share the model accepts as known (None without a
+    detector, then left out).
+    """
+    correct = np.argmax(probabilities, axis=1) == np.asarray(labels)
+    figures: dict[str, Any] = {
+        "images": len(correct),
+        "accuracy": round(float(correct.mean()), DIGITS) if len(correct) else None,
+    }
+    if accepted is not None:
+        figures["accepted"] = accepted
+    return figures
 
 
 def model_summary(model_dir: Path, classifier: Classifier) -> dict[str, int]:

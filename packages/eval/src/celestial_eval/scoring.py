@@ -63,33 +63,38 @@ def check_probabilities(probabilities: np.ndarray, count: int, classes: int) -> 
 
 
 def predict_and_score(
-    classifier: Classifier, images: np.ndarray
+    classifier: Classifier, images: np.ndarray, varied: np.ndarray | None = None
 ) -> tuple[np.ndarray, dict[str, Any] | None]:
     """Probabilities of ``images`` and how the model answers "unknown", in one pass.
 
-    The evaluated images and the non-body images (`nonbody_images`) go through
-    the model in a single call (one compiled shape).
+    The evaluated images, their ``varied`` copies (if any) and the non-body
+    images (`nonbody_images`) go through the model in a single call (one
+    compiled shape).
 
     Returns:
-        ``(probabilities float64 (N, K), figures)``: ``figures`` holds the score,
-        its threshold, the target and achieved acceptance of ``images`` (known
-        classes), and the share of non-body images rejected, overall and per
-        kind; None for a model without a detector (probabilities only).
+        ``(probabilities float64 (N, K), figures)``: the rows of ``images``,
+        then those of ``varied``. ``figures`` holds the score, its threshold,
+        the target and achieved acceptance of ``images`` (known classes),
+        that of ``varied`` (``varied_accepted``, when given), and the share of
+        non-body images rejected, overall and per kind; None for a model
+        without a detector (probabilities only).
 
     Raises:
         EvalError: If the model returns a wrong shape or non-finite values.
     """
+    known = [np.asarray(images)] + ([] if varied is None else [np.asarray(varied)])
     detector = getattr(classifier, "detector", None)
     if detector is None:
-        return predict(classifier, images), None
+        return predict(classifier, np.concatenate(known)), None
     size, _, channels = classifier.input_shape
     kinds = nonbody_images(size, channels)
-    batch = np.concatenate([np.asarray(images), *kinds.values()])
+    batch = np.concatenate([*known, *kinds.values()])
     probabilities, scores = classifier.predict_with_score(batch)
-    count, classes = len(images), len(classifier.classes)
-    probabilities = check_probabilities(probabilities[:count], count, classes)
+    count, copies = len(images), sum(len(part) for part in known[1:])
+    classes = len(classifier.classes)
+    probabilities = check_probabilities(probabilities[: count + copies], count + copies, classes)
     unknown = detector.unknown(scores)
-    rates, start = {}, count
+    rates, start = {}, count + copies
     for kind, kind_images in kinds.items():
         rates[kind] = round(float(unknown[start : start + len(kind_images)].mean()), DIGITS)
         start += len(kind_images)
@@ -98,9 +103,12 @@ def predict_and_score(
         "threshold": round(detector.threshold, DIGITS),
         "acceptance_target": detector.acceptance,
         "accepted": round(float(1.0 - unknown[:count].mean()), DIGITS) if count else None,
-        "nonbody_rejected": round(float(unknown[count:].mean()), DIGITS),
+        "nonbody_rejected": round(float(unknown[count + copies :].mean()), DIGITS),
         "nonbody": rates,
     }
+    if varied is not None:
+        share = 1.0 - unknown[count : count + copies].mean() if copies else None
+        figures["varied_accepted"] = None if share is None else round(float(share), DIGITS)
     return probabilities, figures
 
 
