@@ -1,6 +1,7 @@
 """The offline HTML report: content, self-containment, and a real headless browser."""
 
 import base64
+import json
 import re
 import shutil
 from pathlib import Path
@@ -85,6 +86,17 @@ def test_report_is_self_contained(project: Path) -> None:
     assert "undefined" in html  # Gamma's precision
     assert "Class &#x27;Gamma&#x27; was never predicted" in html
     assert "Gamma/img6.jpg" in html  # misclassified table
+
+
+def test_the_varied_copies_have_cards_when_evaluated(project: Path) -> None:
+    assert "varied copies" not in build_report(project)
+    path = project / "evaluation" / "metrics.json"
+    metrics = json.loads(path.read_text())
+    metrics["varied"] = {"images": 24, "accuracy": 0.875, "accepted": 0.75}
+    path.write_text(json.dumps(metrics))
+    html = build_report(project)
+    assert "<div class='value'>87.5%</div><div>accuracy on varied copies</div>" in html
+    assert "<div class='value'>75.0%</div><div>varied copies accepted</div>" in html
 
 
 def test_report_is_deterministic(project: Path, tmp_path: Path) -> None:

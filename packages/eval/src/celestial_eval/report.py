@@ -203,6 +203,11 @@ def _metrics_html(metrics: dict[str, Any]) -> str:
         ("loss", _format(metrics.get("loss"), percent=False)),
         ("images", _format(metrics.get("images"))),
     ]
+    varied = metrics.get("varied") or {}
+    if "accuracy" in varied:  # prepare.test_varied: the test pictures' varied copies
+        cards.append(("accuracy on varied copies", _format(varied["accuracy"])))
+    if "accepted" in varied:
+        cards.append(("varied copies accepted", _format(varied["accepted"])))
     html = ["<div class='cards'>"]
     html += [
         f"<div class='card'><div class='value'>{v}</div><div>{k}</div></div>" for k, v in cards
