@@ -17,6 +17,7 @@ METRICS = {
     "macro": {"precision": 0.91, "recall": 0.9, "f1": 0.8954},
     "dataset": {"images": 200, "classes": 10},
     "model": {"size_bytes": 2_500_000, "parameters": 310_000},
+    "varied": {"images": 60, "accuracy": 0.85, "accepted": 0.75},
 }
 
 
@@ -58,13 +59,22 @@ def test_lists_projects_with_and_without_metrics(projects: Path) -> None:
 
     table = to_markdown(rows).splitlines()
     assert table[0] == (
-        "| project | images | classes | accuracy | macro F1 | model size | metrics revision |"
+        "| project | images | classes | accuracy | macro F1 | varied copies | model size "
+        "| metrics revision |"
     )
-    assert table[2] == "| moons | - | - | no metrics yet | - | - | - |"
+    assert table[2] == "| moons | - | - | no metrics yet | - | - | - | - |"
     assert table[3] == (
-        f"| planets | 200 | 10 | 90.0% (test, 30 images) | 89.5% | 2.5 MB (310,000 params) "
-        f"| `{revision}` |"
+        f"| planets | 200 | 10 | 90.0% (test, 30 images) | 89.5% | 85.0% "
+        f"| 2.5 MB (310,000 params) | `{revision}` |"
     )
+
+
+def test_a_project_without_varied_copies_shows_a_dash(projects: Path) -> None:
+    path = projects / "planets" / "evaluation" / "metrics.json"
+    path.write_text(json.dumps({key: value for key, value in METRICS.items() if key != "varied"}))
+    (planets,) = leaderboard(projects)[1:]
+    assert planets["varied_accuracy"] is None
+    assert "| 89.5% | - | 2.5 MB" in to_markdown([planets])
 
 
 def test_uncommitted_metrics_are_marked(projects: Path) -> None:

@@ -101,6 +101,7 @@ def project_row(project: Path) -> dict[str, Any]:
         evaluated=metrics.get("images"),
         accuracy=metrics.get("accuracy"),
         macro_f1=(metrics.get("macro") or {}).get("f1"),
+        varied_accuracy=(metrics.get("varied") or {}).get("accuracy"),
         model_bytes=(metrics.get("model") or {}).get("size_bytes"),
         model_parameters=(metrics.get("model") or {}).get("parameters"),
         revision=revision,
@@ -157,16 +158,17 @@ def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
         "classes",
         "accuracy",
         "macro F1",
+        "varied copies",
         "model size",
         "metrics revision",
     ]
     lines = [
         "| " + " | ".join(header) + " |",
-        "|" + "|".join(["---"] + ["---:"] * 5 + ["---"]) + "|",
+        "|" + "|".join(["---"] + ["---:"] * 6 + ["---"]) + "|",
     ]
     for row in rows:
         if row["metrics"] is None:
-            cells = [row["project"], "-", "-", "no metrics yet", "-", "-", "-"]
+            cells = [row["project"], "-", "-", "no metrics yet", "-", "-", "-", "-"]
         else:
             accuracy = _percent(row.get("accuracy"))
             if row.get("split"):
@@ -177,6 +179,7 @@ def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
                 str(row.get("classes") or "-"),
                 accuracy,
                 _percent(row.get("macro_f1")),
+                _percent(row.get("varied_accuracy")),
                 _size(row),
                 _revision(row),
             ]
