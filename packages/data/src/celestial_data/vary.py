@@ -54,7 +54,8 @@ SCALE = (0.7, 1.0)
 #: Past the largest shift a picture should still be accepted at (a fifth, as
 #: `bench_robust` measures): the threshold rejects the far end of what it is
 #: calibrated on, so the copies reach beyond it (with 0.2, known bodies a
-#: fifth off the picture were accepted at 0.71; with 0.3, at 0.95).
+#: fifth off the picture were accepted at 0.71 over five training seeds; with
+#: 0.3, at 0.93).
 SHIFT = 0.3
 #: Largest Gaussian blur radius, as a share of the picture's side (1.5 px at 128).
 BLUR = 0.012
