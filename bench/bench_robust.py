@@ -293,36 +293,17 @@ def held_out_figures(
 
 
 def held_out_seed_figures(
-    seed_zero: dict[str, Any],
-    dataset: PreparedDataset,
-    train_params: TrainParams,
-    ood_params: OodParams,
-    classes: Sequence[str],
-    inputs: dict[str, np.ndarray],
-    labels: np.ndarray,
-    seeds: int,
-    work_dir: str,
+    seed_zero: dict[str, Any], train: Callable[[int], dict[str, Any]], seeds: int
 ) -> dict[str, Any]:
     """Per change: the mean over held-out classes of each figure, for ``train.seed`` 0..seeds-1.
 
-    ``seed_zero`` is `held_out_figures` with ``train_params`` as they are
-    (seed 0); the other seeds' held-out models are trained here. One class's
-    AUROC moves by several hundredths from one training seed to the next
-    (grey Neptune most), so a target is read on the mean over seeds.
+    ``seed_zero`` is `held_out_figures` at seed 0; ``train(seed)`` gives it
+    for another seed. One class's AUROC moves by several hundredths from one
+    training seed to the next (grey Neptune most), so a target is read on the
+    mean over seeds.
     """
-    runs = [seed_zero]
-    for seed in range(1, seeds):
-        runs.append(
-            held_out_figures(
-                dataset,
-                train_params.model_copy(update={"seed": seed}),
-                ood_params,
-                classes,
-                inputs,
-                labels,
-                work_dir,
-            )
-        )
+    runs = [seed_zero, *(train(seed) for seed in range(1, seeds))]
+    changes = next(iter(seed_zero.values()))["changes"]
     return {
         name: {
             key: over_seeds(
@@ -333,7 +314,7 @@ def held_out_seed_figures(
             )
             for key in ("unknown_rejected", "auroc")
         }
-        for name in inputs
+        for name in changes
     }
 
 
@@ -544,14 +525,16 @@ def main() -> None:
             lap = time.perf_counter()
             held_out_seeds = held_out_seed_figures(
                 held_out,
-                dataset,
-                loo_params,
-                ood_params,
-                classes,
-                inputs,
-                labels,
+                lambda seed: held_out_figures(
+                    dataset,
+                    loo_params.model_copy(update={"seed": seed}),
+                    ood_params,
+                    classes,
+                    inputs,
+                    labels,
+                    scratch,
+                ),
                 args.held_out_seeds,
-                scratch,
             )
             timings["held_out_seeds_s"] = time.perf_counter() - lap
 

@@ -174,7 +174,7 @@ def test_a_set_without_a_value_is_refused_naming_it() -> None:
         robust.overridden({}, ["train.epochs"])
 
 
-def test_held_out_seeds_record_each_seeds_class_mean(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_held_out_seeds_record_each_seeds_class_mean() -> None:
     def held_out(class_figures: dict[str, float]) -> dict:
         return {
             name: {"changes": {"none": {"auroc": value, "unknown_rejected": value / 2}}}
@@ -183,22 +183,11 @@ def test_held_out_seeds_record_each_seeds_class_mean(monkeypatch: pytest.MonkeyP
 
     trained: list[int] = []
 
-    def train_held_out(dataset, train_params, *args) -> dict:
-        trained.append(train_params.seed)
-        return held_out({"Mars": 0.8, "Moon": 0.9} if train_params.seed == 1 else {"Mars": 1.0})
+    def train_held_out(seed: int) -> dict:
+        trained.append(seed)
+        return held_out({"Mars": 0.8, "Moon": 0.9} if seed == 1 else {"Mars": 1.0})
 
-    class Params:
-        def __init__(self, seed: int = 0) -> None:
-            self.seed = seed
-
-        def model_copy(self, update: dict) -> Params:
-            return Params(**update)
-
-    monkeypatch.setattr(robust, "held_out_figures", train_held_out)
-    inputs = {"none": np.zeros((1, 4, 4, 3), np.uint8)}
-    figures = robust.held_out_seed_figures(
-        held_out({"Mars": 0.96, "Moon": 1.0}), None, Params(), None, [], inputs, None, 3, ""
-    )
+    figures = robust.held_out_seed_figures(held_out({"Mars": 0.96, "Moon": 1.0}), train_held_out, 3)
     assert trained == [1, 2]  # seed 0's figures are given, not trained again
     assert figures["none"]["auroc"] == {"mean": 0.943333, "min": 0.85, "runs": [0.98, 0.85, 1.0]}
     assert figures["none"]["unknown_rejected"]["runs"] == [0.49, 0.425, 0.5]

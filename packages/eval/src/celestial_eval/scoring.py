@@ -82,15 +82,15 @@ def predict_and_score(
     Raises:
         EvalError: If the model returns a wrong shape or non-finite values.
     """
-    known = [np.asarray(images)] + ([] if varied is None else [np.asarray(varied)])
+    known = np.asarray(images) if varied is None else np.concatenate([images, varied])
     detector = getattr(classifier, "detector", None)
     if detector is None:
-        return predict(classifier, np.concatenate(known)), None
+        return predict(classifier, known), None
     size, _, channels = classifier.input_shape
     kinds = nonbody_images(size, channels)
-    batch = np.concatenate([*known, *kinds.values()])
+    batch = np.concatenate([known, *kinds.values()])
     probabilities, scores = classifier.predict_with_score(batch)
-    count, copies = len(images), sum(len(part) for part in known[1:])
+    count, copies = len(images), len(known) - len(images)
     classes = len(classifier.classes)
     probabilities = check_probabilities(probabilities[: count + copies], count + copies, classes)
     unknown = detector.unknown(scores)
@@ -107,8 +107,8 @@ def predict_and_score(
         "nonbody": rates,
     }
     if varied is not None:
-        share = 1.0 - unknown[count : count + copies].mean() if copies else None
-        figures["varied_accepted"] = None if share is None else round(float(share), DIGITS)
+        accepted = 1.0 - unknown[count : count + copies].mean() if copies else None
+        figures["varied_accepted"] = None if accepted is None else round(float(accepted), DIGITS)
     return probabilities, figures
 
 
