@@ -15,6 +15,7 @@ import pytest
 from celestial_data import SPLITS, ParamsError, write_prepared
 from celestial_eval.cli import main
 from celestial_eval.errors import EvalError
+from celestial_eval.leave_one_class_out import leave_one_class_out
 from celestial_eval.rejection import RejectionParams, rejection_stage
 from celestial_eval.scoring import auroc, nonbody_images
 
@@ -132,6 +133,19 @@ def test_the_rejection_stage_holds_out_the_chosen_classes(project: Path, capsys)
     error = capsys.readouterr().err
     assert error.startswith("celestial-eval: error: rejection.classes names Purple")
     assert error.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_a_held_out_training_that_diverges_names_its_class(project: Path) -> None:
+    from celestial_models import TrainParams
+
+    params = TrainParams(epochs=1, min_steps=0, batch_size=8, conv_size=4, learning_rate=1e9)
+    with pytest.raises(EvalError) as caught:
+        leave_one_class_out(project / "prepared", params, classes=["Green"])
+    message = str(caught.value)
+    assert message.startswith("The held-out model without class 'Green', trained with the ")
+    assert "Training diverged at epoch 1" in message and "learning_rate: 1e+09" in message
+    assert message.endswith("The project's model is unchanged.")
 
 
 @pytest.mark.slow

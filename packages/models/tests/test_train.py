@@ -19,7 +19,7 @@ from celestial_models import (
 )
 from celestial_models.batches import TrainingBatches
 from celestial_models.params import TrainParams
-from celestial_models.train import DivergenceGuard, Trainer
+from celestial_models.train import JUDGED_STEPS, DivergenceGuard, Trainer
 
 OUTPUTS = ("model.keras", "metadata.json", "history.json", "reference.jsonl")
 
@@ -263,9 +263,11 @@ def test_a_diverging_training_fails_naming_the_epoch_the_loss_and_the_fix(
     with pytest.raises(TrainingDivergedError) as caught:
         train_model(make_prepared(), tmp_path / "model", params)
     message = str(caught.value)
-    assert message.startswith("Training diverged at epoch 1: training loss ")
+    # Its epochs are shorter than the steps a loss is judged over: judged at the end.
+    assert message.startswith("Training diverged at epoch 3: training loss ")
     assert "learning rate is most likely too high (train.learning_rate: 1e+09)" in message
     assert "the default is 0.003" in message
+    assert message.endswith("No model was written.")
     assert not (tmp_path / "model").exists()
 
 
@@ -321,14 +323,16 @@ def test_a_small_training_split_trains_more_epochs_and_says_so(
     assert exact["epochs_run"] == 2
 
 
-def guard_verdicts(classes: int, losses: list[float]) -> int | None:
-    guard = DivergenceGuard(classes)
+def guard_verdicts(classes: int, losses: list[float], steps: int = JUDGED_STEPS) -> int | None:
+    """The epoch (from 1) at which the guard stops a training of ``losses``, if it does."""
+    guard = DivergenceGuard(classes, steps)
     guard.set_model(type("Model", (), {"stop_training": False})())
     for epoch, loss in enumerate(losses):
         guard.on_epoch_end(epoch, {"loss": loss})
         if guard.diverged:
             return guard.diverged[0]
-    return None
+    guard.on_train_end()
+    return guard.diverged[0] if guard.diverged else None
 
 
 def test_the_divergence_rule() -> None:
@@ -339,6 +343,23 @@ def test_the_divergence_rule() -> None:
     assert guard_verdicts(10, [float("inf")]) == 1
     assert guard_verdicts(10, [16.1, 16.1]) == 1  # confidently wrong: far above chance
     assert guard_verdicts(10, [2.0, 1.5, chance]) == 3  # learned, then back to chance
+
+
+def test_short_epochs_are_judged_over_enough_steps() -> None:
+    chance = float(np.log(3))
+    # A healthy training of 2 steps an epoch (a held-out model of 80 images)
+    # whose second epoch jumped to twice chance: the rule per epoch stopped it.
+    healthy = [0.723, 2.212, 0.77, 0.33, 0.386, 0.251, 0.256, 0.19, 0.15, 0.12, 0.1, 0.09]
+    assert guard_verdicts(3, healthy, steps=2) is None
+    assert guard_verdicts(3, healthy[:2], steps=1_000) == 2  # what the rule per epoch did
+    # Ten epochs of 2 steps make the 20 judged: a run far above chance stops there.
+    assert guard_verdicts(3, [chance + 1.5] * 15, steps=2) == 10
+    # Learned, then lost: back above chance once the last ten epochs average it.
+    assert guard_verdicts(3, [0.3] * 10 + [chance + 0.5] * 10, steps=2) == 17
+    assert guard_verdicts(3, [1.0, float("nan")], steps=2) == 2  # not finite: at once
+    # A training shorter than the steps judged is judged whole at its end.
+    assert guard_verdicts(3, [chance + 1.5] * 3, steps=2) == 3
+    assert guard_verdicts(3, [chance + 1.5, chance - 1.0], steps=2) is None
 
 
 def test_a_reused_trainer_trains_as_a_fresh_one(make_prepared: Callable, fast: dict) -> None:

@@ -46,6 +46,7 @@ from celestial_eval.errors import EvalError
 from celestial_eval.evaluate import choose_split
 from celestial_eval.metrics import DIGITS
 from celestial_eval.scoring import auroc
+from celestial_models.errors import TrainingDivergedError
 from celestial_models.ood import (
     SCORES,
     OodDetector,
@@ -383,7 +384,13 @@ def held_out_models(
                 without_class(dataset, held_out, Path(scratch) / f"without-{held_out}")
             )
             trainer = trainer or Trainer(train_params, Trainer.shape_of(subset))
-            history = trainer.fit(subset)
+            try:
+                history = trainer.fit(subset)
+            except TrainingDivergedError as error:
+                raise EvalError(
+                    f"The held-out model without class {name!r}, trained with the project's "
+                    f"train params: {error} The project's model is unchanged."
+                ) from None
             yield HeldOutModel(
                 name=name,
                 held_out=held_out,

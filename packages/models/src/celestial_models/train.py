@@ -132,49 +132,76 @@ class ValidationMetrics(keras.callbacks.Callback):
 DIVERGED_ABOVE_CHANCE = 1.0
 #: How far below chance the loss must have been for a return to chance to count.
 LEARNED_BELOW_CHANCE = 0.5
+#: Fewest training steps a loss is judged over. The mean loss of a couple of
+#: small batches jumps about in a healthy run (one of 2 steps an epoch went
+#: 0.72, 2.21, 0.77, 0.33 over its first epochs), so shorter epochs are judged
+#: by the mean of the last ones that make this many steps.
+JUDGED_STEPS = 20
 
 
 class DivergenceGuard(keras.callbacks.Callback):
-    """Stop training at the first epoch whose training loss shows it diverged.
+    """Stop training as soon as its training loss shows that it diverged.
 
-    Chance is ``ln(classes)``, the loss of a uniform guess. An epoch diverged
-    when its mean training loss is not finite (NaN, inf), is more than
-    `DIVERGED_ABOVE_CHANCE` nat above chance (the model is confidently wrong
-    on the images it trains on), or is back at chance or above after an
-    epoch that was `LEARNED_BELOW_CHANCE` nat below it (it learned, then lost
-    it). A healthy run starts near chance and goes down, so none of these
-    can happen to it; a learning rate far too high does all three.
+    Chance is ``ln(classes)``, the loss of a uniform guess. Training diverged
+    when an epoch's mean training loss is not finite (NaN, inf), or when the
+    mean loss over the last `JUDGED_STEPS` steps (the last epoch, when it has
+    that many) is more than `DIVERGED_ABOVE_CHANCE` nat above chance (the
+    model is confidently wrong on the images it trains on), or back at chance
+    or above after being `LEARNED_BELOW_CHANCE` nat below it (it learned, then
+    lost it). A healthy run starts near chance and goes down, so none of
+    these can happen to it; a learning rate far too high does all three. A
+    training shorter than `JUDGED_STEPS` is judged on all its epochs at its end.
     """
 
-    def __init__(self, classes: int):
+    def __init__(self, classes: int, steps_per_epoch: int):
         super().__init__()
         self.chance = math.log(classes)
+        self.window = max(1, -(-JUDGED_STEPS // max(steps_per_epoch, 1)))
+        """Epochs judged together: enough for `JUDGED_STEPS` steps."""
+        self.losses: list[float] = []
         self.lowest = math.inf
         self.diverged: tuple[int, float] | None = None
-        """The epoch (from 1) and its loss, once diverged."""
+        """The epoch (from 1) and its loss (the mean judged), once diverged."""
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        """Stop training if the epoch's loss shows divergence."""
+        """Stop training if the loss shows divergence."""
         loss = float((logs or {}).get("loss", math.nan))
-        if (
-            not math.isfinite(loss)
-            or loss > self.chance + DIVERGED_ABOVE_CHANCE
-            or (loss >= self.chance and self.lowest < self.chance - LEARNED_BELOW_CHANCE)
+        self.losses.append(loss)
+        if not math.isfinite(loss):
+            self._stop(epoch, loss)
+        elif len(self.losses) >= self.window:
+            self._judge(epoch, sum(self.losses[-self.window :]) / self.window)
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        """Judge a training too short to have been judged on the way."""
+        if self.losses and len(self.losses) < self.window and self.diverged is None:
+            self._judge(len(self.losses) - 1, sum(self.losses) / len(self.losses))
+
+    def _judge(self, epoch: int, loss: float) -> None:
+        if loss > self.chance + DIVERGED_ABOVE_CHANCE or (
+            loss >= self.chance and self.lowest < self.chance - LEARNED_BELOW_CHANCE
         ):
-            self.diverged = (epoch + 1, loss)
-            self.model.stop_training = True
+            self._stop(epoch, loss)
         self.lowest = min(self.lowest, loss)
+
+    def _stop(self, epoch: int, loss: float) -> None:
+        self.diverged = (epoch + 1, loss)
+        self.model.stop_training = True
 
     def error(self, params: TrainParams) -> TrainingDivergedError:
         """The error that explains the divergence and its fix."""
         epoch, loss = self.diverged or (0, math.nan)
         default = TrainParams.model_fields["learning_rate"].default
+        lower = (
+            f"the default is {default:g}"
+            if params.learning_rate > default
+            else f"for example to {params.learning_rate / 3:.2g}"
+        )
         return TrainingDivergedError(
             f"Training diverged at epoch {epoch}: training loss {loss:.4g}, against "
             f"{self.chance:.4g} for a uniform guess over the classes (ln of their number). "
             f"The learning rate is most likely too high (train.learning_rate: "
-            f"{params.learning_rate:g}). Lower it in params.yaml (the default is {default:g}) "
-            "and rerun. No model was written."
+            f"{params.learning_rate:g}). Lower it in params.yaml ({lower}) and rerun."
         )
 
 
@@ -390,7 +417,7 @@ class Trainer:
             variable.assign(value)
         epochs = params.epochs_for(len(batches))
         self._learning_rate.set(params.learning_rate, epochs * len(batches))
-        guard = DivergenceGuard(len(dataset.classes))
+        guard = DivergenceGuard(len(dataset.classes), len(batches))
         epoch_callbacks: list[keras.callbacks.Callback] = [
             guard,
             ValidationMetrics(dataset.images("val"), dataset.labels("val"), self._predictor),
@@ -471,7 +498,10 @@ def train_model(
     dataset = open_training_data(prepared)
     model_dir = Path(model_dir)
     trainer = Trainer(params, Trainer.shape_of(dataset))
-    history = trainer.fit(dataset, live_dir, callbacks=callbacks, verbose=verbose)
+    try:
+        history = trainer.fit(dataset, live_dir, callbacks=callbacks, verbose=verbose)
+    except TrainingDivergedError as error:
+        raise TrainingDivergedError(f"{error} No model was written.") from None
     best = best_epoch(history)
     metadata = {
         "format_version": FORMAT_VERSION,
