@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -70,11 +71,28 @@ def test_one_class_is_an_error(make_raw) -> None:
         scan(root)
 
 
-def test_class_folder_without_images_is_an_error_naming_it(raw: Path) -> None:
+def test_class_folder_without_images_is_an_error_listed_with_the_others(raw: Path) -> None:
     (raw / "Pluto").mkdir()
     (raw / "Pluto" / "notes.txt").write_text("todo")
-    with pytest.raises(DatasetError, match=r"'.*Pluto' has no image files \(1 other"):
-        scan(raw)
+    (raw / "Mars" / "broken.png").write_bytes(b"")
+    report = check_dataset(raw)
+    assert not report.ok
+    assert len(report.errors) == 2  # the empty folder does not hide the unreadable file
+    assert "1 image file(s) cannot be read: Mars/broken.png" in report.errors[0]
+    assert re.search(r"'.*Pluto' has no image files \(1 other files ignored: Pluto/notes.txt\)",
+                     report.errors[1])  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["unknown", "Unknown"])
+def test_a_class_named_as_the_unknown_answer_is_an_error(raw: Path, encode, name: str) -> None:
+    (raw / name).mkdir()
+    (raw / name / "a.png").write_bytes(encode(7))
+    report = check_dataset(raw)
+    assert [e for e in report.errors if "answer for images of no known class" in e] == [
+        f"Class folder '{raw / name}' is named as the answer for images of no known class "
+        "('unknown'): an image of this class and a rejected one would get the same label. "
+        "Rename the folder (for example to 'unknown-body')."
+    ]
 
 
 def test_non_images_and_hidden_files_are_ignored_and_counted(raw: Path, encode) -> None:

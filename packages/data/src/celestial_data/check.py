@@ -21,6 +21,7 @@ __all__ = [
     "BRIGHT_EDGE_SHARE",
     "IMBALANCE_RATIO",
     "ON_CORRUPT",
+    "UNKNOWN",
     "CheckReport",
     "OnCorrupt",
     "build_report",
@@ -30,6 +31,8 @@ __all__ = [
 
 OnCorrupt = Literal["error", "skip"]
 ON_CORRUPT: tuple[str, ...] = get_args(OnCorrupt)
+UNKNOWN = "unknown"
+"""The label answered for an image of none of a model's classes: no class may be named so."""
 IMBALANCE_RATIO = 3.0
 """Largest class over smallest class above which a warning is given."""
 BRIGHT_EDGE = 64.0
@@ -153,10 +156,23 @@ def build_report(
             f"{len(bad)} unreadable image file(s) skipped: {_listing([i.file for i in bad])}."
         )
     for name in dataset.classes:
-        if report.counts[name] == 0:
+        if not dataset.files[name]:
+            others = [file for file in dataset.ignored if file.startswith(f"{name}/")]
+            listed = f" ({len(others)} other files ignored: {_listing(others)})" if others else ""
+            report.errors.append(
+                f"Class folder '{dataset.root / name}' has no image files{listed}. "
+                "Add images or remove the folder."
+            )
+        elif report.counts[name] == 0:
             report.errors.append(
                 f"Class folder '{dataset.root / name}' has no readable images "
                 f"({len(dataset.files[name])} unreadable). Add images or remove the folder."
+            )
+        if name.casefold() == UNKNOWN:
+            report.errors.append(
+                f"Class folder '{dataset.root / name}' is named as the answer for images of no "
+                f"known class ('{UNKNOWN}'): an image of this class and a rejected one would "
+                "get the same label. Rename the folder (for example to 'unknown-body')."
             )
     report.warnings += _duplicate_warnings(report.duplicates, "byte-identical images")
     report.warnings += _duplicate_warnings(
@@ -228,7 +244,7 @@ def _imbalance_warning(counts: dict[str, int]) -> str:
     listed = ", ".join(f"{name} {n}" for name, n in counts.items())
     return (
         f"Classes are strongly imbalanced: {largest} has {ratio:.1f}x the images of "
-        f"{smallest} ({listed}). Add images to the small classes, or weigh them in training."
+        f"{smallest} ({listed}). Add images to the small classes."
     )
 
 

@@ -128,8 +128,9 @@ def scan(root: str | Path) -> RawDataset:
         The classes (sorted) and their files.
 
     Raises:
-        DatasetError: If the folder is missing, has fewer than two class
-            folders, or a class folder holds no image file.
+        DatasetError: If the folder is missing or has fewer than two class
+            folders. A class folder without image files is listed with no
+            files: `celestial_data.check` reports it with every other problem.
     """
     root = Path(root)
     layout = f"{root}/<ClassName>/<image files>"
@@ -163,14 +164,7 @@ def scan(root: str | Path) -> RawDataset:
         for relative in sorted(_walk(root / name, root)):
             leaf = relative.rsplit("/", 1)[-1]
             (images if is_image_name(leaf) else others).append(relative)
-        if not images:
-            skipped = _listing(others)
-            raise DatasetError(
-                f"Class folder '{root / name}' has no image files"
-                f"{f' ({len(others)} other files ignored: {skipped})' if others else ''}. "
-                "Add images or remove the folder."
-            )
-        files[name] = images
+        files[name] = images  # none: an error of the check, listed with the others
         ignored += others
     return RawDataset(root=root, classes=tuple(classes), files=files, ignored=sorted(ignored))
 

@@ -34,6 +34,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 from pydantic import Field
 
+from celestial_data.check import UNKNOWN  # no class may be named so: the check refuses it
 from celestial_data.params import Params
 from celestial_models.errors import ModelDirError
 
@@ -55,8 +56,6 @@ __all__ = [
     "invert_spd",
 ]
 
-#: The answer for an image that is none of the model's classes (its score is above the threshold).
-UNKNOWN = "unknown"
 
 Score = Literal["mahalanobis", "cosine", "energy", "msp"]
 #: Accepted values of ``ood.score``.

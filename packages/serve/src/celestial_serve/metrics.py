@@ -27,6 +27,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from celestial_models.ood import UNKNOWN
+
 __all__ = [
     "CONTENT_TYPE",
     "HttpMetrics",
@@ -62,7 +64,6 @@ LATENCY_BUCKETS = (
     10.0,
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-UNKNOWN = "unknown"
 
 
 def route_label(path: str) -> str:
