@@ -7,7 +7,7 @@ import argparse
 import pytest
 
 from celestial_data import DatasetError, ParamsError
-from celestial_data.command import run_command
+from celestial_data.command import counted, run_command
 
 
 def parser_raising(error: BaseException | None) -> argparse.ArgumentParser:
@@ -46,3 +46,9 @@ def test_each_kind_of_problem_is_one_line_and_its_status(
 def test_an_unexpected_error_keeps_its_traceback() -> None:
     with pytest.raises(ZeroDivisionError):
         run_command(parser_raising(ZeroDivisionError()), ["go"], (DatasetError,))
+
+
+def test_counts_in_messages_agree_with_their_nouns() -> None:
+    assert [counted(n, "image") for n in (0, 1, 2)] == ["0 images", "1 image", "2 images"]
+    assert counted(1, "class") == "1 class" and counted(3, "class") == "3 classes"
+    assert counted(2, "training image") == "2 training images"

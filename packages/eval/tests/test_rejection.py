@@ -126,7 +126,7 @@ def test_the_rejection_stage_holds_out_the_chosen_classes(project: Path, capsys)
     assert "detail" not in figures
     # Three saturated colours: blue is unlike red and green to any embedding.
     assert figures["auroc"] > 0.9
-    assert "1 classes held out" in capsys.readouterr().out
+    assert "1 class held out" in capsys.readouterr().out
 
     params.write_text("rejection:\n  classes: [Purple]\n")
     assert main([*arguments, "--params", str(params)]) == 1

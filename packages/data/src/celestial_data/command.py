@@ -22,7 +22,14 @@ from collections.abc import Sequence
 
 from celestial_data.errors import ParamsError
 
-__all__ = ["run_command", "say"]
+__all__ = ["counted", "run_command", "say"]
+
+
+def counted(count: int, noun: str) -> str:
+    """``count`` and ``noun``, made plural unless one: ``1 image``, ``3 images``, ``2 classes``."""
+    if count == 1:
+        return f"{count} {noun}"
+    return f"{count} {noun}{'es' if noun.endswith(('s', 'x', 'ch', 'sh')) else 's'}"
 
 
 def say(prog: str, kind: str, message: object) -> None:

@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from celestial_data.command import run_command, say
+from celestial_data.command import counted, run_command, say
 from celestial_data.errors import DataError
 from celestial_data.ingest import add_images
 from celestial_eval.drift import OUTPUTS as DRIFT_OUTPUTS
@@ -191,7 +191,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     metrics = evaluate(args.model_dir, args.prepared, args.out_dir, params)
     print(
         f"{metrics['split']} split: accuracy {metrics['accuracy']:.4f}, loss "
-        f"{metrics['loss']:.4f}, {metrics['images']} images -> {args.out_dir}"
+        f"{metrics['loss']:.4f}, {counted(metrics['images'], 'image')} -> {args.out_dir}"
     )
     varied = metrics.get("varied")
     if varied and varied["images"]:
@@ -213,7 +213,7 @@ def _rejection(args: argparse.Namespace) -> int:
         say(PROG, "warning", warning)
     if figures["held_out_classes"]:
         print(
-            f"{figures['held_out_classes']} classes held out, score {figures['score']}: "
+            f"{counted(figures['held_out_classes'], 'class')} held out, score {figures['score']}: "
             f"AUROC {figures['auroc']:.4f}, rejected {figures['rejected']:.3f}, known "
             f"accepted {figures['accepted']:.3f} -> {args.output}"
         )

@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import Field
 
 from celestial_data import SPLITS, TEST_VARIED, PreparedDataset, load_prepared
+from celestial_data.command import counted
 from celestial_data.params import Params
 from celestial_eval.confusion import draw_confusion, write_confusion_csv
 from celestial_eval.errors import EvalError, MismatchError, MissingInputError
@@ -183,7 +184,7 @@ def write_evaluation(
         matrix,
         classes,
         out / OUTPUTS["confusion_png"],
-        f"{name} split · {n} images · accuracy {metrics['accuracy']:.1%}",
+        f"{name} split · {counted(n, 'image')} · accuracy {metrics['accuracy']:.1%}",
     )
     draw_history(dict(history), out / OUTPUTS["history_png"])
     confidence = probabilities[np.arange(n), predicted]

@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from celestial_data.command import counted
 from celestial_eval.errors import EvalError, MissingInputError
 
 __all__ = [
@@ -172,7 +173,7 @@ def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
         else:
             accuracy = _percent(row.get("accuracy"))
             if row.get("split"):
-                accuracy += f" ({row['split']}, {row.get('evaluated')} images)"
+                accuracy += f" ({row['split']}, {counted(row.get('evaluated') or 0, 'image')})"
             cells = [
                 row["project"],
                 str(row.get("images") or "-"),

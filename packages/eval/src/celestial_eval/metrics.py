@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from celestial_data.command import counted
+
 __all__ = ["LOSS_EPSILON", "classification_metrics", "confusion_matrix", "cross_entropy"]
 
 # Keras clips probabilities to this before taking logs, so the loss here is
@@ -110,7 +112,7 @@ def classification_metrics(
             )
         elif n_predicted == 0:
             warnings.append(
-                f"Class '{name}' was never predicted ({n_actual} images of it): its "
+                f"Class '{name}' was never predicted ({counted(n_actual, 'image')} of it): its "
                 "precision is undefined (null) and its recall and F1 are 0."
             )
         elif n_actual == 0:

@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from celestial_data import PreparedDataError, PreparedDataset, load_prepared
+from celestial_data.command import counted
 from celestial_models import __version__
 from celestial_models.architectures import build_model
 from celestial_models.backend import fast_initializers, keras
@@ -434,7 +435,8 @@ class Trainer:
         if verbose:
             if epochs > params.epochs:
                 print(
-                    f"{len(batches.labels)} training images make {len(batches)} steps an epoch: "
+                    f"{counted(len(batches.labels), 'training image')} make "
+                    f"{counted(len(batches), 'step')} an epoch: "
                     f"{epochs} epochs instead of {params.epochs}, to train train.min_steps "
                     f"{params.min_steps} steps.",
                     flush=True,
