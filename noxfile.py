@@ -120,7 +120,12 @@ def new(session: nox.Session) -> None:
     sync(session, "dev")
     # An absolute template path lets the template record itself in .cruft.json.
     session.run(
-        "cookiecutter", str(TEMPLATE_DIR), "--output-dir", str(PROJECTS_DIR), *session.posargs
+        "python",
+        "tools/new_project.py",
+        str(TEMPLATE_DIR),
+        "--output-dir",
+        str(PROJECTS_DIR),
+        *session.posargs,
     )
 
 
