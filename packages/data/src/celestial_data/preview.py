@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
+from functools import cache
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from celestial_data.prepared import SPLITS, PreparedDataset
 
@@ -13,6 +15,25 @@ __all__ = ["preview_image", "write_preview"]
 
 LABEL_WIDTH = 96
 MIN_CELL = 64
+LABEL_POINTS = 10
+
+
+@cache
+def label_font() -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """DejaVu Sans, for class names in any European script; else Pillow's default font.
+
+    Pillow's own font has no accented letters (``Grüne`` came out with a box
+    for the ``ü``). DejaVu Sans is the font matplotlib ships, and so draws
+    the evaluation's figures with: it is taken from matplotlib's package,
+    found without importing it, where matplotlib is installed (it is in this
+    workspace, for ``celestial-eval``).
+    """
+    spec = importlib.util.find_spec("matplotlib")
+    if spec is not None and spec.origin is not None:
+        path = Path(spec.origin).parent / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
+        if path.is_file():
+            return ImageFont.truetype(str(path), LABEL_POINTS)
+    return ImageFont.load_default(LABEL_POINTS)
 
 
 def _samples(dataset: PreparedDataset, label: int, count: int) -> list[np.ndarray]:
@@ -40,7 +61,7 @@ def preview_image(dataset: PreparedDataset, per_class: int = 8) -> Image.Image:
     draw = ImageDraw.Draw(grid)
     for row, name in enumerate(dataset.classes):
         top = row * cell
-        draw.text((4, top + cell // 2 - 6), name[:14], fill=(230, 230, 230))
+        draw.text((4, top + cell // 2 - 6), name[:14], fill=(230, 230, 230), font=label_font())
         for column, pixels in enumerate(_samples(dataset, row, per_class)):
             tile = Image.fromarray(pixels.squeeze(-1) if pixels.shape[-1] == 1 else pixels)
             tile = tile.convert("RGB").resize((size * scale,) * 2, Image.Resampling.NEAREST)
