@@ -216,6 +216,7 @@ def test_defaults_are_valid() -> None:
         "image_size": 32,
         "color_mode": "rgb",
         "seed": 42,
+        "split": "hashed",
         "val_fraction": 0.15,
         "test_fraction": 0.15,
         "on_corrupt": "error",
@@ -401,3 +402,36 @@ def test_output_inside_the_raw_folder_is_an_error(raw: Path) -> None:
     with pytest.raises(DatasetError, match="inside the raw folder"):
         prepare_dataset(raw, raw / "prepared", PARAMS)
     assert not (raw / "prepared").exists()
+
+
+def test_a_stratified_split_gives_each_small_class_its_share(make_raw, tmp_path: Path) -> None:
+    root = make_raw({"A": 24, "B": 24, "C": 24})
+    prepare_dataset(root, tmp_path / "hashed", PARAMS)
+    stratified = PARAMS.model_copy(update={"split": "stratified"})
+    prepare_dataset(root, tmp_path / "stratified", stratified)
+    report = json.loads((tmp_path / "stratified" / "report.json").read_text())
+    quarter = dict.fromkeys("ABC", 6)  # PARAMS' fractions: a quarter each
+    assert report["splits"] == {"train": dict.fromkeys("ABC", 12), "val": quarter, "test": quarter}
+    assert report["params"]["split"] == "stratified"
+    hashed = json.loads((tmp_path / "hashed" / "report.json").read_text())["splits"]
+    assert hashed["val"] != quarter  # the draw per image gave these classes other shares
+
+
+def test_a_split_far_short_of_its_fraction_is_a_warning(make_raw, tmp_path: Path) -> None:
+    root = make_raw({"A": 10, "B": 10})
+    # With seed 2, the draw per image puts 2 of the 20 images in val, 4 in test.
+    hashed = prepare_dataset(root, tmp_path / "hashed", changed(seed=2))
+    assert [w for w in hashed.report.warnings if "holds" in w] == [
+        "Split 'val' holds 2 of the 20 images (10%), where val_fraction asks for 25%: with "
+        "'split: hashed', each image's split is drawn from its content, and a small "
+        "dataset's shares vary. Set 'split: stratified' in the prepare section of "
+        "params.yaml for each class's share to the nearest image."
+    ]
+    stratified = prepare_dataset(root, tmp_path / "cut", changed(seed=2, split="stratified"))
+    # 2.5 images of each class per split, to the nearest: 3.
+    assert stratified.split_counts == {
+        "train": {"A": 4, "B": 4},
+        "val": {"A": 3, "B": 3},
+        "test": {"A": 3, "B": 3},
+    }
+    assert not [w for w in stratified.report.warnings if "holds" in w]

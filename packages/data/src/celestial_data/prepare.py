@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -64,7 +64,7 @@ from celestial_data.prepared import (
     write_manifest,
 )
 from celestial_data.preview import write_preview
-from celestial_data.split import split_digests, split_of
+from celestial_data.split import split_digests, split_of, stratified_splits
 from celestial_data.vary import copy_rng, reduced, vary
 from celestial_data.view import ViewParams
 
@@ -90,21 +90,30 @@ class PrepareParams(Params):
     )
     seed: int = Field(
         42,
-        description="seed of the split: an image's split is a seeded hash of its content, so "
-        "adding images never moves existing ones",
+        description="seed of the split: an image's split is drawn from a seeded hash of its "
+        "content",
+    )
+    split: Literal["hashed", "stratified"] = Field(
+        "hashed",
+        description="`hashed`: each image's split is drawn from its content alone, so adding "
+        "images never moves existing ones, and each class gets its shares on average (a class "
+        "of a few dozen images may get half its share, or none); `stratified`: each class is "
+        "cut to the nearest image by the fractions (its images ranked by the same hash), so "
+        "adding an image may move the image at each of its class's boundaries",
     )
     val_fraction: float = Field(
         0.15,
         ge=0,
         lt=1,
-        description="share of each class put in the validation split (from 0 to below 1)",
+        description="share of each class put in the validation split (from 0 to below 1; "
+        "on average with `split: hashed`)",
     )
     test_fraction: float = Field(
         0.15,
         ge=0,
         lt=1,
         description="share of each class put in the test split; `0` means no test split, and "
-        "evaluation then uses validation",
+        "evaluation then uses validation (on average with `split: hashed`)",
     )
     on_corrupt: OnCorrupt = Field(
         "error",
@@ -323,11 +332,14 @@ def _split_entries(infos: list[FileInfo], params: PrepareParams) -> dict[str, li
     entries: dict[str, list[FileInfo]] = {split: [] for split in wanted}
     good = [info for info in infos if not info.error]
     digests = split_digests((info.sha256, info.pixels) for info in good)
-    for info in good:
-        digest = digests[info.sha256]
-        entries[split_of(digest, params.seed, params.val_fraction, params.test_fraction)].append(
-            info
-        )
+    fractions = (params.val_fraction, params.test_fraction)
+    if params.split == "stratified":
+        images = [(digests[info.sha256], info.label, info.file) for info in good]
+        splits = stratified_splits(images, params.seed, *fractions)
+    else:
+        splits = [split_of(digests[info.sha256], params.seed, *fractions) for info in good]
+    for info, split in zip(good, splits, strict=True):
+        entries[split].append(info)
     return entries
 
 
@@ -399,6 +411,42 @@ def prepare_dataset(
     return PrepareResult(dataset=load_prepared(out), report=report, split_counts=counts)
 
 
+#: A split holding less than this share of what its fraction asks is warned about.
+SHORT_SPLIT = 0.5
+
+
+def _split_warnings(counts: dict[str, dict[str, int]], params: PrepareParams) -> list[str]:
+    """Warnings for a class missing from a split, and a split far short of its fraction."""
+    stratify = (
+        " Or set 'split: stratified' in the prepare section of params.yaml: each class is then "
+        "cut to the nearest image by the fractions."
+        if params.split == "hashed"
+        else ""
+    )
+    warnings = []
+    for split, per_class in counts.items():
+        empty = [name for name, n in per_class.items() if n == 0]
+        if empty:
+            warnings.append(
+                f"Split '{split}' has no images of {', '.join(empty)}: the class is too "
+                f"small for the split fractions. Add images or raise the fraction.{stratify}"
+            )
+    total = sum(counts["train"].values()) + sum(
+        sum(counts.get(split, {}).values()) for split in ("val", "test")
+    )
+    for split, fraction in (("val", params.val_fraction), ("test", params.test_fraction)):
+        held = sum(counts.get(split, {}).values())
+        if params.split == "hashed" and held < SHORT_SPLIT * fraction * total:
+            warnings.append(
+                f"Split '{split}' holds {held} of the {total} images ({held / total:.0%}), "
+                f"where {split}_fraction asks for {fraction:.0%}: with 'split: hashed', each "
+                "image's split is drawn from its content, and a small dataset's shares vary. "
+                "Set 'split: stratified' in the prepare section of params.yaml for each "
+                "class's share to the nearest image."
+            )
+    return warnings
+
+
 def _finish(
     out: Path,
     dataset: RawDataset,
@@ -426,13 +474,7 @@ def _finish(
     for split, split_infos in entries.items():
         labels = Counter(info.label for info in split_infos)
         counts[split] = {name: labels.get(label, 0) for label, name in enumerate(classes)}
-    for split, per_class in counts.items():
-        empty = [name for name, n in per_class.items() if n == 0]
-        if empty:
-            report.warnings.append(
-                f"Split '{split}' has no images of {', '.join(empty)}: the class is too "
-                "small for the split fractions. Add images or raise the fraction."
-            )
+    report.warnings += _split_warnings(counts, params)
     document = {"params": params.dump(), **report.to_dict(), "splits": counts}
     (out / REPORT_FILE).write_text(json.dumps(document, indent=2) + "\n")
     write_preview(load_prepared(out), out / PREVIEW_FILE)

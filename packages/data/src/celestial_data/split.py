@@ -14,16 +14,22 @@ Each image's split depends only on its bytes, the seed and the fractions:
 
 The split is stratified in expectation: every class is cut with the same
 fractions, and each class's share of a split follows a binomial law around
-them (the prepare report lists the counts per class and split).
+them (the prepare report lists the counts per class and split). A class of a
+few dozen images can then get half its share, or none (``val`` held 4 of 72
+images where 15% asked for 11). `stratified_splits` (``prepare.split:
+stratified``) cuts each class to the nearest image instead, by the same
+points ranked: adding an image then moves at most the image at each of its
+class's two boundaries.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
-__all__ = ["split_digests", "split_of", "split_point"]
+__all__ = ["split_digests", "split_of", "split_point", "stratified_splits"]
 
 
 def split_point(sha256: str, seed: int) -> float:
@@ -81,3 +87,50 @@ def split_digests(files: Iterable[tuple[str, str]]) -> dict[str, str]:
         for sha256 in group:
             chosen[sha256] = min(chosen[sha256], first)
     return chosen
+
+
+def stratified_splits(
+    images: Sequence[tuple[str, int, str]], seed: int, val_fraction: float, test_fraction: float
+) -> list[str]:
+    """The split of each image, each class cut to the nearest image by the fractions.
+
+    Each class's images are ranked by their split point (`split_point`, the
+    number `split_of` compares with the fractions): the lowest
+    ``round(n * test_fraction)`` go to ``test``, the highest ``round(n *
+    val_fraction)`` to ``val``, and the rest, at least one, to ``train``.
+    Images drawn from one digest take the split of the first of them by file
+    name, so duplicates stay in one split, whatever their class.
+
+    Args:
+        images: ``(digest, label, file)`` of each image; the digest is the one
+            its split is drawn from (see `split_digests`).
+        seed: The split seed.
+        val_fraction: Share of each class put in ``val``.
+        test_fraction: Share of each class put in ``test``.
+
+    Returns:
+        The split of each image, in the order given.
+    """
+    points = [split_point(digest, seed) for digest, _, _ in images]
+    splits = ["train"] * len(images)
+    classes: dict[int, list[int]] = defaultdict(list)
+    for index, (_, label, _) in enumerate(images):
+        classes[label].append(index)
+    for members in classes.values():
+        members.sort(key=lambda index: (points[index], images[index][2]))
+        count = len(members)
+        tests = min(_nearest(count * test_fraction), count - 1)
+        vals = min(_nearest(count * val_fraction), count - 1 - tests)
+        for index in members[:tests]:
+            splits[index] = "test"
+        for index in members[count - vals :] if vals else []:
+            splits[index] = "val"
+    first: dict[str, str] = {}
+    for index in sorted(range(len(images)), key=lambda index: images[index][2]):
+        splits[index] = first.setdefault(images[index][0], splits[index])
+    return splits
+
+
+def _nearest(value: float) -> int:
+    """``value`` rounded to the nearest whole number, halves up (22.5 images: 23)."""
+    return math.floor(value + 0.5)
