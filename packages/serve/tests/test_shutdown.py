@@ -99,3 +99,31 @@ def test_the_server_stops_when_the_process_that_started_it_dies(
     log = tmp_path / "parent.log"
     starter = started_in_a_group([sys.executable, "-c", parent], log)
     ends_the_server_when_killed(starter, port, log, signal.SIGKILL)
+
+
+def test_the_server_s_processes_stop_when_its_main_process_is_killed(
+    trained_project: Path, tmp_path
+) -> None:
+    # SIGKILL leaves no time to stop anything: the HTTP processes and the
+    # inference workers must stop by themselves, and free the port.
+    port = free_port()
+    serve = [sys.executable, "-m", "celestial_serve", str(trained_project), "--port", str(port)]
+    log = tmp_path / "serve.log"
+    server = started_in_a_group([*serve, "--api-servers", "2", "--workers", "2"], log)
+    pgid = server.pid
+    try:
+        deadline = time.monotonic() + 300
+        while not healthy(port):
+            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        assert len(group_processes(pgid)) >= 5  # main, 2 HTTP processes, 2 workers
+        server.kill()
+        server.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (port_open(port) or group_processes(pgid)):
+            time.sleep(0.2)
+        assert not port_open(port), log.read_text()
+        assert group_processes(pgid) == [], log.read_text()
+    finally:
+        if group_processes(pgid):
+            os.killpg(pgid, signal.SIGKILL)

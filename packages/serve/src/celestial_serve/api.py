@@ -15,6 +15,7 @@ import numpy as np
 from fastapi import Depends
 
 from celestial_serve.errors import ServeError
+from celestial_serve.lifetime import die_with_parent
 from celestial_serve.metrics import WorkerMetrics
 from celestial_serve.project import ModelCard
 from celestial_serve.request import PredictionRequest, read_prediction_request
@@ -71,6 +72,8 @@ class ClassifierAPI(ls.LitAPI):
         """Load the classifier (in each worker) and compile it for every batch size."""
         from celestial_models import ModelError, load_classifier, synchronous_dispatch
 
+        if not die_with_parent():  # the server's main process: the worker stops with it
+            raise ServeError("The server stopped before this inference worker started.")
         synchronous_dispatch()  # a worker waits for every batch it predicts
         try:
             classifier = load_classifier(self.card.model_dir)

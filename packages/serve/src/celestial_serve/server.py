@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import shutil
-import signal
 import socket
 import sys
 import tempfile
@@ -15,7 +13,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
-from types import FrameType
 from typing import Any, Literal, get_args
 
 import litserve as ls
@@ -29,6 +26,7 @@ from celestial_serve.auth import API_KEY_ENV, ApiKeyGuard
 from celestial_serve.connection import header_deadline_protocol
 from celestial_serve.errors import ServeError
 from celestial_serve.fastpath import PredictFastPath
+from celestial_serve.lifetime import stop_on_signals
 from celestial_serve.metrics import (
     CONTENT_TYPE,
     MULTIPROC_ENV,
@@ -43,10 +41,6 @@ from celestial_serve.request import MAX_PIXELS, BodyLimit, UploadRules
 
 __all__ = ["TRANSPORTS", "LogOptions", "ServerOptions", "build_server", "check_port", "serve"]
 
-#: prctl's option (linux/prctl.h): the signal a process gets when its parent dies.
-PR_SET_PDEATHSIG = 1
-#: The signals that stop the server.
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 ROUTES = "GET / (page), POST /predict, GET /health, GET /info"
 METRICS_ROUTE = "/metrics"
 Transport = Literal["lean", "stock"]
@@ -197,35 +191,6 @@ def check_port(host: str, port: int) -> None:
                     "there?). Stop it, or choose a free port with --port."
                 ) from None
             raise ServeError(f"Cannot listen on {host}:{port} ({error.strerror}).") from None
-
-
-def stop_on_signals() -> None:
-    """Make SIGTERM stop the server like Ctrl+C: else LitServe leaves its workers running.
-
-    The first SIGTERM or SIGINT starts the graceful shutdown, which stops the
-    workers; later ones are ignored, so that they cannot cut it short (Ctrl+C
-    under ``nox -s serve`` brings both). The server also gets SIGTERM when the
-    process that started it dies (Linux), so that a killed ``nox -s serve`` or
-    script does not leave it serving.
-    """
-    main = os.getpid()
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        if os.getpid() != main:  # a forked child inherited the handler: die normally
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        for stopping in STOP_SIGNALS:
-            signal.signal(stopping, signal.SIG_IGN)
-        raise KeyboardInterrupt
-
-    for stop in STOP_SIGNALS:
-        signal.signal(stop, handler)
-    parent = os.getppid()
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:  # it died before the request took effect
-        raise KeyboardInterrupt
 
 
 def connection_limits(options: ServerOptions) -> dict[str, Any]:
