@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
-from celestial_data import DatasetError, ParamsError
-from celestial_data.command import counted, run_command
+from celestial_data import DataError, DatasetError, ParamsError
+from celestial_data.command import counted, output_folder, run_command
 
 
 def parser_raising(error: BaseException | None) -> argparse.ArgumentParser:
@@ -34,6 +35,11 @@ def parser_raising(error: BaseException | None) -> argparse.ArgumentParser:
         ),
         (DatasetError("no images"), 1, "celestial-test: error: no images\n"),
         (KeyboardInterrupt(), 130, "celestial-test: error: interrupted\n"),
+        (
+            PermissionError(13, "Permission denied", "/data/out"),
+            1,
+            "celestial-test: error: [Errno 13] Permission denied: '/data/out'\n",
+        ),
     ],
 )
 def test_each_kind_of_problem_is_one_line_and_its_status(
@@ -52,3 +58,14 @@ def test_counts_in_messages_agree_with_their_nouns() -> None:
     assert [counted(n, "image") for n in (0, 1, 2)] == ["0 images", "1 image", "2 images"]
     assert counted(1, "class") == "1 class" and counted(3, "class") == "3 classes"
     assert counted(2, "training image") == "2 training images"
+
+
+def test_an_output_folder_is_created_or_refused_in_one_line(tmp_path: Path) -> None:
+    assert output_folder(tmp_path / "a" / "b") == tmp_path / "a" / "b"
+    assert (tmp_path / "a" / "b").is_dir()
+    assert output_folder(tmp_path / "a") == tmp_path / "a"  # already there
+    (tmp_path / "picture.jpg").write_bytes(b"x")
+    with pytest.raises(DataError, match=r"^The report folder .*picture.jpg is a file\. Name"):
+        output_folder(tmp_path / "picture.jpg", "report folder")
+    with pytest.raises(DataError, match=r"^Cannot create the output folder .*: Not a directory"):
+        output_folder(tmp_path / "picture.jpg" / "inside")

@@ -299,6 +299,20 @@ def test_bad_params_exit_2(model_dir: Path, tmp_path: Path, capsys) -> None:
     assert "Did you mean 'p_value'?" in one_error_line(capsys)
 
 
+def test_an_output_that_cannot_be_written_is_bad_input_not_drift(
+    model_dir: Path, tmp_path: Path, capsys
+) -> None:
+    log = write_lines(tmp_path / "p.jsonl", draw(100, seed=2))
+    taken = tmp_path / "drift.jpg"
+    taken.write_bytes(b"x")
+    assert drift(log, model_dir, taken) == 2  # 1 would say: drift found
+    assert "drift report's folder" in one_error_line(capsys)
+    summary = tmp_path / "folder.md"
+    summary.mkdir()
+    assert drift(log, model_dir, tmp_path / "out", "--summary", str(summary)) == 2
+    assert "Is a directory" in one_error_line(capsys)
+
+
 def test_the_page_opens_offline_and_shows_the_verdict(model_dir: Path, tmp_path: Path) -> None:
     log = write_lines(tmp_path / "p.jsonl", draw(1000, seed=2, darker=0.2))
     assert drift(log, model_dir, tmp_path / "out") == 1

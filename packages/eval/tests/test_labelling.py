@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from celestial_eval.cli import main
+from celestial_eval.errors import MissingInputError
 from celestial_eval.labelling import (
     LOCAL_FILES,
     NEW_CLASS,
@@ -240,3 +241,30 @@ def test_commands_as_processes(review: Path, raw: Path, tmp_path: Path, annotate
     assert "Added 1 image(s)" in done.stdout and "Comet 1 (new class)" in done.stdout
     assert "dvc add data/raw" in done.stdout and "dvc repro" in done.stdout
     assert len(list((raw / "Comet").iterdir())) == 1
+
+
+def test_wrong_paths_are_named_with_what_was_meant(
+    review: Path, raw: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # The export's folder is a file: one line, not a traceback.
+    taken = tmp_path / "taken.jpg"
+    taken.write_bytes(b"x")
+    assert main(["label", "export", str(review), "--out", str(taken)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"celestial-eval: error: The export folder {taken} is a file. Name a folder " \
+        "(created if missing) or move the file.\n"  # fmt: skip
+    # The server's log folder instead of its review folder.
+    (review.parent / "predictions-1.jsonl").write_text("")
+    with pytest.raises(MissingInputError, match=r"log folder: its review folder is .*review"):
+        read_review(review.parent)
+    # A raw folder that is not there (mistyped) is not made.
+    missing = tmp_path / "nowhere" / "raw"
+    export = tmp_path / "export.json"
+    export.write_text("[]")
+    arguments = ["label", "import", str(export), "--review", str(review), "--raw", str(missing)]
+    assert main(arguments) == 1
+    assert f"Raw folder {missing} not found" in capsys.readouterr().err
+    assert not missing.parent.exists()
+    # The export named by its folder.
+    with pytest.raises(MissingInputError, match="is a folder, not a file"):
+        read_export(tmp_path, review)

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from celestial_data.errors import ParamsError
+from celestial_data.errors import DataError, ParamsError
 
-__all__ = ["counted", "run_command", "say"]
+__all__ = ["counted", "output_folder", "run_command", "say"]
 
 
 def counted(count: int, noun: str) -> str:
@@ -30,6 +32,27 @@ def counted(count: int, noun: str) -> str:
     if count == 1:
         return f"{count} {noun}"
     return f"{count} {noun}{'es' if noun.endswith(('s', 'x', 'ch', 'sh')) else 's'}"
+
+
+def output_folder(path: str | Path, role: str = "output folder") -> Path:
+    """``path`` as a folder to write into, created with its parents if missing.
+
+    Raises:
+        DataError: If ``path`` is a file, or cannot be created; the message
+            names it and what to do.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise DataError(
+            f"The {role} {path} is a file. Name a folder (created if missing) or move the file."
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DataError(
+            f"Cannot create the {role} {path}: {error.strerror}. Name a folder you can write to."
+        ) from None
+    return path
 
 
 def say(prog: str, kind: str, message: object) -> None:
@@ -49,7 +72,9 @@ def run_command(
         argv: The arguments (None: the process's, and the process ends with
             the command: see the module's docstring).
         expected: The errors the package raises on purpose (reported in one
-            line, exit 1); anything else is a bug and keeps its traceback.
+            line, exit 1), as are the system's refusals (``OSError``: a full
+            disk, a folder not writable); anything else is a bug and keeps
+            its traceback.
     """
     args = parser.parse_args(argv)
     try:
@@ -58,6 +83,12 @@ def run_command(
         say(parser.prog, "error", error)
         return 2
     except expected as error:
+        say(parser.prog, "error", error)
+        return 1
+    except BrokenPipeError:  # the reader of the output left (`| head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as error:  # the system refused a file: its message names it
         say(parser.prog, "error", error)
         return 1
     except KeyboardInterrupt:

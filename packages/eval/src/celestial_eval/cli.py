@@ -7,12 +7,12 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from celestial_data.command import counted, run_command, say
+from celestial_data.command import counted, output_folder, run_command, say
 from celestial_data.errors import DataError
 from celestial_data.ingest import add_images
 from celestial_eval.drift import OUTPUTS as DRIFT_OUTPUTS
 from celestial_eval.drift import DriftParams, markdown_summary, run_drift, summary_lines
-from celestial_eval.errors import EvalError
+from celestial_eval.errors import EvalError, MissingInputError
 from celestial_eval.evaluate import EvaluateParams, evaluate
 from celestial_eval.labelling import (
     export_tasks,
@@ -236,7 +236,10 @@ def _drift(args: argparse.Namespace) -> int:
     try:
         params = DriftParams.load(args.params)
         result = run_drift(args.logs, args.model, args.out, params)
-    except (DataError, EvalError, ModelError) as error:
+        if args.summary:  # before printing: a reader gone (`| head`) must not lose it
+            with open(args.summary, "a", encoding="utf-8") as stream:
+                stream.write(markdown_summary(result, DRIFT_OUTPUTS["html"]))
+    except (DataError, EvalError, ModelError, OSError) as error:
         say(PROG, "error", error)
         return 2
     for warning in result["warnings"]:
@@ -244,9 +247,6 @@ def _drift(args: argparse.Namespace) -> int:
     print("\n".join(summary_lines(result)))
     html = args.out / DRIFT_OUTPUTS["html"]
     print(f"-> {args.out / DRIFT_OUTPUTS['json']}, {html}")
-    if args.summary:
-        with open(args.summary, "a", encoding="utf-8") as stream:
-            stream.write(markdown_summary(result, DRIFT_OUTPUTS["html"]))
     return 1 if result["drift"] else 0
 
 
@@ -261,7 +261,7 @@ def _label_export(args: argparse.Namespace) -> int:
     root = args.document_root if args.document_root is not None else args.review.resolve().parent
     tasks = export_tasks(images, root, classes)
     config = labelling_config(classes)
-    args.out.mkdir(parents=True, exist_ok=True)
+    output_folder(args.out, "export folder")
     (args.out / "tasks.json").write_text(json.dumps(tasks, indent=1) + "\n")
     (args.out / "config.xml").write_text(config)
     if orphans:
@@ -278,6 +278,11 @@ def _label_export(args: argparse.Namespace) -> int:
 
 
 def _label_import(args: argparse.Namespace) -> int:
+    if not args.raw.is_dir():  # a mistyped path would start a dataset of its own
+        raise MissingInputError(
+            f"Raw folder {args.raw} not found. Give the project's raw images folder (for "
+            f"example projects/NAME/data/raw), or create it first to start a dataset."
+        )
     read = read_export(args.export, args.review)
     result = add_images(args.raw, read.candidates, dry_run=args.dry_run)
     verb = "Would add" if args.dry_run else "Added"

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
+from celestial_data.command import output_folder
 from celestial_data.params import Params
 from celestial_eval.drift_report import build_page
 from celestial_eval.errors import LogError, MissingInputError
@@ -442,8 +443,7 @@ def run_drift(
     }
     mix = [checks[0].reference["shares"], checks[0].log["shares"]]
     class_mix = (list(mix[0]), list(mix[0].values()), list(mix[1].values()))
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(out_dir, "drift report's folder")
     (out / OUTPUTS["json"]).write_text(json.dumps(result, indent=2) + "\n")
     changes = ["" if c.skipped else c.moved().replace("->", "→") for c in checks]
     page = build_page(result, class_mix, distributions(reference, current), changes)

@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import Field
 
 from celestial_data import SPLITS, TEST_VARIED, PreparedDataset, load_prepared
-from celestial_data.command import counted
+from celestial_data.command import counted, output_folder
 from celestial_data.params import Params
 from celestial_eval.confusion import draw_confusion, write_confusion_csv
 from celestial_eval.errors import EvalError, MismatchError, MissingInputError
@@ -158,8 +158,7 @@ def write_evaluation(
     Returns:
         The metrics written to metrics.json.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(out_dir, "evaluation folder")
     actual = np.asarray(actual, dtype=np.int64)
     measured = classification_metrics(probabilities, actual, classes)
     predicted = probabilities.argmax(axis=1)

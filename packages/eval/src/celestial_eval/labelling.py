@@ -106,6 +106,10 @@ def read_review(review: Path) -> tuple[list[ReviewImage], list[str]]:
             f"Review folder {review} not found. It is DIR/review of a server started with "
             "'celestial-serve --log-dir DIR'."
         )
+    if (review / "review").is_dir() and any(review.glob("predictions-*.jsonl")):
+        raise MissingInputError(
+            f"{review} is a server's log folder: its review folder is {review / 'review'}."
+        )
     images: dict[str, Path] = {}
     records: dict[str, Path] = {}
     for path in sorted(review.iterdir()):
@@ -317,8 +321,9 @@ def _task_class(task: dict[str, Any]) -> tuple[str | None, str, str | None]:
 
 def _load_export(path: Path) -> list[Any]:
     if not path.is_file():
+        state = "is a folder, not a file" if path.is_dir() else "not found"
         raise MissingInputError(
-            f"Label Studio export {path} not found. Export the project as JSON "
+            f"Label Studio export {path} {state}. Export the project as JSON "
             "(Export > JSON, or GET /api/projects/<id>/export?exportType=JSON)."
         )
     try:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from celestial_data import load_prepared
+from celestial_data.command import output_folder
 from celestial_data.errors import ParamsError
 from celestial_data.params import Params
 from celestial_eval.errors import EvalError
@@ -116,6 +117,6 @@ def rejection_stage(
             dataset, train_params, ood_params, params.classes, params.epochs, workers=workers
         )
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
+    output_folder(output.parent, "folder of the rejection figures")
     output.write_text(json.dumps(figures, indent=2, allow_nan=False) + "\n")
     return figures
