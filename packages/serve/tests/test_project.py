@@ -63,6 +63,12 @@ def test_a_missing_project_folder_is_named(tmp_path: Path) -> None:
         load_card(tmp_path / "nowhere")
 
 
+def test_the_model_folder_given_for_its_project_names_the_project(tmp_path: Path) -> None:
+    project = fake_project(tmp_path)
+    with pytest.raises(ServeError, match=rf"model folder: pass the project's folder, {project}\.$"):
+        load_card(project / "model")
+
+
 @pytest.mark.parametrize(
     "metadata",
     [{"classes": CLASSES}, {**META, "color_mode": "cmyk"}, {**META, "classes": []}],

@@ -70,7 +70,7 @@ def test_json_image_is_base64_with_or_without_data_url_and_line_breaks() -> None
         (b"\xff\xfe\x00", "not valid JSON"),
         (b"[1, 2]", "must be an object"),
         (b'{"img": "aGk="}', "must be an object"),
-        (b'{"image": 3}', "must be an object"),
+        (b'{"image": 3}', "Received: 'image' as int, not a string"),
         (b'{"image": "@@@not base64"}', "not valid base64"),
         (b'{"image": "aGk"}', "not valid base64"),
     ],

@@ -71,6 +71,11 @@ def load_card(project_dir: str | Path) -> ModelCard:
             f"No project folder at {project_dir}. Pass the folder of a project "
             "(for example projects/synthetic-bodies)."
         )
+    if (project_dir / MODEL_FILE).is_file() and project_dir.name == MODEL_DIR:
+        raise ServeError(
+            f"{project_dir} is a project's model folder: pass the project's folder, "
+            f"{project_dir.parent}."
+        )
     project = project_dir.resolve().name
     model_dir = project_dir / MODEL_DIR
     present = {name for name in (MODEL_FILE, METADATA_FILE) if (model_dir / name).is_file()}

@@ -151,11 +151,14 @@ def image_from_json(body: bytes) -> bytes:
             f"The JSON body is nested too deeply to parse ({len(body)} bytes). Send {ACCEPTED}.",
         ) from None
     if not isinstance(payload, dict) or not isinstance(payload.get("image"), str):
-        keys = sorted(payload)[:10] if isinstance(payload, dict) else type(payload).__name__
+        if isinstance(payload, dict) and "image" in payload:
+            received = f"'image' as {type(payload['image']).__name__}, not a string"
+        else:
+            received = sorted(payload)[:10] if isinstance(payload, dict) else type(payload).__name__
         raise HTTPException(
             400,
             'A JSON body must be an object {"image": "<base64 of the image file>"}. '
-            f"Received: {keys}",
+            f"Received: {received}",
         )
     text = payload["image"]
     if text.startswith("data:") and "," in text:
