@@ -151,10 +151,11 @@ def image_from_json(body: bytes) -> bytes:
             f"The JSON body is nested too deeply to parse ({len(body)} bytes). Send {ACCEPTED}.",
         ) from None
     if not isinstance(payload, dict) or not isinstance(payload.get("image"), str):
-        if isinstance(payload, dict) and "image" in payload:
-            received = f"'image' as {type(payload['image']).__name__}, not a string"
-        else:
-            received = sorted(payload)[:10] if isinstance(payload, dict) else type(payload).__name__
+        received: object = type(payload).__name__
+        if isinstance(payload, dict):
+            received = sorted(payload)[:10]
+            if "image" in payload:
+                received = f"'image' as {type(payload['image']).__name__}, not a string"
         raise HTTPException(
             400,
             'A JSON body must be an object {"image": "<base64 of the image file>"}. '
