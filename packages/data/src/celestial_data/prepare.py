@@ -431,12 +431,12 @@ def _split_warnings(counts: dict[str, dict[str, int]], params: PrepareParams) ->
                 f"Split '{split}' has no images of {', '.join(empty)}: the class is too "
                 f"small for the split fractions. Add images or raise the fraction.{stratify}"
             )
-    total = sum(counts["train"].values()) + sum(
-        sum(counts.get(split, {}).values()) for split in ("val", "test")
-    )
+    if params.split != "hashed":  # stratified: each class's shares to the nearest image
+        return warnings
+    total = sum(sum(per_class.values()) for per_class in counts.values())
     for split, fraction in (("val", params.val_fraction), ("test", params.test_fraction)):
         held = sum(counts.get(split, {}).values())
-        if params.split == "hashed" and held < SHORT_SPLIT * fraction * total:
+        if held < SHORT_SPLIT * fraction * total:
             warnings.append(
                 f"Split '{split}' holds {held} of the {total} images ({held / total:.0%}), "
                 f"where {split}_fraction asks for {fraction:.0%}: with 'split: hashed', each "

@@ -123,7 +123,7 @@ def stratified_splits(
         vals = min(_nearest(count * val_fraction), count - 1 - tests)
         for index in members[:tests]:
             splits[index] = "test"
-        for index in members[count - vals :] if vals else []:
+        for index in members[count - vals :]:
             splits[index] = "val"
     first: dict[str, str] = {}
     for index in sorted(range(len(images)), key=lambda index: images[index][2]):
