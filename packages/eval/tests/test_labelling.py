@@ -217,6 +217,18 @@ def test_not_an_export(review: Path, raw: Path, tmp_path: Path) -> None:
         read_export(export, review)
 
 
+def test_the_task_list_given_for_the_export_is_named_as_such(review: Path, raw: Path) -> None:
+    images, _ = read_review(review)
+    tasks = review.parent / "tasks.json"  # what label export writes: no annotations yet
+    tasks.write_text(json.dumps(export_tasks(images, review.parent, ["Mars", "Moon"])))
+    with pytest.raises(LabellingError, match="a task list to import into Label Studio"):
+        read_export(tasks, review)
+    # The export of the same tasks, none labelled yet, is read: nothing to add.
+    exported = review.parent / "export.json"
+    exported.write_text(json.dumps(labelled(json.loads(tasks.read_text()), [None] * 3)))
+    assert len(read_export(exported, review).unlabelled) == 3
+
+
 def test_commands_as_processes(review: Path, raw: Path, tmp_path: Path, annotate: Annotate) -> None:
     out = tmp_path / "ls"
     done = subprocess.run(

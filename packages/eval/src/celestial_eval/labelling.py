@@ -337,6 +337,13 @@ def _load_export(path: Path) -> list[Any]:
             f"{path} is not a Label Studio JSON export: expected a list of tasks, each with "
             "'data' and 'annotations'. Export the project as JSON (not JSON-MIN or CSV)."
         )
+    if tasks and not any("annotations" in task for task in tasks):
+        # Label Studio's export gives every task the key, labelled or not.
+        raise LabellingError(
+            f"{path} holds tasks but no annotations: a task list to import into Label Studio "
+            "(as the tasks.json 'label export' writes), not an export of labelled tasks. "
+            "Label the tasks in Label Studio, then export the project as JSON."
+        )
     return tasks
 
 
