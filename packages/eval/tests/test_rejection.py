@@ -235,12 +235,31 @@ def test_held_out_models_trained_together_give_the_figures_of_one_at_a_time(
 
 
 @pytest.mark.parametrize(
+    ("epochs", "batches", "trained"),
+    [
+        (2, 66, 2),  # the reference data: a quarter of 8 epochs of 66 batches
+        (2, 4, 13),  # 4 batches an epoch: the project trains 50 epochs for 200 steps
+        (16, 4, 100),  # twice the project's epochs: twice its steps
+        (8, 66, 8),  # the project's own epochs: its own training
+    ],
+)
+def test_held_out_models_train_the_share_of_the_project_models_steps_their_epochs_ask(
+    epochs: int, batches: int, trained: int
+) -> None:
+    from celestial_eval.leave_one_class_out import shortened
+    from celestial_models.params import TrainParams
+
+    project = TrainParams(epochs=8, min_steps=200)
+    assert shortened(project, epochs).epochs_for(batches) == trained
+
+
+@pytest.mark.parametrize(
     ("classes", "steps", "cores", "expected"),
     [
-        (10, 264, 2, 2),  # the reference data: 8 epochs of 33 batches
-        (10, 264, 1, 1),  # one core
+        (10, 132, 2, 2),  # the reference data: 2 epochs of 66 batches
+        (10, 132, 1, 1),  # one core
         (3, 8, 2, 1),  # a tiny project: a new process would cost more than it trains
-        (10, 150, 8, 1),  # 1,500 steps in all: one process's worth
+        (10, 90, 8, 1),  # 900 steps in all: one process's worth
         (3, 5000, 8, 3),  # never more processes than classes
     ],
 )

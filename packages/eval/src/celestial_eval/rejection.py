@@ -41,8 +41,9 @@ class RejectionParams(Params):
     epochs: int = Field(
         0,
         ge=0,
-        description="training epochs of each held-out model (more if `train.min_steps` needs "
-        "them); `0` trains as the project's model was trained (its `train.epochs`)",
+        description="training epochs of each held-out model, in place of `train.epochs`: "
+        "`train.min_steps` is cut in the same proportion, so each trains that share of the "
+        "project model's steps; `0` trains as the project's model was trained",
     )
 
     @field_validator("classes", mode="before")
