@@ -9,8 +9,9 @@ as an upload is. Per change:
 
 - the full model: accuracy, and the share of the test images it accepts as
   known (``known_accepted``);
-- leave-one-class-out, each held-out model trained as the project's
-  ``rejection`` stage trains it: the share of the held-out class's test
+- leave-one-class-out, each held-out model trained as the project's model
+  is (``--held-out-epochs`` shortens them as ``rejection.epochs`` shortens
+  the ``rejection`` stage's): the share of the held-out class's test
   images rejected as unknown, and the AUROC of the score separating them
   (positive) from the known classes' test images; mean and worst over classes.
 
@@ -458,11 +459,19 @@ def main() -> None:
         help="also train the held-out models with train.seed 1..N-1 and record each change's "
         "unknown-rejected and AUROC per seed (one class's AUROC moves by hundredths)",
     )
+    parser.add_argument(
+        "--held-out-epochs",
+        type=int,
+        default=0,
+        help="train the held-out models this many epochs, shortened as rejection.epochs "
+        "shortens the stage's (default 0: as the project's model, the best likeness of it)",
+    )
     args = parser.parse_args()
     if not args.raw.is_dir():
         raise SystemExit(f"bench_robust: reference images not found at {args.raw}")
 
     from celestial_data import PrepareParams, load_prepared, prepare_dataset
+    from celestial_eval.leave_one_class_out import shortened
     from celestial_eval.rejection import RejectionParams
     from celestial_models import TrainParams, load_classifier, train_model
     from celestial_models.ood import OodParams
@@ -511,9 +520,7 @@ def main() -> None:
             else list(rejection_params.classes)
         )
         loo_params = (
-            train_params.model_copy(update={"epochs": rejection_params.epochs})
-            if rejection_params.epochs
-            else train_params
+            shortened(train_params, args.held_out_epochs) if args.held_out_epochs else train_params
         )
         held_out = held_out_figures(
             dataset, loo_params, ood_params, classes, inputs, labels, scratch
@@ -561,6 +568,7 @@ def main() -> None:
             "rejection": rejection_params.dump(),
         },
         "seed": args.seed,
+        "held_out_epochs": loo_params.epochs,
         "test_images": len(files),
         "held_out_classes": len(held_out),
         "changes": changes,
