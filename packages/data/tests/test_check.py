@@ -114,6 +114,19 @@ def test_non_images_and_hidden_files_are_ignored_and_counted(raw: Path, encode) 
     assert any("4 file(s) that are not images ignored" in w for w in report.warnings)
 
 
+def test_a_zip_made_on_macos_leaves_no_class_of_its_metadata_folder(raw: Path, encode) -> None:
+    metadata = raw / "__MACOSX" / "Mars"  # what unzipping a macOS archive leaves
+    metadata.mkdir(parents=True)
+    (metadata / "._mars_000.png").write_bytes(b"\0\5\26\7" + bytes(80))
+    report = check_dataset(raw)
+    assert report.ok and report.counts == {"Mars": 6, "Moon": 6, "Venus": 6}
+    assert report.ignored == ["__MACOSX/Mars/._mars_000.png"]
+    # Only that name: a class folder named like it otherwise is still a class.
+    (raw / "MACOSX").mkdir()
+    (raw / "MACOSX" / "one.png").write_bytes(encode(5))
+    assert "MACOSX" in check_dataset(raw).counts
+
+
 def _broken_files(raw: Path, encode) -> list[str]:
     (raw / "Mars" / "empty.png").write_bytes(b"")
     (raw / "Moon" / "text.jpg").write_bytes(b"this is not an image at all")

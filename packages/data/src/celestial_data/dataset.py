@@ -114,12 +114,19 @@ def _walk(folder: Path, root: Path) -> Iterator[str]:
             yield (base / name).as_posix()
 
 
+#: Folders an archiver adds beside the class folders: macOS's zip keeps each
+#: file's metadata under ``__MACOSX/`` (``._`` files, not images), so a dataset
+#: zipped on a Mac and unzipped elsewhere would seem to hold a class of that name.
+ARCHIVE_FOLDERS = frozenset({"__MACOSX"})
+
+
 def scan(root: str | Path) -> RawDataset:
     """List the classes and image files of a raw dataset folder.
 
-    Hidden files, files whose extension Pillow does not read, and loose files
-    beside the class folders are ignored and listed in ``ignored``. Images in
-    sub-folders of a class folder belong to that class.
+    Hidden files, files whose extension Pillow does not read, loose files
+    beside the class folders and the files of an archiver's folder
+    (`ARCHIVE_FOLDERS`) are ignored and listed in ``ignored``; hidden folders
+    are skipped. Images in sub-folders of a class folder belong to that class.
 
     Args:
         root: The dataset folder, laid out as ``root/<ClassName>/<image files>``.
@@ -141,11 +148,12 @@ def scan(root: str | Path) -> RawDataset:
     classes: list[str] = []
     ignored: list[str] = []
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
-        if entry.is_dir():
-            if not entry.name.startswith("."):
-                classes.append(entry.name)
-        else:
+        if not entry.is_dir():
             ignored.append(entry.name)
+        elif entry.name in ARCHIVE_FOLDERS:
+            ignored += [f"{entry.name}/{path}" for path in _walk(Path(entry.path), Path(entry.path))]
+        elif not entry.name.startswith("."):
+            classes.append(entry.name)
     if not classes:
         found = f" (found only {len(ignored)} loose files)" if ignored else ""
         raise DatasetError(
