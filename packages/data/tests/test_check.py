@@ -71,6 +71,19 @@ def test_one_class_is_an_error(make_raw) -> None:
         scan(root)
 
 
+def test_classes_wrapped_in_one_folder_are_named_with_the_fix(raw: Path, tmp_path: Path) -> None:
+    wrapped = tmp_path / "download"
+    (wrapped / "__MACOSX").mkdir(parents=True)  # beside it, as a macOS zip leaves it
+    raw.rename(wrapped / "planets")
+    with pytest.raises(DatasetError) as caught:
+        scan(wrapped)
+    assert str(caught.value).endswith(
+        "It holds 3 folders of its own (Mars, Moon, Venus): if those are the classes, give "
+        f"{wrapped / 'planets'} as the raw folder, or move them up into {wrapped} (an archive "
+        "often wraps its folders in one)."
+    )
+
+
 def test_class_folder_without_images_is_an_error_listed_with_the_others(raw: Path) -> None:
     (raw / "Pluto").mkdir()
     (raw / "Pluto" / "notes.txt").write_text("todo")

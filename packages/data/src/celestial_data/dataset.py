@@ -161,9 +161,22 @@ def scan(root: str | Path) -> RawDataset:
             "images in a sub-folder named after the class."
         )
     if len(classes) == 1:
+        inner = root / classes[0]
+        nested = sorted(
+            entry.name
+            for entry in os.scandir(inner)
+            if entry.is_dir() and not entry.name.startswith(".")
+        )
+        hint = (
+            f" It holds {len(nested)} folders of its own ({_listing(nested)}): if those are "
+            f"the classes, give {inner} as the raw folder, or move them up into {root} (an "
+            "archive often wraps its folders in one)."
+            if len(nested) > 1
+            else ""
+        )
         raise DatasetError(
             f"Only one class folder in {root} ('{classes[0]}'): a classifier needs at "
-            f"least two. Add one folder of images per class, as {layout}."
+            f"least two. Add one folder of images per class, as {layout}.{hint}"
         )
     files: dict[str, list[str]] = {}
     for name in classes:
