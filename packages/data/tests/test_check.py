@@ -140,6 +140,24 @@ def test_a_zip_made_on_macos_leaves_no_class_of_its_metadata_folder(raw: Path, e
     assert "MACOSX" in check_dataset(raw).counts
 
 
+def test_photos_in_formats_pillow_does_not_read_are_named_with_the_fix(raw: Path) -> None:
+    (raw / "Mars" / "IMG_0001.HEIC").write_bytes(b"\0\0\0\x18ftypheic")
+    (raw / "Pluto").mkdir()
+    (raw / "Pluto" / "DSC_0001.NEF").write_bytes(b"II*\0")
+    report = check_dataset(raw)
+    hint = (
+        "Among them are {} photos, which are not read: convert them to JPEG or PNG (a phone "
+        "can save JPEG: on an iPhone, Settings > Camera > Formats > Most Compatible)."
+    )
+    (warning,) = [w for w in report.warnings if "not images ignored" in w]
+    assert warning.endswith(hint.format("HEIC and camera raw"))
+    (error,) = [e for e in report.errors if "Pluto" in e]
+    assert error.endswith(hint.format("camera raw"))
+    (raw / "Mars" / "IMG_0001.HEIC").unlink()
+    (raw / "Pluto" / "DSC_0001.NEF").rename(raw / "Pluto" / "notes.txt")
+    assert "Among them" not in " ".join([*check_dataset(raw).warnings, *check_dataset(raw).errors])
+
+
 def _broken_files(raw: Path, encode) -> list[str]:
     (raw / "Mars" / "empty.png").write_bytes(b"")
     (raw / "Moon" / "text.jpg").write_bytes(b"this is not an image at all")

@@ -161,7 +161,7 @@ def build_report(
             listed = f" ({len(others)} other files ignored: {_listing(others)})" if others else ""
             report.errors.append(
                 f"Class folder '{dataset.root / name}' has no image files{listed}. "
-                "Add images or remove the folder."
+                f"Add images or remove the folder.{_unread_photos(others)}"
             )
         elif report.counts[name] == 0:
             report.errors.append(
@@ -187,9 +187,32 @@ def build_report(
     if report.ignored:
         report.warnings.append(
             f"{len(report.ignored)} file(s) that are not images ignored: "
-            f"{_listing(report.ignored)}."
+            f"{_listing(report.ignored)}.{_unread_photos(report.ignored)}"
         )
     return report
+
+
+#: Photo formats Pillow does not read, by extension: a phone's or a camera's
+#: pictures in them are ignored as "not images", with the fix named.
+UNREAD_PHOTOS = {
+    ".heic": "HEIC",
+    ".heif": "HEIF",
+    ".jxl": "JPEG XL",
+    **dict.fromkeys((".cr2", ".cr3", ".nef", ".arw", ".dng", ".orf", ".raf", ".rw2"), "camera raw"),
+}
+
+
+def _unread_photos(ignored: list[str]) -> str:
+    """A hint for ignored files in a photo format Pillow does not read, or ''."""
+    suffixes = {Path(name).suffix.lower() for name in ignored}
+    found = sorted({UNREAD_PHOTOS[suffix] for suffix in suffixes if suffix in UNREAD_PHOTOS})
+    if not found:
+        return ""
+    return (
+        f" Among them are {' and '.join(found)} photos, which are not read: convert them to "
+        "JPEG or PNG (a phone can save JPEG: on an iPhone, Settings > Camera > Formats > "
+        "Most Compatible)."
+    )
 
 
 def _duplicates(infos: list[FileInfo]) -> list[list[str]]:

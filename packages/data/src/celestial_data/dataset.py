@@ -151,7 +151,8 @@ def scan(root: str | Path) -> RawDataset:
         if not entry.is_dir():
             ignored.append(entry.name)
         elif entry.name in ARCHIVE_FOLDERS:
-            ignored += [f"{entry.name}/{path}" for path in _walk(Path(entry.path), Path(entry.path))]
+            archive = root / entry.name
+            ignored += [f"{entry.name}/{path}" for path in _walk(archive, archive)]
         elif not entry.name.startswith("."):
             classes.append(entry.name)
     if not classes:
