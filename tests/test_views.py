@@ -292,13 +292,22 @@ def test_two_queued_experiments_run_in_parallel_and_both_are_shown(repo) -> None
             *EXP, str(ours), "--queue", "-S", f"train.epochs={epochs}", "-n", f"e{epochs}", cwd=ours
         )
     assert run("git", "status", "--porcelain", cwd=ours).stdout == ""  # queued, not applied
-    run("dvc", "queue", "start", "--jobs", "2", cwd=ours)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        status = run("dvc", "queue", "status", cwd=ours).stdout
-        if not any(word in status for word in ("Queued", "Running")):
-            break
-        time.sleep(2)
+    # The workers run on in the background with the command's output streams:
+    # read through pipes, the command would not end before they do (a file).
+    log = ours.parent / "queue-start.log"
+    with open(log, "w") as stream:
+        command = ["dvc", "queue", "start", "--jobs", "2"]
+        started = subprocess.run(command, cwd=ours, env=ENV, stdout=stream, stderr=stream)
+    assert started.returncode == 0, log.read_text()
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            status = run("dvc", "queue", "status", cwd=ours).stdout
+            if not any(word in status for word in ("Queued", "Running")):
+                break
+            time.sleep(2)
+    finally:
+        run("dvc", "queue", "stop", cwd=ours, check=False)
     assert status.count("Success") == 2, status
 
     table = run(*VIEWS, ".", "exp", cwd=ours).stdout
