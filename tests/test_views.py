@@ -284,7 +284,7 @@ def test_plots_show_only_the_project_and_never_ask_the_remote(repo) -> None:
 
 
 @pytest.mark.slow
-def test_two_queued_experiments_run_in_parallel_and_both_are_shown(repo) -> None:
+def test_two_queued_experiments_run_in_parallel_and_both_are_shown(repo, tmp_path: Path) -> None:
     ours = repo["ours"]
     for epochs in (1, 2):
         # The documented way: nox -s exp runs tools/exp.py, which checks -S first.
@@ -294,7 +294,7 @@ def test_two_queued_experiments_run_in_parallel_and_both_are_shown(repo) -> None
     assert run("git", "status", "--porcelain", cwd=ours).stdout == ""  # queued, not applied
     # The workers run on in the background with the command's output streams:
     # read through pipes, the command would not end before they do (a file).
-    log = ours.parent / "queue-start.log"
+    log = tmp_path / "queue-start.log"  # outside the repository, which stays clean
     with open(log, "w") as stream:
         command = ["dvc", "queue", "start", "--jobs", "2"]
         started = subprocess.run(command, cwd=ours, env=ENV, stdout=stream, stderr=stream)
