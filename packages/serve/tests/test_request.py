@@ -150,6 +150,7 @@ def test_an_image_pillow_refuses_as_a_decompression_bomb_is_413_naming_the_limit
         ("image/jpeg", True),
         ("Image/PNG; q=1", True),
         ("application/json", True),
+        ("application/octet-stream", True),
         ("application/json; charset=utf-8", True),
         ("multipart/form-data; boundary=x", False),
         ("application/x-www-form-urlencoded", False),

@@ -39,6 +39,8 @@ INLINE_PIXELS = 512 * 512
 #: The default limit on the pixels an upload may decode to (its full size, whatever its format).
 MAX_PIXELS = 16_000_000
 MULTIPART = "multipart/form-data"
+#: The content type of bytes of no declared kind, which many HTTP clients send a file as.
+RAW = "application/octet-stream"
 #: Where `read_prediction_request` leaves ``(upload bytes, model input)`` in the request's
 #: scope, for `celestial_serve.observer.Observer` to log with the answer.
 UPLOAD_KEY = "celestial_serve.upload"
@@ -46,7 +48,7 @@ UPLOAD_KEY = "celestial_serve.upload"
 #: it sends, so that the log need not parse the JSON it was sent as.
 ANSWER_KEY = "celestial_serve.answer"
 ACCEPTED = (
-    f"{MULTIPART} with the image in field 'file', a raw body with an image/* "
+    f"{MULTIPART} with the image in field 'file', a raw body with an image/* or {RAW} "
     'content type, or application/json {"image": "<base64>"}'
 )
 
@@ -178,9 +180,13 @@ def media_type(content_type: str) -> str:
 
 
 def takes_body(content_type: str) -> bool:
-    """Whether ``content_type`` carries the image as the whole body: ``image/*`` or JSON."""
+    """Whether ``content_type`` carries the image as the whole body: ``image/*``, raw or JSON.
+
+    The format is read from the bytes, never from the content type, so any
+    ``image/*`` and plain ``application/octet-stream`` are one and the same.
+    """
     media = media_type(content_type)
-    return media.startswith("image/") or media == "application/json"
+    return media.startswith("image/") or media in (RAW, "application/json")
 
 
 async def read_upload(request: Request) -> bytes:
