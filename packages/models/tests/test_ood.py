@@ -374,6 +374,28 @@ def test_predict_skips_an_image_of_32_bit_pixels_saying_how_to_save_it(
     assert "save the image with 8 or 16 bits per channel." in warning
 
 
+def test_predict_given_one_image_file_writes_its_row(trained: Path, tmp_path, capsys) -> None:
+    from celestial_models.cli import main
+
+    write_folder(tmp_path / "images", trained)
+    assert main(["predict", str(trained / "model"), str(tmp_path / "images")]) == 0
+    whole = {row["file"]: row for row in csv.DictReader(capsys.readouterr().out.splitlines())}
+    assert (
+        main(["predict", str(trained / "model"), str(tmp_path / "images" / "sub" / "noise.png")])
+        == 0
+    )
+    [row] = csv.DictReader(capsys.readouterr().out.splitlines())
+    alone, among = row.pop("score"), whole["sub/noise.png"]
+    # A batch of one and of three round the score's last digits apart.
+    assert float(alone) == pytest.approx(float(among.pop("score")), rel=1e-6)
+    assert row == among | {"file": "noise.png"}
+
+    assert main(["predict", str(trained / "model"), str(tmp_path / "images" / "notes.txt")]) == 1
+    assert "notes.txt is not an image file" in capsys.readouterr().err
+    assert main(["predict", str(trained / "model"), str(tmp_path / "missing")]) == 1
+    assert "missing not found" in capsys.readouterr().err
+
+
 def test_predict_on_a_folder_without_images_is_one_clear_error(trained: Path, tmp_path, capsys):
     from celestial_models.cli import main
 

@@ -42,16 +42,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=_train)
     predict = commands.add_parser(
         "predict",
-        help="classify every image under a folder into a CSV",
+        help="classify every image under a folder (or one image) into a CSV",
         description=(
-            "Classify every image under FOLDER with the model in MODEL_DIR and write one CSV "
-            "row per image: file,label,probability,score,unknown. label is 'unknown' when "
-            "the image is unlike every class (its score is above the model's threshold); "
+            "Classify every image under FOLDER (or the image file FOLDER) with the model in "
+            "MODEL_DIR and write one CSV row per image: file,label,probability,score,unknown. "
+            "label is 'unknown' when the image is unlike every class (its score is above the "
+            "model's threshold); "
             "probability is that of the closest class."
         ),
     )
     predict.add_argument("model_dir", metavar="MODEL_DIR", help="a trained model folder")
-    predict.add_argument("folder", metavar="FOLDER", help="folder of images (searched recursively)")
+    predict.add_argument(
+        "folder",
+        metavar="FOLDER",
+        help="folder of images (searched recursively), or one image file",
+    )
     predict.add_argument(
         "-o", "--output", metavar="FILE", help="CSV file to write (default: standard output)"
     )
@@ -97,7 +102,8 @@ def _predict(args: argparse.Namespace) -> int:
             )
     sys.stdout.flush()  # the CSV before the summary when both go to a terminal
     print(
-        f"{counts['images']} images classified, {counts['unknown']} unknown, "
+        f"{counts['images']} image{'' if counts['images'] == 1 else 's'} classified, "
+        f"{counts['unknown']} unknown, "
         f"{counts['skipped']} skipped (not readable images)"
         + (f"; written to {args.output}." if args.output else "."),
         file=sys.stderr,

@@ -1,10 +1,10 @@
 """Batch prediction over a folder of images: ``celestial-models predict``.
 
-Every image under the folder (recursively, hidden files and folders skipped)
-gets a row ``file,label,probability,score,unknown``: the predicted class (or
-``unknown`` when the image is unlike every class), the probability of the
-closest class, the unknown-image score and whether it crossed the model's
-calibrated threshold.
+Every image under the folder (recursively, hidden files and folders skipped),
+or the one image file given, gets a row ``file,label,probability,score,unknown``:
+the predicted class (or ``unknown`` when the image is unlike every class), the
+probability of the closest class, the unknown-image score and whether it
+crossed the model's calibrated threshold.
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ def predict_folder(
 
     Args:
         model_dir: A folder written by ``celestial-models train``.
-        folder: The images to classify.
+        folder: The images to classify, or one image file (its row names
+            the file alone).
         output: Where the CSV goes (header first).
         reject: Label images above the threshold ``unknown``; False keeps
             their closest class (the ``unknown`` column still says so).
@@ -68,12 +69,21 @@ def predict_folder(
         Counts: ``images`` predicted, ``unknown`` among them, ``skipped``.
 
     Raises:
-        ModelError: If the model cannot be loaded or the folder holds no image.
+        ModelError: If the model cannot be loaded, the folder holds no image,
+            or the file is not one.
     """
     folder = Path(folder)
-    if not folder.is_dir():
-        raise ModelError(f"Image folder {folder} not found. Pass a folder of images.")
-    files = image_files(folder)
+    if folder.is_file():
+        if not is_image_name(folder.name):
+            raise ModelError(
+                f"{folder} is not an image file (by its name). Pass an image (JPEG, PNG, ...) "
+                "or a folder of images."
+            )
+        folder, files = folder.parent, [folder.name]
+    elif folder.is_dir():
+        files = image_files(folder)
+    else:
+        raise ModelError(f"{folder} not found. Pass a folder of images, or one image file.")
     if not files:
         raise ModelError(
             f"No image files under {folder}. Pass a folder holding JPEG, PNG or other images."
