@@ -37,3 +37,8 @@ def test_nested_keys_are_checked_and_new_ones_get_dvc_s_plus() -> None:
 def test_a_bad_nested_override_is_refused_in_one_line(override: str, message: str) -> None:
     with pytest.raises(exp.OverrideError, match=message):
         exp.rewrite(["-S", override], DOCUMENT)
+
+
+def test_a_number_with_an_exponent_is_a_number_as_dvc_reads_it() -> None:
+    args = ["-S", "train.learning_rate=1e-3"]
+    assert exp.rewrite(args, DOCUMENT) == ["-S", "+train.learning_rate=1e-3"]

@@ -21,10 +21,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from params_reference import SECTIONS
 
 from celestial_data import ParamsError
+from celestial_data.params import read_yaml
 
 PROG = "celestial-exp"
 SET_FLAGS = ("-S", "--set-param")
@@ -48,7 +48,7 @@ def split_override(text: str) -> tuple[str, list[str], Any]:
             f"Unknown params section {section!r} in -S {text}. Accepted sections: "
             f"{', '.join(MODELS)}."
         )
-    return section, keys, yaml.safe_load(value) if value else None
+    return section, keys, read_yaml(value) if value else None
 
 
 def _set(mapping: dict[str, Any], keys: list[str], value: Any) -> bool:
@@ -106,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     params = project / "params.yaml"
     original = params.read_bytes()
     try:
-        command = rewrite(options, yaml.safe_load(original) or {})
+        command = rewrite(options, read_yaml(original) or {})
     except OverrideError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2

@@ -16,8 +16,8 @@ so that all sections share one loader and one error type.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -27,7 +27,29 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from celestial_data.errors import ParamsError
 
-__all__ = ["Params"]
+__all__ = ["Params", "read_yaml"]
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading numbers as YAML 1.2 does, as DVC does.
+
+    PyYAML follows YAML 1.1, where an exponent without a dot (``1e-05``,
+    ``3e-3``) is text; DVC reads YAML 1.2, where it is a number, and writes
+    such numbers itself (``dvc exp run -S train.learning_rate=0.00001`` puts
+    ``1e-05`` in ``params.yaml``).
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def read_yaml(text: str | bytes) -> Any:
+    """The YAML document ``text``, its numbers read as DVC reads them (see `_Loader`)."""
+    return yaml.load(text, Loader=_Loader)  # a subclass of the safe loader
 
 
 class Params(BaseModel):
@@ -77,7 +99,7 @@ class Params(BaseModel):
         if not path.is_file():
             raise ParamsError(f"Params file {path} not found. Pass --params with an existing file.")
         try:
-            document = yaml.safe_load(path.read_text()) or {}
+            document = read_yaml(path.read_text()) or {}
         except yaml.YAMLError as error:
             raise ParamsError(f"{path} is not valid YAML: {error}") from None
         if not isinstance(document, dict):
@@ -111,10 +133,4 @@ def _explain(model: type[BaseModel], detail: Mapping[str, Any], where: str) -> s
     message = detail["msg"].removeprefix("Value error, ")
     if not keys:  # a check across several keys
         return f"{place}: {message}"
-    received = detail["input"]
-    hint = ""
-    if detail["type"] in ("float_type", "int_type") and isinstance(received, str):
-        with contextlib.suppress(ValueError):
-            # YAML 1.1 reads 1e9 (no dot) as text; 1.0e9 is a number.
-            hint = f" (YAML reads {received} as text: write it as {float(received):.1e})"
-    return f"{place}: {message}. Received: {received!r:.100}{hint}"
+    return f"{place}: {message}. Received: {detail['input']!r:.100}"

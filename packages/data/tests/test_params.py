@@ -1,0 +1,50 @@
+"""The params loader reads a ``params.yaml`` as DVC reads and writes it."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+from celestial_data.params import read_yaml
+from celestial_data.prepare import PrepareParams
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("1e-05", 1e-05),
+        ("3e-3", 0.003),
+        ("1E5", 100000.0),
+        ("-2e3", -2000.0),
+        ("1.0e9", 1e9),
+        ("1.5e+2", 150.0),
+        ("0.15", 0.15),
+        ("42", 42),
+        ("1e", "1e"),
+        ("e5", "e5"),
+        ("'1e-05'", "1e-05"),
+    ],
+)
+def test_numbers_with_an_exponent_are_numbers(text: str, value: object) -> None:
+    read = read_yaml(f"key: {text}")["key"]
+    assert read == value
+    assert type(read) is type(value)
+
+
+@pytest.mark.parametrize("value", [1e-05, 2.5e-07, 0.003, 0.15, 1e20, 123456789.0])
+def test_what_dvc_writes_is_read_back_as_dvc_reads_it(value: float) -> None:
+    # DVC edits params.yaml with ruamel.yaml (YAML 1.2), e.g. for `dvc exp run -S`.
+    yaml = YAML()
+    stream = io.StringIO()
+    yaml.dump({"prepare": {"val_fraction": value}}, stream)
+    assert read_yaml(stream.getvalue()) == yaml.load(stream.getvalue())
+
+
+def test_a_section_written_with_an_exponent_loads(tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text("prepare:\n  val_fraction: 1.5e-1\n  test_fraction: 1e-1\n")
+    loaded = PrepareParams.load(params)
+    assert (loaded.val_fraction, loaded.test_fraction) == (0.15, 0.1)
