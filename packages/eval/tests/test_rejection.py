@@ -126,7 +126,11 @@ def test_the_rejection_stage_holds_out_the_chosen_classes(project: Path, capsys)
     assert "detail" not in figures
     # Three saturated colours: blue is unlike red and green to any embedding.
     assert figures["auroc"] > 0.9
-    assert "1 class held out" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "1 class held out" in printed.out
+    # What is trained, then each class as it is measured: minutes, on many classes.
+    assert printed.err.startswith("Training 1 held-out model, one without each class, ")
+    assert f"  without Blue: AUROC {blue['auroc']:.4f}\n" in printed.err
 
     params.write_text("rejection:\n  classes: [Purple]\n")
     assert main([*arguments, "--params", str(params)]) == 1

@@ -208,7 +208,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _rejection(args: argparse.Namespace) -> int:
     params = RejectionParams.load(args.params)
     # A process per core when worth it: this command is its own process's main.
-    figures = rejection_stage(args.model_dir, args.prepared, args.output, params, workers="auto")
+    figures = rejection_stage(
+        args.model_dir, args.prepared, args.output, params, workers="auto", progress=True
+    )
     for warning in figures.get("warnings", []):
         say(PROG, "warning", warning)
     if figures["held_out_classes"]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -41,6 +42,7 @@ from celestial_data import (
     load_prepared,
     write_prepared,
 )
+from celestial_data.command import counted
 from celestial_data.dataset import default_workers
 from celestial_eval.errors import EvalError
 from celestial_eval.evaluate import choose_split
@@ -156,6 +158,7 @@ def leave_one_class_out(
     *,
     detail: bool = False,
     workers: int | Literal["auto"] = 1,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Train once per held-out class and measure how its images are rejected.
 
@@ -173,6 +176,9 @@ def leave_one_class_out(
             The new processes are spawned, so a script that asks for more
             than one must keep its own code under ``if __name__ ==
             "__main__":``, as ``celestial-eval`` does.
+        progress: Say on standard error what will be trained, then each
+            held-out class's AUROC as its model is measured (a project of
+            many classes trains for minutes).
 
     Returns:
         The figures written to ``rejection.json`` (see `celestial_eval.rejection.rejection_stage`).
@@ -198,16 +204,23 @@ def leave_one_class_out(
         train_params = shortened(train_params, epochs)
     ood_params = ood_params or OodParams()
     split = choose_split(dataset)  # the known images: test when present, else val
+    fitted = sum(dataset.splits[name] for name in dataset.fitted_splits)
+    batches = -(-fitted // train_params.batch_size)
+    steps = train_params.epochs_for(batches) * batches
     if workers == "auto":
-        fitted = sum(dataset.splits[name] for name in dataset.fitted_splits)
-        batches = -(-fitted // train_params.batch_size)
-        steps = train_params.epochs_for(batches) * batches
         workers = process_count(len(chosen), steps, default_workers())
         if workers > 1 and may_use_accelerator():  # only asked when it matters: 0.07 s
             workers = 1
     count = max(1, min(workers, len(chosen)))
+    if progress:
+        print(
+            f"Training {counted(len(chosen), 'held-out model')}, one without each class, "
+            f"about {steps} steps each, in {counted(count, 'process')}.",
+            file=sys.stderr,
+            flush=True,
+        )
     shares = [chosen[first::count] for first in range(count)]
-    recipe = (train_params, ood_params, split, work_dir)
+    recipe = (train_params, ood_params, split, work_dir, progress)
     measured = in_processes(held_out_figures, dataset, shares, recipe)
     per_class = {name: measured[name] for name in chosen}
     return summarize(per_class, ood_params, split, detail)
@@ -323,8 +336,12 @@ def held_out_figures(
     ood_params: OodParams,
     split: str,
     work_dir: str | Path | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Train a model without each class of ``classes`` in turn and measure it.
+
+    With ``progress``, says each class's AUROC (of ``ood_params.score``) on
+    standard error once measured.
 
     Returns:
         Per class: the model's validation accuracy, the number of its images
@@ -351,6 +368,12 @@ def held_out_figures(
             "images": len(unseen),
             "scores": result,
         }
+        if progress:
+            print(
+                f"  without {model.name}: AUROC {result[ood_params.score]['auroc']:.4f}",
+                file=sys.stderr,
+                flush=True,
+            )
     return measured
 
 

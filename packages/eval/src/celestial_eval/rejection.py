@@ -81,6 +81,7 @@ def rejection_stage(
     output: str | Path,
     params: RejectionParams | None = None,
     workers: int | Literal["auto"] = 1,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """The ``rejection`` stage: leave-one-class-out figures written to ``output`` (JSON).
 
@@ -90,7 +91,8 @@ def rejection_stage(
     chooses the classes (and may shorten training). ``workers`` is
     `celestial_eval.leave_one_class_out.leave_one_class_out`'s: how many
     processes train (``"auto"``, as ``celestial-eval rejection`` asks: one
-    per core when worth it).
+    per core when worth it). ``progress``: say what is trained, and each
+    class's AUROC, on standard error.
 
     Returns:
         The figures written.
@@ -115,7 +117,13 @@ def rejection_stage(
         }
     else:
         figures = leave_one_class_out(
-            dataset, train_params, ood_params, params.classes, params.epochs, workers=workers
+            dataset,
+            train_params,
+            ood_params,
+            params.classes,
+            params.epochs,
+            workers=workers,
+            progress=progress,
         )
     output = Path(output)
     output_folder(output.parent, "folder of the rejection figures")
