@@ -50,8 +50,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import yaml
 from PIL import Image, ImageFilter
+
+from celestial_data.params import read_yaml
 
 if TYPE_CHECKING:
     from celestial_data import PreparedDataset
@@ -320,7 +321,7 @@ def held_out_seed_figures(
 
 
 def overridden(document: dict[str, Any], settings: Sequence[str]) -> dict[str, Any]:
-    """``document`` with each ``KEY=VALUE`` (dotted key, YAML value) set."""
+    """``document`` with each ``KEY=VALUE`` (dotted key, YAML value, read as DVC reads it) set."""
     for setting in settings:
         key, separator, value = setting.partition("=")
         if not separator:
@@ -329,7 +330,7 @@ def overridden(document: dict[str, Any], settings: Sequence[str]) -> dict[str, A
         section = document
         for parent in parents:
             section = section.setdefault(parent, {})
-        section[leaf] = yaml.safe_load(value)
+        section[leaf] = read_yaml(value)
     return document
 
 
@@ -477,7 +478,7 @@ def main() -> None:
     from celestial_models.ood import OodParams
 
     started = time.perf_counter()
-    document = overridden(yaml.safe_load(args.params.read_text()) or {}, args.set)
+    document = overridden(read_yaml(args.params.read_text()) or {}, args.set)
     prepare_params = PrepareParams.parse(document.get("prepare"))
     train_params = TrainParams.parse(document.get("train"))
     ood_params = OodParams.parse(document.get("ood"))

@@ -162,10 +162,11 @@ def test_containers_decode_to_identical_pixels() -> None:
 def test_set_overrides_a_param_at_any_depth_with_a_yaml_value() -> None:
     document = {"prepare": {"image_size": 16, "view": {"crop": True}}, "train": {"epochs": 8}}
     changed = robust.overridden(
-        document, ["prepare.view.exposure=true", "train.epochs=12", "ood.score=cosine"]
+        document,
+        ["prepare.view.exposure=true", "train.epochs=12", "ood.score=cosine", "train.lr=1e-3"],
     )
     assert changed["prepare"] == {"image_size": 16, "view": {"crop": True, "exposure": True}}
-    assert changed["train"] == {"epochs": 12}
+    assert changed["train"] == {"epochs": 12, "lr": 0.001}
     assert changed["ood"] == {"score": "cosine"}
 
 
