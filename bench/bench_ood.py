@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
+
+from celestial_data.params import read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared" / "datasets" / "planets-moons" / "raw"
@@ -49,7 +50,7 @@ def main() -> None:
     from celestial_models import TrainParams, load_classifier, train_model
     from celestial_models.ood import OodParams
 
-    params = yaml.safe_load(PARAMS.read_text())
+    params = read_yaml(PARAMS.read_text())
     train_params = TrainParams.parse(params["train"])
     ood_params = OodParams.parse(params.get("ood"))
     with tempfile.TemporaryDirectory() as scratch:

@@ -54,6 +54,8 @@ from pathlib import Path
 
 import yaml
 
+from celestial_data.params import read_yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared" / "datasets" / "planets-moons" / "raw"
 BIN = Path(sys.executable).parent
@@ -214,7 +216,7 @@ def bench_many(count: int, root: Path, floor: Path, repeats: int) -> dict:
             },
         )
     )
-    params = yaml.safe_load((first / "params.yaml").read_text())
+    params = read_yaml((first / "params.yaml").read_text())
     params["synth"].update(per_class=6, size=32)
     params["rejection"]["classes"] = ["Earth"]
     (first / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -291,7 +293,7 @@ def bench_project(name: str, root: Path, floor: Path, repeats: int) -> dict:
     )
     metrics = json.loads((project / "evaluation" / "metrics.json").read_text())
     metadata = json.loads((project / "model" / "metadata.json").read_text())
-    params = yaml.safe_load((project / "params.yaml").read_text())
+    params = read_yaml((project / "params.yaml").read_text())
     return {
         "forced_repro_s": summary(totals["cold"]),
         "forced_repro_cached_s": summary(totals["cached"]),

@@ -40,6 +40,8 @@ from pathlib import Path
 
 import yaml
 
+from celestial_data.params import read_yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared" / "datasets" / "planets-moons" / "raw"
 
@@ -147,8 +149,8 @@ def timed(command: list[str], cache: Path | str) -> tuple[float, float]:
 
 
 def parse_value(text: str) -> object:
-    """A ``--set`` value as YAML reads it (numbers, booleans, strings)."""
-    return yaml.safe_load(text)
+    """A ``--set`` value as DVC's YAML reads it (numbers, booleans, strings)."""
+    return read_yaml(text)
 
 
 def prepare(raw: Path, out: Path, image_size: int, color_mode: str) -> dict:

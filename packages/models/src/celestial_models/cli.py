@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from celestial_data.command import run_command
+from celestial_data.command import counted, run_command
 from celestial_data.errors import DataError
 from celestial_models.errors import ModelError
 from celestial_models.ood import OodParams
@@ -102,8 +102,7 @@ def _predict(args: argparse.Namespace) -> int:
             )
     sys.stdout.flush()  # the CSV before the summary when both go to a terminal
     print(
-        f"{counts['images']} image{'' if counts['images'] == 1 else 's'} classified, "
-        f"{counts['unknown']} unknown, "
+        f"{counted(counts['images'], 'image')} classified, {counts['unknown']} unknown, "
         f"{counts['skipped']} skipped (not readable images)"
         + (f"; written to {args.output}." if args.output else "."),
         file=sys.stderr,
