@@ -196,9 +196,8 @@ def check_port(host: str, port: int) -> None:
 def connection_limits(options: ServerOptions) -> dict[str, Any]:
     """The options of uvicorn that bound what connections may hold in each HTTP process."""
     return {
-        "http": header_deadline_protocol(options.header_timeout),
-        # uvicorn answers 503 to requests beyond this many connections (or requests under way).
-        "limit_concurrency": options.max_connections,
+        # Not uvicorn's limit_concurrency: see celestial_serve.connection.
+        "http": header_deadline_protocol(options.header_timeout, options.max_connections),
         "timeout_keep_alive": options.keep_alive_timeout,
     }
 
