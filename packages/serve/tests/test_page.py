@@ -122,3 +122,50 @@ def test_with_an_api_key_the_page_asks_for_it_and_sends_it(guarded_server, refer
         "() => JSON.stringify([localStorage, sessionStorage, document.cookie, location.href])"
     )
     assert guarded_server.api_key not in stored
+
+
+def test_a_busy_servers_plain_text_503_is_shown_as_it_said(server, reference, browser) -> None:
+    page = browser.new_page()
+    page.route(
+        "**/predict*",
+        lambda route: route.fulfill(
+            status=503, body="Service Unavailable", content_type="text/plain; charset=utf-8"
+        ),
+    )
+    page.goto(server.url + "/")
+    page.get_by_label("Choose an image").set_input_files(str(reference["Jupiter"][1]))
+    error = page.get_by_role("alert")
+    error.filter(has_text="HTTP 503").wait_for(timeout=30_000)
+    assert "Service Unavailable (HTTP 503)" in error.inner_text()
+
+
+def test_an_earlier_choices_late_answer_does_not_replace_the_latest(
+    server, reference, browser
+) -> None:
+    first, second = reference["Jupiter"][1], reference["Mars"][1]
+    expected = requests.post(
+        f"{server.url}/predict",
+        data=second.read_bytes(),
+        headers={"Content-Type": "image/jpeg"},
+        timeout=30,
+    ).json()
+    held = []
+
+    def hold_the_first(route) -> None:
+        if held:
+            route.continue_()
+        else:
+            held.append(route)  # answered only after the second choice's answer
+
+    page = browser.new_page()
+    page.route("**/predict*", hold_the_first)
+    page.goto(server.url + "/")
+    choose = page.get_by_label("Choose an image")
+    choose.set_input_files(str(first))
+    page.wait_for_function("() => document.querySelector('#result').ariaBusy === 'true'")
+    choose.set_input_files(str(second))
+    label = page.locator("#label")
+    label.filter(has_text=expected["label"]).wait_for(timeout=30_000)
+    held[0].fulfill(status=200, json={**expected, "label": "Stale", "unknown": False})
+    page.wait_for_timeout(500)
+    assert label.inner_text().startswith(f"{expected['label']} (")
