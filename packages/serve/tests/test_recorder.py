@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
 import os
+import shutil
 import socket
 from pathlib import Path
 
@@ -14,6 +16,8 @@ import pytest
 from PIL import Image
 
 from celestial_models.prediction_log import PredictionRecord, image_features
+from celestial_serve import recorder
+from celestial_serve import review as review_module
 from celestial_serve.cli import main
 from celestial_serve.errors import ServeError
 from celestial_serve.recorder import LogOptions, PredictionLog, prepare_log_dir, sha256_holding_gil
@@ -89,6 +93,101 @@ def test_a_file_past_the_size_cap_is_closed_and_the_next_lines_go_to_a_new_one(
     ]
 
 
+class FullDisk:
+    """``os.write`` on the log file takes ``room`` more bytes, then fails as a full disk does."""
+
+    def __init__(self, log: PredictionLog, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.log, self.room, self.real = log, None, os.write
+        monkeypatch.setattr(os, "write", self.write)
+
+    def write(self, descriptor: int, data) -> int:
+        if self.room is None or self.log.file is None or descriptor != self.log.file.descriptor:
+            return self.real(descriptor, data)
+        if self.room == 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        taken = self.real(descriptor, bytes(data[: self.room]))
+        self.room -= taken
+        return taken
+
+
+def test_lines_a_full_disk_refuses_are_held_and_written_whole_once_it_has_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = PredictionLog(LogOptions(tmp_path))
+    disk = FullDisk(log, monkeypatch)
+    uploads = [encoded(seed) for seed in range(4)]
+    log.add(answer_body([0.9, 0.05, 0.05]), *uploads[0], "t", 0.001)
+    log.write_pending()
+    disk.room = 25  # part of the next line, then no more
+    for data, pixels in uploads[1:]:
+        log.add(answer_body([0.9, 0.05, 0.05]), data, pixels, "t", 0.001)
+    log.write_pending()
+    log.write_pending()  # still full: nothing more written, nothing lost
+    assert len(log.held) == 3 and log.dropped == 0
+    disk.room = None
+    log.close()
+    assert [r.digest for r in records(tmp_path)] == [
+        hashlib.sha256(data).hexdigest() for data, _ in uploads
+    ]
+    assert log.dropped == 0
+
+
+def test_past_the_bound_of_held_lines_the_newest_are_dropped_and_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counted = []
+    log = PredictionLog(LogOptions(tmp_path), dropped=counted.append)
+    disk = FullDisk(log, monkeypatch)
+    log.add(answer_body([0.9, 0.05, 0.05]), *encoded(0), "t", 0.001)
+    log.write_pending()
+    disk.room = 0
+    monkeypatch.setattr(recorder, "MAX_HELD_BYTES", 1)  # one line held at most
+    for seed in range(1, 4):
+        log.add(answer_body([0.9, 0.05, 0.05]), *encoded(seed), "t", 0.001)
+    log.write_pending()
+    assert len(log.held) == 1 and sum(counted) == 2 == log.dropped
+    disk.room = None
+    log.close()
+    assert [r.digest for r in records(tmp_path)] == [
+        hashlib.sha256(encoded(seed)[0]).hexdigest() for seed in (0, 1)
+    ]
+
+
+@pytest.mark.parametrize("how", ["removed", "moved"])
+def test_a_log_folder_removed_or_moved_while_serving_is_made_again(
+    tmp_path: Path, how: str
+) -> None:
+    folder = tmp_path / "log"
+    prepare_log_dir(folder)
+    log = PredictionLog(LogOptions(folder))
+    first, second = encoded(0), encoded(1)
+    log.add(answer_body([0.9, 0.05, 0.05]), *first, "t", 0.001)
+    log.write_pending()
+    if how == "removed":
+        shutil.rmtree(folder)
+    else:
+        folder.rename(tmp_path / "elsewhere")
+    log.add(answer_body([0.2, 0.7, 0.1], score=9.0), *second, "t", 0.001)  # unknown: reviewed
+    log.write_pending()
+    log.close()
+    assert [r.digest for r in records(folder)] == [hashlib.sha256(second[0]).hexdigest()]
+    assert (folder / "review" / f"{hashlib.sha256(second[0]).hexdigest()}.json").is_file()
+
+
+def test_an_answer_given_with_rejection_off_is_logged_as_the_gate_decided(tmp_path: Path) -> None:
+    log = PredictionLog(LogOptions(tmp_path))
+    data, pixels = encoded(0)
+    answer = prediction(
+        np.array([0.9, 0.05, 0.05]), CLASSES, 2, MODEL, score=9.0, threshold=5.0, reject=False
+    )
+    assert answer["label"] == "Mars" and not answer["unknown"]  # what the client asked for
+    log.add(answer, data, pixels, "t", 0.001)
+    log.close()
+    (record,) = records(tmp_path)
+    assert (record.label, record.unknown, record.top_k[0][0]) == ("unknown", True, "Mars")
+    assert (tmp_path / "review" / f"{record.digest}.json").is_file()
+
+
 @pytest.mark.parametrize("size", [0, 2047, 2048, 7_777])
 def test_the_writer_hashes_uploads_as_sha256_does(size: int) -> None:
     data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
@@ -145,6 +244,31 @@ def test_review_past_its_cap_lets_the_oldest_go_first(tmp_path: Path) -> None:
     assert keep(again, images[3], 0.1)
     assert sorted(p.stem for p in tmp_path.glob("*.json")) == sorted([digests[1], digests[3]])
     assert len(list(tmp_path.iterdir())) == 4
+
+
+def test_an_image_the_disk_refuses_leaves_no_partial_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    review = ReviewFolder(tmp_path, below=0.5, max_bytes=2**20)
+
+    def full(descriptor: int, data) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(OSError, match="No space"):
+        keep(review, encoded(1)[0], 0.1)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_image_is_kept_while_the_disk_is_short_of_room_for_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    review = ReviewFolder(tmp_path, below=0.5, max_bytes=2**20)
+    monkeypatch.setattr(review_module, "free_bytes", lambda folder: review_module.RESERVE_BYTES)
+    assert not keep(review, encoded(1)[0], 0.1)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(review_module, "free_bytes", lambda folder: 2**40)
+    assert keep(review, encoded(1)[0], 0.1)
 
 
 def test_a_log_dir_that_is_a_file_or_cannot_be_made_is_refused(tmp_path: Path) -> None:

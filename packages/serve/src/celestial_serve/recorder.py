@@ -21,6 +21,13 @@ by time. A file that passes the size cap is closed and the next lines go to a
 new one. Every line is written whole, with its newline, after the lines
 before it: a killed server leaves at most the last `FLUSH_S` seconds of answers
 unrecorded and at most its last line cut short; a reader skips that line.
+
+What the disk refuses (it is full) is held, up to `MAX_HELD_BYTES`, and
+written from where it stopped on the next pass, so a line is never cut in
+the middle of a file; only lines past that bound are dropped, and counted.
+A log folder removed or moved while serving is made again, with a new file,
+and the server says so: the lines are never written to a file no longer
+there.
 """
 
 from __future__ import annotations
@@ -36,18 +43,20 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from celestial_models.prediction_log import answer_line, image_features
 from celestial_serve.errors import ServeError
+from celestial_serve.response import UNKNOWN
 from celestial_serve.review import REVIEW_DIR, ReviewFolder
 
 __all__ = [
     "FLUSH_S",
     "LogOptions",
     "PredictionLog",
+    "as_gated",
     "log_file_name",
     "prepare_log_dir",
     "sha256_holding_gil",
@@ -59,6 +68,8 @@ FLUSH_S = 0.1
 SYNC_S = 1.0
 #: Answers held for the writer at most; more are dropped (and counted).
 MAX_PENDING = 20_000
+#: Bytes of lines held while the disk refuses them, at most; newer lines are dropped.
+MAX_HELD_BYTES = 16 * 2**20
 MIB = 2**20
 # Bytes hashed at once: hashlib keeps the GIL below 2,048.
 _HASH_PIECE = 2047
@@ -145,12 +156,14 @@ class PredictionLog:
         self.pid: int | None = None
         self.thread: threading.Thread | None = None
         self.stopping = threading.Event()
-        self.stream: IO[str] | None = None
+        self.file: _LogFile | None = None
+        self.held: deque[bytes] = deque()  # lines not yet written whole, oldest first
+        self.held_bytes = 0
+        self.failing = False
         self.review = ReviewFolder(
             options.folder / REVIEW_DIR, options.review_below, options.review_max_bytes
         )
         self.dropped = 0
-        self.synced = 0.0
         self.writing = threading.Lock()
 
     def add(
@@ -186,7 +199,8 @@ class PredictionLog:
         # In a forked process, the parent's queue, thread and file are not ours.
         self.pid = os.getpid()
         self.pending = deque()
-        self.stream = None
+        self.file = None
+        self.held, self.held_bytes = deque(), 0
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self.thread.start()
@@ -209,9 +223,18 @@ class PredictionLog:
         self.stopping.set()
         self.thread.join(timeout=10)
         with self.writing:
-            if self.stream is not None:
-                self.stream.close()
-                self.stream = None
+            if self.held:  # the disk still refuses them
+                logger.error(
+                    "%d answers could not be written to the prediction log in %s before the "
+                    "server stopped",
+                    len(self.held),
+                    self.options.folder,
+                )
+                self._drop(len(self.held))
+                self.held.clear()
+            if self.file is not None:
+                self.file.close()
+                self.file = None
 
     def write_pending(self) -> int:
         """Write every queued answer now; return how many (the thread calls this)."""
@@ -223,48 +246,161 @@ class PredictionLog:
         with contextlib.suppress(IndexError):
             while True:
                 answers.append(self.pending.popleft())
-        if not answers:
+        if not answers and not self.held:
             return 0
         try:
-            self._write(answers)
+            lines, kept = self._lines(answers)
         except Exception:
             self._drop(len(answers))
             raise
+        self._hold(lines)
+        self._append()
+        try:
+            for digest, unknown, confidence, line, upload in kept:
+                self.review.offer(digest, unknown, confidence, line, upload)
+        except OSError:  # the log has them: only the review copies are lost
+            logger.exception("Could not keep an image in %s", self.review.folder)
         return len(answers)
 
-    def _write(self, answers: list[_Answer]) -> None:
+    def _lines(self, answers: list[_Answer]) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """The log lines of ``answers``, and what the review folder is offered."""
+        if not answers:
+            return [], []
         features = image_features(np.stack([answer.image for answer in answers])).tolist()
         lines, kept = [], []
         for answer, row in zip(answers, features, strict=True):
             fields = answer.answer
             if isinstance(fields, bytes):  # the answer as sent, not the object it came from
                 fields = json.loads(fields)
+            fields = as_gated(fields)
             digest = sha256_holding_gil(answer.upload)
             line = answer_line(fields, row, answer.time, digest, answer.latency_s * 1000)
             lines.append(line)
             unknown, confidence = fields["unknown"], fields["top_k"][0]["probability"]
             if self.review.unsure(unknown, confidence):
                 kept.append((digest, unknown, confidence, line, answer.upload))
-        self._append("\n".join(lines) + "\n")
-        try:
-            for digest, unknown, confidence, line, upload in kept:
-                self.review.offer(digest, unknown, confidence, line, upload)
-        except OSError:  # the log has them: only the review copies are lost
-            logger.exception("Could not keep an image in %s", self.review.folder)
+        return lines, kept
 
-    def _append(self, text: str) -> None:
-        stream = self.stream
-        if stream is None:
-            name = log_file_name(datetime.now(UTC), os.getpid())
-            stream = self.stream = open(  # noqa: SIM115 - kept open across passes
-                self.options.folder / name, "a", encoding="utf-8"
+    def _hold(self, lines: list[str]) -> None:
+        """Queue ``lines`` for the file, dropping (and counting) those past `MAX_HELD_BYTES`."""
+        dropped = 0
+        for line in lines:
+            data = (line + "\n").encode()
+            if self.held and self.held_bytes + len(data) > MAX_HELD_BYTES:
+                dropped += 1
+                continue
+            self.held.append(data)
+            self.held_bytes += len(data)
+        if dropped:
+            logger.error(
+                "The prediction log in %s is %d MiB behind (is the disk full?): %d answers "
+                "were not recorded",
+                self.options.folder,
+                MAX_HELD_BYTES // MIB,
+                dropped,
             )
-        stream.write(text)
-        stream.flush()
+            self._drop(dropped)
+
+    def _append(self) -> None:
+        """Write the held lines, in order; what the disk refuses stays held for the next pass."""
+        if not self.held:
+            return
+        if self.file is not None and not self.file.still_there():
+            logger.warning(
+                "The prediction log %s was removed or moved while serving: writing to a new "
+                "file in %s",
+                self.file.path,
+                self.options.folder,
+            )
+            self.file.close()
+            self.file = None
+        try:
+            if self.file is None:
+                self.file = _LogFile.open(self.options.folder)
+            self.file.write(self.held)
+        except OSError as error:
+            if not self.failing:  # said once, not on every pass
+                logger.error(
+                    "Cannot write to the prediction log in %s (%s): holding up to %d MiB of "
+                    "answers until it can",
+                    self.options.folder,
+                    error.strerror or error,
+                    MAX_HELD_BYTES // MIB,
+                )
+                self.failing = True
+            return
+        finally:
+            self.held_bytes = sum(map(len, self.held))
+        if self.failing:
+            logger.warning("The prediction log in %s is written again", self.options.folder)
+            self.failing = False
+        if self.file.size >= self.options.max_bytes:
+            self.file.close()
+            self.file = None
+
+
+def as_gated(answer: dict[str, Any]) -> dict[str, Any]:
+    """``answer`` as the unknown-image gate decided it, for the log.
+
+    A client may ask for the closest class of an unknown image (``reject``
+    off); the log still records it as unknown, so that monitoring and the
+    review folder see every image the model does not know.
+    """
+    score, threshold = answer.get("score"), answer.get("threshold")
+    if answer["unknown"] or score is None or threshold is None or score <= threshold:
+        return answer
+    return {**answer, "label": UNKNOWN, "unknown": True}
+
+
+class _LogFile:
+    """One open log file, written with ``os.write``: nothing buffered out of sight."""
+
+    def __init__(self, path: Path, descriptor: int) -> None:
+        self.path = path
+        self.descriptor = descriptor
+        status = os.fstat(descriptor)
+        self.identity = (status.st_dev, status.st_ino)
+        self.size = status.st_size
+        self.synced = time.monotonic()
+
+    @classmethod
+    def open(cls, folder: Path) -> _LogFile:
+        """A new file in ``folder`` (made again, with its review folder, if it was removed)."""
+        (folder / REVIEW_DIR).mkdir(parents=True, exist_ok=True)
+        path = folder / log_file_name(datetime.now(UTC), os.getpid())
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        return cls(path, os.open(path, flags, 0o666))
+
+    def still_there(self) -> bool:
+        """Whether the file is still at its path (not removed, or moved with its folder)."""
+        try:
+            status = os.stat(self.path)
+        except OSError:
+            return False
+        return (status.st_dev, status.st_ino) == self.identity
+
+    def write(self, held: deque[bytes]) -> None:
+        """Write the lines of ``held``, removing each once it is written whole.
+
+        A line the disk took part of is kept with the rest cut off, to be
+        finished first on the next call.
+
+        Raises:
+            OSError: What the disk said; ``held`` then holds what is left.
+        """
+        while held:
+            line = held[0]
+            written = os.write(self.descriptor, line)
+            self.size += written
+            if written < len(line):
+                held[0] = line[written:]
+                continue
+            held.popleft()
         now = time.monotonic()
         if now - self.synced >= SYNC_S:
-            os.fsync(stream.fileno())
+            os.fsync(self.descriptor)
             self.synced = now
-        if stream.tell() >= self.options.max_bytes:
-            stream.close()
-            self.stream = None
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.descriptor)

@@ -6,13 +6,17 @@ uploaded bytes as sent; the extension from the detected format) and
 answer is unknown or the closest class's probability is below a threshold;
 the same image (digest) is kept once; past a size cap the oldest go first.
 Files are written under a hidden temporary name and renamed into place, the
-record last, so a reader that sees ``<digest>.json`` also finds the image.
+record last, so a reader that sees ``<digest>.json`` also finds the image; a
+write the disk refuses leaves nothing behind. The prediction log comes
+first: no image is kept while its disk has less than `RESERVE_BYTES` free
+besides it, and a folder removed while serving is made again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import time
 from collections import OrderedDict
@@ -20,7 +24,9 @@ from pathlib import Path
 
 from celestial_models.prediction_log import PredictionRecord
 
-__all__ = ["EXTENSIONS", "REVIEW_DIR", "ReviewFolder", "extension"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["EXTENSIONS", "RESERVE_BYTES", "REVIEW_DIR", "ReviewFolder", "extension", "free_bytes"]
 
 #: The review folder's name inside the log folder.
 REVIEW_DIR = "review"
@@ -35,6 +41,8 @@ EXTENSIONS = {
 }
 #: Seconds between re-reads of the folder, to see what other HTTP processes kept.
 RESCAN_S = 10.0
+#: Bytes the disk must keep free besides a kept image, for the prediction log.
+RESERVE_BYTES = 128 * 2**20
 
 
 #: The first bytes of the common formats: their extension without asking Pillow.
@@ -61,6 +69,12 @@ def extension(data: bytes) -> str:
     return EXTENSIONS.get(name, name.lower() or "bin")
 
 
+def free_bytes(folder: str) -> int:
+    """Bytes an unprivileged process may still write on the disk of ``folder``."""
+    status = os.statvfs(folder)
+    return status.f_bavail * status.f_frsize
+
+
 class ReviewFolder:
     """Keep uncertain uploads in ``folder``, at most ``max_bytes`` of them (oldest out first).
 
@@ -79,6 +93,7 @@ class ReviewFolder:
         self.total = 0
         self.scanned = 0.0
         self.added = False
+        self.short_of_space = False
 
     def unsure(self, unknown: bool, confidence: float) -> bool:
         """Whether an answer (``unknown``, closest class's probability) is to be kept."""
@@ -102,8 +117,22 @@ class ReviewFolder:
         size = len(data) + len(text)
         if size > self.max_bytes:
             return False
+        if not os.path.isdir(self.place):  # removed while serving
+            os.makedirs(self.place, exist_ok=True)
+            self.scan()
         if os.path.exists(f"{self.place}/{digest}.json"):  # kept by another HTTP process
             return False
+        if free_bytes(self.place) < size + RESERVE_BYTES:
+            if not self.short_of_space:
+                logger.warning(
+                    "Less than %d MiB free on the disk of %s: uploads are not kept for review "
+                    "until there is more (the prediction log still records every answer)",
+                    RESERVE_BYTES // 2**20,
+                    self.place,
+                )
+            self.short_of_space = True
+            return False
+        self.short_of_space = False
         self._write(f"{digest}.{extension(data)}", data)
         self._write(f"{digest}.json", text)
         self.entries[digest] = size
@@ -119,12 +148,17 @@ class ReviewFolder:
         partial = f"{folder}/.{name}.partial"
         descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(descriptor, view) :]
-        finally:
-            os.close(descriptor)
-        os.replace(partial, f"{folder}/{name}")
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(descriptor, view) :]
+            finally:
+                os.close(descriptor)
+            os.replace(partial, f"{folder}/{name}")
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(partial)
+            raise
 
     def _evict(self, digest: str, size: int) -> None:
         self.total -= size
