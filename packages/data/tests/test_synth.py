@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from celestial_data import ParamsError
+from celestial_data import DatasetError, ParamsError
 from celestial_data.check import check_dataset
-from celestial_data.synth import BODIES, SynthParams, render, synthesize
+from celestial_data.synth import BODIES, MANIFEST, SynthParams, render, synthesize
 
 
 def mean_colour(body: str, count: int = 6, size: int = 48) -> np.ndarray:
@@ -88,7 +89,10 @@ def test_moon_has_dark_maria_and_mercury_has_none() -> None:
 def test_synthesize_writes_the_reference_layout(tmp_path: Path) -> None:
     paths = synthesize(tmp_path / "raw", SynthParams(per_class=3, size=32, seed=1), workers=2)
     assert len(paths) == 30
-    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == list(BODIES)
+    # The list of renders is in a hidden folder, which dataset readers skip.
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == [".synth", *BODIES]
+    listed = json.loads((tmp_path / "raw" / MANIFEST).read_text())["renders"]
+    assert sorted(listed) == sorted(p.relative_to(tmp_path / "raw").as_posix() for p in paths)
     assert sorted(p.name for p in (tmp_path / "raw" / "Mars").iterdir()) == [
         "Mars_0.jpg",
         "Mars_1.jpg",
@@ -98,6 +102,7 @@ def test_synthesize_writes_the_reference_layout(tmp_path: Path) -> None:
         assert (image.format, image.mode, image.size) == ("JPEG", "RGB", (32, 32))
     report = check_dataset(tmp_path / "raw")
     assert report.ok and report.counts == dict.fromkeys(BODIES, 3)
+    assert report.ignored == []
     assert not report.duplicates
 
 
@@ -144,6 +149,43 @@ def test_rerun_replaces_earlier_renders(tmp_path: Path) -> None:
         "Moon_0.jpg",
         "Moon_1.jpg",
     ]
+
+
+def test_a_folder_of_someone_elses_photos_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    # The reference dataset's photos are named as renders are: Moon_0.jpg, ...
+    photos = tmp_path / "raw"
+    (photos / "Moon").mkdir(parents=True)
+    (photos / "Moon" / "Moon_0.jpg").write_bytes(b"a photo")
+    (photos / "Moon" / "Moon_7.jpg").write_bytes(b"another photo")
+    (photos / "Moon" / ".DS_Store").write_bytes(b"")  # hidden files are nobody's data
+    with pytest.raises(DatasetError, match=r"holds 2 file\(s\) synth did not render \(Moon/Moon_0"):
+        synthesize(photos, SynthParams(per_class=2, size=16))
+    assert (photos / "Moon" / "Moon_0.jpg").read_bytes() == b"a photo"
+    assert sorted(p.name for p in photos.rglob("*")) == [
+        ".DS_Store",
+        "Moon",
+        "Moon_0.jpg",
+        "Moon_7.jpg",
+    ]
+
+
+def test_a_render_changed_since_is_no_longer_synths_to_replace(tmp_path: Path) -> None:
+    synthesize(tmp_path, SynthParams(per_class=2, size=16), classes=["Moon", "Mars"])
+    (tmp_path / "Mars" / "Mars_1.jpg").write_bytes(b"edited")
+    (tmp_path / "Mars" / "notes.txt").write_text("mine")
+    with pytest.raises(DatasetError, match=r"2 file\(s\).*Mars/Mars_1.jpg, Mars/notes.txt"):
+        synthesize(tmp_path, SynthParams(per_class=2, size=16), classes=["Mars"])
+    assert (tmp_path / "Mars" / "Mars_1.jpg").read_bytes() == b"edited"
+
+
+def test_a_rerun_of_some_classes_keeps_the_other_classes_renders(tmp_path: Path) -> None:
+    synthesize(tmp_path, SynthParams(per_class=3, size=16), classes=["Moon", "Mars"])
+    moon = _bytes(tmp_path / "Moon")
+    synthesize(tmp_path, SynthParams(per_class=1, size=16), classes=["Mars"])
+    assert _bytes(tmp_path / "Moon") == moon
+    assert sorted(p.name for p in (tmp_path / "Mars").iterdir()) == ["Mars_0.jpg"]
+    synthesize(tmp_path, SynthParams(per_class=1, size=16), classes=["Moon", "Mars"])  # all its own
+    assert len(list(tmp_path.rglob("*.jpg"))) == 2
 
 
 def test_unknown_class_is_an_error_listing_the_bodies(tmp_path: Path) -> None:

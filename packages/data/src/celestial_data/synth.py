@@ -19,7 +19,9 @@ first ones.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import math
 import multiprocessing
 import os
@@ -35,10 +37,22 @@ from PIL import Image
 from pydantic import Field
 
 from celestial_data.dataset import default_workers, parallel_map
-from celestial_data.errors import ParamsError
+from celestial_data.errors import DatasetError, ParamsError
 from celestial_data.params import Params
 
-__all__ = ["BODIES", "SynthParams", "build_surfaces", "montage", "render", "synthesize"]
+__all__ = [
+    "BODIES",
+    "MANIFEST",
+    "SynthParams",
+    "build_surfaces",
+    "montage",
+    "render",
+    "synthesize",
+]
+
+#: The list of what `synthesize` rendered into a folder, with each file's
+#: SHA-256: a hidden folder, which dataset readers skip.
+MANIFEST = Path(".synth") / "renders.json"
 
 
 class SynthParams(Params):
@@ -662,7 +676,10 @@ def synthesize(
     """Render ``OUT/<Class>/<Class>_<i>.jpg`` for each class.
 
     Earlier renders of the chosen classes in ``out`` are removed first, so the
-    folder holds exactly what was asked for.
+    folder holds exactly what was asked for. What was rendered is listed in
+    ``out/`` `MANIFEST`; a file in ``out`` that is not listed there, or has
+    changed since, is someone's own (the reference dataset's photos are named
+    as renders are), so ``out`` is refused rather than anything deleted.
 
     Args:
         out: Output folder (created).
@@ -677,6 +694,7 @@ def synthesize(
 
     Raises:
         ParamsError: If a class is unknown.
+        DatasetError: If ``out`` holds files this function did not render.
     """
     params = params or SynthParams()
     per_class, size, seed, variation = params.per_class, params.size, params.seed, params.variation
@@ -689,12 +707,13 @@ def synthesize(
         )
     chosen = sorted(set(chosen), key=BODIES.index)
     out = Path(out)
+    earlier = _earlier_renders(out)
+    kept = {file: digest for file, digest in earlier.items() if file.split("/")[0] not in chosen}
+    for file in earlier.keys() - kept.keys():
+        (out / file).unlink()
     jobs = []
     for name in chosen:
-        folder = out / name
-        folder.mkdir(parents=True, exist_ok=True)
-        for stale in folder.glob(f"{name}_*.jpg"):
-            stale.unlink()
+        (out / name).mkdir(parents=True, exist_ok=True)
         jobs += [(name, i) for i in range(per_class)]
 
     build_surfaces(chosen)  # once, before the workers need them
@@ -705,8 +724,55 @@ def synthesize(
         # beat threads; forked workers share the surfaces built above.
         chunk = max(1, min(32, len(tasks) // (4 * workers)))
         with multiprocessing.get_context("fork").Pool(workers) as pool:
-            return [Path(p) for p in pool.imap(_make, tasks, chunksize=chunk)]
-    return [Path(p) for p in parallel_map(_make, tasks, workers)]
+            written = list(pool.imap(_make, tasks, chunksize=chunk))
+    else:
+        written = list(parallel_map(_make, tasks, workers))
+    for (name, i), (_, digest) in zip(jobs, written, strict=True):
+        kept[f"{name}/{name}_{i}.jpg"] = digest
+    manifest = out / MANIFEST
+    manifest.parent.mkdir(exist_ok=True)
+    manifest.write_text(json.dumps({"renders": dict(sorted(kept.items()))}, indent=1) + "\n")
+    return [Path(path) for path, _ in written]
+
+
+def _earlier_renders(out: Path) -> dict[str, str]:
+    """The files of ``out`` rendered by `synthesize`, by path (``Class/name``), with their SHA-256.
+
+    Raises:
+        DatasetError: If ``out`` is a file, or holds files (hidden ones aside)
+            that its `MANIFEST` does not list as they are now.
+    """
+    if not out.exists():
+        return {}
+    if not out.is_dir():
+        raise DatasetError(f"{out} is a file: give synth a folder to render into.")
+    try:
+        listed = json.loads((out / MANIFEST).read_text())["renders"]
+    except (OSError, ValueError, KeyError, TypeError):
+        listed = {}
+    renders, foreign = {}, []
+    for folder, folders, files in os.walk(out):
+        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            path = Path(folder, name)
+            file = path.relative_to(out).as_posix()
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            if listed.get(file) == digest:
+                renders[file] = digest
+            else:
+                foreign.append(file)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (
+            f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        )
+        raise DatasetError(
+            f"{out} holds {len(foreign)} file(s) synth did not render ({shown}); synth replaces "
+            "its own earlier renders only, and never removes or mixes in other files. Render "
+            "into an empty or new folder, or move those files out."
+        )
+    return renders
 
 
 def _can_fork() -> bool:
@@ -718,14 +784,15 @@ def _can_fork() -> bool:
     return sys.platform == "linux" and threading.active_count() == 1
 
 
-def _make(task: tuple[str, str, int, int, int, float]) -> str:
-    """Render image ``i`` of a body, write it as a JPEG and return its path."""
+def _make(task: tuple[str, str, int, int, int, float]) -> tuple[str, str]:
+    """Render image ``i`` of a body, write it as a JPEG; return its path and SHA-256."""
     out, name, i, size, seed, variation = task
     rng = np.random.default_rng([seed, BODIES.index(name), i])
     path = os.path.join(out, name, f"{name}_{i}.jpg")
+    data = _encode(render(name, rng, size, variation=variation))
     with open(path, "wb") as stream:
-        stream.write(_encode(render(name, rng, size, variation=variation)))
-    return path
+        stream.write(data)
+    return path, hashlib.sha256(data).hexdigest()
 
 
 def build_surfaces(bodies: Sequence[str] = BODIES) -> None:
