@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
+from celestial_data.errors import ParamsError
 from celestial_data.params import read_yaml
 from celestial_data.prepare import PrepareParams
 
@@ -48,3 +49,26 @@ def test_a_section_written_with_an_exponent_loads(tmp_path: Path) -> None:
     params.write_text("prepare:\n  val_fraction: 1.5e-1\n  test_fraction: 1e-1\n")
     loaded = PrepareParams.load(params)
     assert (loaded.val_fraction, loaded.test_fraction) == (0.15, 0.1)
+
+
+def test_a_misspelt_section_is_an_error_naming_it(tmp_path: Path) -> None:
+    for written in ("prepar", "Prepare", "perpare"):
+        path = tmp_path / "params.yaml"
+        path.write_text(f"{written}:\n  image_size: 32\ntrain:\n  epochs: 2\n")
+        with pytest.raises(ParamsError, match=rf"no 'prepare' section, but has '{written}': did"):
+            PrepareParams.load(path)
+
+
+def test_a_sub_section_indented_too_little_is_an_error_naming_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("prepare:\n  image_size: 32\nview:\n  crop: false\n")
+    with pytest.raises(ParamsError, match=r"'view' is at the top .* under 'prepare:'"):
+        PrepareParams.load(path)
+
+
+def test_sections_of_a_projects_own_are_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("prepare:\n  image_size: 32\nseed: 3\nmy_stage:\n  view: 1\n")
+    assert PrepareParams.load(path).image_size == 32
+    path.write_text("train:\n  epochs: 2\n")  # no prepare section, nothing like it: defaults
+    assert PrepareParams.load(path) == PrepareParams()

@@ -88,10 +88,13 @@ class Params(BaseModel):
         """The section read from the YAML file at ``path`` (None: the defaults).
 
         A file without the section gives the defaults; a file that was named
-        but cannot be read is an error.
+        but cannot be read is an error, and so is one whose section looks
+        misspelt or misplaced (see `_check_placement`): either would leave
+        the user's values unread, without a word.
 
         Raises:
-            ParamsError: If the file is missing or not YAML, or the section is invalid.
+            ParamsError: If the file is missing or not YAML, or the section is
+                invalid, misspelt or misplaced.
         """
         if path is None:
             return cls()
@@ -104,11 +107,45 @@ class Params(BaseModel):
             raise ParamsError(f"{path} is not valid YAML: {error}") from None
         if not isinstance(document, dict):
             raise ParamsError(f"{path} must be a mapping of sections (prepare:, train:, ...).")
+        _check_placement(cls, document, path)
         return cls.parse(document.get(cls.section), f"{path}: {cls.section}")
 
     def dump(self) -> dict[str, Any]:
         """The section as plain YAML/JSON values, every key present."""
         return self.model_dump(mode="json")
+
+
+def _check_placement(cls: type[Params], document: Mapping[Any, Any], path: Path) -> None:
+    """Refuse a file whose ``cls`` section looks misspelt or whose sub-section sits outside it.
+
+    Other top-level keys are left alone: a project may keep sections of its
+    own in ``params.yaml``. Two mistakes are not: the section missing beside
+    a key that looks like its name (``trian:``, ``Train:``), and a mapping at
+    the top named as one of the section's own sub-sections (``view:``
+    indented one level too little), whose keys would silently keep their
+    defaults.
+
+    Raises:
+        ParamsError: Naming the key and the fix.
+    """
+    section = cls.section
+    keys = [key for key in document if isinstance(key, str)]
+    if section not in document:
+        close = [key for key in keys if key.lower() == section.lower()]
+        close = close or difflib.get_close_matches(section, keys, n=1, cutoff=0.75)
+        if close:
+            raise ParamsError(
+                f"{path} has no '{section}' section, but has '{close[0]}': did you mean "
+                f"'{section}'? Rename it; as it is, every {section} key keeps its default."
+            )
+    for key, field in cls.model_fields.items():
+        nested = isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+        if nested and isinstance(document.get(key), dict):
+            raise ParamsError(
+                f"{path}: '{key}' is at the top of the file, but it is a key of the "
+                f"'{section}' section. Indent it and its keys under '{section}:' (YAML nests "
+                f"by indentation); as it is, {section}.{key} keeps its defaults."
+            )
 
 
 def _explain(model: type[BaseModel], detail: Mapping[str, Any], where: str) -> str:
