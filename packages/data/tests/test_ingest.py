@@ -105,6 +105,8 @@ def test_skips_images_already_present_by_bytes_or_pixels(tmp_path: Path, make_ra
         (" Mars", "leading or trailing spaces"),
         ("x" * 65, "characters long"),
         ("unknown", "reserved"),
+        ("New class", "reserved (the choice that asks Label Studio"),
+        ("NEW CLASS", "reserved"),
         ("mars", "only in case"),
     ],
 )

@@ -174,8 +174,14 @@ def test_read_export_takes_the_typed_name_for_a_new_class(
         ("missing-file", "is not in"),
         ("bad-label", "contains /"),
         ("unknown", "is reserved"),
+        ("new-class", "is reserved (the choice that asks Label Studio for a new class"),
         ("empty-new-class", "typed 0 class names"),
         ("both", "also typed a new class name"),
+        ("value-text", 'result whose value is \'Mars\', not {"choices": ["..."]}'),
+        ("choices-text", "result whose value is {'choices': 'Mars'}"),
+        ("null-choice", "has choices that are not names: [None]"),
+        ("nested-choice", "has choices that are not names: [['Mars']]"),
+        ("number-typed", "has text that are not names: [7]"),
     ],
 )
 def test_bad_export_is_one_error_and_writes_nothing(
@@ -193,8 +199,18 @@ def test_bad_export_is_one_error_and_writes_nothing(
         "missing-file": annotate("Mars"),
         "bad-label": annotate(NEW_CLASS, "../../etc"),
         "unknown": annotate(NEW_CLASS, "unknown"),
+        "new-class": annotate(NEW_CLASS, "New class"),
         "empty-new-class": annotate(NEW_CLASS, ""),
         "both": annotate("Mars", "Comet"),
+        # Exports edited by hand:
+        "value-text": [{**annotate("Mars")[0], "value": "Mars"}],
+        "choices-text": [{**annotate("Mars")[0], "value": {"choices": "Mars"}}],
+        "null-choice": [{**annotate("Mars")[0], "value": {"choices": [None]}}],
+        "nested-choice": [{**annotate("Mars")[0], "value": {"choices": [["Mars"]]}}],
+        "number-typed": [
+            annotate(NEW_CLASS)[0],
+            {**annotate(NEW_CLASS, "x")[1], "value": {"text": [7]}},
+        ],
     }
     exported = labelled(tasks, [annotate("Mars"), bad[result], annotate(NEW_CLASS, "Comet")])
     if result == "missing-file":

@@ -19,9 +19,10 @@ import os
 import shutil
 import unicodedata
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 from celestial_data.dataset import is_image_name, parallel_map, read_info
 from celestial_data.errors import DatasetError
@@ -37,8 +38,13 @@ __all__ = [
 
 #: Longest class name accepted, in characters (folder names are at most 255 bytes).
 MAX_CLASS_NAME = 64
-#: Names that cannot be classes: ``unknown`` is the answer for a rejected image.
-RESERVED_CLASS_NAMES = frozenset({"unknown"})
+#: Names that cannot be classes (compared without case), and why.
+RESERVED_CLASS_NAMES: Mapping[str, str] = MappingProxyType(
+    {
+        "unknown": "the answer for an image of no known class",
+        "new class": "the choice that asks Label Studio for a new class's name",
+    }
+)
 # Characters that are not allowed in a folder name on some platform a clone may land on.
 _FORBIDDEN = frozenset('/\\:*?"<>|')
 _MAX_FILE_NAME = 200
@@ -86,7 +92,7 @@ def class_name_problem(name: str) -> str | None:
     A class name is a folder name on every platform: not empty, at most
     `MAX_CLASS_NAME` characters, no path separator or ``:*?"<>|``, no control
     character, no leading dot (hidden folders are not read), no surrounding
-    spaces, not ``.``/``..``, and not a reserved name (``unknown``).
+    spaces, not ``.``/``..``, and not a reserved name (`RESERVED_CLASS_NAMES`).
     """
     if not name:
         return "is empty"
@@ -102,7 +108,7 @@ def class_name_problem(name: str) -> str | None:
     if any(unicodedata.category(c).startswith("C") for c in name):
         return "contains a control or invisible formatting character"
     if name.casefold() in RESERVED_CLASS_NAMES:
-        return "is reserved (the answer for an image of no known class)"
+        return f"is reserved ({RESERVED_CLASS_NAMES[name.casefold()]})"
     return None
 
 

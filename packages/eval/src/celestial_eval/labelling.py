@@ -276,11 +276,16 @@ def _annotation_class(annotation: dict[str, Any]) -> tuple[str | None, str | Non
     for item in annotation.get("result") or []:
         if not isinstance(item, dict):
             continue
-        value = item.get("value") or {}
         if item.get("from_name") == CHOICES and item.get("type") == "choices":
-            choices += [str(c) for c in value.get("choices") or []]
+            found, problem = _strings(item, "choices")
+            choices += found
         elif item.get("from_name") == NEW_CLASS_TEXT and item.get("type") == "textarea":
-            texts += [str(t) for t in value.get("text") or []]
+            found, problem = _strings(item, "text")
+            texts += found
+        else:
+            continue
+        if problem:
+            return None, problem
     if not choices:
         return None, None
     if len(choices) > 1:
@@ -293,6 +298,24 @@ def _annotation_class(annotation: dict[str, Any]) -> tuple[str | None, str | Non
     if len(typed) != 1:
         return None, f"chose {NEW_CLASS!r} but typed {len(typed)} class names (one expected)"
     return typed[0], None
+
+
+def _strings(item: dict[str, Any], key: str) -> tuple[list[str], str | None]:
+    """``item["value"][key]``, a list of strings as Label Studio writes it, or the problem."""
+    value = item.get("value")
+    if not value:
+        return [], None
+    found = value.get(key) if isinstance(value, dict) else value
+    if not isinstance(value, dict) or not isinstance(found, list | None):
+        return [], (
+            f"has a {item.get('from_name')} result whose value is {value!r:.60}, not "
+            f'{{"{key}": ["..."]}} as Label Studio writes it'
+        )
+    found = found or []
+    wrong = [entry for entry in found if not isinstance(entry, str)]
+    if wrong:
+        return [], f"has {key} that are not names: {wrong!r:.60}"
+    return found, None
 
 
 def _task_class(task: dict[str, Any]) -> tuple[str | None, str, str | None]:
