@@ -293,3 +293,13 @@ def test_a_bad_log_dir_is_one_start_up_error(trained_project, tmp_path, capsys, 
     assert err.count("\n") == 1 and err.startswith("celestial-serve: error: ")
     assert "--log-dir" in err and "Traceback" not in err
     assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+
+
+def test_log_options_without_a_log_dir_are_one_error_not_ignored(tmp_path, capsys) -> None:
+    status = main([str(tmp_path), "--review-below", "0.9", "--log-max-mib", "1"])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err == (
+        "celestial-serve: error: --log-max-mib, --review-below only apply to the prediction "
+        "log: add --log-dir DIR to keep one, or leave them out.\n"
+    )

@@ -163,25 +163,26 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--log-max-mib",
         type=positive_float,
-        default=64.0,
         help="start a new log file once the current one reaches this many MiB (default: 64)",
     )
     add(
         "--review-below",
         type=probability,
-        default=0.5,
         help="keep uploads whose closest class's probability is below this in DIR/review/, "
         "as well as those answered unknown (default: 0.5)",
     )
     add(
         "--review-max-mib",
         type=non_negative_float,
-        default=256.0,
         help="most MiB DIR/review/ holds; past it the oldest images go; 0 keeps none "
         "(default: 256)",
     )
     parser.set_defaults(run=_serve)
     return parser
+
+
+#: The prediction log's options and their defaults, used with --log-dir only.
+LOG_DEFAULTS = {"log_max_mib": 64.0, "review_below": 0.5, "review_max_mib": 256.0}
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -190,12 +191,20 @@ def _serve(args: argparse.Namespace) -> int:
     from celestial_serve.server import LogOptions, ServerOptions, serve
 
     log = None
+    given = {name: getattr(args, name) for name in LOG_DEFAULTS if getattr(args, name) is not None}
     if args.log_dir is not None:
+        chosen = {**LOG_DEFAULTS, **given}
         log = LogOptions(
             folder=Path(args.log_dir),
-            max_bytes=int(args.log_max_mib * 2**20),
-            review_below=args.review_below,
-            review_max_bytes=int(args.review_max_mib * 2**20),
+            max_bytes=int(chosen["log_max_mib"] * 2**20),
+            review_below=chosen["review_below"],
+            review_max_bytes=int(chosen["review_max_mib"] * 2**20),
+        )
+    elif given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise ServeError(
+            f"{flags} only apply to the prediction log: add --log-dir DIR to keep one, or "
+            "leave them out."
         )
 
     options = ServerOptions(
