@@ -111,11 +111,15 @@ def test_bytes_that_are_no_image_are_400() -> None:
     assert "b'hello" in detail
 
 
-def test_a_truncated_image_is_400() -> None:
-    data = encoded("JPEG", size=(64, 64))
+@pytest.mark.parametrize(("fmt", "size"), [("JPEG", (64, 64)), ("JPEG", (4, 4)), ("PNG", (4, 4))])
+def test_a_truncated_image_is_400_saying_so(fmt: str, size: tuple[int, int]) -> None:
+    # Cut before its header is whole, a small file is no image Pillow knows:
+    # its first bytes still tell what it was meant to be.
+    data = encoded(fmt, size=size)
     status, detail = status_of(lambda: decode_image(data[: len(data) // 2], RULES))
     assert status == 400
     assert "truncated or corrupt" in detail
+    assert "Send the complete file" in detail
 
 
 def test_an_image_of_32_bit_pixels_is_415_saying_how_to_save_it() -> None:
@@ -131,7 +135,15 @@ def test_too_many_pixels_is_413_before_decoding() -> None:
     rules = UploadRules(ImageFormat(16, "rgb"), num_classes=4, max_pixels=1000)
     status, detail = status_of(lambda: decode_image(encoded(size=(40, 30)), rules))
     assert status == 413
-    assert "40 x 30 pixels" in detail
+    assert "(40 x 30, 1,200 pixels); the limit is 1,000 pixels (--max-megapixels 0.001)" in detail
+
+
+def test_an_image_just_over_the_limit_says_by_how_much() -> None:
+    rules = UploadRules(ImageFormat(16, "rgb"), num_classes=4, max_pixels=16_000_000)
+    header_only = encoded("PNG", size=(4000, 4001))
+    status, detail = status_of(lambda: decode_image(header_only, rules))
+    assert status == 413
+    assert "(4000 x 4001, 16,004,000 pixels); the limit is 16,000,000 pixels" in detail
 
 
 def test_an_image_pillow_refuses_as_a_decompression_bomb_is_413_naming_the_limit() -> None:
@@ -140,8 +152,8 @@ def test_an_image_pillow_refuses_as_a_decompression_bomb_is_413_naming_the_limit
     for max_pixels in (None, 512 * 512):  # as the route calls it: inline first, then whole
         status, detail = status_of(lambda m=max_pixels: decode_image(buffer.getvalue(), RULES, m))
         assert status == 413
-        assert "400 megapixels" in detail
-        assert f"the limit is {RULES.max_pixels / 1e6:.3g} megapixels" in detail
+        assert "(400,000,000 pixels)" in detail
+        assert f"the limit is {RULES.max_pixels:,} pixels (--max-megapixels" in detail
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from celestial_data import ImageFormat, ImageTooLarge, UnsupportedPixels, decode, to_array
+from celestial_serve.review import SIGNATURES
 
 __all__ = [
     "ANSWER_KEY",
@@ -253,6 +254,13 @@ def decode_image(data: bytes, rules: UploadRules, max_pixels: int | None = None)
         raise HTTPException(415, f"The image cannot be used: {error}.") from None
     except Exception:
         # Pillow raises OSError, ValueError, SyntaxError, EOFError... on bad input.
+        started = next((name for magic, name in SIGNATURES if data.startswith(magic)), None)
+        if not header and started:
+            raise HTTPException(
+                400,
+                f"The upload starts as a {started.upper()} file but cannot be read: it is "
+                f"truncated or corrupt ({len(data)} bytes). Send the complete file.",
+            ) from None
         if not header:
             raise HTTPException(
                 400,
@@ -268,12 +276,12 @@ def decode_image(data: bytes, rules: UploadRules, max_pixels: int | None = None)
 
 def too_many_pixels(error: ImageTooLarge, max_pixels: int) -> str:
     """The 413 message for an image that would decode to more than ``max_pixels`` pixels."""
-    size = f"{error.pixels / 1e6:.0f} megapixels"
+    size = f"{error.pixels:,} pixels"
     if error.width is not None:
-        size = f"{error.width} x {error.height} pixels, {size}"
+        size = f"{error.width} x {error.height}, {size}"
     return (
-        f"The image is too large to decode ({size}); the limit is {max_pixels / 1e6:.3g} "
-        "megapixels (--max-megapixels). Resize it before sending."
+        f"The image is too large to decode ({size}); the limit is {max_pixels:,} pixels "
+        f"(--max-megapixels {max_pixels / 1e6:g}). Resize it before sending."
     )
 
 
