@@ -182,8 +182,16 @@ def test_a_form_without_a_file_gets_the_routes_400() -> None:
         status, answer = call(app, *form(fields))
         assert status == 400
         assert words in answer["detail"]
-    status, answer = call(app, b"garbage", "multipart/form-data; boundary=B")
-    assert status == 400
+    two, content_type = form({"file": ("a.png", png()), "more": ("b.png", png())})
+    for body, content_type, said in [
+        (b"garbage", "multipart/form-data; boundary=B", ""),
+        (two, content_type, "Too many files"),
+        (two, "multipart/form-data", "Missing boundary"),
+    ]:
+        status, answer = call(app, body, content_type)
+        assert status == 400
+        assert answer["detail"].startswith(f"The multipart form cannot be read: {said}")
+        assert answer["detail"].endswith("form field named 'file', e.g. curl -F file=@image.jpg")
     assert server.worker.queued == []
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from fastapi import HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from celestial_data import ImageFormat, ImageTooLarge, UnsupportedPixels, decode, to_array
@@ -214,7 +215,17 @@ async def read_upload(request: Request) -> bytes:
 
 async def read_multipart(request: Request) -> bytes:
     """The bytes of the ``file`` field of a multipart form."""
-    async with request.form(max_files=1, max_fields=10) as form:
+    try:
+        form = await request.form(max_files=1, max_fields=10)
+    except StarletteHTTPException as error:
+        if error.status_code != 400:  # a body over the limit, or too slow (BodyLimit)
+            raise
+        raise HTTPException(  # Starlette's words alone name no fix
+            400,
+            f"The multipart form cannot be read: {str(error.detail).rstrip('.')}. Send one "
+            "image in a form field named 'file', e.g. curl -F file=@image.jpg",
+        ) from None
+    try:
         upload = form.get("file")
         if isinstance(upload, str):
             raise HTTPException(
@@ -230,6 +241,8 @@ async def read_multipart(request: Request) -> bytes:
                 "e.g. curl -F file=@image.jpg",
             )
         return await upload.read()
+    finally:
+        await form.close()
 
 
 def decode_image(data: bytes, rules: UploadRules, max_pixels: int | None = None) -> np.ndarray:
