@@ -29,6 +29,7 @@ from celestial_eval.labelling import (
     labelling_config,
     read_export,
     read_review,
+    stage_writing,
 )
 
 EVAL = Path(sys.executable).with_name("celestial-eval")
@@ -269,6 +270,29 @@ def test_commands_as_processes(review: Path, raw: Path, tmp_path: Path, annotate
     assert "Added 1 image(s)" in done.stdout and "Comet 1 (new class)" in done.stdout
     assert "dvc add data/raw" in done.stdout and "dvc repro" in done.stdout
     assert len(list((raw / "Comet").iterdir())) == 1
+
+
+def test_a_raw_folder_a_stage_writes_is_refused_before_anything_is_added(
+    review: Path, raw: Path, tmp_path: Path, annotate: Annotate, capsys: pytest.CaptureFixture
+) -> None:
+    # As synthetic-bodies: its raw images are rendered by a stage, not added.
+    (raw.parent / "raw.dvc").unlink()
+    (raw.parent.parent / "dvc.yaml").write_text(
+        "stages:\n  synth:\n    cmd: celestial-data synth data/raw\n    outs:\n"
+        "      - data/raw:\n          persist: false\n"
+    )
+    images, _ = read_review(review)
+    export = tmp_path / "export.json"
+    tasks = export_tasks(images, review.parent, ["Mars", "Moon"])
+    export.write_text(json.dumps(labelled(tasks, [annotate("Mars"), None, None])))
+    before = tree(raw.parent)
+    argv = ["label", "import", str(export), "--review", str(review), "--raw", str(raw)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "is written by the 'synth' stage of" in err and "next 'dvc repro' would replace" in err
+    assert tree(raw.parent) == before
+    assert stage_writing(raw / "Mars") == (raw.parent.parent / "dvc.yaml", "synth")
+    assert stage_writing(tmp_path / "elsewhere") is None
 
 
 def test_wrong_paths_are_named_with_what_was_meant(

@@ -19,6 +19,7 @@ from celestial_eval.labelling import (
     labelling_config,
     read_export,
     read_review,
+    stage_writing,
 )
 from celestial_eval.leaderboard import leaderboard, to_json, to_markdown
 from celestial_eval.rejection import RejectionParams, rejection_stage
@@ -285,6 +286,13 @@ def _label_import(args: argparse.Namespace) -> int:
             f"Raw folder {args.raw} not found. Give the project's raw images folder (for "
             f"example projects/NAME/data/raw), or create it first to start a dataset."
         )
+    written = stage_writing(args.raw)
+    if written:
+        raise EvalError(
+            f"Raw folder {args.raw} is written by the '{written[1]}' stage of {written[0]}: "
+            "the next 'dvc repro' would replace it and lose the images added. Import into a "
+            "raw folder tracked with 'dvc add' (a project of photos, see docs/new-dataset.md)."
+        )
     read = read_export(args.export, args.review)
     result = add_images(args.raw, read.candidates, dry_run=args.dry_run)
     verb = "Would add" if args.dry_run else "Added"
@@ -323,9 +331,7 @@ def _next_steps(raw: Path) -> str:
         )
     return (
         f"Next, version {raw} and retrain: it has no {pointer.name} beside it, so track it "
-        f"with 'dvc add {raw}' from the project folder (if a pipeline stage writes it, the "
-        "next 'dvc repro' replaces it: add the images to that stage's source instead), then "
-        "'dvc repro'."
+        f"with 'dvc add {raw}' from the project folder, then 'dvc repro'."
     )
 
 

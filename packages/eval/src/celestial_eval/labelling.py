@@ -37,6 +37,7 @@ from xml.sax.saxutils import quoteattr
 
 from celestial_data.dataset import is_image_name
 from celestial_data.ingest import Candidate
+from celestial_data.params import read_yaml
 from celestial_eval.errors import EvalError, MissingInputError
 from celestial_models.prediction_log import PredictionRecord, RecordError
 
@@ -53,6 +54,7 @@ __all__ = [
     "labelling_config",
     "read_export",
     "read_review",
+    "stage_writing",
 ]
 
 #: Names of the labelling config's tags, as the tasks and exports refer to them.
@@ -424,3 +426,30 @@ def read_export(path: Path, review: Path) -> ExportRead:
             "(--review), or fix the tasks in Label Studio and export again."
         )
     return read
+
+
+def stage_writing(raw: Path) -> tuple[Path, str] | None:
+    """The ``dvc.yaml`` and stage whose outputs hold ``raw``, if a pipeline writes it.
+
+    Looks in the nearest ``dvc.yaml`` at or above ``raw``'s parent: a folder a
+    stage writes (a project's rendered ``data/raw``) is replaced by the next
+    ``dvc repro``, so images added to it would be lost.
+    """
+    target = raw.resolve()
+    for folder in target.parents:
+        pipeline = folder / "dvc.yaml"
+        if not pipeline.is_file():
+            continue
+        try:
+            stages = (read_yaml(pipeline.read_text()) or {}).get("stages") or {}
+        except Exception:  # not ours to check: DVC says what is wrong with it
+            return None
+        for name, stage in stages.items() if isinstance(stages, dict) else ():
+            outs = stage.get("outs") or [] if isinstance(stage, dict) else []
+            for out in outs:
+                path = next(iter(out)) if isinstance(out, dict) else out
+                written = (folder / str(path)).resolve()
+                if target == written or written in target.parents:
+                    return pipeline, str(name)
+        return None
+    return None
