@@ -305,6 +305,12 @@ def test_wrong_paths_are_named_with_what_was_meant(
     err = capsys.readouterr().err
     assert err == f"celestial-eval: error: The export folder {taken} is a file. Name a folder " \
         "(created if missing) or move the file.\n"  # fmt: skip
+    # A review folder with nothing kept yet: nothing to label, no empty project.
+    empty = tmp_path / "logs-empty" / "review"
+    empty.mkdir(parents=True)
+    assert main(["label", "export", str(empty), "--out", str(tmp_path / "none")]) == 1
+    assert f"Review folder {empty} holds no image to label." in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
     # The server's log folder instead of its review folder.
     (review.parent / "predictions-1.jsonl").write_text("")
     with pytest.raises(MissingInputError, match=r"log folder: its review folder is .*review"):

@@ -255,6 +255,13 @@ def _drift(args: argparse.Namespace) -> int:
 
 def _label_export(args: argparse.Namespace) -> int:
     images, orphans = read_review(args.review)
+    if not images:
+        raise EvalError(
+            f"Review folder {args.review} holds no image to label"
+            + (f" ({len(orphans)} without their record)" if orphans else "")
+            + ". A server keeps the uploads it is unsure of there when started with "
+            "--log-dir (see docs/monitor.md): export once it has kept some."
+        )
     if args.model is not None:
         classes = [str(name) for name in read_metadata(args.model)["classes"]]
     else:
