@@ -404,6 +404,22 @@ def test_output_inside_the_raw_folder_is_an_error(raw: Path) -> None:
     assert not (raw / "prepared").exists()
 
 
+def test_a_class_far_short_of_its_share_of_a_split_is_a_warning(make_raw, tmp_path: Path) -> None:
+    root = make_raw({"A": 34, "B": 34, "C": 34})
+    # With seed 6, the draw per image puts 26% of the images in test, but 4 of C's 34.
+    result = prepare_dataset(root, tmp_path / "hashed", changed(seed=6))
+    assert result.split_counts["test"] == {"A": 6, "B": 11, "C": 4}
+    assert [w for w in result.report.warnings if "share" in w] == [
+        "Split 'test' holds less than half its share of C (4 of 34 images, about 8.5 "
+        "asked): with 'split: hashed', each image's split is drawn from its content, and a "
+        "small class's shares vary, so its test figures rest on few images. Or set 'split: "
+        "stratified' in the prepare section of params.yaml: each class is then cut to the "
+        "nearest image by the fractions."
+    ]
+    stratified = prepare_dataset(root, tmp_path / "cut", changed(seed=6, split="stratified"))
+    assert not [w for w in stratified.report.warnings if "share" in w]
+
+
 def test_a_stratified_split_gives_each_small_class_its_share(make_raw, tmp_path: Path) -> None:
     root = make_raw({"A": 24, "B": 24, "C": 24})
     prepare_dataset(root, tmp_path / "hashed", PARAMS)
@@ -421,7 +437,7 @@ def test_a_split_far_short_of_its_fraction_is_a_warning(make_raw, tmp_path: Path
     root = make_raw({"A": 10, "B": 10})
     # With seed 2, the draw per image puts 2 of the 20 images in val, 4 in test.
     hashed = prepare_dataset(root, tmp_path / "hashed", changed(seed=2))
-    assert [w for w in hashed.report.warnings if "holds" in w] == [
+    assert [w for w in hashed.report.warnings if "of the 20 images" in w] == [
         "Split 'val' holds 2 of the 20 images (10%), where val_fraction asks for 25%: with "
         "'split: hashed', each image's split is drawn from its content, and a small "
         "dataset's shares vary. Set 'split: stratified' in the prepare section of "

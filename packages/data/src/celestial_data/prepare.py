@@ -434,8 +434,18 @@ def _split_warnings(counts: dict[str, dict[str, int]], params: PrepareParams) ->
     if params.split != "hashed":  # stratified: each class's shares to the nearest image
         return warnings
     total = sum(sum(per_class.values()) for per_class in counts.values())
+    sizes: dict[str, int] = {}
+    for per_class in counts.values():
+        for name, n in per_class.items():
+            sizes[name] = sizes.get(name, 0) + n
     for split, fraction in (("val", params.val_fraction), ("test", params.test_fraction)):
-        held = sum(counts.get(split, {}).values())
+        per_class = counts.get(split, {})
+        held = sum(per_class.values())
+        short = [
+            f"{name} ({per_class[name]} of {size} images, about {fraction * size:.2g} asked)"
+            for name, size in sizes.items()
+            if 0 < per_class.get(name, 0) < SHORT_SPLIT * fraction * size
+        ]
         if held < SHORT_SPLIT * fraction * total:
             warnings.append(
                 f"Split '{split}' holds {held} of the {total} images ({held / total:.0%}), "
@@ -443,6 +453,12 @@ def _split_warnings(counts: dict[str, dict[str, int]], params: PrepareParams) ->
                 "image's split is drawn from its content, and a small dataset's shares vary. "
                 "Set 'split: stratified' in the prepare section of params.yaml for each "
                 "class's share to the nearest image."
+            )
+        elif short:  # the split as a whole has its share, but not every class
+            warnings.append(
+                f"Split '{split}' holds less than half its share of {', '.join(short)}: "
+                "with 'split: hashed', each image's split is drawn from its content, and a "
+                f"small class's shares vary, so its {split} figures rest on few images.{stratify}"
             )
     return warnings
 
