@@ -6,8 +6,10 @@ every file the template writes must be identical in the project, except
 ``params.yaml``, whose values are the project's to tune but whose sections and
 keys must be the template's; files the template does not write must be ones
 DVC writes (``dvc.lock``, ``*.dvc``, the ``cache: false`` outputs of
-``dvc.yaml``). A template change is rolled into a project with ``cruft update``
-run from its folder, after the change is committed.
+``dvc.yaml``). The template commit the project records must hold the
+template of the working tree, so that ``cruft update`` has nothing to replay.
+A template change is rolled into a project with ``cruft update`` run from its
+folder, after the change is committed.
 
 Usage: ``python templates/check_projects.py [PROJECT_DIR ...]`` (default: every
 ``projects/*`` with a ``dvc.yaml``). Exit status 1 when a project drifted.
@@ -127,6 +129,37 @@ def differences(project: Path, rendered: Path) -> Iterator[str]:
             yield f"{name} is not from the template (move it into the template or a package)"
 
 
+def git(folder: Path, *args: str) -> str | None:
+    """The output of ``git args`` run in ``folder``, or None if git fails there."""
+    done = subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def stale_commit(project: Path, template: Path) -> str | None:
+    """Why the template commit ``project`` records is not the template's, or None if it is.
+
+    ``cruft update`` replays every change to the template since the recorded
+    commit: a project that already holds them (rendered again by hand) gets
+    them twice, as rejected patches. A clone without that commit (a shallow
+    one) has nothing to compare it with, and passes.
+    """
+    commit = json.loads((project / CRUFT_FILE).read_text()).get("commit")
+    top = git(template, "rev-parse", "--show-toplevel")
+    if not commit or top is None or git(Path(top), "cat-file", "-e", f"{commit}^{{commit}}") is None:
+        return None
+    where = template.resolve().relative_to(Path(top).resolve()).as_posix()
+    changed = (git(Path(top), "diff", "--name-only", commit, "--", where) or "").splitlines()
+    if not changed:
+        return None
+    return (
+        f"{CRUFT_FILE} records template commit {commit[:12]}, but {where} has changed since "
+        f"({len(changed)} file(s), e.g. {changed[0]}), so `cruft update` would apply those "
+        "changes again. Commit the template change, then run `uv run cruft update "
+        "--skip-apply-ask` in the project's folder; if the project already holds the change, "
+        "`uv run cruft update --skip-update --skip-apply-ask` records the commit alone."
+    )
+
+
 def check(project: Path, template: Path = TEMPLATE_DIR) -> list[str]:
     """Problems that keep ``project`` from matching ``template``; empty when it matches."""
     if not (project / CRUFT_FILE).is_file():
@@ -138,7 +171,9 @@ def check(project: Path, template: Path = TEMPLATE_DIR) -> list[str]:
         rendered = render(answers(project), Path(tmp), template)
         if rendered.name != project.name:
             return [f"{CRUFT_FILE} records slug {rendered.name!r}, the folder is {project.name!r}"]
-        return list(differences(project, rendered))
+        problems = list(differences(project, rendered))
+    stale = stale_commit(project, template)
+    return problems + ([stale] if stale else [])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
