@@ -278,8 +278,8 @@ def test_a_fresh_bake_matches_and_edits_are_reported(tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.slow
-def test_cruft_update_rolls_a_committed_template_change_into_a_project(tmp_path: Path) -> None:
+def repository_with_a_project(tmp_path: Path) -> Path:
+    """A git repository holding the template and a project made from it, both committed."""
     shutil.copytree(TEMPLATE, tmp_path / "templates" / "project")
     run("git", "init", "-q", cwd=tmp_path)
     run("git", "add", "-A", cwd=tmp_path)
@@ -298,6 +298,12 @@ def test_cruft_update_rolls_a_committed_template_change_into_a_project(tmp_path:
     assert json.loads((project / ".cruft.json").read_text())["template"] == "../.."
     run("git", "add", "-A", cwd=tmp_path)
     run("git", "commit", "-q", "-m", "project", cwd=tmp_path)
+    return project
+
+
+@pytest.mark.slow
+def test_cruft_update_rolls_a_committed_template_change_into_a_project(tmp_path: Path) -> None:
+    project = repository_with_a_project(tmp_path)
     readme = tmp_path / "templates" / "project" / "{{cookiecutter.__folder}}" / "README.md"
     readme.write_text(readme.read_text() + "\nA line the template gained.\n")
     run("git", "commit", "-q", "-am", "template change", cwd=tmp_path)
@@ -312,6 +318,30 @@ def test_cruft_update_rolls_a_committed_template_change_into_a_project(tmp_path:
 
     assert (project / "README.md").read_text().endswith("A line the template gained.\n")
     assert check_projects.check(project, template) == []
+
+
+@pytest.mark.slow
+def test_a_project_changed_by_hand_must_record_the_template_commit(tmp_path: Path) -> None:
+    project = repository_with_a_project(tmp_path)
+    template = tmp_path / "templates" / "project"
+    readme = template / "{{cookiecutter.__folder}}" / "README.md"
+    readme.write_text(readme.read_text() + "\nA line the template gained.\n")
+    run("git", "commit", "-q", "-am", "template change", cwd=tmp_path)
+    (project / "README.md").write_text(
+        (project / "README.md").read_text() + "\nA line the template gained.\n"
+    )
+    run("git", "commit", "-q", "-am", "the same change, by hand", cwd=tmp_path)
+
+    (problem,) = check_projects.check(project, template)
+    assert problem.startswith(".cruft.json records template commit ")
+    assert "(1 file(s), e.g. templates/project/{{cookiecutter.__folder}}/README.md)" in problem
+
+    run(str(BIN / "cruft"), "update", "--skip-update", "--skip-apply-ask", cwd=project)
+    assert check_projects.check(project, template) == []
+    run("git", "commit", "-q", "-am", "record the template commit", cwd=tmp_path)
+    run(str(BIN / "cruft"), "update", "--skip-apply-ask", cwd=project)  # nothing to replay
+    assert (project / "README.md").read_text().count("A line the template gained.") == 1
+    assert not list(project.glob("*.rej"))
 
 
 def test_every_project_matches_the_template() -> None:
