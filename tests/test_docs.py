@@ -300,8 +300,9 @@ def option_table(page: Path) -> dict[str, object]:
 def test_serving_options_match_the_command() -> None:
     from celestial_serve.cli import build_parser
 
+    # A flag's default (off) is in words, as one the command computes.
     defaults = {
-        action.option_strings[-1]: action.default
+        action.option_strings[-1]: None if action.nargs == 0 else action.default
         for action in build_parser()._actions
         if action.option_strings and action.dest != "help"
     }
