@@ -567,6 +567,23 @@ def test_an_experiment_up_to_evaluate_leaves_the_rejection_stage_out(synthetic) 
 
 
 @pytest.mark.slow
+def test_a_failed_experiment_gives_back_the_committed_outputs_dvc_removed(
+    synthetic, workspace: Path
+) -> None:
+    project = synthetic["project"]
+    commit(workspace, "The reproduced outputs")
+    try:
+        exp = [sys.executable, str(ROOT / "tools" / "exp.py"), str(project)]
+        done = run(*exp, "rejection", "-S", "rejection.classes=[Nope]", cwd=project, check=False)
+        assert done.returncode != 0
+        # DVC removed rejection.json (cache: false, in git) before the stage failed.
+        assert "restored the committed evaluation/rejection.json" in done.stderr
+        assert run("git", "status", "--porcelain", ".", cwd=project).stdout == ""
+    finally:
+        run("git", "reset", "-q", "HEAD~1", cwd=workspace)  # the outputs uncommitted again
+
+
+@pytest.mark.slow
 def test_a_params_typo_stops_the_stage_with_one_line(synthetic) -> None:
     project = synthetic["project"]
     params = project / "params.yaml"

@@ -6,7 +6,9 @@ key to ``params.yaml``, the stage then fails, and DVC leaves the file changed.
 This checks each override with the section's typed model first (the same
 ``Params.parse`` the stage runs, so the same one-line message), writes a key
 that the file leaves out in the ``+`` form DVC needs, and gives
-``params.yaml`` its bytes back when the experiment fails.
+``params.yaml`` its bytes back when the experiment fails, with the other
+committed files DVC removed or changed before the failed stage (its
+``cache: false`` outputs) that were unchanged before the run.
 
 Usage: ``python tools/exp.py PROJECT_DIR [dvc exp run arguments]`` (what
 ``nox -s exp -- PROJECT ...`` runs). Exit status 2 for a bad override, else
@@ -111,12 +113,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
     dvc = Path(sys.executable).parent / "dvc"
+    clean = tracked_files(project) - changed_files(project)
     done = subprocess.run([str(dvc), "exp", "run", *command], cwd=project)
     if done.returncode != 0 and params.read_bytes() != original:
         # DVC writes the -S values into the workspace and leaves them there on failure.
         params.write_bytes(original)
         print(f"{PROG}: the experiment failed; {params} is as it was.", file=sys.stderr)
+    if done.returncode != 0:
+        # DVC removes a stage's outputs before running it, git-tracked ones
+        # (cache: false) included; a failed stage leaves them removed.
+        spoiled = sorted(clean & changed_files(project))
+        if spoiled:
+            subprocess.run(["git", "checkout", "--", *spoiled], cwd=project, check=True)
+            print(
+                f"{PROG}: the experiment failed; restored the committed {', '.join(spoiled)}.",
+                file=sys.stderr,
+            )
     return done.returncode
+
+
+def tracked_files(project: Path) -> set[str]:
+    """The files git tracks in ``project``, relative to it."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "."], cwd=project, capture_output=True, text=True, check=True
+    )
+    return {name for name in listed.stdout.split("\0") if name}
+
+
+def changed_files(project: Path) -> set[str]:
+    """The tracked files of ``project`` that differ from the index (changed or removed)."""
+    listed = subprocess.run(
+        ["git", "diff", "--name-only", "-z", "--relative", "."],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return {name for name in listed.stdout.split("\0") if name}
 
 
 if __name__ == "__main__":
