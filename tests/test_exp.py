@@ -42,3 +42,33 @@ def test_a_bad_nested_override_is_refused_in_one_line(override: str, message: st
 def test_a_number_with_an_exponent_is_a_number_as_dvc_reads_it() -> None:
     args = ["-S", "train.learning_rate=1e-3"]
     assert exp.rewrite(args, DOCUMENT) == ["-S", "+train.learning_rate=1e-3"]
+
+
+@pytest.mark.parametrize(
+    ("value", "values"),
+    [
+        ("2,3", ["2", "3"]),
+        ("choice(2, 5)", ["2", "5"]),
+        ("range(2,8,2)", ["2", "4", "6"]),
+        ("3", None),
+        ("[Mars,Moon]", None),  # a list: one value
+        ("[Mars,Moon],[Venus]", ["[Mars,Moon]", "[Venus]"]),
+    ],
+)
+def test_dvc_s_sweeps_are_read_as_their_values(value: str, values: list[str] | None) -> None:
+    assert exp.sweep(value) == values
+
+
+def test_each_value_of_a_sweep_is_checked_and_the_sweep_passed_on_to_dvc() -> None:
+    args = ["--queue", "-S", "train.epochs=2,3", "-S", "train.learning_rate=choice(0.1,0.01)"]
+    assert exp.rewrite(args, DOCUMENT) == [
+        "--queue",
+        "-S",
+        "train.epochs=2,3",
+        "-S",
+        "+train.learning_rate=choice(0.1,0.01)",
+    ]
+    with pytest.raises(exp.OverrideError, match=r"params train\.epochs: Input should be greater"):
+        exp.rewrite(["-S", "train.epochs=range(0,3)"], DOCUMENT)
+    with pytest.raises(exp.OverrideError, match=r"train\.epochs: Input should be a valid integer"):
+        exp.rewrite(["-S", "train.epochs=2,x"], DOCUMENT)

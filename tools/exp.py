@@ -17,6 +17,8 @@ that of ``dvc exp run``.
 
 from __future__ import annotations
 
+import math
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -53,6 +55,47 @@ def split_override(text: str) -> tuple[str, list[str], Any]:
     return section, keys, read_yaml(value) if value else None
 
 
+def sweep(text: str) -> list[str] | None:
+    """The values of a sweep DVC queues one experiment each for, or None for one value.
+
+    DVC takes Hydra's sweeps: ``2,3``, ``choice(2,3)`` and ``range(START,STOP[,STEP])``
+    (STOP left out). A comma inside brackets or quotes belongs to one value (a
+    list such as ``[Mars,Moon]``).
+    """
+    call = re.fullmatch(r"\s*(choice|range)\((.*)\)\s*", text)
+    parts = _top_level_split(call.group(2) if call else text)
+    if call and call.group(1) == "range":
+        numbers = [read_yaml(part) for part in parts]
+        if not 2 <= len(numbers) <= 3 or not all(
+            isinstance(n, int | float) and not isinstance(n, bool) for n in numbers
+        ):
+            raise OverrideError(f"range() takes START,STOP[,STEP] numbers. Received: {text!r}")
+        start, stop, step = (*numbers, 1)[:3]
+        if step == 0:
+            raise OverrideError(f"range() needs a STEP other than 0. Received: {text!r}")
+        count = max(0, math.ceil((stop - start) / step))
+        return [str(start + i * step) for i in range(count)] or None
+    return parts if call or len(parts) > 1 else None
+
+
+def _top_level_split(text: str) -> list[str]:
+    """``text`` split at the commas outside brackets and quotes."""
+    parts, depth, quote, start = [], 0, "", 0
+    for i, char in enumerate(text):
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "[{(":
+            depth += 1
+        elif char in "]})":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(text[start:i].strip())
+            start = i + 1
+    return [*parts, text[start:].strip()]
+
+
 def _set(mapping: dict[str, Any], keys: list[str], value: Any) -> bool:
     """Set ``mapping[k1][k2]... = value``; whether the key was there before."""
     *outer, last = keys
@@ -78,11 +121,15 @@ def rewrite(args: Sequence[str], document: dict[str, Any]) -> list[str]:
         if pending or (flag == "--set-param" and inline):
             text = inline if not pending else arg
             section, keys, value = split_override(text)
-            present = _set(changed[section], keys, value)
-            try:
-                MODELS[section].parse(changed[section], f"params {section}")
-            except ParamsError as error:
-                raise OverrideError(str(error).splitlines()[0]) from None
+            swept = sweep(text.partition("=")[2])
+            values = [read_yaml(one) for one in swept] if swept else [value]
+            present = _set(changed[section], keys, values[0])
+            for one in values:  # each experiment of a sweep gets one of them
+                _set(changed[section], keys, one)
+                try:
+                    MODELS[section].parse(changed[section], f"params {section}")
+                except ParamsError as error:
+                    raise OverrideError(str(error).splitlines()[0]) from None
             dotted = ".".join([section, *keys])
             arg = f"{'' if present else '+'}{dotted}={text.partition('=')[2]}"
             result.append(arg if pending else f"--set-param={arg}")
