@@ -10,6 +10,7 @@ fails.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -169,6 +170,35 @@ def test_only_the_projects_asked_for_run_each_under_its_own_name(repo: Path) -> 
     run("dvc", "add", "-q", "data/raw", cwd=repo / "projects" / "gamma-two")
     again = dvcrepo.reproduce(folders, BIN, strict=False, log=print)
     assert [o.status for o in again] == ["up to date", "reproduced"]
+
+
+def test_a_remote_whose_server_does_not_answer_is_skipped_saying_so(repo: Path) -> None:
+    folder = project(repo, "s3-down", COUNT)
+    add_data(folder)
+    run("rm", "-r", "data/raw", "../../.dvc/cache", cwd=folder)
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    run("dvc", "remote", "add", "-d", "store", "s3://celestial-tests/store", cwd=repo)
+    run("dvc", "remote", "modify", "--local", "store", "access_key_id", "x", cwd=repo)
+    run(
+        "dvc",
+        "remote",
+        "modify",
+        "--local",
+        "store",
+        "endpointurl",
+        f"http://127.0.0.1:{port}",
+        cwd=repo,
+    )
+
+    outcome = reproduce(repo, "s3-down", strict=False)
+
+    assert outcome.status == "skipped"
+    assert f"the server of the remote 'store' does not answer at http://127.0.0.1:{port}" in (
+        outcome.detail
+    )
+    assert "`uv run nox -s s3`" in outcome.detail
 
 
 def test_an_s3_remote_without_credentials_is_skipped_without_asking_it(

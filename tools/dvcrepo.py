@@ -20,6 +20,7 @@ with its own Python, before any session has installed anything.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import urllib.parse
@@ -54,6 +55,8 @@ DVC: tuple[str, ...] = (sys.executable, "-m", "dvc")
 UP_TO_DATE = "Data and pipelines are up to date."
 # A remote that does not answer must not hang the caller.
 PULL_TIMEOUT_S = 600
+# Seconds a remote's own server (its endpointurl) has to accept a connection.
+ENDPOINT_TIMEOUT_S = 3.0
 # Settings of a remote that name the credentials it uses.
 CREDENTIAL_KEYS = ("access_key_id", "profile", "credentialpath")
 AWS_CREDENTIAL_VARIABLES = (
@@ -260,6 +263,31 @@ def missing_credentials(project_dir: Path, dvc: Sequence[str] = DVC) -> str | No
     return f"no credentials are configured for the remote '{remote.name}' ({remote.url})"
 
 
+def silent_endpoint(project_dir: Path, dvc: Sequence[str] = DVC) -> str | None:
+    """Why the remote's own server (``endpointurl``) cannot be reached, or None when it answers.
+
+    DVC would retry every file and end with "N files failed to download",
+    naming no cause; a TCP connection to the endpoint tells at once.
+    """
+    try:
+        remote = remote_config(project_dir, dvc=dvc)
+    except DvcError:
+        return None
+    if not remote.endpoint:
+        return None
+    url = urllib.parse.urlparse(remote.endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname or "", port), timeout=ENDPOINT_TIMEOUT_S).close()
+    except OSError:
+        return (
+            f"the server of the remote '{remote.name}' does not answer at {remote.endpoint} "
+            "(start the local one with `uv run nox -s s3`, or fix the endpoint with "
+            f"`uv run dvc remote modify --local {remote.name} endpointurl URL`)"
+        )
+    return None
+
+
 def skip_reason(project_dir: Path, dvc: Sequence[str] = DVC) -> str | None:
     """Why the project's input data cannot be had, or None once it is in the workspace.
 
@@ -274,7 +302,7 @@ def skip_reason(project_dir: Path, dvc: Sequence[str] = DVC) -> str | None:
         target = str(dvc_file.relative_to(project_dir))
         if run("checkout", "--quiet", target, cwd=project_dir, dvc=dvc).returncode == 0:
             continue
-        error = missing_credentials(project_dir, dvc)
+        error = missing_credentials(project_dir, dvc) or silent_endpoint(project_dir, dvc)
         if error is None:
             try:
                 pulled = run("pull", target, cwd=project_dir, dvc=dvc, timeout=PULL_TIMEOUT_S)
