@@ -91,12 +91,16 @@ STRICT_ENV = "CELESTIAL_REPRO_STRICT"
 @nox.session(python=PYTHON)
 def repro(session: nox.Session) -> None:
     """Reproduce every project's DVC pipeline (or those named; --strict: no skipping)."""
-    names = [arg for arg in session.posargs if arg != "--strict"]
-    strict = "--strict" in session.posargs or os.environ.get(STRICT_ENV, "") not in ("", "0")
     known = dvc_projects()
+    names = [
+        project_name(arg, session.invoked_from, known)
+        for arg in session.posargs
+        if arg != "--strict"
+    ]
+    strict = "--strict" in session.posargs or os.environ.get(STRICT_ENV, "") not in ("", "0")
     unknown = sorted(set(names) - set(known))
     if unknown:
-        session.error(f"No project named {', '.join(unknown)}; known: {', '.join(known)}.")
+        session.error(f"No project named {', '.join(unknown)}; known: {', '.join(known)}")
     sync(session)
     folders = [PROJECTS_DIR / name for name in names or known]
     outcomes = dvcrepo.reproduce(folders, Path(session.bin), strict, session.log)
@@ -186,12 +190,29 @@ def pull(session: nox.Session) -> None:
     session.run("python", str(TOOLS_DIR / "transfer.py"), "pull", *session.posargs)
 
 
-def project_and_options(session: nox.Session) -> tuple[Path, list[str]]:
+#: The views of ``nox -s show`` (tools/views.py): a first argument that is none
+#: of them names a project.
+SHOW_VIEWS = ("params", "metrics", "plots", "exp")
+
+
+def project_name(arg: str, invoked_from: str, known: list[str]) -> str:
+    """The project ``arg`` names: its name, or its folder (``projects/NAME/``, tab-completed)."""
+    folder = (Path(invoked_from) / arg).resolve()
+    if folder.parent == PROJECTS_DIR.resolve() and folder.name in known:
+        return folder.name
+    return arg
+
+
+def project_and_options(
+    session: nox.Session, words: tuple[str, ...] | None = None
+) -> tuple[Path, list[str]]:
     """The project a session works on, and the arguments after it.
 
     The first argument names the project (``synthetic-bodies`` or a folder);
     without it, the folder nox was started from, when that is a project
     (``uv run nox -f ../../noxfile.py -s show -- metrics`` in a project folder).
+    With ``words``, what may follow the project, a first argument that is
+    none of them is a project's name, and an unknown one is an error.
     """
     args = list(session.posargs)
     if args and (PROJECTS_DIR / args[0] / "dvc.yaml").is_file():
@@ -199,11 +220,14 @@ def project_and_options(session: nox.Session) -> tuple[Path, list[str]]:
     if args and (Path(session.invoked_from) / args[0] / "dvc.yaml").is_file():
         return Path(session.invoked_from) / args[0], args[1:]
     here = Path(session.invoked_from)
+    known = ", ".join(dvc_projects()) or "none yet"
+    if words and args and not args[0].startswith("-") and args[0] not in words:
+        session.error(f"No project named {args[0]}; known: {known}")
     if (here / "dvc.yaml").is_file():
         return here, args
     session.error(
         f"Name the project first, or run nox from its folder with -f ../../noxfile.py; "
-        f"known: {', '.join(dvc_projects()) or 'none yet'}."
+        f"known: {known}"
     )
 
 
@@ -218,7 +242,7 @@ def exp(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def show(session: nox.Session) -> None:
     """Show one project's params, metrics, plots or experiments (nox -s show -- PROJECT VIEW)."""
-    folder, options = project_and_options(session)
+    folder, options = project_and_options(session, SHOW_VIEWS)
     sync(session)
     session.run("python", str(TOOLS_DIR / "views.py"), str(folder), *options)
 
@@ -228,7 +252,7 @@ def serve(session: nox.Session) -> None:
     """Serve a project's trained model on 127.0.0.1:8000 (nox -s serve -- PROJECT [options])."""
     if not session.posargs:
         session.error(
-            f"Name the project to serve; known: {', '.join(dvc_projects()) or 'none yet'}."
+            f"Name the project to serve; known: {', '.join(dvc_projects()) or 'none yet'}"
         )
     project, *options = session.posargs
     folder = PROJECTS_DIR / project if (PROJECTS_DIR / project).is_dir() else Path(project)

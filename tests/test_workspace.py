@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 import os
 import subprocess
 import sys
@@ -202,3 +203,17 @@ def test_imports_point_one_way_without_cycles(package: Path) -> None:
 def test_the_cycle_check_finds_a_cycle() -> None:
     assert cycle_in({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert cycle_in({"a": {"b"}, "b": set()}) == []
+
+
+def test_nox_sessions_take_a_project_by_its_name_or_its_folder() -> None:
+    spec = importlib.util.spec_from_file_location("noxfile", ROOT / "noxfile.py")
+    assert spec is not None and spec.loader is not None
+    noxfile = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(noxfile)
+    known = noxfile.dvc_projects()
+    here = str(ROOT)
+    assert noxfile.project_name("synthetic-bodies", here, known) == "synthetic-bodies"
+    assert noxfile.project_name("projects/synthetic-bodies/", here, known) == "synthetic-bodies"
+    inside = str(ROOT / "projects" / "planets-moons")
+    assert noxfile.project_name("../synthetic-bodies", inside, known) == "synthetic-bodies"
+    assert noxfile.project_name("synthtic-bodies", here, known) == "synthtic-bodies"  # refused
