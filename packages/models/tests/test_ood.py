@@ -374,6 +374,24 @@ def test_predict_skips_an_image_of_32_bit_pixels_saying_how_to_save_it(
     assert "save the image with 8 or 16 bits per channel." in warning
 
 
+def test_predict_names_the_files_it_leaves_out_and_how_to_read_phone_photos(
+    trained: Path, tmp_path, capsys
+) -> None:
+    folder = tmp_path / "images"
+    predicted = predicted_beside(trained, folder, Image.new("L", (4, 4)), "tiny.png")
+    assert predicted == ["small.png", "tiny.png"]
+    capsys.readouterr()
+    (folder / "phone.HEIC").write_bytes(b"not for Pillow")
+    (folder / "notes.txt").write_text("notes")
+    (folder / ".DS_Store").write_bytes(b"")  # hidden: nobody's image
+    from celestial_models.cli import main
+
+    assert main(["predict", str(trained / "model"), str(folder)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: 2 file(s) that are not images (by their name) left out: notes.txt, " in err
+    assert "phone.HEIC. Among them are HEIC photos, which are not read: convert them" in err
+
+
 def test_predict_given_one_image_file_writes_its_row(trained: Path, tmp_path, capsys) -> None:
     from celestial_models.cli import main
 

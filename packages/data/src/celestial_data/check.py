@@ -27,6 +27,7 @@ __all__ = [
     "build_report",
     "check_dataset",
     "format_report",
+    "unread_photos",
 ]
 
 OnCorrupt = Literal["error", "skip"]
@@ -161,7 +162,7 @@ def build_report(
             listed = f" ({len(others)} other files ignored: {_listing(others)})" if others else ""
             report.errors.append(
                 f"Class folder '{dataset.root / name}' has no image files{listed}. "
-                f"Add images or remove the folder.{_unread_photos(others)}"
+                f"Add images or remove the folder.{unread_photos(others)}"
             )
         elif report.counts[name] == 0:
             report.errors.append(
@@ -187,7 +188,7 @@ def build_report(
     if report.ignored:
         report.warnings.append(
             f"{len(report.ignored)} file(s) that are not images ignored: "
-            f"{_listing(report.ignored)}.{_unread_photos(report.ignored)}"
+            f"{_listing(report.ignored)}.{unread_photos(report.ignored)}"
         )
     return report
 
@@ -202,7 +203,7 @@ UNREAD_PHOTOS = {
 }
 
 
-def _unread_photos(ignored: list[str]) -> str:
+def unread_photos(ignored: list[str]) -> str:
     """A hint for ignored files in a photo format Pillow does not read, or ''."""
     suffixes = {Path(name).suffix.lower() for name in ignored}
     found = sorted({UNREAD_PHOTOS[suffix] for suffix in suffixes if suffix in UNREAD_PHOTOS})

@@ -18,6 +18,7 @@ from typing import TextIO
 
 import numpy as np
 
+from celestial_data.check import unread_photos
 from celestial_data.dataset import is_image_name
 from celestial_data.errors import ImageTooLarge
 from celestial_models.classifier import Classifier, load_classifier
@@ -31,14 +32,21 @@ COLUMNS = ("file", "label", "probability", "score", "unknown")
 CHUNK = 256
 
 
-def image_files(folder: Path) -> list[str]:
-    """Paths (relative to ``folder``, POSIX, sorted) of the image files under it."""
-    found = []
+def image_files(folder: Path) -> tuple[list[str], list[str]]:
+    """Paths (relative to ``folder``, POSIX, sorted) of the image files under it, and the others.
+
+    Hidden files and folders are in neither list.
+    """
+    images, others = [], []
     for current, dirs, names in os.walk(folder, followlinks=True):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         base = Path(current).relative_to(folder)
-        found += [(base / name).as_posix() for name in names if is_image_name(name)]
-    return sorted(found)
+        for name in names:
+            if is_image_name(name):
+                images.append((base / name).as_posix())
+            elif not name.startswith("."):
+                others.append((base / name).as_posix())
+    return sorted(images), sorted(others)
 
 
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
@@ -81,7 +89,16 @@ def predict_folder(
             )
         folder, files = folder.parent, [folder.name]
     elif folder.is_dir():
-        files = image_files(folder)
+        files, others = image_files(folder)
+        if others and warn is not None:
+            shown = ", ".join(others[:5]) + (
+                f", ... ({len(others) - 5} more)" if len(others) > 5 else ""
+            )
+            print(
+                f"celestial-models: warning: {len(others)} file(s) that are not images (by their "
+                f"name) left out: {shown}.{unread_photos(others)}",
+                file=warn,
+            )
     else:
         raise ModelError(f"{folder} not found. Pass a folder of images, or one image file.")
     if not files:
