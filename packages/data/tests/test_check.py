@@ -53,6 +53,9 @@ def test_images_in_subfolders_belong_to_the_class(raw: Path, encode) -> None:
 def test_missing_folder_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="not found"):
         scan(tmp_path / "nowhere")
+    (tmp_path / "gen.py").write_text("")
+    with pytest.raises(DatasetError, match=r"gen.py is a file, not a raw dataset folder"):
+        scan(tmp_path / "gen.py")
 
 
 def test_no_class_folders_is_an_error_naming_the_layout(tmp_path: Path, encode) -> None:
@@ -105,6 +108,18 @@ def test_a_class_named_as_the_unknown_answer_is_an_error(raw: Path, encode, name
         f"Class folder '{raw / name}' is named as the answer for images of no known class "
         "('unknown'): an image of this class and a rejected one would get the same label. "
         "Rename the folder (for example to 'unknown-body')."
+    ]
+
+
+def test_class_folders_that_differ_only_in_case_are_a_warning(raw: Path, encode) -> None:
+    (raw / "mars").mkdir()
+    (raw / "mars" / "a.png").write_bytes(encode(7))
+    report = check_dataset(raw)
+    assert report.ok
+    assert [w for w in report.warnings if "differ only in case" in w] == [
+        "Class folders 'Mars', 'mars' differ only in case: on a file system that ignores case "
+        "(macOS, Windows) a clone holds them as one folder, and their images as one class. "
+        "Rename or merge them."
     ]
 
 

@@ -175,6 +175,15 @@ def build_report(
                 f"known class ('{UNKNOWN}'): an image of this class and a rejected one would "
                 "get the same label. Rename the folder (for example to 'unknown-body')."
             )
+    by_case: dict[str, list[str]] = defaultdict(list)
+    for name in dataset.classes:
+        by_case[name.casefold()].append(name)
+    for names in (names for names in by_case.values() if len(names) > 1):
+        report.warnings.append(
+            f"Class folders {', '.join(repr(n) for n in names)} differ only in case: on a "
+            "file system that ignores case (macOS, Windows) a clone holds them as one folder, "
+            "and their images as one class. Rename or merge them."
+        )
     report.warnings += _duplicate_warnings(report.duplicates, "byte-identical images")
     report.warnings += _duplicate_warnings(
         report.same_pixels, "images with the same pixels in different files"

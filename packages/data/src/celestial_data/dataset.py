@@ -141,6 +141,10 @@ def scan(root: str | Path) -> RawDataset:
     """
     root = Path(root)
     layout = f"{root}/<ClassName>/<image files>"
+    if root.is_file():
+        raise DatasetError(
+            f"{root} is a file, not a raw dataset folder. Pass the folder laid out as {layout}."
+        )
     if not root.is_dir():
         raise DatasetError(
             f"Raw dataset folder {root} not found. Expected a folder laid out as {layout}."
