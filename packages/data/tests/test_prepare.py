@@ -196,6 +196,7 @@ def test_grayscale_and_size(raw: Path, tmp_path: Path) -> None:
         ({"image_size": 2}, r"prepare.image_size: Input should be greater than or equal to 4"),
         ({"color_mode": "rgba"}, r"prepare.color_mode: Input should be 'rgb' or 'grayscale'"),
         ({"val_fraction": 1.2}, r"prepare.val_fraction: Input should be less than 1"),
+        ({"val_fraction": 0}, r"prepare.val_fraction: Input should be greater than 0"),
         ({"val_fraction": 0.5, "test_fraction": 0.5}, "leave images for training"),
         ({"seed": 1.5}, r"prepare.seed: Input should be a valid integer\. Received: 1.5"),
         ({"on_corrupt": "ignore"}, r"prepare.on_corrupt: Input should be 'error' or 'skip'"),

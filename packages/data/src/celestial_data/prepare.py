@@ -103,10 +103,11 @@ class PrepareParams(Params):
     )
     val_fraction: float = Field(
         0.15,
-        ge=0,
+        gt=0,
         lt=1,
-        description="share of each class put in the validation split (from 0 to below 1; "
-        "on average with `split: hashed`)",
+        description="share of each class put in the validation split (above 0 and below 1: "
+        "training stops early and calibrates the unknown-image threshold on it; on average "
+        "with `split: hashed`)",
     )
     test_fraction: float = Field(
         0.15,
