@@ -97,7 +97,19 @@ def test_synth_flags_override_params(tmp_path: Path, capsys) -> None:
     args = ["synth", str(out), "--per-class", "2", "--classes", "Moon", "Mars"]
     assert main([*args, "--params", str(params)]) == 0
     assert "Rendered 4 images" in capsys.readouterr().out
-    assert sorted(p.name for p in out.iterdir()) == ["Mars", "Moon"]
+    assert sorted(p.name for p in out.iterdir()) == [".synth", "Mars", "Moon"]
+
+
+def test_synth_into_a_folder_of_photos_is_one_error_and_touches_nothing(
+    tmp_path: Path, capsys
+) -> None:
+    photo = tmp_path / "raw" / "Moon" / "Moon_1.jpg"
+    photo.parent.mkdir(parents=True)
+    photo.write_bytes(b"a photo")
+    assert main(["synth", str(tmp_path / "raw"), "--per-class", "2", "--size", "16"]) == 1
+    assert "holds 1 file(s) synth did not render (Moon/Moon_1.jpg)" in error_line(capsys)
+    assert photo.read_bytes() == b"a photo"
+    assert sorted(p.name for p in (tmp_path / "raw").rglob("*")) == ["Moon", "Moon_1.jpg"]
 
 
 def test_synth_variation_comes_from_params_or_the_flag(tmp_path: Path, capsys) -> None:
