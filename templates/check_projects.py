@@ -145,7 +145,11 @@ def stale_commit(project: Path, template: Path) -> str | None:
     """
     commit = json.loads((project / CRUFT_FILE).read_text()).get("commit")
     top = git(template, "rev-parse", "--show-toplevel")
-    if not commit or top is None or git(Path(top), "cat-file", "-e", f"{commit}^{{commit}}") is None:
+    if (
+        not commit
+        or top is None
+        or git(Path(top), "cat-file", "-e", f"{commit}^{{commit}}") is None
+    ):
         return None
     where = template.resolve().relative_to(Path(top).resolve()).as_posix()
     changed = (git(Path(top), "diff", "--name-only", commit, "--", where) or "").splitlines()

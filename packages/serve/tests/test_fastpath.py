@@ -182,10 +182,10 @@ def test_a_form_without_a_file_gets_the_routes_400() -> None:
         status, answer = call(app, *form(fields))
         assert status == 400
         assert words in answer["detail"]
-    two, content_type = form({"file": ("a.png", png()), "more": ("b.png", png())})
+    two, two_type = form({"file": ("a.png", png()), "more": ("b.png", png())})
     for body, content_type, said in [
         (b"garbage", "multipart/form-data; boundary=B", ""),
-        (two, content_type, "Too many files"),
+        (two, two_type, "Too many files"),
         (two, "multipart/form-data", "Missing boundary"),
     ]:
         status, answer = call(app, body, content_type)
