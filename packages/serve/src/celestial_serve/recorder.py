@@ -380,7 +380,7 @@ class _LogFile:
         return (status.st_dev, status.st_ino) == self.identity
 
     def write(self, held: deque[bytes]) -> None:
-        """Write the lines of ``held``, removing each once it is written whole.
+        """Write the lines of ``held`` in one go, removing each once it is written whole.
 
         A line the disk took part of is kept with the rest cut off, to be
         finished first on the next call.
@@ -388,14 +388,17 @@ class _LogFile:
         Raises:
             OSError: What the disk said; ``held`` then holds what is left.
         """
-        while held:
-            line = held[0]
-            written = os.write(self.descriptor, line)
-            self.size += written
-            if written < len(line):
-                held[0] = line[written:]
-                continue
-            held.popleft()
+        data = b"".join(held)
+        view, done = memoryview(data), 0
+        try:
+            while done < len(data):
+                done += os.write(self.descriptor, view[done:])
+        finally:
+            self.size += done
+            while held and done >= len(held[0]):
+                done -= len(held.popleft())
+            if held and done:
+                held[0] = held[0][done:]
         now = time.monotonic()
         if now - self.synced >= SYNC_S:
             os.fsync(self.descriptor)
