@@ -463,6 +463,13 @@ def test_local_server_session_points_the_remote_and_gives_old_settings_back(tmp_
     assert not (repo / ".s3" / "server.pid").exists()
     assert locals3.stop(repo) is None
 
+    # A remote with no local settings before is left with no local section at all.
+    dvc("remote", "modify", "--local", "--unset", "storage", "endpointurl", cwd=repo)
+    locals3.start(repo)
+    locals3.stop(repo)
+    assert "storage" not in (repo / ".dvc" / "config.local").read_text()
+    assert dvc("remote", "list", cwd=repo).stdout.split()[0] == "storage"  # still in .dvc/config
+
 
 REMOTE = RemoteConfig("storage", "s3://celestial-dvc/store", "http://127.0.0.1:9")
 

@@ -258,6 +258,16 @@ def configure_remote(repo: Path, remote: str, settings: dict[str, str | None]) -
             run_checked("remote", "modify", "--local", remote, key, value, cwd=repo)
 
 
+def _drop_empty_section(repo: Path, remote: str) -> None:
+    """Remove ``remote``'s section from ``.dvc/config.local`` once no setting is left in it."""
+    local = repo / ".dvc" / "config.local"
+    header = f"['remote \"{remote}\"']"
+    if not local.is_file() or header not in local.read_text():
+        return
+    if not any(key.startswith(f"remote.{remote}.") for key in read_config(repo, "local")):
+        run_checked("remote", "remove", "--local", remote, cwd=repo)
+
+
 def _state_file(repo: Path) -> Path:
     return repo / STATE_DIR / "server.json"
 
@@ -372,6 +382,7 @@ def stop(repo: Path) -> Server | None:
         if local.get(f"remote.{server.remote}.{key}") == value
     }
     configure_remote(repo, server.remote, restore)
+    _drop_empty_section(repo, server.remote)
     for name in ("server.json", "server.pid"):
         (repo / STATE_DIR / name).unlink(missing_ok=True)
     return server
