@@ -33,14 +33,19 @@ def browser():
         browser.close()
 
 
-def test_choosing_an_image_shows_it_with_its_label_and_top_k(server, reference, browser) -> None:
-    path = reference["Jupiter"][1]
-    expected = requests.post(
+def answer(server, path, headers: dict[str, str] | None = None) -> dict:
+    """The server's answer for the JPEG at ``path``, asked directly."""
+    return requests.post(
         f"{server.url}/predict",
         data=path.read_bytes(),
-        headers={"Content-Type": "image/jpeg"},
+        headers={"Content-Type": "image/jpeg", **(headers or {})},
         timeout=30,
     ).json()
+
+
+def test_choosing_an_image_shows_it_with_its_label_and_top_k(server, reference, browser) -> None:
+    path = reference["Jupiter"][1]
+    expected = answer(server, path)
     page = browser.new_page()
     elsewhere = []
     page.on(
@@ -97,12 +102,7 @@ def test_an_image_of_no_class_shows_unknown_until_rejection_is_off(
 
 def test_with_an_api_key_the_page_asks_for_it_and_sends_it(guarded_server, reference, browser):
     path = reference["Jupiter"][1]
-    expected = requests.post(
-        f"{guarded_server.url}/predict",
-        data=path.read_bytes(),
-        headers={"Content-Type": "image/jpeg", **guarded_server.key_header},
-        timeout=30,
-    ).json()
+    expected = answer(guarded_server, path, guarded_server.key_header)
     page = browser.new_page()
     sent = []
     page.on("request", lambda r: sent.append(r.headers.get("x-api-key")))
@@ -143,12 +143,7 @@ def test_an_earlier_choices_late_answer_does_not_replace_the_latest(
     server, reference, browser
 ) -> None:
     first, second = reference["Jupiter"][1], reference["Mars"][1]
-    expected = requests.post(
-        f"{server.url}/predict",
-        data=second.read_bytes(),
-        headers={"Content-Type": "image/jpeg"},
-        timeout=30,
-    ).json()
+    expected = answer(server, second)
     held = []
 
     def hold_the_first(route) -> None:
