@@ -72,3 +72,16 @@ def test_sections_of_a_projects_own_are_left_alone(tmp_path: Path) -> None:
     assert PrepareParams.load(path).image_size == 32
     path.write_text("train:\n  epochs: 2\n")  # no prepare section, nothing like it: defaults
     assert PrepareParams.load(path) == PrepareParams()
+
+
+def test_the_python_api_takes_a_section_as_its_model_a_dict_or_none() -> None:
+    typed = PrepareParams(image_size=32)
+    assert PrepareParams.of(typed) is typed
+    assert PrepareParams.of({"image_size": 32}) == typed
+    assert PrepareParams.of(None) == PrepareParams()
+    with pytest.raises(ParamsError, match=r"Unknown key 'image_sise' in params prepare"):
+        PrepareParams.of({"image_sise": 32})
+    with pytest.raises(
+        ParamsError, match=r"must be a PrepareParams or a mapping .* Received: list"
+    ):
+        PrepareParams.of([("image_size", 32)])

@@ -65,7 +65,7 @@ class Server:
         self.state = ServerState()
 
     def connect(self) -> tuple[Any, Transport]:
-        protocol = self.config.http_protocol_class(  # type: ignore[call-arg]
+        protocol = self.config.http_protocol_class(
             config=self.config,
             server_state=self.state,
             app_state={},

@@ -84,6 +84,27 @@ class Params(BaseModel):
             raise ParamsError("\n".join(lines)) from None
 
     @classmethod
+    def of(cls, value: Self | Mapping[str, Any] | None) -> Self:
+        """``value`` as this section: itself, the defaults for None, or a mapping parsed.
+
+        What a function of the Python API does with the params it is given, so
+        that a plain dict works as the typed object does.
+
+        Raises:
+            ParamsError: If ``value`` is neither, or the mapping is invalid.
+        """
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, Mapping):
+            return cls.parse(value)
+        raise ParamsError(
+            f"params {cls.section} must be a {cls.__name__} or a mapping of its keys (a dict). "
+            f"Received: {type(value).__name__}"
+        )
+
+    @classmethod
     def load(cls, path: str | Path | None) -> Self:
         """The section read from the YAML file at ``path`` (None: the defaults).
 

@@ -28,11 +28,11 @@ import os
 import shutil
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -347,7 +347,7 @@ def _split_entries(infos: list[FileInfo], params: PrepareParams) -> dict[str, li
 def prepare_dataset(
     raw: str | Path,
     out: str | Path,
-    params: PrepareParams | None = None,
+    params: PrepareParams | Mapping[str, Any] | None = None,
     workers: int | None = None,
 ) -> PrepareResult:
     """Check, split and write a raw dataset in the prepared format.
@@ -367,7 +367,7 @@ def prepare_dataset(
             ``out`` is left as it was then (absent, or holding the earlier
             dataset).
     """
-    params = params or PrepareParams()
+    params = PrepareParams.of(params)
     out = Path(out)
     if out.resolve().is_relative_to(Path(raw).resolve()):
         raise DatasetError(

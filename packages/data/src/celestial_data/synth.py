@@ -27,10 +27,11 @@ import multiprocessing
 import os
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -669,7 +670,7 @@ def _encode(image: np.ndarray) -> bytes:
 
 def synthesize(
     out: str | Path,
-    params: SynthParams | None = None,
+    params: SynthParams | Mapping[str, Any] | None = None,
     classes: Sequence[str] | None = None,
     workers: int | None = None,
 ) -> list[Path]:
@@ -696,7 +697,7 @@ def synthesize(
         ParamsError: If a class is unknown.
         DatasetError: If ``out`` holds files this function did not render.
     """
-    params = params or SynthParams()
+    params = SynthParams.of(params)
     per_class, size, seed, variation = params.per_class, params.size, params.seed, params.variation
     chosen = list(BODIES if classes is None else classes)
     unknown = [name for name in chosen if name not in BODIES]

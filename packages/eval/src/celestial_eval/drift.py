@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -381,7 +381,7 @@ def run_drift(
     logs: Sequence[str | Path],
     model_dir: str | Path,
     out_dir: str | Path,
-    params: DriftParams | None = None,
+    params: DriftParams | Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Compare prediction logs with a model's reference; write ``drift.json`` and ``drift.html``.
 
@@ -399,7 +399,7 @@ def run_drift(
         LogError: If a log is corrupt or empty, holds no (or too few) records of
             the model, or the reference is unusable.
     """
-    params = params or DriftParams()
+    params = DriftParams.of(params)
     model_dir = Path(model_dir)
     model, reference_records, reference_log = read_reference(model_dir)
     log = read_log(logs)

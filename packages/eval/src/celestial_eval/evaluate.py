@@ -221,7 +221,7 @@ def evaluate(
     model_dir: str | Path,
     prepared: str | Path,
     out_dir: str | Path,
-    params: EvaluateParams | None = None,
+    params: EvaluateParams | Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Measure the model in ``model_dir`` on held-out images of ``prepared``.
 
@@ -239,7 +239,7 @@ def evaluate(
         celestial_data.DataError: If the prepared data is unreadable.
         celestial_models.ModelError: If the model cannot be loaded.
     """
-    params = params or EvaluateParams()
+    params = EvaluateParams.of(params)
     model_dir = Path(model_dir)
     check_model_dir(model_dir)
     dataset = load_prepared(prepared)

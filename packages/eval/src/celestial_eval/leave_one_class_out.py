@@ -150,8 +150,8 @@ def measure_held_out(
 
 def leave_one_class_out(
     prepared: str | Path | PreparedDataset,
-    train_params: TrainParams | None = None,
-    ood_params: OodParams | None = None,
+    train_params: TrainParams | Mapping[str, Any] | None = None,
+    ood_params: OodParams | Mapping[str, Any] | None = None,
     classes: Sequence[str] | str = "all",
     epochs: int = 0,
     work_dir: str | Path | None = None,
@@ -199,10 +199,10 @@ def leave_one_class_out(
             f"rejection.classes names {', '.join(unknown_names)}, not classes of {dataset.path} "
             f"({', '.join(dataset.classes)}). Fix the list in params.yaml or use 'all'."
         )
-    train_params = train_params or TrainParams()
+    train_params = TrainParams.of(train_params)
     if epochs:
         train_params = shortened(train_params, epochs)
-    ood_params = ood_params or OodParams()
+    ood_params = OodParams.of(ood_params)
     split = choose_split(dataset)  # the known images: test when present, else val
     fitted = sum(dataset.splits[name] for name in dataset.fitted_splits)
     batches = -(-fitted // train_params.batch_size)

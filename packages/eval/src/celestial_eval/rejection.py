@@ -10,6 +10,7 @@ images rejected, known images accepted) lives in `celestial_eval.scoring`.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -79,7 +80,7 @@ def rejection_stage(
     model_dir: str | Path,
     prepared: str | Path,
     output: str | Path,
-    params: RejectionParams | None = None,
+    params: RejectionParams | Mapping[str, Any] | None = None,
     workers: int | Literal["auto"] = 1,
     progress: bool = False,
 ) -> dict[str, Any]:
@@ -97,7 +98,7 @@ def rejection_stage(
     Returns:
         The figures written.
     """
-    params = params or RejectionParams()
+    params = RejectionParams.of(params)
     train_params, ood_params = model_recipe(model_dir)
     if not Path(prepared).is_dir():
         raise EvalError(

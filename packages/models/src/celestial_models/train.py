@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -462,7 +462,7 @@ def best_epoch(history: Sequence[dict[str, float]]) -> dict[str, float]:
 def train_model(
     prepared: str | Path | PreparedDataset,
     model_dir: str | Path,
-    params: TrainParams | None = None,
+    params: TrainParams | Mapping[str, Any] | None = None,
     live_dir: str | Path | None = None,
     *,
     ood: OodParams | None = None,
@@ -495,7 +495,7 @@ def train_model(
         TrainingDivergedError: If training diverged (see `DivergenceGuard`);
             nothing is written then.
     """
-    params = params or TrainParams()
+    params = TrainParams.of(params)
     ood = ood or OodParams()
     dataset = open_training_data(prepared)
     model_dir = Path(model_dir)
