@@ -69,7 +69,15 @@ def test_prepare_matches_celestial_data_for_paths_bytes_and_images(
     expected = to_array(decode(path), ImageFormat(16, "rgb"))
     stream = io.BytesIO()
     picture.save(stream, format="PNG")
-    for source in (path, str(path), stream.getvalue(), picture):
+    pixels = np.asarray(picture)
+    for source in (
+        path,
+        str(path),
+        stream.getvalue(),
+        bytearray(stream.getvalue()),
+        picture,
+        pixels,
+    ):
         prepared = classifier.prepare(source)
         assert prepared.dtype == np.uint8
         np.testing.assert_array_equal(prepared, expected)
@@ -77,8 +85,22 @@ def test_prepare_matches_celestial_data_for_paths_bytes_and_images(
 
 
 def test_prepare_refuses_what_is_not_an_image(classifier: Classifier) -> None:
-    with pytest.raises(ModelError, match="Cannot read the image"):
+    with pytest.raises(ModelError, match=r"^Cannot read the image: Pillow recognises no image "
+                       r"format in 12 bytes\. Send a JPEG"):  # fmt: skip
         classifier.prepare(b"not an image")
+    with pytest.raises(ModelError, match=r"takes encoded image bytes, .* Received: NoneType"):
+        classifier.prepare(None)
+
+
+def test_prepare_takes_decoded_arrays_of_any_common_layout(classifier: Classifier) -> None:
+    grey = np.random.default_rng(1).integers(0, 256, (24, 24), dtype=np.uint8)
+    expected = classifier.prepare(Image.fromarray(grey))
+    np.testing.assert_array_equal(classifier.prepare(grey[..., None]), expected)
+    rgba = np.dstack([grey, grey, grey, np.full_like(grey, 255)])
+    np.testing.assert_array_equal(classifier.prepare(rgba), classifier.prepare(rgba[..., :3]))
+    for bad in (grey.astype(np.float32) / 255, grey[..., None].repeat(2, axis=2), grey[0]):
+        with pytest.raises(ModelError, match=r"must be a uint8 array of shape \(H, W\).*Received"):
+            classifier.prepare(bad)
 
 
 def test_missing_model_directory_says_how_to_make_one(tmp_path: Path) -> None:

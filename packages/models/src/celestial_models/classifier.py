@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from celestial_data import ImageFormat, UnsupportedPixels, colourless, decode, to_array
 from celestial_data.image import WithImageFormat
@@ -131,30 +131,61 @@ class Classifier(WithImageFormat):
             )
         return images
 
-    def prepare(self, image: bytes | str | Path | Image.Image) -> np.ndarray:
+    def prepare(self, image: bytes | str | Path | Image.Image | np.ndarray) -> np.ndarray:
         """Turn an image into one model input, exactly as prepare did for training.
 
         Args:
-            image: Encoded image bytes, a path, or a Pillow image.
+            image: Encoded image bytes, a path, a Pillow image, or a decoded
+                uint8 array of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4).
 
         Returns:
             uint8 array of shape `input_shape`.
 
         Raises:
             ModelError: If the bytes or file are not an image Pillow can read,
-                or its pixels are 32-bit (`celestial_data.UnsupportedPixels`).
+                its pixels are 32-bit (`celestial_data.UnsupportedPixels`), or
+                ``image`` is none of the above.
         """
-        if not isinstance(image, Image.Image):
+        if isinstance(image, np.ndarray):
+            image = from_array(image)
+        elif not isinstance(image, Image.Image):
+            if not isinstance(image, bytes | bytearray | str | Path):
+                raise ModelError(
+                    "Classifier.prepare takes encoded image bytes, a path, a Pillow image or "
+                    f"a uint8 array (H, W[, C]). Received: {type(image).__name__}."
+                )
             try:
-                image = decode(image)
+                image = decode(bytes(image) if isinstance(image, bytearray) else image)
             except UnsupportedPixels as error:  # readable, but not usable as it is
                 raise ModelError(f"Cannot use the image: {error}.") from error
-            except OSError as error:  # PIL.UnidentifiedImageError is an OSError
+            except UnidentifiedImageError as error:
+                what = f"{len(image)} bytes" if isinstance(image, bytes | bytearray) else image
+                raise ModelError(
+                    f"Cannot read the image: Pillow recognises no image format in {what}. "
+                    "Send a JPEG, PNG or another format Pillow reads."
+                ) from error
+            except OSError as error:
                 raise ModelError(
                     f"Cannot read the image ({error}). Send a JPEG, PNG or another "
                     "format Pillow reads."
                 ) from error
         return to_array(image, self.image_format)
+
+
+def from_array(pixels: np.ndarray) -> Image.Image:
+    """The Pillow image of a decoded uint8 array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4).
+
+    Raises:
+        ModelError: For another dtype or shape, saying what is accepted.
+    """
+    channels = 1 if pixels.ndim == 2 else pixels.shape[-1] if pixels.ndim == 3 else 0
+    if pixels.dtype != np.uint8 or channels not in (1, 3, 4) or 0 in pixels.shape:
+        raise ModelError(
+            "A decoded image must be a uint8 array of shape (H, W), (H, W, 1), (H, W, 3) or "
+            f"(H, W, 4). Received: {pixels.dtype} {pixels.shape}. Scale other values to 0-255 "
+            "and convert them with .astype(np.uint8)."
+        )
+    return Image.fromarray(pixels.reshape(pixels.shape[:2]) if channels == 1 else pixels)
 
 
 def metadata_format(metadata: dict[str, Any]) -> ImageFormat:
