@@ -410,6 +410,11 @@ def test_predict_given_one_image_file_writes_its_row(trained: Path, tmp_path, ca
 
     assert main(["predict", str(trained / "model"), str(tmp_path / "images" / "notes.txt")]) == 1
     assert "notes.txt is not an image file" in capsys.readouterr().err
+    fake = tmp_path / "images" / "fake.jpg"  # named as an image, holding none
+    fake.write_text("not a picture")
+    assert main(["predict", str(trained / "model"), str(fake)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"celestial-models: error: Cannot classify {fake}: Cannot read the image")
     assert main(["predict", str(trained / "model"), str(tmp_path / "missing")]) == 1
     assert "missing not found" in capsys.readouterr().err
 

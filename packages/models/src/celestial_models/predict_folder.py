@@ -87,8 +87,9 @@ def predict_folder(
                 f"{folder} is not an image file (by its name). Pass an image (JPEG, PNG, ...) "
                 "or a folder of images."
             )
-        folder, files = folder.parent, [folder.name]
+        folder, files, single = folder.parent, [folder.name], True
     elif folder.is_dir():
+        single = False
         files, others = image_files(folder)
         if others and warn is not None:
             shown = ", ".join(others[:5]) + (
@@ -115,7 +116,7 @@ def predict_folder(
     writer.writerow(COLUMNS)
     counts = {"images": 0, "unknown": 0, "skipped": 0}
     for chunk in _chunks(files, CHUNK):
-        names, images = _read(classifier, folder, chunk, warn)
+        names, images = _read(classifier, folder, chunk, None if single else warn, single)
         counts["skipped"] += len(chunk) - len(names)
         if not names:
             continue
@@ -139,14 +140,23 @@ def predict_folder(
 
 
 def _read(
-    classifier: Classifier, folder: Path, names: list[str], warn: TextIO | None
+    classifier: Classifier,
+    folder: Path,
+    names: list[str],
+    warn: TextIO | None,
+    strict: bool = False,
 ) -> tuple[list[str], list[np.ndarray]]:
-    """The readable images among ``names``, prepared; the others reported to ``warn``."""
+    """The readable images among ``names``, prepared; the others reported to ``warn``.
+
+    With ``strict`` (the one file asked for), an unreadable one is an error.
+    """
     kept, images = [], []
     for name in names:
         try:
             images.append(classifier.prepare(folder / name))
         except (ModelError, OSError, ImageTooLarge) as error:
+            if strict:
+                raise ModelError(f"Cannot classify {folder / name}: {error}") from error
             if warn is not None:
                 print(f"celestial-models: warning: skipped {name}: {error}", file=warn)
             continue
