@@ -164,3 +164,26 @@ def test_an_earlier_choices_late_answer_does_not_replace_the_latest(
     held[0].fulfill(status=200, json={**expected, "label": "Stale", "unknown": False})
     page.wait_for_timeout(500)
     assert label.inner_text().startswith(f"{expected['label']} (")
+
+
+def test_clearing_the_choice_clears_the_answer_and_the_page_asks_for_nothing_missing(
+    server, reference, browser, tmp_path
+) -> None:
+    page = browser.new_page()
+    missing = []
+    page.on("response", lambda r: r.status == 404 and missing.append(r.url))
+    page.goto(server.url + "/")
+    choose = page.get_by_label("Choose an image")
+    choose.set_input_files(str(reference["Jupiter"][1]))
+    page.locator("#label").filter(has_text="(").wait_for(timeout=30_000)
+    choose.set_input_files([])
+    assert page.locator("#preview").is_hidden()
+    page.get_by_role("checkbox").uncheck()  # would classify the choice again, if any
+    page.wait_for_timeout(500)
+    assert page.locator("#label").inner_text() == ""
+    notes = tmp_path / "notes.png"
+    notes.write_text("not a picture")
+    choose.set_input_files(str(notes))
+    page.get_by_role("alert").filter(has_text="not an image").wait_for(timeout=30_000)
+    assert page.locator("#preview").is_hidden()  # no broken-image icon
+    assert missing == []  # a favicon included
