@@ -135,6 +135,16 @@ CHROMIUM = Path("/usr/bin/chromium")
 def test_report_renders_offline_in_a_real_browser(project: Path) -> None:
     from playwright.sync_api import sync_playwright
 
+    # A class named at length must not push the page wider than the window.
+    metrics_file = project / "evaluation" / "metrics.json"
+    metrics = json.loads(metrics_file.read_text())
+    first = next(iter(metrics["classes"]))
+    long_name = "Supercalifragilisticexpialidocious_" * 3 + "planet"
+    metrics["classes"] = {
+        (long_name if name == first else name): values
+        for name, values in metrics["classes"].items()
+    }
+    metrics_file.write_text(json.dumps(metrics))
     path = write_report(project)
     page_url = path.resolve().as_uri()
     requests: list[str] = []
@@ -171,6 +181,8 @@ def test_report_renders_offline_in_a_real_browser(project: Path) -> None:
             confusion = page.eval_on_selector(
                 "img[alt='evaluation/confusion.png']", "e => e.complete && e.naturalWidth"
             )
+            page_width = page.evaluate("() => document.documentElement.scrollWidth")
+            window_width = page.evaluate("() => window.innerWidth")
         finally:
             browser.close()
 
@@ -181,6 +193,7 @@ def test_report_renders_offline_in_a_real_browser(project: Path) -> None:
     assert len(charts) == 2 and all(width > 200 and shapes > 0 for width, shapes in charts)
     assert len(images) == 3 and all(width and width > 200 for width in images)
     assert confusion > 200  # the matrix is visible offline
+    assert page_width <= window_width
 
 
 def test_the_confusion_matrix_is_the_png_evaluate_drew(project: Path) -> None:
@@ -203,4 +216,4 @@ def test_the_confusion_matrix_is_the_png_evaluate_drew(project: Path) -> None:
 def test_a_missing_confusion_png_is_named(project: Path) -> None:
     (project / "evaluation" / "confusion.png").unlink()
     html = build_report(project)
-    assert "evaluation/confusion.png not found: run <code>dvc repro</code>." in html
+    assert "evaluation/confusion.png not found: <code>dvc pull</code> it, or make it" in html

@@ -162,7 +162,8 @@ def _render(project: Path, spec: PlotSpec) -> str:
             continue
         if not path.is_file():
             charts.append(
-                f"<p class='note'>{escape(source)} not found: run <code>dvc repro</code>.</p>"
+                f"<p class='note'>{escape(source)} not found: <code>dvc pull</code> it, or make it "
+                "with <code>dvc repro</code>.</p>"
             )
             continue
         if path.suffix.lower() in IMAGE_TYPES:
@@ -272,6 +273,7 @@ margin:16px 0}
 table{border-collapse:collapse;background:white;margin:12px 0;font-size:14px}
 th,td{border-bottom:1px solid #e5e7eb;padding:6px 12px;text-align:right}
 th:first-child,td:first-child{text-align:left}
+td:first-child{max-width:28em;overflow-wrap:anywhere}
 .misclassified td{text-align:left}
 .undefined{color:#b45309;font-style:italic}
 figure{background:white;border:1px solid #e5e7eb;border-radius:10px;padding:16px;margin:16px 0;
@@ -297,7 +299,8 @@ def build_report(project_dir: str | Path) -> str:
     metrics_path = find_metrics(project)
     if not metrics_path.is_file():
         raise MissingInputError(
-            f"No metrics at {metrics_path}. Run the pipeline first (dvc repro in {project})."
+            f"No metrics at {metrics_path}. Pull them (dvc pull) or run the pipeline "
+            f"(dvc repro) in {project} first."
         )
     try:
         metrics = json.loads(metrics_path.read_text())
