@@ -326,3 +326,18 @@ def test_wrong_paths_are_named_with_what_was_meant(
     # The export named by its folder.
     with pytest.raises(MissingInputError, match="is a folder, not a file"):
         read_export(tmp_path, review)
+
+
+def test_the_next_steps_printed_after_an_import_paste_into_a_shell(tmp_path: Path) -> None:
+    from celestial_eval.cli import _next_steps
+
+    raw = tmp_path / "My Projects" / "bodies" / "data" / "raw"
+    raw.mkdir(parents=True)
+    (raw.parent / "raw.dvc").write_text("outs:\n- path: raw\n")
+    lines = [line.strip() for line in _next_steps(raw).splitlines()[1:]]
+    assert lines == [
+        f"cd '{raw.parent.parent.resolve()}'",
+        "uv run dvc add data/raw",
+        "uv run dvc repro",
+        "git add data/raw.dvc dvc.lock evaluation && git commit -m 'Add labelled images'",
+    ]

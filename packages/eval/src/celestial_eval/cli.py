@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -280,9 +281,10 @@ def _label_export(args: argparse.Namespace) -> int:
         f"Wrote {len(tasks)} tasks to {args.out / 'tasks.json'} and the labelling config "
         f"({len(classes)} classes + 'New class') to {args.out / 'config.xml'}.\n"
         f"Start Label Studio with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true and "
-        f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={Path(root).resolve()}, create a project with "
-        f"config.xml as its labelling config, add a Local Files source storage with the path "
-        f"{args.review.resolve()} (do not sync it), and import tasks.json."
+        f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={shlex.quote(str(Path(root).resolve()))}, "
+        "create a project with config.xml as its labelling config, add a Local Files source "
+        f"storage with the path {args.review.resolve()} (do not sync it), and import "
+        "tasks.json."
     )
     return 0
 
@@ -333,12 +335,15 @@ def _next_steps(raw: Path) -> str:
         target = raw.resolve().relative_to(project).as_posix()
         return (
             "Next, version the data and retrain, from the project folder:\n"
-            f"  cd {project}\n  dvc add {target}\n  dvc repro\n"
-            f"  git add {target}.dvc dvc.lock && git commit -m 'Add labelled images'"
+            f"  cd {shlex.quote(str(project))}\n  uv run dvc add {shlex.quote(target)}\n"
+            "  uv run dvc repro\n"
+            f"  git add {shlex.quote(target + '.dvc')} dvc.lock evaluation && "
+            "git commit -m 'Add labelled images'"
         )
     return (
         f"Next, version {raw} and retrain: it has no {pointer.name} beside it, so track it "
-        f"with 'dvc add {raw}' from the project folder, then 'dvc repro'."
+        f"with 'uv run dvc add {shlex.quote(str(raw))}' from the project folder, then "
+        "'uv run dvc repro'."
     )
 
 
