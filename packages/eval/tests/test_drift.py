@@ -467,3 +467,16 @@ def test_a_trained_models_reference_is_what_drift_reads(tmp_path: Path) -> None:
         "feature:mean_green",
         "feature:mean_blue",
     ]
+
+
+def test_a_check_over_its_threshold_but_not_significant_says_why_it_is_ok() -> None:
+    from celestial_eval.drift import Check
+
+    fields = {"test": "ks", "threshold": 0.15, "reference": {"mean": 0.2}, "log": {"mean": 0.3}}
+    chance = Check("feature:contrast", statistic=0.163, p_value=0.043, drift=False, **fields)
+    assert chance.describe() == (
+        "ok    feature:contrast       ks 0.163 > 0.15 (p 0.043, too high to call it drift); "
+        "mean 0.2 -> 0.3"
+    )
+    drift = Check("feature:contrast", statistic=0.4, p_value=0.001, drift=True, **fields)
+    assert "ks 0.400 > 0.15 (p 0.001); mean" in drift.describe()

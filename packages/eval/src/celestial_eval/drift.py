@@ -174,11 +174,13 @@ class Check:
         if self.skipped:
             return f"{verdict} {self.name:<22} skipped: {self.skipped}"
         assert self.statistic is not None and self.p_value is not None
-        sign = ">" if abs(self.statistic) > self.threshold else "<="
+        over = abs(self.statistic) > self.threshold
         statistic = format(self.statistic, "+.3f" if self.test == "change" else ".3f")
+        # Over the threshold without drift: the p-value says chance explains it.
+        chance = ", too high to call it drift" if over and not self.drift else ""
         return (
-            f"{verdict} {self.name:<22} {self.test} {statistic} {sign} "
-            f"{self.threshold:g} (p {self.p_value:.2g}); {self.moved()}"
+            f"{verdict} {self.name:<22} {self.test} {statistic} {'>' if over else '<='} "
+            f"{self.threshold:g} (p {self.p_value:.2g}{chance}); {self.moved()}"
         )
 
     def moved(self) -> str:
