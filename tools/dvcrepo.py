@@ -37,6 +37,7 @@ __all__ = [
     "DvcError",
     "Outcome",
     "RemoteConfig",
+    "endpoint_address",
     "last_error",
     "missing_credentials",
     "read_config",
@@ -47,6 +48,7 @@ __all__ = [
     "skip_reason",
     "tracked_paths",
     "unproduced_inputs",
+    "unreachable_remote",
 ]
 
 # The DVC command line of this Python environment; callers running under
@@ -242,6 +244,12 @@ def unproduced_inputs(project_dir: Path) -> list[str]:
     )
 
 
+def endpoint_address(endpoint: str) -> tuple[str, int]:
+    """The host and TCP port of an ``endpointurl`` (the scheme's port when it names none)."""
+    url = urllib.parse.urlparse(endpoint)
+    return url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+
+
 def missing_credentials(project_dir: Path, dvc: Sequence[str] = DVC) -> str | None:
     """Why an S3 remote certainly cannot be read here, or None when it may be.
 
@@ -250,9 +258,37 @@ def missing_credentials(project_dir: Path, dvc: Sequence[str] = DVC) -> str | No
     that on every run, so a pull is only tried where credentials are set.
     """
     try:
+        return _without_credentials(remote_config(project_dir, dvc=dvc))
+    except DvcError:
+        return None  # the pull that follows reports DVC's own error
+
+
+def unreachable_remote(project_dir: Path, dvc: Sequence[str] = DVC) -> str | None:
+    """Why a pull from the project's remote cannot work, or None when it may.
+
+    Without credentials (see `missing_credentials`), or with a server of its
+    own (``endpointurl``) that does not accept a connection: DVC would retry
+    every file and end with "N files failed to download", naming no cause.
+    """
+    try:
         remote = remote_config(project_dir, dvc=dvc)
     except DvcError:
         return None  # the pull that follows reports DVC's own error
+    problem = _without_credentials(remote)
+    if problem is None and remote.endpoint:
+        try:
+            address = endpoint_address(remote.endpoint)
+            socket.create_connection(address, timeout=ENDPOINT_TIMEOUT_S).close()
+        except OSError:
+            problem = (
+                f"the server of the remote '{remote.name}' does not answer at "
+                f"{remote.endpoint} (start the local one with `uv run nox -s s3`, or fix the "
+                f"endpoint with `uv run dvc remote modify --local {remote.name} endpointurl URL`)"
+            )
+    return problem
+
+
+def _without_credentials(remote: RemoteConfig) -> str | None:
     if remote.bucket is None or remote.has_credentials_configured:
         return None
     if any(os.environ.get(variable) for variable in AWS_CREDENTIAL_VARIABLES):
@@ -261,31 +297,6 @@ def missing_credentials(project_dir: Path, dvc: Sequence[str] = DVC) -> str | No
     if (aws_dir / "credentials").is_file() or (aws_dir / "config").is_file():
         return None
     return f"no credentials are configured for the remote '{remote.name}' ({remote.url})"
-
-
-def silent_endpoint(project_dir: Path, dvc: Sequence[str] = DVC) -> str | None:
-    """Why the remote's own server (``endpointurl``) cannot be reached, or None when it answers.
-
-    DVC would retry every file and end with "N files failed to download",
-    naming no cause; a TCP connection to the endpoint tells at once.
-    """
-    try:
-        remote = remote_config(project_dir, dvc=dvc)
-    except DvcError:
-        return None
-    if not remote.endpoint:
-        return None
-    url = urllib.parse.urlparse(remote.endpoint)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((url.hostname or "", port), timeout=ENDPOINT_TIMEOUT_S).close()
-    except OSError:
-        return (
-            f"the server of the remote '{remote.name}' does not answer at {remote.endpoint} "
-            "(start the local one with `uv run nox -s s3`, or fix the endpoint with "
-            f"`uv run dvc remote modify --local {remote.name} endpointurl URL`)"
-        )
-    return None
 
 
 def skip_reason(project_dir: Path, dvc: Sequence[str] = DVC) -> str | None:
@@ -302,7 +313,7 @@ def skip_reason(project_dir: Path, dvc: Sequence[str] = DVC) -> str | None:
         target = str(dvc_file.relative_to(project_dir))
         if run("checkout", "--quiet", target, cwd=project_dir, dvc=dvc).returncode == 0:
             continue
-        error = missing_credentials(project_dir, dvc) or silent_endpoint(project_dir, dvc)
+        error = unreachable_remote(project_dir, dvc)
         if error is None:
             try:
                 pulled = run("pull", target, cwd=project_dir, dvc=dvc, timeout=PULL_TIMEOUT_S)

@@ -23,11 +23,10 @@ import socket
 import subprocess
 import sys
 import threading
-import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
-from dvcrepo import DVC, DvcError, RemoteConfig, remote_config
+from dvcrepo import DVC, DvcError, RemoteConfig, endpoint_address, remote_config
 
 __all__ = ["Watchdog", "explain", "main", "remote_in_use", "run"]
 
@@ -137,8 +136,7 @@ class Watchdog(threading.Thread):
         self, proc: subprocess.Popen[str], endpoint: str, interval: float = 2.0, limit: int = 3
     ) -> None:
         super().__init__(daemon=True)
-        url = urllib.parse.urlparse(endpoint)
-        self.address = (url.hostname or "", url.port or (443 if url.scheme == "https" else 80))
+        self.address = endpoint_address(endpoint)
         self.proc, self.interval, self.limit = proc, interval, limit
         self.done = threading.Event()
         self.fired = False

@@ -8,12 +8,11 @@ dataset cannot be prepared as it is) or warnings (it can, but look).
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from celestial_data.dataset import FileInfo, RawDataset, inspect_files, scan
+from celestial_data.dataset import FileInfo, RawDataset, inspect_files, listing, scan
 from celestial_data.view import ViewParams
 
 __all__ = [
@@ -106,11 +105,6 @@ def _ranked(counter: Counter[str]) -> dict[str, int]:
     return dict(sorted(counter.items(), key=lambda item: (-item[1], item[0])))
 
 
-def _listing(names: Sequence[str], limit: int = 10) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
-
-
 def build_report(
     dataset: RawDataset,
     infos: list[FileInfo],
@@ -147,19 +141,19 @@ def build_report(
         same_pixels=_same_pixels(good),
     )
     if bad and on_corrupt == "error":
-        listed = _listing([f"{info.file} ({info.error})" for info in bad])
+        listed = listing([f"{info.file} ({info.error})" for info in bad])
         report.errors.append(
             f"{len(bad)} image file(s) cannot be read: {listed}. Replace or delete them, "
             "or set 'on_corrupt: skip' in the prepare section of params.yaml to leave them out."
         )
     elif bad:
         report.warnings.append(
-            f"{len(bad)} unreadable image file(s) skipped: {_listing([i.file for i in bad])}."
+            f"{len(bad)} unreadable image file(s) skipped: {listing([i.file for i in bad])}."
         )
     for name in dataset.classes:
         if not dataset.files[name]:
             others = [file for file in dataset.ignored if file.startswith(f"{name}/")]
-            listed = f" ({len(others)} other files ignored: {_listing(others)})" if others else ""
+            listed = f" ({len(others)} other files ignored: {listing(others)})" if others else ""
             report.errors.append(
                 f"Class folder '{dataset.root / name}' has no image files{listed}. "
                 f"Add images or remove the folder.{unread_photos(others)}"
@@ -197,7 +191,7 @@ def build_report(
     if report.ignored:
         report.warnings.append(
             f"{len(report.ignored)} file(s) that are not images ignored: "
-            f"{_listing(report.ignored)}.{unread_photos(report.ignored)}"
+            f"{listing(report.ignored)}.{unread_photos(report.ignored)}"
         )
     return report
 
@@ -251,7 +245,7 @@ def _duplicate_warnings(groups: list[list[str]], kind: str) -> list[str]:
     warnings = [
         f"{len(groups)} group(s) of {kind} ({sum(map(len, groups))} files); "
         "each group is kept whole in one split: "
-        + _listing([" = ".join(group) for group in groups], limit=5)
+        + listing([" = ".join(group) for group in groups], limit=5)
         + "."
     ]
     conflicting = [g for g in groups if len({file.split("/", 1)[0] for file in g}) > 1]
@@ -259,7 +253,7 @@ def _duplicate_warnings(groups: list[list[str]], kind: str) -> list[str]:
         warnings.append(
             f"{len(conflicting)} group(s) of identical images are filed under different "
             "classes (conflicting labels): "
-            + _listing([" = ".join(group) for group in conflicting], limit=5)
+            + listing([" = ".join(group) for group in conflicting], limit=5)
             + ". Delete the copies in the wrong class."
         )
     return warnings
@@ -359,4 +353,4 @@ def format_report(report: CheckReport, root: str | Path) -> str:
 
 def _inline(counter: dict[str, int], limit: int = 5) -> str:
     items = [f"{key} ({n})" for key, n in counter.items()]
-    return _listing(items, limit) or "none"
+    return listing(items, limit) or "none"

@@ -30,6 +30,7 @@ __all__ = [
     "image_extensions",
     "inspect_files",
     "is_image_name",
+    "listing",
     "parallel_map",
     "scan",
 ]
@@ -173,8 +174,8 @@ def scan(root: str | Path) -> RawDataset:
             if entry.is_dir() and not entry.name.startswith(".")
         )
         hint = (
-            f" It holds {len(nested)} folders of its own ({_listing(nested)}): if those are "
-            f"the classes, give {inner} as the raw folder, or move them up into {root} (an "
+            f" It holds {len(nested)} folders of its own ({listing(nested, limit=5)}): if those "
+            f"are the classes, give {inner} as the raw folder, or move them up into {root} (an "
             "archive often wraps its folders in one)."
             if len(nested) > 1
             else ""
@@ -195,7 +196,8 @@ def scan(root: str | Path) -> RawDataset:
     return RawDataset(root=root, classes=tuple(classes), files=files, ignored=sorted(ignored))
 
 
-def _listing(names: Sequence[str], limit: int = 5) -> str:
+def listing(names: Sequence[str], limit: int = 10) -> str:
+    """The first ``limit`` of ``names``, comma-separated, and how many more there are."""
     shown = ", ".join(names[:limit])
     return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
 

@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image
 from pydantic import Field
 
-from celestial_data.dataset import default_workers, parallel_map
+from celestial_data.dataset import default_workers, listing, parallel_map
 from celestial_data.errors import DatasetError, ParamsError
 from celestial_data.params import Params
 
@@ -765,11 +765,9 @@ def _earlier_renders(out: Path) -> dict[str, str]:
             else:
                 foreign.append(file)
     if foreign:
-        shown = ", ".join(foreign[:3]) + (
-            f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
-        )
         raise DatasetError(
-            f"{out} holds {len(foreign)} file(s) synth did not render ({shown}); synth replaces "
+            f"{out} holds {len(foreign)} file(s) synth did not render "
+            f"({listing(foreign, limit=3)}); synth replaces "
             "its own earlier renders only, and never removes or mixes in other files. Render "
             "into an empty or new folder, or move those files out."
         )

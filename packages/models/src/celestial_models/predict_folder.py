@@ -19,7 +19,7 @@ from typing import TextIO
 import numpy as np
 
 from celestial_data.check import unread_photos
-from celestial_data.dataset import is_image_name
+from celestial_data.dataset import is_image_name, listing
 from celestial_data.errors import ImageTooLarge
 from celestial_models.classifier import Classifier, load_classifier
 from celestial_models.errors import ModelError
@@ -92,12 +92,9 @@ def predict_folder(
         single = False
         files, others = image_files(folder)
         if others and warn is not None:
-            shown = ", ".join(others[:5]) + (
-                f", ... ({len(others) - 5} more)" if len(others) > 5 else ""
-            )
             print(
                 f"celestial-models: warning: {len(others)} file(s) that are not images (by their "
-                f"name) left out: {shown}.{unread_photos(others)}",
+                f"name) left out: {listing(others, limit=5)}.{unread_photos(others)}",
                 file=warn,
             )
     else:
@@ -116,7 +113,7 @@ def predict_folder(
     writer.writerow(COLUMNS)
     counts = {"images": 0, "unknown": 0, "skipped": 0}
     for chunk in _chunks(files, CHUNK):
-        names, images = _read(classifier, folder, chunk, None if single else warn, single)
+        names, images = _read(classifier, folder, chunk, warn, strict=single)
         counts["skipped"] += len(chunk) - len(names)
         if not names:
             continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from celestial_data.command import run_command
 from celestial_serve.errors import ServeError
@@ -181,8 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: The prediction log's options and their defaults, used with --log-dir only.
-LOG_DEFAULTS = {"log_max_mib": 64.0, "review_below": 0.5, "review_max_mib": 256.0}
+#: The prediction log's options, which apply with --log-dir only.
+LOG_FLAGS = ("log_max_mib", "review_below", "review_max_mib")
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -190,16 +191,17 @@ def _serve(args: argparse.Namespace) -> int:
     from celestial_serve.project import load_card
     from celestial_serve.server import LogOptions, ServerOptions, serve
 
+    given = [name for name in LOG_FLAGS if getattr(args, name) is not None]
     log = None
-    given = {name: getattr(args, name) for name in LOG_DEFAULTS if getattr(args, name) is not None}
-    if args.log_dir is not None:
-        chosen = {**LOG_DEFAULTS, **given}
-        log = LogOptions(
-            folder=Path(args.log_dir),
-            max_bytes=int(chosen["log_max_mib"] * 2**20),
-            review_below=chosen["review_below"],
-            review_max_bytes=int(chosen["review_max_mib"] * 2**20),
-        )
+    if args.log_dir is not None:  # LogOptions holds the defaults of the flags not given
+        fields: dict[str, Any] = {}
+        if args.log_max_mib is not None:
+            fields["max_bytes"] = int(args.log_max_mib * 2**20)
+        if args.review_below is not None:
+            fields["review_below"] = args.review_below
+        if args.review_max_mib is not None:
+            fields["review_max_bytes"] = int(args.review_max_mib * 2**20)
+        log = LogOptions(folder=Path(args.log_dir), **fields)
     elif given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
         raise ServeError(

@@ -365,8 +365,8 @@ class _LogFile:
 
     @classmethod
     def open(cls, folder: Path) -> _LogFile:
-        """A new file in ``folder`` (made again, with its review folder, if it was removed)."""
-        (folder / REVIEW_DIR).mkdir(parents=True, exist_ok=True)
+        """A new file in ``folder`` (made again if it was removed)."""
+        folder.mkdir(parents=True, exist_ok=True)
         path = folder / log_file_name(datetime.now(UTC), os.getpid())
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
         return cls(path, os.open(path, flags, 0o666))

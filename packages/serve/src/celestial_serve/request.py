@@ -267,14 +267,14 @@ def decode_image(data: bytes, rules: UploadRules, max_pixels: int | None = None)
         raise HTTPException(415, f"The image cannot be used: {error}.") from None
     except Exception:
         # Pillow raises OSError, ValueError, SyntaxError, EOFError... on bad input.
-        started = next((name for magic, name in SIGNATURES if data.startswith(magic)), None)
-        if not header and started:
-            raise HTTPException(
-                400,
-                f"The upload starts as a {started.upper()} file but cannot be read: it is "
-                f"truncated or corrupt ({len(data)} bytes). Send the complete file.",
-            ) from None
         if not header:
+            started = next((name for magic, name in SIGNATURES if data.startswith(magic)), None)
+            if started:
+                raise HTTPException(
+                    400,
+                    f"The upload starts as a {started.upper()} file but cannot be read: it is "
+                    f"truncated or corrupt ({len(data)} bytes). Send the complete file.",
+                ) from None
             raise HTTPException(
                 400,
                 f"The upload is not an image Pillow can read ({len(data)} bytes starting with "

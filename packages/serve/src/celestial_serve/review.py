@@ -109,7 +109,10 @@ class ReviewFolder:
         """`keep` for an answer not made into a record: its digest, fields and line."""
         if not self.unsure(unknown, confidence):
             return False
-        if time.monotonic() - self.scanned > RESCAN_S and (self.added or not self.scanned):
+        if not os.path.isdir(self.place):  # not made yet, or removed while serving
+            os.makedirs(self.place, exist_ok=True)
+            self.scan()
+        elif time.monotonic() - self.scanned > RESCAN_S and (self.added or not self.scanned):
             self.scan()
         if digest in self.entries:
             return False
@@ -117,9 +120,6 @@ class ReviewFolder:
         size = len(data) + len(text)
         if size > self.max_bytes:
             return False
-        if not os.path.isdir(self.place):  # removed while serving
-            os.makedirs(self.place, exist_ok=True)
-            self.scan()
         if os.path.exists(f"{self.place}/{digest}.json"):  # kept by another HTTP process
             return False
         if free_bytes(self.place) < size + RESERVE_BYTES:
