@@ -32,10 +32,21 @@ def test_check_json(raw: Path, capsys) -> None:
     assert json.loads(capsys.readouterr().out)["counts"]["Moon"] == 6
 
 
-def test_check_exits_1_on_errors(raw: Path, capsys) -> None:
+def test_check_exits_1_on_errors_listed_once(raw: Path, capsys) -> None:
     (raw / "Moon" / "bad.png").write_bytes(b"")
     assert main(["check", str(raw)]) == 1
-    assert "Moon/bad.png (empty file (0 bytes))" in error_line(capsys)
+    captured = capsys.readouterr()
+    assert captured.out.count("Moon/bad.png (empty file (0 bytes))") == 1
+    assert "Moon/bad.png" not in captured.err
+    assert captured.err == f"celestial-data: error: {raw} has 1 error, listed above. " \
+        "Fix it and check again.\n"
+
+
+def test_check_json_names_the_errors_on_stderr(raw: Path, capsys) -> None:
+    (raw / "Moon" / "bad.png").write_bytes(b"")
+    assert main(["check", str(raw), "--json"]) == 1
+    line = error_line(capsys)
+    assert "Moon/bad.png (empty file (0 bytes))" in line
 
 
 def test_check_follows_on_corrupt_from_params(raw: Path, tmp_path: Path, capsys) -> None:

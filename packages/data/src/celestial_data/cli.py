@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from celestial_data.command import run_command, say
+from celestial_data.command import counted, run_command, say
 from celestial_data.errors import DataError
 from celestial_data.synth import BODIES, SynthParams
 
@@ -96,7 +96,12 @@ def _check(args: argparse.Namespace) -> int:
     else:
         print(format_report(report, args.raw))
     if not report.ok:
-        say(PROG, "error", " ".join(report.errors))
+        if args.json:  # standard output is for programs: the errors go to the reader
+            say(PROG, "error", " ".join(report.errors))
+        else:  # listed in the report just printed, not twice
+            found = counted(len(report.errors), "error")
+            them = "it" if len(report.errors) == 1 else "them"
+            say(PROG, "error", f"{args.raw} has {found}, listed above. Fix {them} and check again.")
         return 1
     return 0
 
