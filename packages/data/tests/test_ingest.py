@@ -108,6 +108,8 @@ def test_skips_images_already_present_by_bytes_or_pixels(tmp_path: Path, make_ra
         ("New class", "reserved (the choice that asks Label Studio"),
         ("NEW CLASS", "reserved"),
         ("mars", "only in case"),
+        ("Marz", "is not a class yet and is close to the existing class 'Mars': a typo?"),
+        ("Moons", "close to the existing class 'Moon'"),
     ],
 )
 def test_bad_class_names_write_nothing(
@@ -126,6 +128,17 @@ def test_bad_class_names_write_nothing(
     assert reason in str(caught.value)
     assert "task 2" in str(caught.value)
     assert tree(tmp_path) == before
+
+
+def test_a_new_class_close_to_an_existing_one_is_added_once_confirmed(
+    tmp_path: Path, make_raw: MakeRaw
+) -> None:
+    raw = make_raw({"Mars": 2, "Moon": 2})
+    items = [Candidate(source(tmp_path / "new", 1), "Marz", "a.png", "task 1")]
+    with pytest.raises(DatasetError, match="--new-class Marz"):
+        add_images(raw, items)
+    result = add_images(raw, items, new_classes=["Marz"])
+    assert result.new_classes == ["Marz"] and (raw / "Marz" / "a.png").is_file()
 
 
 def test_valid_class_names() -> None:

@@ -265,6 +265,14 @@ def test_commands_as_processes(review: Path, raw: Path, tmp_path: Path, annotate
     assert failed.returncode == 1
     assert failed.stderr.count("\n") == 1 and "class name 'a/b' (task 1)" in failed.stderr
     assert tree(raw.parent) == before
+    # a typo of an existing class is refused until confirmed as a new class
+    export.write_text(json.dumps(labelled(tasks, [annotate(NEW_CLASS, "Marz"), None, None])))
+    failed = subprocess.run(command, capture_output=True, text=True)
+    assert failed.returncode == 1 and "close to the existing class 'Mars'" in failed.stderr
+    assert "--new-class Marz" in failed.stderr and tree(raw.parent) == before
+    done = subprocess.run([*command, "--new-class", "Marz", "--dry-run"], capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    assert "Marz 1 (new class)" in done.stdout and tree(raw.parent) == before
     export.write_text(json.dumps(labelled(tasks, [annotate(NEW_CLASS, "Comet"), None, None])))
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     assert "Added 1 image(s)" in done.stdout and "Comet 1 (new class)" in done.stdout

@@ -4,7 +4,10 @@
 labelling tool) join ``raw/<ClassName>/``: it checks every class name and
 every image first, skips the images whose bytes or pixels are already
 somewhere in the raw folder, and only then copies the rest. A new class name
-makes a new class folder; an existing file is never replaced.
+makes a new class folder, unless it is one letter or two away from an
+existing class ("Marz" beside "Mars"): a typo would otherwise start a class of
+its own, and the next model would learn it. Such a name must be confirmed
+(``new_classes``). An existing file is never replaced.
 
 Nothing is written to the raw folder until every check has passed. The copies
 are first written into a hidden staging folder beside it, then linked into
@@ -15,11 +18,13 @@ fails, those already placed are removed, so the raw folder is left as it was.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import os
+import shlex
 import shutil
 import unicodedata
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -29,11 +34,13 @@ from celestial_data.errors import DatasetError
 
 __all__ = [
     "MAX_CLASS_NAME",
+    "NEAR_NAME",
     "RESERVED_CLASS_NAMES",
     "Candidate",
     "IngestResult",
     "add_images",
     "class_name_problem",
+    "near_class",
 ]
 
 #: Longest class name accepted, in characters (folder names are at most 255 bytes).
@@ -50,6 +57,10 @@ _FORBIDDEN = frozenset('/\\:*?"<>|')
 _MAX_FILE_NAME = 200
 # How many problems an error message lists before "... (N more)".
 _LISTED = 10
+#: A new class name at least this similar to an existing one (difflib's ratio:
+#: "Marz" and "Mars" 0.75, "Jupitr" and "Jupiter" 0.92) is taken for a typo
+#: until it is confirmed.
+NEAR_NAME = 0.75
 
 
 @dataclass(frozen=True)
@@ -135,7 +146,18 @@ def _raw_files(raw: Path) -> list[str]:
     return sorted(files)
 
 
-def _check_names(candidates: Sequence[Candidate], existing: Sequence[str]) -> list[str]:
+def near_class(name: str, existing: Sequence[str]) -> str | None:
+    """The existing class ``name`` is most likely a typo of, or None (see `NEAR_NAME`)."""
+    if name in existing:
+        return None
+    by_fold = {known.casefold(): known for known in existing}
+    close = difflib.get_close_matches(name.casefold(), list(by_fold), n=1, cutoff=NEAR_NAME)
+    return by_fold[close[0]] if close else None
+
+
+def _check_names(
+    candidates: Sequence[Candidate], existing: Sequence[str], confirmed: Collection[str] = ()
+) -> list[str]:
     """One problem per bad class name or file name."""
     problems: list[str] = []
     folded = {name.casefold(): name for name in existing}
@@ -147,12 +169,20 @@ def _check_names(candidates: Sequence[Candidate], existing: Sequence[str]) -> li
         seen.add(label)
         problem = class_name_problem(label)
         where = f" ({candidate.origin})" if candidate.origin else ""
+        near = near_class(label, existing)
         if problem:
             problems.append(f"class name {label!r}{where} {problem}")
         elif label not in existing and label.casefold() in folded:
             problems.append(
                 f"class name {label!r}{where} differs from the existing class "
                 f"{folded[label.casefold()]!r} only in case"
+            )
+        elif near is not None and label not in confirmed:
+            problems.append(
+                f"class name {label!r}{where} is not a class yet and is close to the existing "
+                f"class {near!r}: a typo? Correct the label, or confirm {label!r} as a new class "
+                f"(celestial-eval label import --new-class {shlex.quote(label)}; new_classes "
+                "in Python)"
             )
     for candidate in candidates:
         name = candidate.name
@@ -178,6 +208,7 @@ def add_images(
     candidates: Iterable[Candidate],
     dry_run: bool = False,
     workers: int | None = None,
+    new_classes: Collection[str] = (),
 ) -> IngestResult:
     """Copy labelled images into ``raw/<label>/<name>``, skipping those already present.
 
@@ -186,6 +217,8 @@ def add_images(
         candidates: The images and their classes.
         dry_run: Check everything and report what would be added; write nothing.
         workers: Threads to hash and decode with (default: one per core).
+        new_classes: New class names confirmed as such, though close to an
+            existing class's (see `near_class`).
 
     Returns:
         The files added per class, the new classes and the duplicates skipped.
@@ -193,16 +226,17 @@ def add_images(
         ``raw`` (in any class), or of an earlier candidate, is skipped.
 
     Raises:
-        DatasetError: If a class name is not a valid folder name, an image is
-            missing or unreadable, one image is given two classes, or a target
-            file exists with other content. Nothing is written then.
+        DatasetError: If a class name is not a valid folder name or is an
+            unconfirmed near-copy of an existing one, an image is missing or
+            unreadable, one image is given two classes, or a target file
+            exists with other content. Nothing is written then.
     """
     raw = Path(raw)
     items = list(candidates)
     if raw.exists() and not raw.is_dir():
         raise DatasetError(f"The raw folder {raw} is a file. Give the raw dataset folder.")
     existing = _existing_classes(raw)
-    problems = _check_names(items, existing)
+    problems = _check_names(items, existing, new_classes)
     missing = [c for c in items if not c.source.is_file()]
     problems += [f"image {c.source} ({c.origin}) is not there" for c in missing]
     if problems:
