@@ -132,6 +132,26 @@ def test_stray_bright_pixels_do_not_stretch_the_box() -> None:
     assert difference(view_of(Image.fromarray(noisy)), view_of(body(radius=30))) < 4.0
 
 
+@pytest.mark.parametrize(
+    ("frame", "side", "at"),
+    [
+        ((2000, 2000), 96, (952, 952)),  # under 0.5% of the picture: the percentile misses it
+        ((1920, 1080), 48, (300, 700)),  # gone from the coarse copy: found on a finer one
+        ((4000, 3000), 32, (3100, 400)),  # a few dozen pixels in a 12-megapixel frame
+    ],
+)
+def test_a_small_body_in_a_wide_black_frame_gives_its_own_view(
+    frame: tuple[int, int], side: int, at: tuple[int, int]
+) -> None:
+    # A telescope's picture: the planet small, anywhere in a large dark field.
+    own = body(radius=30).resize((side, side), Image.Resampling.LANCZOS)
+    wide = Image.new("RGB", frame)
+    wide.paste(own, at)
+    assert difference(view_of(wide), view_of(own)) < 3.0
+    box = body_box(wide)
+    assert box is not None and at[0] - 2 <= box[0] < box[2] <= at[0] + side + 2
+
+
 def test_a_flat_picture_is_only_resized() -> None:
     grey = Image.new("RGB", (40, 30), (90, 90, 90))
     viewed = canonical_view(grey, ViewParams(exposure=True), 16)

@@ -39,6 +39,16 @@ __all__ = ["NO_VIEW", "ViewParams", "body_box", "canonical_view"]
 # The body is found on a copy at most this many pixels a side (box-averaged),
 # so finding it costs the same for a 128 px render and a 16-megapixel photo.
 FIND_SIDE = 128
+# A body too small to outlive that copy's 3x3 minimum (under 3 of its pixels,
+# 1/40 of a large picture's side) is looked for again on copies this many
+# times finer each, up to FINEST_SIDE pixels a side: a body under 3 pixels of
+# that copy is a few pixels of a 16-megapixel photo, too small to classify.
+FINER = 4
+FINEST_SIDE = FIND_SIDE * FINER**2
+# A body found under 1/REFINE of the picture's side is found again on the
+# region around it, at a finer scale: on the coarse copy its edges are only
+# known to one of that copy's pixels, a tenth of a small body.
+REFINE = 4
 # A pixel is part of the body above this fraction of the way from the
 # background (2nd percentile) to the bright end (99.5th percentile): relative,
 # so a darker or brighter picture finds the same body.
@@ -148,15 +158,60 @@ def body_box(luminance: Image.Image) -> Box | None:
     Pixels outside the 0.5th-99.5th percentiles of the body's coordinates are
     ignored, so a few stray bright pixels do not stretch the box. None when
     the picture is flat. A picture in another mode than ``L`` is converted.
+
+    The body is looked for on a copy of at most `FIND_SIDE` pixels a side,
+    then, while none stood out, on copies `FINER` times finer each (up to
+    `FINEST_SIDE`): a planet
+    a few dozen pixels across in a telescope's wide black frame vanishes from
+    the coarse copy. A body found small in a large picture (`REFINE`) is
+    found again on the region around it, so its box is as exact as a large
+    body's.
     """
     if luminance.mode != "L":
         luminance = luminance.convert("L")
-    factor = max(1, math.ceil(max(luminance.size) / FIND_SIDE))
+    side = FIND_SIDE
+    factor = _factor(luminance, side)
+    found = _find(luminance, factor)
+    while found is None and factor > 1 and side < FINEST_SIDE:
+        side *= FINER
+        factor = _factor(luminance, side)
+        found = _find(luminance, factor)
+    if found is None or factor == 1:
+        return found
+    left, top, right, bottom = found
+    extent = max(right - left, bottom - top)
+    if extent * REFINE >= max(luminance.size):
+        return found
+    region = (
+        max(0, math.floor(left - extent)),
+        max(0, math.floor(top - extent)),
+        min(luminance.width, math.ceil(right + extent)),
+        min(luminance.height, math.ceil(bottom + extent)),
+    )
+    around = luminance.crop(region)
+    fine = _find(around, _factor(around, FIND_SIDE))
+    if fine is None:
+        return found
+    return (fine[0] + region[0], fine[1] + region[1], fine[2] + region[0], fine[3] + region[1])
+
+
+def _factor(image: Image.Image, side: int) -> int:
+    """The whole factor that brings ``image`` to at most ``side`` pixels a side."""
+    return max(1, math.ceil(max(image.size) / side))
+
+
+def _find(luminance: Image.Image, factor: int) -> Box | None:
+    """`body_box` on ``luminance`` reduced by ``factor``, in ``luminance``'s pixels."""
     small = luminance.reduce(factor) if factor > 1 else luminance
     values = _minimum3(np.asarray(small, dtype=np.uint8))
-    low, high = percentiles(np.bincount(values.ravel(), minlength=256), [2.0, 99.5])
+    counts = np.bincount(values.ravel(), minlength=256)
+    low, high = percentiles(counts, [2.0, 99.5])
     if high - low < MIN_CONTRAST:
-        return None
+        # A body under 0.5% of the picture leaves the 99.5th percentile on the
+        # background: the brightest value the minimum kept is then its bright end.
+        high = float(np.flatnonzero(counts)[-1])
+        if high - low < MIN_CONTRAST:
+            return None
     body = values > low + THRESHOLD * (high - low)
     left, right = percentiles(body.sum(axis=0), [0.5, 99.5])
     top, bottom = percentiles(body.sum(axis=1), [0.5, 99.5])
