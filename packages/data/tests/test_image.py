@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from celestial_data import (
+    CorruptImage,
     ImageFormat,
     ImageTooLarge,
     UnsupportedPixels,
@@ -16,6 +17,7 @@ from celestial_data import (
     decode,
     grey_copies,
     to_array,
+    upright,
 )
 
 
@@ -91,6 +93,57 @@ def test_thirty_two_bit_pixels_are_refused_not_clipped(pixels, kind) -> None:
         decode(data)
     with pytest.raises(OSError, match="save the image with 8 or 16 bits per channel"):
         decode(data)  # an unreadable image to every caller that catches those
+
+
+Image.init()  # every plugin, so that Image.SAVE lists them all
+SAVABLE = [fmt for fmt in ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF", "AVIF", "JPEG2000")
+           if fmt in Image.SAVE]  # fmt: skip
+
+
+@pytest.mark.parametrize("fmt", SAVABLE)
+def test_a_cut_file_of_any_format_is_an_os_error(fmt: str) -> None:
+    # Pillow's plugins report cut data as SyntaxError, ValueError, EOFError...:
+    # every caller catches one kind, OSError, and says the file is unreadable.
+    rgb = np.random.default_rng(3).integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    data = encoded(Image.fromarray(rgb), fmt)
+    for cut in range(1, len(data), max(1, len(data) // 80)):
+        try:
+            decode(data[:cut])
+        except OSError:
+            pass
+
+
+def test_a_cut_avif_is_named_corrupt() -> None:
+    if "AVIF" not in Image.SAVE:
+        pytest.fail("this Pillow cannot write AVIF, which the pinned wheels can")
+    data = encoded(Image.new("RGB", (64, 64), (90, 60, 30)), "AVIF")
+    errors = []
+    for cut in range(16, len(data)):
+        with pytest.raises((CorruptImage, Image.UnidentifiedImageError)) as caught:
+            decode(data[:cut])
+        errors.append(caught.value)
+    # Past its header, a cut AVIF was a SyntaxError from deep inside Pillow.
+    named = [str(e) for e in errors if isinstance(e, CorruptImage)]
+    assert named and all(text.startswith("truncated or corrupt image data (") for text in named)
+
+
+def test_a_pillow_image_is_checked_and_turned_as_a_decoded_file_is() -> None:
+    sensor = np.zeros((30, 60, 3), dtype=np.uint8)
+    sensor[:, :20] = 250
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stream = io.BytesIO()
+    Image.fromarray(sensor).save(stream, format="PNG", exif=exif)
+    with Image.open(stream) as opened:
+        turned = upright(opened)
+        assert opened.size == (60, 30)  # the caller's image is left as it was
+    np.testing.assert_array_equal(np.asarray(turned), np.asarray(decode(stream.getvalue())))
+    plain = Image.fromarray(sensor)
+    assert upright(plain) is plain  # nothing to turn: no copy
+    with pytest.raises(UnsupportedPixels):
+        upright(Image.new("F", (4, 4)))
+    with pytest.raises(CorruptImage, match="0 x 0 pixels"):
+        upright(Image.new("RGB", (0, 0)))
 
 
 def test_transparency_is_composited_on_black() -> None:

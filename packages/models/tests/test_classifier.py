@@ -92,6 +92,31 @@ def test_prepare_refuses_what_is_not_an_image(classifier: Classifier) -> None:
         classifier.prepare(None)
 
 
+def test_prepare_turns_and_checks_a_pillow_image_as_it_does_its_file(
+    classifier: Classifier, tmp_path: Path
+) -> None:
+    sensor = np.zeros((30, 60, 3), dtype=np.uint8)
+    sensor[:, :20] = (250, 200, 40)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # a phone's photo: turn a quarter clockwise to show it
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(sensor).save(path, exif=exif, quality=95)
+    with Image.open(path) as opened:
+        np.testing.assert_array_equal(classifier.prepare(opened), classifier.prepare(path))
+    with pytest.raises(ModelError, match=r"^Cannot use the image: 32-bit floating-point"):
+        classifier.prepare(Image.new("F", (8, 8)))
+    with pytest.raises(ModelError, match=r"^Cannot use the image: .*0 x 0 pixels"):
+        classifier.prepare(Image.new("RGB", (0, 0)))
+
+
+def test_prepare_names_a_cut_file_of_a_known_format(classifier: Classifier) -> None:
+    stream = io.BytesIO()
+    Image.new("RGB", (64, 64), (90, 60, 30)).save(stream, format="AVIF")
+    data = stream.getvalue()
+    with pytest.raises(ModelError, match=r"^Cannot use the image: truncated or corrupt image"):
+        classifier.prepare(data[: len(data) - 20])
+
+
 def test_prepare_takes_decoded_arrays_of_any_common_layout(classifier: Classifier) -> None:
     grey = np.random.default_rng(1).integers(0, 256, (24, 24), dtype=np.uint8)
     expected = classifier.prepare(Image.fromarray(grey))

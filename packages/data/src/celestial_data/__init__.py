@@ -5,6 +5,7 @@ import importlib.metadata
 from celestial_data.check import CheckReport, check_dataset
 from celestial_data.dataset import RawDataset, scan
 from celestial_data.errors import (
+    CorruptImage,
     DataError,
     DatasetError,
     ImageTooLarge,
@@ -20,6 +21,7 @@ from celestial_data.image import (
     decode,
     grey_copies,
     to_array,
+    upright,
 )
 from celestial_data.params import Params
 from celestial_data.prepare import PrepareParams, PrepareResult, prepare_dataset
@@ -45,6 +47,7 @@ __all__ = [
     "TRAIN_VARIED",
     "VARIED",
     "CheckReport",
+    "CorruptImage",
     "DataError",
     "DatasetError",
     "ImageFormat",
@@ -73,6 +76,7 @@ __all__ = [
     "split_of",
     "synthesize",
     "to_array",
+    "upright",
     "write_prepared",
 ]
 

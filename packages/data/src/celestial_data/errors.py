@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "CorruptImage",
     "DataError",
     "DatasetError",
     "ImageTooLarge",
@@ -73,3 +74,17 @@ class UnsupportedPixels(DataError, OSError):
             "with 8 or 16 bits per channel"
         )
         self.mode = mode
+
+
+class CorruptImage(DataError, OSError):
+    """An image whose format Pillow recognised, but whose data it could not decode.
+
+    Pillow reports a truncated or damaged file by many exception types
+    (``SyntaxError``, ``ValueError``, ``EOFError``...) by format; `decode`
+    raises this one instead, an `OSError` as Pillow's own "image file is
+    truncated" is, so that callers catch one thing.
+    """
+
+    def __init__(self, error: Exception) -> None:
+        reason = str(error).split("\n", 1)[0].strip() or type(error).__name__
+        super().__init__(f"truncated or corrupt image data ({reason[:120]})")

@@ -20,7 +20,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 from PIL import Image, ImageOps
 
-from celestial_data.errors import ImageTooLarge, UnsupportedPixels
+from celestial_data.errors import CorruptImage, DataError, ImageTooLarge, UnsupportedPixels
 from celestial_data.view import NO_VIEW, ViewParams, canonical_view
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "grey_copies",
     "pixel_digest",
     "to_array",
+    "upright",
 ]
 
 ColorMode = Literal["rgb", "grayscale"]
@@ -43,6 +44,8 @@ _PIL_MODE = {"rgb": "RGB", "grayscale": "L"}
 GREY_CHUNK = 4096
 # Pillow's modes of 32-bit pixels, refused by `decode` (see `UnsupportedPixels`).
 WIDE_MODES = ("I", "F")
+# The EXIF tag that says which way is up.
+ORIENTATION = 0x0112
 
 
 def channels(color_mode: ColorMode) -> int:
@@ -149,6 +152,8 @@ def decode(
 
     Raises:
         PIL.UnidentifiedImageError, OSError: If the data is not a readable image.
+        CorruptImage: If Pillow recognised the format but could not decode the
+            data (an `OSError` too).
         UnsupportedPixels: If its pixels are 32-bit integers or floats (an `OSError` too).
         ImageTooLarge: If the image would decode to more than ``max_pixels``
             pixels, or declares more than Pillow's decompression-bomb limit
@@ -159,6 +164,10 @@ def decode(
         opened = Image.open(stream)
     except Image.DecompressionBombError as error:
         raise bomb(error, max_pixels) from None
+    except (DataError, OSError):
+        raise
+    except Exception as error:  # Pillow's plugins raise SyntaxError, ValueError... on bad data
+        raise CorruptImage(error) from error
     with opened as image:
         if header is not None:
             header.update(
@@ -166,14 +175,44 @@ def decode(
             )
         if max_pixels is not None and image.width * image.height > max_pixels:
             raise ImageTooLarge(image.width, image.height, max_pixels)
-        if image.mode in WIDE_MODES:
+        if image.mode in WIDE_MODES:  # before decoding it
             raise UnsupportedPixels(image.mode)
-        image.load()
-        # A camera stores a photo as its sensor read it and says in EXIF how to
-        # turn it for display; every viewer (browsers included) turns it, so the
-        # model is given the picture its sender saw. About 6 us an image.
+        try:
+            image.load()
+        except (DataError, OSError):
+            raise
+        except Exception as error:
+            raise CorruptImage(error) from error
+        return upright(image, in_place=True)
+
+
+def upright(image: Image.Image, in_place: bool = False) -> Image.Image:
+    """``image`` checked, and turned as its EXIF data says: as a viewer shows it.
+
+    A camera stores a photo as its sensor read it and says in EXIF how to turn
+    it for display; every viewer (browsers included) turns it, so the model is
+    given the picture its sender saw (about 6 us an image). `decode` ends
+    with it, and a Pillow image given to a model directly goes through it too.
+
+    Args:
+        image: A decoded image.
+        in_place: Turn ``image`` itself; else a turned copy is returned when
+            it needs turning, ``image`` itself when not.
+
+    Raises:
+        UnsupportedPixels: If its pixels are 32-bit integers or floats.
+        CorruptImage: If it has no pixels (0 wide or high).
+    """
+    if image.mode in WIDE_MODES:
+        raise UnsupportedPixels(image.mode)
+    if not image.width or not image.height:
+        raise CorruptImage(ValueError(f"the image is {image.width} x {image.height} pixels"))
+    if in_place:
         ImageOps.exif_transpose(image, in_place=True)
-    return image
+        return image
+    if image.getexif().get(ORIENTATION, 1) in (1, None):
+        return image
+    return ImageOps.exif_transpose(image)
 
 
 def bomb(error: Image.DecompressionBombError, max_pixels: int | None) -> ImageTooLarge:

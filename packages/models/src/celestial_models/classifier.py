@@ -8,7 +8,15 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from celestial_data import ImageFormat, UnsupportedPixels, colourless, decode, to_array
+from celestial_data import (
+    CorruptImage,
+    ImageFormat,
+    UnsupportedPixels,
+    colourless,
+    decode,
+    to_array,
+    upright,
+)
 from celestial_data.image import WithImageFormat
 from celestial_models.backend import keras
 from celestial_models.errors import ModelDirError, ModelError
@@ -135,20 +143,28 @@ class Classifier(WithImageFormat):
         """Turn an image into one model input, exactly as prepare did for training.
 
         Args:
-            image: Encoded image bytes, a path, a Pillow image, or a decoded
-                uint8 array of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4).
+            image: Encoded image bytes, a path, a Pillow image (turned as its
+                EXIF data says, as a file is), or a decoded uint8 array of
+                shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), taken as it
+                is (an array holds no EXIF data: turn it first if need be).
 
         Returns:
             uint8 array of shape `input_shape`.
 
         Raises:
-            ModelError: If the bytes or file are not an image Pillow can read,
-                its pixels are 32-bit (`celestial_data.UnsupportedPixels`), or
+            ModelError: If the bytes or file are not an image Pillow can read
+                or are truncated, its pixels are 32-bit
+                (`celestial_data.UnsupportedPixels`), it has no pixels, or
                 ``image`` is none of the above.
         """
         if isinstance(image, np.ndarray):
             image = from_array(image)
-        elif not isinstance(image, Image.Image):
+        elif isinstance(image, Image.Image):  # checked and turned as a decoded file is
+            try:
+                image = upright(image)
+            except OSError as error:
+                raise ModelError(f"Cannot use the image: {error}.") from error
+        else:
             if not isinstance(image, bytes | bytearray | str | Path):
                 raise ModelError(
                     "Classifier.prepare takes encoded image bytes, a path, a Pillow image or "
@@ -156,7 +172,7 @@ class Classifier(WithImageFormat):
                 )
             try:
                 image = decode(bytes(image) if isinstance(image, bytearray) else image)
-            except UnsupportedPixels as error:  # readable, but not usable as it is
+            except (UnsupportedPixels, CorruptImage) as error:  # found, but not usable
                 raise ModelError(f"Cannot use the image: {error}.") from error
             except UnidentifiedImageError as error:
                 what = f"{len(image)} bytes" if isinstance(image, bytes | bytearray) else image
