@@ -230,6 +230,18 @@ def test_review_keeps_unknown_and_unsure_answers_once_with_their_record(tmp_path
     assert kept.unknown and kept.digest == digest
 
 
+@pytest.mark.parametrize("fmt", ["JPEG2000", "TIFF", "WEBP", "BMP", "PPM", "TGA"])
+def test_a_kept_image_of_any_format_has_a_name_the_review_readers_take(
+    tmp_path: Path, fmt: str
+) -> None:
+    from celestial_data.dataset import is_image_name
+
+    stream = io.BytesIO()
+    Image.new("RGB", (24, 24), (200, 90, 40)).save(stream, format=fmt)
+    name = f"x.{review_module.extension(stream.getvalue())}"
+    assert is_image_name(name), name  # as `label export` picks the review folder's images
+
+
 def test_review_past_its_cap_lets_the_oldest_go_first(tmp_path: Path) -> None:
     images = [encoded(seed)[0] for seed in range(4)]
     entry = len(images[0]) + len(record_for(images[0], 0.1).to_json()) + 1

@@ -30,7 +30,9 @@ __all__ = ["EXTENSIONS", "RESERVE_BYTES", "REVIEW_DIR", "ReviewFolder", "extensi
 
 #: The review folder's name inside the log folder.
 REVIEW_DIR = "review"
-#: File extensions by Pillow format name; other formats use the name in lower case.
+#: File extensions by Pillow format name; other formats use the first that
+#: Pillow registers for them (``jp2`` for JPEG 2000), so that the review folder's
+#: readers, which pick images by their extension, take every kept image.
 EXTENSIONS = {
     "JPEG": "jpg",
     "PNG": "png",
@@ -66,7 +68,10 @@ def extension(data: bytes) -> str:
             name = image.format or ""
     except Exception:  # the server decoded it, so this is not expected: keep it anyway
         name = ""
-    return EXTENSIONS.get(name, name.lower() or "bin")
+    if name in EXTENSIONS:
+        return EXTENSIONS[name]
+    registered = (ext for ext, fmt in Image.registered_extensions().items() if fmt == name)
+    return next(registered, ".bin")[1:]
 
 
 def free_bytes(folder: str) -> int:
