@@ -408,8 +408,15 @@ def test_predict_given_one_image_file_writes_its_row(trained: Path, tmp_path, ca
     assert float(alone) == pytest.approx(float(among.pop("score")), rel=1e-6)
     assert row == among | {"file": "noise.png"}
 
-    assert main(["predict", str(trained / "model"), str(tmp_path / "images" / "notes.txt")]) == 1
-    assert "notes.txt is not an image file" in capsys.readouterr().err
+    notes = tmp_path / "images" / "notes.txt"
+    assert main(["predict", str(trained / "model"), str(notes)]) == 1
+    assert f"Cannot classify {notes}: Cannot read the image" in capsys.readouterr().err
+    # A file asked for by name is read whatever its name says (a camera's IMG_0001).
+    camera = tmp_path / "IMG_0001"
+    camera.write_bytes((tmp_path / "images" / "sub" / "noise.png").read_bytes())
+    assert main(["predict", str(trained / "model"), str(camera)]) == 0
+    [row] = csv.DictReader(capsys.readouterr().out.splitlines())
+    assert row["file"] == "IMG_0001" and row["label"] == among["label"]
     fake = tmp_path / "images" / "fake.jpg"  # named as an image, holding none
     fake.write_text("not a picture")
     assert main(["predict", str(trained / "model"), str(fake)]) == 1

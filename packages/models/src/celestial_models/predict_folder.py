@@ -66,8 +66,9 @@ def predict_folder(
 
     Args:
         model_dir: A folder written by ``celestial-models train``.
-        folder: The images to classify, or one image file (its row names
-            the file alone).
+        folder: The images to classify (picked by their file names), or
+            one image file, read whatever its name (its row names the file
+            alone).
         output: Where the CSV goes (header first).
         reject: Label images above the threshold ``unknown``; False keeps
             their closest class (the ``unknown`` column still says so).
@@ -78,15 +79,10 @@ def predict_folder(
 
     Raises:
         ModelError: If the model cannot be loaded, the folder holds no image,
-            or the file is not one.
+            or the file is not a readable one.
     """
     folder = Path(folder)
-    if folder.is_file():
-        if not is_image_name(folder.name):
-            raise ModelError(
-                f"{folder} is not an image file (by its name). Pass an image (JPEG, PNG, ...) "
-                "or a folder of images."
-            )
+    if folder.is_file():  # read whatever its name (a camera's IMG_0001, a download's .part)
         folder, files, single = folder.parent, [folder.name], True
     elif folder.is_dir():
         single = False
