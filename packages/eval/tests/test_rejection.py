@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from celestial_data import SPLITS, ParamsError, write_prepared
+from celestial_data import SPLITS, ImageFormat, ParamsError, ViewParams, write_prepared
 from celestial_eval.cli import main
 from celestial_eval.errors import EvalError
 from celestial_eval.leave_one_class_out import leave_one_class_out
@@ -36,13 +36,24 @@ def test_auroc_counts_the_pairs_an_unknown_image_wins() -> None:
 
 
 def test_nonbody_images_are_the_same_every_time_and_of_the_model_shape() -> None:
-    first, again = nonbody_images(16, 3), nonbody_images(16, 3)
+    rgb = ImageFormat(16, "rgb", ViewParams())
+    first, again = nonbody_images(rgb), nonbody_images(rgb)
     assert list(first) == ["blank", "noise", "square", "smudge"]
     for kind, images in first.items():
         assert images.dtype == np.uint8 and images.shape == (8, 16, 16, 3), kind
         np.testing.assert_array_equal(images, again[kind])
-    assert nonbody_images(24, 1)["smudge"].shape == (8, 24, 24, 1)
+    assert nonbody_images(ImageFormat(24, "grayscale"))["smudge"].shape == (8, 24, 24, 1)
     assert first["smudge"].max() > 40  # visible, not another blank frame
+
+
+def test_nonbody_images_are_taken_in_the_models_view_as_uploads_are() -> None:
+    # A square on black, cropped to by the view, fills the frame an upload's would.
+    viewed = nonbody_images(ImageFormat(16, "rgb", ViewParams()))["square"]
+    plain = nonbody_images(ImageFormat(16, "rgb"))["square"]
+    assert (viewed.reshape(8, -1, 3).max(axis=2) > 100).mean() > 0.6
+    assert (plain.reshape(8, -1, 3).max(axis=2) > 100).mean() < 0.3
+    # Noise of a 128-pixel picture, shrunk eight times: grainy grey, not 16-pixel noise.
+    assert nonbody_images(ImageFormat(16, "rgb"))["noise"].std() < 20
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from PIL import Image
 
+from celestial_data import ImageFormat, to_array
 from celestial_eval.errors import EvalError
 from celestial_eval.metrics import DIGITS
 
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "auroc",
     "check_probabilities",
+    "PICTURE_SIDE",
     "nonbody_images",
     "nonbody_rejection",
     "predict",
@@ -86,8 +89,7 @@ def predict_and_score(
     detector = getattr(classifier, "detector", None)
     if detector is None:
         return predict(classifier, known), None
-    size, _, channels = classifier.input_shape
-    kinds = nonbody_images(size, channels)
+    kinds = nonbody_images(classifier.image_format)
     batch = np.concatenate([known, *kinds.values()])
     probabilities, scores = classifier.predict_with_score(batch)
     count, copies = len(images), len(known) - len(images)
@@ -139,40 +141,55 @@ def auroc(known: np.ndarray, unknown: np.ndarray) -> float:
     return float((unknown_ranks - n_u * (n_u + 1) / 2.0) / (len(known) * n_u))
 
 
+#: Side of the generated non-body pictures, in pixels: each is taken through
+#: the model's image format (its view, size and colour mode) as an upload of
+#: that size would be, so that what is measured is what serving answers.
+PICTURE_SIDE = 128
+
+
 def nonbody_images(
-    size: int, channels: int, count: int = 8, seed: int = 0
+    image_format: ImageFormat, count: int = 8, seed: int = 0
 ) -> dict[str, np.ndarray]:
     """Images that are not celestial bodies, ``count`` of each kind, always the same.
 
     Kinds: ``blank`` (uniform frames, black to white), ``noise`` (uniform
     random pixels), ``square`` (a bright square on black), ``smudge`` (a
-    faint, elongated, tilted glow, like a distant galaxy).
+    faint, elongated, tilted glow, like a distant galaxy). Each is drawn as
+    a `PICTURE_SIDE`-pixel picture, then converted as an upload is
+    (`celestial_data.to_array`): the canonical view finds, crops and shrinks
+    it, which makes uniform noise a grainy grey square, a square a filled
+    frame.
 
     Returns:
-        For each kind, uint8 ``(count, size, size, channels)``.
+        For each kind, uint8 ``(count, *image_format.shape)``.
     """
+    side = PICTURE_SIDE
     rng = np.random.default_rng(seed)
-    shape = (count, size, size, channels)
+    shape = (count, side, side, 3)
     levels = np.linspace(0, 255, count).round().astype(np.uint8)
     blank = np.broadcast_to(levels[:, None, None, None], shape).copy()
     noise = rng.integers(0, 256, size=shape, dtype=np.uint8)
     square = np.zeros(shape, dtype=np.uint8)
-    y, x = np.mgrid[0:size, 0:size] / max(size - 1, 1) - 0.5
+    y, x = np.mgrid[0:side, 0:side] / (side - 1) - 0.5
     smudge = np.zeros(shape, dtype=np.float64)
     for i in range(count):
-        side = int(rng.integers(max(size // 4, 1), max(size // 2, 2) + 1))
-        top, left = rng.integers(0, size - side + 1, size=2)
-        square[i, top : top + side, left : left + side] = rng.integers(128, 256, size=channels)
+        width = int(rng.integers(side // 4, side // 2 + 1))
+        top, left = rng.integers(0, side - width + 1, size=2)
+        square[i, top : top + width, left : left + width] = rng.integers(128, 256, size=3)
         angle = rng.uniform(0, np.pi)
         u = x * np.cos(angle) + y * np.sin(angle)
         v = -x * np.sin(angle) + y * np.cos(angle)
         glow = np.exp(-((u / 0.3) ** 2 + (v / 0.08) ** 2))
-        smudge[i] = glow[..., None] * rng.uniform(60, 160, size=channels)
-    return {
+        smudge[i] = glow[..., None] * rng.uniform(60, 160, size=3)
+    pictures = {
         "blank": blank,
         "noise": noise,
         "square": square,
         "smudge": smudge.round().astype(np.uint8),
+    }
+    return {
+        kind: np.stack([to_array(Image.fromarray(picture), image_format) for picture in batch])
+        for kind, batch in pictures.items()
     }
 
 
@@ -191,6 +208,5 @@ def nonbody_rejection(classifier: Classifier) -> dict[str, Any]:
             "The model has no unknown-image detector (ood.json) to measure. Retrain it with "
             "this version of celestial-models."
         )
-    size, _, channels = classifier.input_shape
-    count = sum(len(images) for images in nonbody_images(size, channels).values())
+    count = sum(len(images) for images in nonbody_images(classifier.image_format).values())
     return {"rate": figures["nonbody_rejected"], "images": count, "kinds": figures["nonbody"]}
