@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 from fastapi import HTTPException
 from PIL import Image
+from starlette.datastructures import QueryParams
 
 from celestial_data import ImageFormat, decode, to_array
 from celestial_serve.request import (
     PredictionRequest,
     UploadRules,
+    check_query,
     decode_image,
     image_from_json,
     parse_k,
@@ -55,12 +57,31 @@ def test_k_must_be_a_positive_integer(k: str) -> None:
     assert "positive integer" in detail
 
 
+def test_the_query_takes_k_and_reject_once_each_and_nothing_else() -> None:
+    check_query(QueryParams("k=3&reject=false"))
+    check_query(QueryParams(""))
+    status, detail = status_of(lambda: check_query(QueryParams("top_k=3")))
+    assert status == 400
+    assert detail.startswith("Unknown query parameter 'top_k' (top_k, the answer's field, is ")
+    assert "POST /predict takes k: " in detail and "; reject: " in detail
+    status, detail = status_of(lambda: check_query(QueryParams("k=1&k=3")))
+    assert (status, detail) == (400, "Query parameter k is given 2 times (1, 3). Give it once.")
+
+
 def test_json_image_is_base64_with_or_without_data_url_and_line_breaks() -> None:
     data = encoded()
     text = base64.b64encode(data).decode()
     wrapped = "\n".join(text[i : i + 76] for i in range(0, len(text), 76))
-    for value in (text, wrapped, f"data:image/png;base64,{text}"):
+    url_safe = base64.urlsafe_b64encode(data).decode()
+    mime = base64.encodebytes(data).decode()  # what base64 tools write: lines of 76
+    for value in (text, wrapped, f"data:image/png;base64,{text}", url_safe, mime):
         assert image_from_json(json.dumps({"image": value}).encode()) == data
+
+
+def test_a_url_for_the_image_is_400_saying_nothing_is_fetched() -> None:
+    body = json.dumps({"image": "https://example.com/moon.jpg"}).encode()
+    status, detail = status_of(lambda: image_from_json(body))
+    assert status == 400 and "is a URL" in detail and "fetches nothing" in detail
 
 
 @pytest.mark.parametrize(

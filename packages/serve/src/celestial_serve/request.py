@@ -20,6 +20,7 @@ import numpy as np
 from fastapi import HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -31,7 +32,9 @@ __all__ = [
     "UPLOAD_KEY",
     "BodyLimit",
     "PredictionRequest",
+    "QUERY_PARAMETERS",
     "UploadRules",
+    "check_query",
     "read_prediction_request",
 ]
 
@@ -104,6 +107,41 @@ class UploadRules:
         object.__setattr__(self, "decodes", asyncio.Semaphore(self.max_decodes))
 
 
+#: The query parameters of ``POST /predict``, and what each is for.
+QUERY_PARAMETERS = {
+    "k": f"how many of the closest classes to list in top_k (default {DEFAULT_K})",
+    "reject": "whether to answer unknown for an image unlike every class (default true)",
+}
+
+
+def check_query(query: QueryParams) -> None:
+    """Refuse query parameters ``POST /predict`` does not take, and any given twice.
+
+    A misspelt option (``top_k=3``, the answer's field, for ``k=3``) would
+    otherwise be ignored without a word, and the answer would not be the one
+    asked for.
+
+    Raises:
+        HTTPException: 400 naming the parameter and those taken.
+    """
+    unknown = [name for name in query if name not in QUERY_PARAMETERS]
+    if unknown:
+        named = ", ".join(repr(name[:40]) for name in unknown[:5])
+        hint = " (top_k, the answer's field, is asked for with k)" if "top_k" in unknown else ""
+        taken = "; ".join(f"{name}: {what}" for name, what in QUERY_PARAMETERS.items())
+        raise HTTPException(
+            400, f"Unknown query parameter {named}{hint}. POST /predict takes {taken}."
+        )
+    for name in QUERY_PARAMETERS:
+        values = query.getlist(name)
+        if len(values) > 1:
+            raise HTTPException(
+                400,
+                f"Query parameter {name} is given {len(values)} times "
+                f"({', '.join(v[:20] for v in values[:5])}). Give it once.",
+            )
+
+
 def parse_k(query: Mapping[str, str], num_classes: int) -> int:
     """The ``k`` query parameter (how many top classes), capped at the number of classes.
 
@@ -168,11 +206,22 @@ def image_from_json(body: bytes) -> bytes:
     text = payload["image"]
     if text.startswith("data:") and "," in text:
         text = text.split(",", 1)[1]
+    if text.startswith(("http://", "https://", "ftp://", "file:")):
+        raise HTTPException(
+            400,
+            f"The 'image' field is a URL ({text[:60]!r}); the server fetches nothing. Download "
+            "the image and send its bytes, base64-encoded.",
+        )
+    text = "".join(text.split())  # line breaks, as base64 tools wrap their output
+    # The URL-safe alphabet (- and _ for + and /) is accepted too: the two never mix.
+    altchars = b"-_" if "-" in text or "_" in text else None
     try:
-        return base64.b64decode("".join(text.split()), validate=True)
+        return base64.b64decode(text, altchars=altchars, validate=True)
     except (binascii.Error, ValueError) as error:
         raise HTTPException(
-            400, f"The 'image' field is not valid base64 ({error}). Encode the image file's bytes."
+            400,
+            f"The 'image' field is not valid base64 ({error}): expected the characters "
+            "A-Z a-z 0-9 + / (or - _) and = padding. Encode the image file's bytes.",
         ) from None
 
 
@@ -312,6 +361,7 @@ async def read_prediction_request(request: Request) -> PredictionRequest:
         HTTPException: 4xx for bad options, a bad upload or a bad image.
     """
     rules: UploadRules = request.app.state.upload
+    check_query(request.query_params)
     k = parse_k(request.query_params, rules.num_classes)
     reject = parse_reject(request.query_params)
     data = await read_upload(request)
