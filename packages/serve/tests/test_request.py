@@ -120,6 +120,14 @@ def test_decoding_is_the_training_preprocessing(fmt: str, mode: str) -> None:
     np.testing.assert_array_equal(array, expected)
 
 
+def test_an_iphone_heic_photo_is_400_saying_how_to_convert_it() -> None:
+    # The start of a HEIC file: its file-type box, then boxes Pillow cannot read.
+    heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(200)
+    status, detail = status_of(lambda: decode_image(heic, RULES))
+    assert status == 400 and detail.startswith("The upload is a HEIC/HEIF photo")
+    assert "Most Compatible" in detail
+
+
 def test_grayscale_models_get_one_channel() -> None:
     rules = UploadRules(ImageFormat(8, "grayscale"), num_classes=2)
     assert decode_image(encoded(), rules).shape == (8, 8, 1)

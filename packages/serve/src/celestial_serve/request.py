@@ -58,6 +58,12 @@ ACCEPTED = (
 )
 
 
+#: The file-type box of a HEIC/HEIF photo (an iPhone's), at byte 4: Pillow reads none.
+HEIF_BRANDS = frozenset(
+    b"ftyp" + brand for brand in (b"heic", b"heix", b"hevc", b"hevx", b"mif1", b"msf1")
+)
+
+
 @dataclass(frozen=True)
 class PredictionRequest:
     """A checked request, as queued: the preprocessed image, ``k`` and ``reject``."""
@@ -323,6 +329,12 @@ def decode_image(data: bytes, rules: UploadRules, max_pixels: int | None = None)
                     400,
                     f"The upload starts as a {started.upper()} file but cannot be read: it is "
                     f"truncated or corrupt ({len(data)} bytes). Send the complete file.",
+                ) from None
+            if data[4:12] in HEIF_BRANDS:
+                raise HTTPException(
+                    400,
+                    "The upload is a HEIC/HEIF photo, which is not read. Convert it to JPEG or "
+                    "PNG (on an iPhone, Settings > Camera > Formats > Most Compatible).",
                 ) from None
             raise HTTPException(
                 400,
