@@ -567,20 +567,28 @@ def test_an_experiment_up_to_evaluate_leaves_the_rejection_stage_out(synthetic) 
 
 
 @pytest.mark.slow
-def test_a_failed_experiment_gives_back_the_committed_outputs_dvc_removed(
-    synthetic, workspace: Path
+@pytest.mark.parametrize("committed", [True, False])
+def test_a_failed_experiment_gives_back_the_uncached_outputs_dvc_removed(
+    synthetic, workspace: Path, committed: bool
 ) -> None:
+    # As docs/new-dataset.md has it, experiments may come before the first commit.
     project = synthetic["project"]
-    commit(workspace, "The reproduced outputs")
+    rejection = project / "evaluation" / "rejection.json"
+    before = rejection.read_bytes()
+    if committed:
+        commit(workspace, "The reproduced outputs")
     try:
         exp = [sys.executable, str(ROOT / "tools" / "exp.py"), str(project)]
         done = run(*exp, "rejection", "-S", "rejection.classes=[Nope]", cwd=project, check=False)
         assert done.returncode != 0
-        # DVC removed rejection.json (cache: false, in git) before the stage failed.
-        assert "restored the committed evaluation/rejection.json" in done.stderr
-        assert run("git", "status", "--porcelain", ".", cwd=project).stdout == ""
+        # DVC removed rejection.json (cache: false) before the stage failed.
+        assert "restored evaluation/rejection.json as they were before it" in done.stderr
+        assert rejection.read_bytes() == before
+        if committed:
+            assert run("git", "status", "--porcelain", ".", cwd=project).stdout == ""
     finally:
-        run("git", "reset", "-q", "HEAD~1", cwd=workspace)  # the outputs uncommitted again
+        if committed:
+            run("git", "reset", "-q", "HEAD~1", cwd=workspace)  # the outputs uncommitted again
 
 
 @pytest.mark.slow

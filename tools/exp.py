@@ -6,9 +6,10 @@ key to ``params.yaml``, the stage then fails, and DVC leaves the file changed.
 This checks each override with the section's typed model first (the same
 ``Params.parse`` the stage runs, so the same one-line message), writes a key
 that the file leaves out in the ``+`` form DVC needs, and gives
-``params.yaml`` its bytes back when the experiment fails, with the other
-committed files DVC removed or changed before the failed stage (its
-``cache: false`` outputs) that were unchanged before the run.
+``params.yaml`` its bytes back when the experiment fails, with the outputs
+DVC removed before the failed stage that its cache cannot give back (those
+marked ``cache: false``: metrics, figures' CSVs), committed or not, as they
+were before the run.
 
 Usage: ``python tools/exp.py PROJECT_DIR [dvc exp run arguments]`` (what
 ``nox -s exp -- PROJECT ...`` runs). Exit status 2 for a bad override, else
@@ -17,10 +18,13 @@ that of ``dvc exp run``.
 
 from __future__ import annotations
 
+import filecmp
 import math
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -160,43 +164,77 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
     dvc = Path(sys.executable).parent / "dvc"
-    clean = tracked_files(project) - changed_files(project)
-    done = subprocess.run([str(dvc), "exp", "run", *command], cwd=project)
-    if done.returncode != 0 and params.read_bytes() != original:
-        # DVC writes the -S values into the workspace and leaves them there on failure.
-        params.write_bytes(original)
-        print(f"{PROG}: the experiment failed; {params} is as it was.", file=sys.stderr)
-    if done.returncode != 0:
-        # DVC removes a stage's outputs before running it, git-tracked ones
-        # (cache: false) included; a failed stage leaves them removed.
-        spoiled = sorted(clean & changed_files(project))
-        if spoiled:
-            subprocess.run(["git", "checkout", "--", *spoiled], cwd=project, check=True)
-            print(
-                f"{PROG}: the experiment failed; restored the committed {', '.join(spoiled)}.",
-                file=sys.stderr,
-            )
+    with tempfile.TemporaryDirectory(prefix="celestial-exp-") as kept:
+        saved = save_uncached_outputs(project, Path(kept))
+        done = subprocess.run([str(dvc), "exp", "run", *command], cwd=project)
+        if done.returncode != 0 and params.read_bytes() != original:
+            # DVC writes the -S values into the workspace and leaves them there on failure.
+            params.write_bytes(original)
+            print(f"{PROG}: the experiment failed; {params} is as it was.", file=sys.stderr)
+        if done.returncode != 0:
+            # DVC removes a stage's outputs before running it; a failed stage
+            # leaves them removed, and those it does not cache are nowhere else.
+            restored = restore_outputs(project, Path(kept), saved)
+            if restored:
+                print(
+                    f"{PROG}: the experiment failed; restored {', '.join(restored)} as they "
+                    "were before it.",
+                    file=sys.stderr,
+                )
     return done.returncode
 
 
-def tracked_files(project: Path) -> set[str]:
-    """The files git tracks in ``project``, relative to it."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "."], cwd=project, capture_output=True, text=True, check=True
-    )
-    return {name for name in listed.stdout.split("\0") if name}
+def uncached_outputs(project: Path) -> list[str]:
+    """The outputs of ``project``'s stages marked ``cache: false``, relative to it."""
+    pipeline = project / "dvc.yaml"
+    try:
+        stages = (read_yaml(pipeline.read_text()) or {}).get("stages") or {}
+    except (OSError, ValueError):  # DVC says what is wrong with the file
+        return []
+    found = []
+    for stage in stages.values() if isinstance(stages, dict) else ():
+        for kind in ("outs", "metrics", "plots"):
+            entries = stage.get(kind) or [] if isinstance(stage, dict) else []
+            for entry in entries if isinstance(entries, list) else ():
+                if isinstance(entry, dict) and len(entry) == 1:
+                    path, options = next(iter(entry.items()))
+                    if isinstance(options, dict) and options.get("cache") is False:
+                        found.append(str(path))
+    return found
 
 
-def changed_files(project: Path) -> set[str]:
-    """The tracked files of ``project`` that differ from the index (changed or removed)."""
-    listed = subprocess.run(
-        ["git", "diff", "--name-only", "-z", "--relative", "."],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return {name for name in listed.stdout.split("\0") if name}
+def save_uncached_outputs(project: Path, kept: Path) -> list[str]:
+    """Copy the ``cache: false`` outputs that exist into ``kept``; the paths copied."""
+    saved = []
+    for path in uncached_outputs(project):
+        source = project / path
+        if source.is_file():
+            (kept / path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, kept / path)
+            saved.append(path)
+        elif source.is_dir():
+            shutil.copytree(source, kept / path)
+            saved.append(path)
+    return saved
+
+
+def restore_outputs(project: Path, kept: Path, saved: list[str]) -> list[str]:
+    """Put back the saved outputs a failed run removed or changed; the paths put back."""
+    restored = []
+    for path in saved:
+        target, copy = project / path, kept / path
+        if copy.is_file():
+            if target.is_file() and filecmp.cmp(target, copy, shallow=False):
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(copy, target)
+        else:
+            if target.is_dir() and not filecmp.dircmp(target, copy).diff_files:
+                continue
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(copy, target)
+        restored.append(path)
+    return restored
 
 
 if __name__ == "__main__":
