@@ -389,6 +389,19 @@ def test_a_class_missing_from_a_split_is_a_warning(make_raw, tmp_path: Path) -> 
     assert report["warnings"] == result.report.warnings
 
 
+def test_an_image_size_far_above_the_pictures_is_a_warning(make_raw, tmp_path: Path) -> None:
+    root = make_raw({"A": 4, "B": 4})
+    side = Image.open(next(root.glob("A/*"))).width
+    result = prepare_dataset(root, tmp_path / "out", changed(image_size=8 * side))
+    [warning] = [w for w in result.report.warnings if "enlarges" in w]
+    assert warning.startswith(f"image_size {8 * side} enlarges even the largest picture ")
+    assert f"({side} pixels across) 8 times" in warning and "64 times those" in warning
+    assert f"to {side} or less" in warning
+    for size in (side, 2 * side):  # not a word up to twice the pictures' size
+        again = prepare_dataset(root, tmp_path / f"out{size}", changed(image_size=size))
+        assert not [w for w in again.report.warnings if "enlarges" in w]
+
+
 def test_report_lists_ignored_files_and_duplicates(raw: Path, tmp_path: Path) -> None:
     (raw / "notes.txt").write_text("x")
     (raw / "Moon" / "again.png").write_bytes((raw / "Moon" / "moon_002.png").read_bytes())

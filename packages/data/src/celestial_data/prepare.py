@@ -81,7 +81,8 @@ class PrepareParams(Params):
         ge=4,
         le=1024,
         description="side of the square images the model sees, in pixels (4 to 1024); images "
-        "are resized to it",
+        "are resized to it (prepare warns when it is over twice the largest picture's side: "
+        "training's memory and time grow with its square)",
     )
     color_mode: ColorMode = Field(
         "rgb",
@@ -414,6 +415,23 @@ def prepare_dataset(
 
 #: A split holding less than this share of what its fraction asks is warned about.
 SHORT_SPLIT = 0.5
+#: An ``image_size`` more than this many times the largest picture's side is warned about.
+ENLARGED = 2
+
+
+def _size_warnings(infos: list[FileInfo], params: PrepareParams) -> list[str]:
+    """A warning when ``image_size`` enlarges even the largest picture many times."""
+    sides = [max(info.width, info.height) for info in infos if info.width and info.height]
+    if not sides or params.image_size <= ENLARGED * max(sides):
+        return []
+    largest = max(sides)
+    times = params.image_size / largest
+    return [
+        f"image_size {params.image_size} enlarges even the largest picture ({largest} pixels "
+        f"across) {times:.0f} times: no detail is gained, and training's memory and time grow "
+        f"with the square of the size ({times**2:.0f} times those at {largest}). Set image_size "
+        f"in the prepare section of params.yaml to {largest} or less."
+    ]
 
 
 def _split_warnings(counts: dict[str, dict[str, int]], params: PrepareParams) -> list[str]:
@@ -492,6 +510,7 @@ def _finish(
         labels = Counter(info.label for info in split_infos)
         counts[split] = {name: labels.get(label, 0) for label, name in enumerate(classes)}
     report.warnings += _split_warnings(counts, params)
+    report.warnings += _size_warnings([info for infos in entries.values() for info in infos], params)
     document = {"params": params.dump(), **report.to_dict(), "splits": counts}
     (out / REPORT_FILE).write_text(json.dumps(document, indent=2) + "\n")
     write_preview(load_prepared(out), out / PREVIEW_FILE)
