@@ -292,7 +292,9 @@ def _crop_warning(good: list[FileInfo]) -> str | None:
         "255), but prepare.view.crop is on: the view crops each image to its bright object "
         "on a dark background, and crops these at places that mean nothing. For images of "
         "other kinds (digits on paper, faces, scenes), set 'crop: false' under 'view' in "
-        "the prepare section of params.yaml."
+        "the prepare section of params.yaml; and if which way is up matters in them (a 6 "
+        "turned is a 9), 'turn: 0' under 'augment' in the train section, which turns "
+        "training images by quarter turns."
     )
 
 
