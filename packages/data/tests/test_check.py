@@ -140,6 +140,25 @@ def test_non_images_and_hidden_files_are_ignored_and_counted(raw: Path, encode) 
         "README.md",
     ]
     assert any("4 file(s) that are not images ignored" in w for w in report.warnings)
+    assert not any("hidden folder" in w for w in report.warnings)  # .git holds no class
+
+
+def test_a_hidden_class_folder_and_loose_images_are_named_with_the_fix(raw: Path, encode) -> None:
+    (raw / ".Pluto").mkdir()  # hidden by mistake: never read as a class
+    for i in range(3):
+        (raw / ".Pluto" / f"pluto_{i}.png").write_bytes(encode(10 + i))
+    (raw / "stray.png").write_bytes(encode(20))  # beside the class folders
+    report = check_dataset(raw)
+    assert report.ok and report.counts == {"Mars": 6, "Moon": 6, "Venus": 6}
+    assert (
+        "1 hidden folder(s) beside the class folders skipped (a name starting with a dot is "
+        "never a class): .Pluto. Rename one without its dot if it holds a class."
+    ) in report.warnings
+    assert (
+        "1 image file(s) outside any class folder ignored: stray.png. Move each into the "
+        "folder of its class."
+    ) in report.warnings
+    assert not any("not images" in w for w in report.warnings)
 
 
 def test_a_zip_made_on_macos_leaves_no_class_of_its_metadata_folder(raw: Path, encode) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from celestial_data.dataset import FileInfo, RawDataset, inspect_files, listing, scan
+from celestial_data.dataset import FileInfo, RawDataset, inspect_files, is_image_name, listing, scan
 from celestial_data.view import ViewParams
 
 __all__ = [
@@ -188,12 +188,32 @@ def build_report(
     crop = _crop_warning(good) if view is not None and view.crop else None
     if crop:
         report.warnings.append(crop)
-    if report.ignored:
-        report.warnings.append(
-            f"{len(report.ignored)} file(s) that are not images ignored: "
-            f"{listing(report.ignored)}.{unread_photos(report.ignored)}"
-        )
+    report.warnings += _ignored_warnings(report.ignored, dataset.hidden)
     return report
+
+
+def _ignored_warnings(ignored: list[str], hidden: list[str]) -> list[str]:
+    """What was left out and why: loose images, hidden folders, files that are not images."""
+    loose = [name for name in ignored if "/" not in name and is_image_name(name)]
+    others = [name for name in ignored if name not in loose]
+    warnings = []
+    if loose:
+        warnings.append(
+            f"{len(loose)} image file(s) outside any class folder ignored: {listing(loose)}. "
+            "Move each into the folder of its class."
+        )
+    if hidden:
+        warnings.append(
+            f"{len(hidden)} hidden folder(s) beside the class folders skipped (a name starting "
+            f"with a dot is never a class): {listing(hidden)}. Rename one without its dot if "
+            "it holds a class."
+        )
+    if others:
+        warnings.append(
+            f"{len(others)} file(s) that are not images ignored: "
+            f"{listing(others)}.{unread_photos(others)}"
+        )
+    return warnings
 
 
 #: Photo formats Pillow does not read, by extension: a phone's or a camera's

@@ -54,6 +54,8 @@ class RawDataset:
     """For each class, the image files (relative to ``root``), sorted."""
     ignored: list[str] = field(default_factory=list)
     """Files that are not images (by extension) or are hidden, sorted."""
+    hidden: list[str] = field(default_factory=list)
+    """Hidden folders beside the class folders (``.name``) that hold images, never read."""
 
     @property
     def total(self) -> int:
@@ -121,13 +123,22 @@ def _walk(folder: Path, root: Path) -> Iterator[str]:
 ARCHIVE_FOLDERS = frozenset({"__MACOSX"})
 
 
+#: Hidden folders that tools keep beside a dataset's folders: never a class hidden by mistake.
+TOOL_FOLDERS = frozenset(
+    {".git", ".dvc", ".hg", ".svn", ".ipynb_checkpoints", ".thumbnails", ".Trashes",
+     ".AppleDouble", ".fseventsd", ".Spotlight-V100"}  # fmt: skip
+)
+
+
 def scan(root: str | Path) -> RawDataset:
     """List the classes and image files of a raw dataset folder.
 
     Hidden files, files whose extension Pillow does not read, loose files
     beside the class folders and the files of an archiver's folder
     (`ARCHIVE_FOLDERS`) are ignored and listed in ``ignored``; hidden folders
-    are skipped. Images in sub-folders of a class folder belong to that class.
+    are skipped (those beside the class folders that hold images are listed in
+    ``hidden``).
+    Images in sub-folders of a class folder belong to that class.
 
     Args:
         root: The dataset folder, laid out as ``root/<ClassName>/<image files>``.
@@ -152,13 +163,17 @@ def scan(root: str | Path) -> RawDataset:
         )
     classes: list[str] = []
     ignored: list[str] = []
+    hidden: list[str] = []
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
         if not entry.is_dir():
             ignored.append(entry.name)
         elif entry.name in ARCHIVE_FOLDERS:
             archive = root / entry.name
             ignored += [f"{entry.name}/{path}" for path in _walk(archive, archive)]
-        elif not entry.name.startswith("."):
+        elif entry.name.startswith("."):
+            if entry.name not in TOOL_FOLDERS and _holds_images(entry.path):
+                hidden.append(entry.name)  # a class hidden by mistake
+        else:
             classes.append(entry.name)
     if not classes:
         found = f" (found only {len(ignored)} loose files)" if ignored else ""
@@ -193,7 +208,17 @@ def scan(root: str | Path) -> RawDataset:
             (images if is_image_name(leaf) else others).append(relative)
         files[name] = images  # none: an error of the check, listed with the others
         ignored += others
-    return RawDataset(root=root, classes=tuple(classes), files=files, ignored=sorted(ignored))
+    return RawDataset(
+        root=root, classes=tuple(classes), files=files, ignored=sorted(ignored), hidden=hidden
+    )
+
+
+def _holds_images(folder: str) -> bool:
+    """Whether ``folder`` itself (not its sub-folders) holds a file named as an image."""
+    try:
+        return any(e.is_file() and is_image_name(e.name) for e in os.scandir(folder))
+    except OSError:
+        return False
 
 
 def listing(names: Sequence[str], limit: int = 10) -> str:
