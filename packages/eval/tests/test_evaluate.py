@@ -126,6 +126,19 @@ def test_varied_copies_of_the_test_pictures_are_read_and_accepted(
 
 
 @pytest.mark.slow
+def test_far_fewer_known_images_accepted_than_the_target_is_a_warning() -> None:
+    from celestial_eval.evaluate import acceptance_warnings
+
+    figures = {"accepted": 0.6875, "acceptance_target": 0.95}  # two classes, few pictures
+    [warning] = acceptance_warnings(figures, "test", 24)
+    assert warning.startswith("Only 69% of the test images (known classes) were accepted, ")
+    assert "set to accept 95%: it was calibrated on 24 validation images" in warning
+    assert "larger prepare.val_fraction" in warning
+    for accepted in (0.86, 0.99, None):  # within the slack, or nothing measured
+        figures["accepted"] = accepted
+        assert acceptance_warnings(figures, "test", 24) == []
+
+
 def test_rerun_in_a_new_process_is_byte_identical(trained, tmp_path: Path) -> None:
     model_dir, prepared = trained
     assert evaluate(model_dir, prepared, tmp_path / "first") == 0

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import Field
 
-from celestial_data import SPLITS, TEST_VARIED, PreparedDataset, load_prepared
+from celestial_data import SPLITS, TEST_VARIED, VARIED, PreparedDataset, load_prepared
 from celestial_data.command import counted, output_folder
 from celestial_data.params import Params
 from celestial_eval.confusion import draw_confusion, write_confusion_csv
@@ -280,6 +280,8 @@ def evaluate(
         )
     if unknown is not None:
         extra["unknown"] = unknown
+        calibrated = dataset.splits.get("val", 0) + dataset.splits.get(VARIED, 0)
+        warnings += acceptance_warnings(unknown, split, calibrated)
     else:
         warnings.append(
             "The model has no unknown-image calibration (ood.json): retrain it with this "
@@ -298,6 +300,26 @@ def evaluate(
         extra=extra,
         warnings=warnings,
     )
+
+
+#: Known images accepted this far under the threshold's target are warned about.
+ACCEPTANCE_SLACK = 0.1
+
+
+def acceptance_warnings(unknown: Mapping[str, Any], split: str, calibrated: int) -> list[str]:
+    """A warning when far fewer known images are accepted than the threshold was set for.
+
+    ``calibrated``: how many images the threshold was calibrated on.
+    """
+    accepted, target = unknown.get("accepted"), unknown["acceptance_target"]
+    if accepted is None or accepted >= target - ACCEPTANCE_SLACK:
+        return []
+    return [
+        f"Only {accepted:.0%} of the {split} images (known classes) were accepted, where the "
+        f"unknown-image threshold was set to accept {target:.0%}: it was calibrated on "
+        f"{calibrated} validation images, too few or too unlike these to hold its target. "
+        "Give validation more images (more pictures, or a larger prepare.val_fraction)."
+    ]
 
 
 def varied_figures(
