@@ -213,9 +213,15 @@ def leave_one_class_out(
             workers = 1
     count = max(1, min(workers, len(chosen)))
     if progress:
+        bound = (
+            " To spend less on it, hold out fewer classes (rejection.classes: a list of "
+            "names) or train each less (rejection.epochs)."
+            if len(chosen) > MANY_CLASSES
+            else ""
+        )
         print(
             f"Training {counted(len(chosen), 'held-out model')}, one without each class, "
-            f"about {steps} steps each, in {counted(count, 'process')}.",
+            f"about {steps} steps each, in {counted(count, 'process')}.{bound}",
             file=sys.stderr,
             flush=True,
         )
@@ -238,6 +244,9 @@ def shortened(params: TrainParams, epochs: int) -> TrainParams:
     min_steps = -(-params.min_steps * epochs // params.epochs)
     return params.model_copy(update={"epochs": epochs, "min_steps": min_steps})
 
+
+#: Past this many held-out classes, the stage says how to bound its cost.
+MANY_CLASSES = 12
 
 #: Training steps that make a process worth starting: what a new process
 #: takes to import Keras and load the compiled programs (while the first one
