@@ -38,8 +38,10 @@ def test_check_exits_1_on_errors_listed_once(raw: Path, capsys) -> None:
     captured = capsys.readouterr()
     assert captured.out.count("Moon/bad.png (empty file (0 bytes))") == 1
     assert "Moon/bad.png" not in captured.err
-    assert captured.err == f"celestial-data: error: {raw} has 1 error, listed above. " \
+    assert (
+        captured.err == f"celestial-data: error: {raw} has 1 error, listed above. "
         "Fix it and check again.\n"
+    )
 
 
 def test_check_json_names_the_errors_on_stderr(raw: Path, capsys) -> None:

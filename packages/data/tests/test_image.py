@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 
 import numpy as np
@@ -107,10 +108,8 @@ def test_a_cut_file_of_any_format_is_an_os_error(fmt: str) -> None:
     rgb = np.random.default_rng(3).integers(0, 256, (48, 48, 3), dtype=np.uint8)
     data = encoded(Image.fromarray(rgb), fmt)
     for cut in range(1, len(data), max(1, len(data) // 80)):
-        try:
+        with contextlib.suppress(OSError):  # anything else fails the test
             decode(data[:cut])
-        except OSError:
-            pass
 
 
 def test_a_cut_avif_is_named_corrupt() -> None:

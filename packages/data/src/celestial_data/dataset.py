@@ -125,8 +125,7 @@ ARCHIVE_FOLDERS = frozenset({"__MACOSX"})
 
 #: Hidden folders that tools keep beside a dataset's folders: never a class hidden by mistake.
 TOOL_FOLDERS = frozenset(
-    {".git", ".dvc", ".hg", ".svn", ".ipynb_checkpoints", ".thumbnails", ".Trashes",
-     ".AppleDouble", ".fseventsd", ".Spotlight-V100"}  # fmt: skip
+    ".git .dvc .hg .svn .ipynb_checkpoints .thumbnails .Trashes .AppleDouble .fseventsd".split()  # noqa: SIM905
 )
 
 

@@ -510,7 +510,8 @@ def _finish(
         labels = Counter(info.label for info in split_infos)
         counts[split] = {name: labels.get(label, 0) for label, name in enumerate(classes)}
     report.warnings += _split_warnings(counts, params)
-    report.warnings += _size_warnings([info for infos in entries.values() for info in infos], params)
+    kept = [info for split_infos in entries.values() for info in split_infos]
+    report.warnings += _size_warnings(kept, params)
     document = {"params": params.dump(), **report.to_dict(), "splits": counts}
     (out / REPORT_FILE).write_text(json.dumps(document, indent=2) + "\n")
     write_preview(load_prepared(out), out / PREVIEW_FILE)

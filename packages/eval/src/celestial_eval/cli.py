@@ -170,9 +170,9 @@ def _label_commands(commands: argparse._SubParsersAction) -> None:
         description="Read EXPORT_JSON (Label Studio's JSON export of the project), find each "
         "labelled task's image in REVIEW_DIR and copy it to RAW/<Class>/<file>. New classes "
         "get a folder (one whose name is close to an existing class's is refused as a typo "
-        "unless confirmed with --new-class); images already in RAW (same bytes or pixels) are skipped; no file is "
-        "replaced; unlabelled and skipped tasks are counted. Every task and class name is "
-        "checked first: on any problem nothing is written.",
+        "unless confirmed with --new-class); images already in RAW (same bytes or pixels) "
+        "are skipped; no file is replaced; unlabelled and skipped tasks are counted. Every "
+        "task and class name is checked first: on any problem nothing is written.",
     )
     import_cmd.add_argument("export", type=Path, metavar="EXPORT_JSON")
     import_cmd.add_argument(
@@ -312,9 +312,7 @@ def _label_import(args: argparse.Namespace) -> int:
             "raw folder tracked with 'dvc add' (a project of photos, see docs/new-dataset.md)."
         )
     read = read_export(args.export, args.review)
-    result = add_images(
-        args.raw, read.candidates, dry_run=args.dry_run, new_classes=args.new_class
-    )
+    result = add_images(args.raw, read.candidates, dry_run=args.dry_run, new_classes=args.new_class)
     verb = "Would add" if args.dry_run else "Added"
     per_class = ", ".join(
         f"{label} {len(files)}" + (" (new class)" if label in result.new_classes else "")

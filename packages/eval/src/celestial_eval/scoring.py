@@ -22,9 +22,9 @@ if TYPE_CHECKING:
     from celestial_models import Classifier
 
 __all__ = [
+    "PICTURE_SIDE",
     "auroc",
     "check_probabilities",
-    "PICTURE_SIDE",
     "nonbody_images",
     "nonbody_rejection",
     "predict",

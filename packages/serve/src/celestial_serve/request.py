@@ -29,10 +29,10 @@ from celestial_serve.review import SIGNATURES
 
 __all__ = [
     "ANSWER_KEY",
+    "QUERY_PARAMETERS",
     "UPLOAD_KEY",
     "BodyLimit",
     "PredictionRequest",
-    "QUERY_PARAMETERS",
     "UploadRules",
     "check_query",
     "read_prediction_request",
