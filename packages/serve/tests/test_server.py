@@ -312,6 +312,9 @@ def test_unknown_routes_and_methods_get_json_errors(server) -> None:
     wrong = requests.get(f"{server.url}/predict", timeout=10)
     assert wrong.status_code == 405
     assert "not allowed" in wrong.json()["detail"]
+    slash = requests.post(f"{server.url}/predict/", allow_redirects=False, timeout=10)
+    assert slash.status_code == 404  # not an empty 307 to /predict
+    assert slash.json()["detail"].startswith("No route POST /predict/. Routes: GET / (page), POST")
 
 
 def test_a_second_server_on_the_same_port_says_the_port_is_taken(

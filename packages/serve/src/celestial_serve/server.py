@@ -129,6 +129,9 @@ def build_server(card: ModelCard, options: ServerOptions) -> ls.LitServer:
         add_metrics(app, registry)
         app.state.routes = f"{ROUTES}, GET {METRICS_ROUTE}"
     add_page(app)
+    # A 307 to /predict answers POST /predict/ with an empty body, which a
+    # client that does not follow redirects (curl without -L) shows as nothing.
+    app.router.redirect_slashes = False
     app.add_exception_handler(404, route_error)
     app.add_exception_handler(405, route_error)
     app.add_exception_handler(Exception, internal_error)
