@@ -103,11 +103,14 @@ def draw_confusion(
         if never:
             subtitle = f"{subtitle} · never predicted: {', '.join(never)}".lstrip(" ·")
         axes.set_title("Confusion matrix", pad=26 if subtitle else 12)
-        axes.text(
-            0,
-            1.015,
+        # Points above the matrix, not a share of its height: a matrix of many
+        # classes is tall, and the subtitle would climb into the title.
+        axes.annotate(
             subtitle,
-            transform=axes.transAxes,
+            xy=(0, 1),
+            xycoords="axes fraction",
+            xytext=(0, 6),
+            textcoords="offset points",
             ha="left",
             va="bottom",
             color=COLORS["muted"],
