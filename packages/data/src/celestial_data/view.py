@@ -161,11 +161,10 @@ def body_box(luminance: Image.Image) -> Box | None:
 
     The body is looked for on a copy of at most `FIND_SIDE` pixels a side,
     then, while none stood out, on copies `FINER` times finer each (up to
-    `FINEST_SIDE`): a planet
-    a few dozen pixels across in a telescope's wide black frame vanishes from
-    the coarse copy. A body found small in a large picture (`REFINE`) is
-    found again on the region around it, so its box is as exact as a large
-    body's.
+    `FINEST_SIDE`): a planet a few dozen pixels across in a telescope's wide
+    black frame vanishes from the coarse copy. A body found small in a large
+    picture (`REFINE`) is found again on the region around it, so its box is
+    as exact as a large body's.
     """
     if luminance.mode != "L":
         luminance = luminance.convert("L")
