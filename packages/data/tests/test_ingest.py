@@ -76,20 +76,39 @@ def test_skips_images_already_present_by_bytes_or_pixels(tmp_path: Path, make_ra
     same_pixels.write_bytes(stream.getvalue())
     before = tree(raw)
     items = [
-        Candidate(same_bytes, "Mars", "x.png", "task 1"),
-        Candidate(same_pixels, "Mars", "y.bmp", "task 2"),
+        Candidate(same_bytes, "Moon", "x.png", "task 1"),
+        Candidate(same_pixels, "Moon", "y.bmp", "task 2"),
         Candidate(source(new, 7), "Mars", "z.png", "task 3"),
         Candidate(source(new, 7), "Mars", "z2.png", "task 4"),  # twice in one export
     ]
     result = add_images(raw, items)
     assert result.added == {"Mars": ["Mars/z.png"]}
     relative = f"raw/{present.relative_to(raw).as_posix()}"
-    assert result.duplicates == [
-        ("task 1", relative),
-        ("task 2", relative),
-        ("task 4", "task 3 of this import"),
-    ]
+    assert result.duplicates == [("task 1", relative), ("task 2", relative)]
+    assert result.repeated == [("task 4", "task 3")]
     assert tree(raw) == {**before, "Mars/z.png": image_bytes(7)}
+
+
+def test_an_image_already_in_raw_labelled_another_class_is_an_error(
+    tmp_path: Path, make_raw: MakeRaw
+) -> None:
+    # A labeller relabels an image imported in an earlier round: never decided silently.
+    raw = make_raw({"Mars": 2, "Moon": 2})
+    present = sorted((raw / "Moon").iterdir())[0]
+    copy = tmp_path / "new" / "again.png"
+    copy.parent.mkdir()
+    copy.write_bytes(present.read_bytes())
+    before = tree(raw)
+    items = [
+        Candidate(source(tmp_path / "new", 1), "Mars", "a.png", "task 1"),
+        Candidate(copy, "Mars", "b.png", "task 2"),
+    ]
+    with pytest.raises(DatasetError) as caught:
+        add_images(raw, items)
+    message = str(caught.value)
+    assert f"task 2 labels 'Mars' an image already in the raw folder as 'Moon' (raw/Moon/" in message
+    assert "move that file into raw/Mars/ and import again" in message
+    assert "nothing was written" in message and tree(raw) == before
 
 
 @pytest.mark.parametrize(

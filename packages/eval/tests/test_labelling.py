@@ -145,14 +145,21 @@ def test_import_skips_duplicates_unlabelled_and_cancelled(
     already = tasks[0]["data"]["digest"]
     (raw / "Moon" / "kept.png").write_bytes((review / f"{already}.png").read_bytes())
     export = tmp_path / "export.json"
-    export.write_text(json.dumps(labelled(tasks, [annotate("Mars"), None, "cancelled"])))
+    export.write_text(json.dumps(labelled(tasks, [annotate("Moon"), None, "cancelled"])))
     before = tree(raw)
-    assert main(["label", "import", str(export), "--review", str(review), "--raw", str(raw)]) == 0
-    assert tree(raw) == before  # the duplicate was not copied, not even to another class
+    argv = ["label", "import", str(export), "--review", str(review), "--raw", str(raw)]
+    assert main(argv) == 0
+    assert tree(raw) == before  # the image already there was not copied again
     out = capsys.readouterr().out
     assert "Added 0 image(s)" in out
-    assert "Skipped 1 duplicate(s)" in out and "raw/Moon/kept.png" in out
+    assert f"Skipped 1 image(s) already in {raw}, same class:" in out
+    assert "raw/Moon/kept.png" in out
     assert "1 unlabelled, 1 skipped in Label Studio" in out
+    # Labelled another class than the one it is filed under: an error, nothing written.
+    export.write_text(json.dumps(labelled(tasks, [annotate("Mars"), None, "cancelled"])))
+    assert main(argv) == 1
+    assert "labels 'Mars' an image already in the raw folder as 'Moon'" in capsys.readouterr().err
+    assert tree(raw) == before
 
 
 def test_read_export_takes_the_typed_name_for_a_new_class(

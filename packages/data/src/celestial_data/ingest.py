@@ -89,7 +89,9 @@ class IngestResult:
     new_classes: list[str] = field(default_factory=list)
     """Classes that had no folder before."""
     duplicates: list[tuple[str, str]] = field(default_factory=list)
-    """``(origin, what it duplicates)`` for each image skipped as already present."""
+    """``(origin, the raw file)`` for each image skipped as already in the raw folder."""
+    repeated: list[tuple[str, str]] = field(default_factory=list)
+    """``(origin, the earlier origin)`` for each image given twice, skipped the second time."""
 
     @property
     def total(self) -> int:
@@ -221,15 +223,18 @@ def add_images(
             existing class's (see `near_class`).
 
     Returns:
-        The files added per class, the new classes and the duplicates skipped.
+        The files added per class, the new classes and the images skipped.
         An image whose bytes or decoded pixels equal those of a file already in
-        ``raw`` (in any class), or of an earlier candidate, is skipped.
+        ``raw`` with the same class (``duplicates``), or of an earlier
+        candidate (``repeated``), is skipped.
 
     Raises:
         DatasetError: If a class name is not a valid folder name or is an
             unconfirmed near-copy of an existing one, an image is missing or
-            unreadable, one image is given two classes, or a target file
-            exists with other content. Nothing is written then.
+            unreadable, one image is given two classes (twice in
+            ``candidates``, or another class than the raw folder files it
+            under), or a target file exists with other content. Nothing is
+            written then.
     """
     raw = Path(raw)
     items = list(candidates)
@@ -264,7 +269,15 @@ def add_images(
             continue
         copy = present.get(sha) or present.get(pixels)
         if copy is not None:
-            result.duplicates.append((candidate.origin, f"{raw.name}/{copy}"))
+            held = copy.split("/", 1)[0]
+            if held != candidate.label:  # a relabelling: never decided silently
+                problems.append(
+                    f"{candidate.origin} labels {candidate.label!r} an image already in the raw "
+                    f"folder as {held!r} ({raw.name}/{copy}): correct the label, or if {held!r} "
+                    f"is wrong, move that file into {raw.name}/{candidate.label}/ and import again"
+                )
+            else:
+                result.duplicates.append((candidate.origin, f"{raw.name}/{copy}"))
             continue
         earlier = chosen.get(sha) or chosen.get(pixels)
         if earlier is not None:
@@ -274,7 +287,7 @@ def add_images(
                     f"{candidate.label!r} ({candidate.origin})"
                 )
             else:
-                result.duplicates.append((candidate.origin, f"{earlier.origin} of this import"))
+                result.repeated.append((candidate.origin, earlier.origin))
             continue
         chosen[sha] = chosen[pixels] = candidate
         target = raw / candidate.label / candidate.name

@@ -322,9 +322,13 @@ def _label_import(args: argparse.Namespace) -> int:
         f"{verb} {result.total} image(s) to {args.raw}" + (f": {per_class}." if per_class else ".")
     )
     if result.duplicates:
-        print(f"Skipped {len(result.duplicates)} duplicate(s), already present:")
+        print(f"Skipped {len(result.duplicates)} image(s) already in {args.raw}, same class:")
         for origin, copy in result.duplicates:
             print(f"  {origin}: same image as {copy}")
+    if result.repeated:
+        print(f"Skipped {len(result.repeated)} image(s) given twice in the export:")
+        for origin, earlier in result.repeated:
+            print(f"  {origin}: same image as {earlier}")
     skipped = len(read.unlabelled) + len(read.cancelled)
     if skipped:
         print(
