@@ -22,6 +22,7 @@ import pytest
 from celestial_eval.cli import main
 from celestial_eval.errors import MissingInputError
 from celestial_eval.labelling import (
+    IMPORTED,
     LOCAL_FILES,
     NEW_CLASS,
     LabellingError,
@@ -126,11 +127,45 @@ def test_round_trip_adds_images_to_existing_and_new_classes(
     export = tmp_path / "export.json"
     results = [annotate("Venus"), annotate(NEW_CLASS, "Comet"), None]
     export.write_text(json.dumps(labelled(tasks, results)))
-    assert main(["label", "import", str(export), "--review", str(review), "--raw", str(raw)]) == 0
-    first, second = (task["data"]["digest"] for task in tasks[:2])
-    assert (raw / "Venus" / f"{first}.png").read_bytes() == (review / f"{first}.png").read_bytes()
+    first, second, third = (task["data"]["digest"] for task in tasks)
+    image = (review / f"{first}.png").read_bytes()
+    argv = ["label", "import", str(export), "--review", str(review), "--raw", str(raw)]
+    assert main(argv) == 0
+    assert (raw / "Venus" / f"{first}.png").read_bytes() == image
     assert (raw / "Comet" / f"{second}.png").is_file()
     assert sorted(p.name for p in raw.iterdir()) == ["Comet", "Mars", "Moon", "Venus"]
+    # What was labelled leaves the review folder with its record; the rest stays.
+    assert sorted(p.name for p in (review / IMPORTED).iterdir()) == sorted(
+        f"{digest}.{ext}" for digest in (first, second) for ext in ("json", "png")
+    )
+    assert [image.digest for image in read_review(review)[0]] == [third]
+    assert main(["label", "export", str(review), "--out", str(tmp_path / "ls2")]) == 0
+    assert len(json.loads((tmp_path / "ls2" / "tasks.json").read_text())) == 1
+    # The same export again: found among the imported, and nothing added twice.
+    before = tree(raw)
+    assert main(argv) == 0
+    assert tree(raw) == before
+
+
+def test_a_labelled_image_the_review_folder_let_go_is_skipped_and_named(
+    review: Path, raw: Path, tmp_path: Path, annotate: Annotate, capsys: pytest.CaptureFixture
+) -> None:
+    images, _ = read_review(review)
+    tasks = export_tasks(images, review.parent, ["Mars", "Moon"])
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps(labelled(tasks, [annotate("Mars"), annotate("Moon"), None])))
+    gone = review / f"{tasks[0]['data']['digest']}.png"
+    gone.unlink()  # past --review-max-mib, the server drops its oldest images
+    argv = ["label", "import", str(export), "--review", str(review), "--raw", str(raw)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Added 1 image(s)" in out and "Moon 1" in out
+    assert f"Skipped 1 labelled task(s) whose image is no longer in {review}" in out
+    # None of them there: the wrong folder, most likely. One error, nothing written.
+    before = tree(raw)
+    assert main([*argv[:3], "--review", str(tmp_path), "--raw", str(raw)]) == 1
+    assert "none of the 2 labelled tasks' images is in" in capsys.readouterr().err
+    assert tree(raw) == before
 
 
 def test_import_skips_duplicates_unlabelled_and_cancelled(
@@ -179,7 +214,6 @@ def test_read_export_takes_the_typed_name_for_a_new_class(
 @pytest.mark.parametrize(
     ("result", "message"),
     [
-        ("missing-file", "is not in"),
         ("bad-label", "contains /"),
         ("unknown", "is reserved"),
         ("new-class", "is reserved (the choice that asks Label Studio for a new class"),
@@ -204,7 +238,6 @@ def test_bad_export_is_one_error_and_writes_nothing(
     images, _ = read_review(review)
     tasks = export_tasks(images, review.parent, ["Mars", "Moon"])
     bad: dict[str, Any] = {
-        "missing-file": annotate("Mars"),
         "bad-label": annotate(NEW_CLASS, "../../etc"),
         "unknown": annotate(NEW_CLASS, "unknown"),
         "new-class": annotate(NEW_CLASS, "New class"),
@@ -221,8 +254,6 @@ def test_bad_export_is_one_error_and_writes_nothing(
         ],
     }
     exported = labelled(tasks, [annotate("Mars"), bad[result], annotate(NEW_CLASS, "Comet")])
-    if result == "missing-file":
-        exported[1]["data"]["image"] = f"{LOCAL_FILES}review/{'0' * 64}.png"
     export = tmp_path / "export.json"
     export.write_text(json.dumps(exported))
     before = tree(raw.parent)

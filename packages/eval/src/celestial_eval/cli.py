@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from celestial_data.command import counted, output_folder, run_command, say
+from celestial_data.dataset import listing
 from celestial_data.errors import DataError
 from celestial_data.ingest import add_images
 from celestial_eval.drift import OUTPUTS as DRIFT_OUTPUTS
@@ -16,6 +17,8 @@ from celestial_eval.drift import DriftParams, markdown_summary, run_drift, summa
 from celestial_eval.errors import EvalError, MissingInputError
 from celestial_eval.evaluate import EvaluateParams, evaluate
 from celestial_eval.labelling import (
+    IMPORTED,
+    archive,
     export_tasks,
     labelling_config,
     read_export,
@@ -335,6 +338,21 @@ def _label_import(args: argparse.Namespace) -> int:
             f"Skipped {skipped} task(s) without a label: {len(read.unlabelled)} unlabelled, "
             f"{len(read.cancelled)} skipped in Label Studio."
         )
+    if read.gone:
+        print(
+            f"Skipped {len(read.gone)} labelled task(s) whose image is no longer in "
+            f"{args.review} (a server drops its oldest kept images past --review-max-mib): "
+            f"{listing(read.gone, limit=10)}."
+        )
+    if read.done:
+        if args.dry_run:
+            print(f"Would move {len(read.done)} reviewed image(s) to {args.review / IMPORTED}.")
+        else:
+            moved = archive(args.review, read.done)
+            print(
+                f"Moved {moved} reviewed image(s), with their records, to "
+                f"{args.review / IMPORTED}: the next 'label export' leaves them out."
+            )
     if result.total and not args.dry_run:
         print(_next_steps(args.raw))
     return 0

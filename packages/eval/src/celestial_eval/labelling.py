@@ -25,8 +25,10 @@ celestial-data's `add_images`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,12 +46,14 @@ from celestial_models.prediction_log import PredictionRecord, RecordError
 __all__ = [
     "CHOICES",
     "IMAGE",
+    "IMPORTED",
     "LOCAL_FILES",
     "NEW_CLASS",
     "NEW_CLASS_TEXT",
     "ExportRead",
     "LabellingError",
     "ReviewImage",
+    "archive",
     "export_tasks",
     "labelling_config",
     "read_export",
@@ -63,6 +67,8 @@ CHOICES = "label"
 NEW_CLASS_TEXT = "new_class"
 #: The choice that asks for a typed class name instead.
 NEW_CLASS = "New class"
+#: The review folder's sub-folder of images `label import` has dealt with.
+IMPORTED = "imported"
 #: Label Studio's URL prefix for files under LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT.
 LOCAL_FILES = "/data/local-files/?d="
 _DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -257,6 +263,10 @@ class ExportRead:
     """Tasks with no annotation (never labelled, or the annotation was emptied)."""
     cancelled: list[str] = field(default_factory=list)
     """Tasks whose every annotation was skipped (cancelled) in Label Studio."""
+    gone: list[str] = field(default_factory=list)
+    """Labelled tasks whose image is no longer in the review folder (the server let it go)."""
+    done: list[Path] = field(default_factory=list)
+    """The review folder's images of the labelled and cancelled tasks, to `archive`."""
 
 
 def _task_name(task: dict[str, Any], index: int) -> str:
@@ -376,16 +386,19 @@ def read_export(path: Path, review: Path) -> ExportRead:
     """The labelled images of a Label Studio JSON export, mapped to the review folder.
 
     A task's image is the file its ``data.image`` names, looked up in
-    ``review`` by file name; its class is the annotation's choice, or the
-    typed name when the choice is `NEW_CLASS`. Tasks without an annotation
-    and tasks whose annotations were all cancelled (skipped) are counted,
-    not added.
+    ``review`` by file name (then in its `IMPORTED` sub-folder: imported
+    before); its class is the annotation's choice, or the typed name when the
+    choice is `NEW_CLASS`. Tasks without an annotation and tasks whose
+    annotations were all cancelled (skipped) are counted, not added; so are
+    labelled tasks whose image is no longer there (``gone``: the server lets
+    its oldest kept images go past its cap).
 
     Raises:
         MissingInputError: If the export does not exist.
-        LabellingError: If the export is not Label Studio JSON, or any task
-            names an image missing from ``review`` (or whose bytes changed),
-            or has contradictory annotations. Every such task is listed.
+        LabellingError: If the export is not Label Studio JSON, a task's
+            image changed bytes, a task has contradictory annotations, or no
+            labelled task's image is in ``review`` (the wrong folder). Every
+            such task is listed.
     """
     tasks = _load_export(path)
     read = ExportRead()
@@ -396,21 +409,27 @@ def read_export(path: Path, review: Path) -> ExportRead:
         if problem:
             problems.append(f"{name}: {problem}")
             continue
+        image = task["data"].get(IMAGE)
+        file_name = _file_name(image) if isinstance(image, str) else ""
         if status == "cancelled":
             read.cancelled.append(name)
+            if file_name and (review / file_name).is_file():
+                read.done.append(review / file_name)
             continue
         if label is None:
             read.unlabelled.append(name)
             continue
-        image = task["data"].get(IMAGE)
         if not isinstance(image, str) or not image:
             problems.append(f"{name}: data.{IMAGE} is missing")
             continue
-        file_name = _file_name(image)
         source = review / file_name
-        if not file_name or not source.is_file():
-            problems.append(f"{name}: its image {image!r} is not in {review}")
+        if file_name and not source.is_file() and (review / IMPORTED / file_name).is_file():
+            source = review / IMPORTED / file_name  # imported before: its duplicate is skipped
+        elif not file_name or not source.is_file():
+            read.gone.append(name)
             continue
+        else:
+            read.done.append(source)
         stem = source.stem
         if _DIGEST.fullmatch(stem):
             with open(source, "rb") as stream:
@@ -419,6 +438,11 @@ def read_export(path: Path, review: Path) -> ExportRead:
                 problems.append(f"{name}: {source} no longer holds the image of that name")
                 continue
         read.candidates.append(Candidate(source, label, file_name, name))
+    if read.gone and not read.candidates and not problems:
+        problems.append(
+            f"none of the {len(read.gone)} labelled tasks' images is in {review} "
+            f"({_listing(read.gone)})"
+        )
     if problems:
         raise LabellingError(
             f"Cannot import {path}: {len(problems)} task(s) are unusable: {_listing(problems)}. "
@@ -426,6 +450,30 @@ def read_export(path: Path, review: Path) -> ExportRead:
             "(--review), or fix the tasks in Label Studio and export again."
         )
     return read
+
+
+def archive(review: Path, images: Sequence[Path]) -> int:
+    """Move reviewed ``images`` of ``review``, with their records, into ``review/imported/``.
+
+    What `label import` has dealt with leaves the review folder, so that the
+    next `export_tasks` offers only images never labelled; it is kept, not
+    deleted, and an export naming it still imports (as already present).
+    Neither `read_review` nor the server's cap counts that sub-folder.
+
+    Returns:
+        How many images were moved.
+    """
+    target = review / IMPORTED
+    moved = 0
+    for image in images:
+        if image.parent != review or not image.is_file():
+            continue
+        target.mkdir(exist_ok=True)
+        for path in (image, image.with_suffix(".json")):
+            with contextlib.suppress(FileNotFoundError):  # a record removed by hand
+                os.replace(path, target / path.name)
+        moved += 1
+    return moved
 
 
 def stage_writing(raw: Path) -> tuple[Path, str] | None:
