@@ -480,3 +480,20 @@ def test_a_check_over_its_threshold_but_not_significant_says_why_it_is_ok() -> N
     )
     drift = Check("feature:contrast", statistic=0.4, p_value=0.001, drift=True, **fields)
     assert "ks 0.400 > 0.15 (p 0.001); mean" in drift.describe()
+
+
+def test_a_heavy_tail_does_not_squeeze_the_histogram_into_one_bin() -> None:
+    from celestial_eval.drift_report import histogram
+
+    rng = np.random.default_rng(0)
+    reference = rng.normal(50, 10, 500)  # scores of known pictures
+    log = np.concatenate([rng.normal(70, 10, 460), [20_000.0] * 40])  # and some junk
+    centres, before, after, clipped = histogram(reference, log)
+    assert clipped and max(centres) < 200  # the bins span the bulk, not the junk
+    assert sum(before) == pytest.approx(1.0) and sum(after) == pytest.approx(1.0)
+    assert after[-1] >= 0.08  # the junk counted in the last bin, not dropped
+    peak = centres[int(np.argmax(after))] - centres[int(np.argmax(before))]
+    assert 10 < peak < 30  # the shift of the bulk shows
+    # Samples without far-out values are binned over their whole range.
+    centres, _, _, clipped = histogram(np.linspace(0, 1, 101), rng.uniform(0, 1, 50))
+    assert not clipped and 0 < min(centres) < 0.1 and 0.9 < max(centres) < 1

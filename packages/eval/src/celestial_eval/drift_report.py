@@ -30,21 +30,40 @@ td.name{text-align:left}
 """
 
 
+#: The histograms stop at Tukey's far-out fences of both samples together
+#: (this many interquartile ranges beyond the quartiles); the values beyond
+#: fall in the end bins. A heavy tail (the unknown-image score of a few junk
+#: pictures, thousands against tens) would otherwise squeeze every other value
+#: into the first bin, and the shift the checks report would not show.
+FENCE = 3.0
+
+
 def histogram(
     reference: np.ndarray, log: np.ndarray, bins: int = BINS
-) -> tuple[list[float], list[float], list[float]]:
-    """Bin centres and the share of each sample per bin, over both samples' range."""
+) -> tuple[list[float], list[float], list[float], bool]:
+    """Bin centres, the share of each sample per bin, and whether values were clipped.
+
+    The bins span both samples' range, cut at the far-out fences (`FENCE`);
+    values beyond a fence are counted in the end bin on its side.
+    """
     values = np.concatenate([reference, log])
-    low, high = (float(values.min()), float(values.max())) if len(values) else (0.0, 1.0)
+    if not len(values):
+        values = np.array([0.0, 1.0])
+    low, high = float(values.min()), float(values.max())
+    first, third = (float(v) for v in np.percentile(values, [25.0, 75.0]))
+    if third > first:
+        low = max(low, first - FENCE * (third - first))
+        high = min(high, third + FENCE * (third - first))
     if high <= low:
         low, high = low - 0.5, high + 0.5
     edges = np.linspace(low, high, bins + 1)
     centres = ((edges[:-1] + edges[1:]) / 2).tolist()
     shares = [
-        (np.histogram(sample, edges)[0] / max(len(sample), 1)).tolist()
+        (np.histogram(np.clip(sample, low, high), edges)[0] / max(len(sample), 1)).tolist()
         for sample in (reference, log)
     ]
-    return centres, shares[0], shares[1]
+    clipped = bool(((values < low) | (values > high)).any())
+    return centres, shares[0], shares[1], clipped
 
 
 def _figure(value: Any, digits: str = ".3g") -> str:
@@ -109,11 +128,11 @@ def build_page(
         )
     ]
     for name, reference_values, log_values in distributions:
-        centres, reference_hist, log_hist = histogram(reference_values, log_values)
+        centres, reference_hist, log_hist, clipped = histogram(reference_values, log_values)
         charts.append(
             line_svg(
                 f"{name}: drift" if name in failed else name,
-                name,
+                f"{name} (far-out values in the end bins)" if clipped else name,
                 [("reference", centres, reference_hist), ("log", centres, log_hist)],
                 "share of answers",
             )
