@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from celestial_eval.cli import main
-from celestial_eval.labelling import NEW_CLASS
+from celestial_eval.labelling import IMPORTED, NEW_CLASS
 
 TOKEN = "0123456789abcdef0123456789abcdef01234567"
 START_TIMEOUT = 240  # seconds: the first start applies every database migration
@@ -163,12 +163,15 @@ def test_round_trip_through_label_studio(
             record.unlink()
     argv = ["label", "import", str(export), "--review", str(review), "--raw", str(raw)]
     assert main(argv) == 0
+    # Imported, and moved out of the review folder with their records.
+    done = review / IMPORTED
     assert (raw / "Venus" / f"{answered}.png").read_bytes() == (
-        review / f"{answered}.png"
+        done / f"{answered}.png"
     ).read_bytes()
     assert (raw / "Comet" / f"{rejected}.jpg").read_bytes() == (
-        review / f"{rejected}.jpg"
+        done / f"{rejected}.jpg"
     ).read_bytes()
+    assert not list(review.glob("*.json")) and len(list(done.glob("*.json"))) == 2
     # a second import of the same export adds nothing: both images are there already
     assert main(argv) == 0
     assert sorted(p.name for p in raw.iterdir()) == ["Comet", "Mars", "Moon", "Venus"]
