@@ -106,7 +106,7 @@ def test_an_image_already_in_raw_labelled_another_class_is_an_error(
     with pytest.raises(DatasetError) as caught:
         add_images(raw, items)
     message = str(caught.value)
-    assert f"task 2 labels 'Mars' an image already in the raw folder as 'Moon' (raw/Moon/" in message
+    assert "task 2 labels 'Mars' an image already in the raw folder as 'Moon' (raw/Moon/" in message
     assert "move that file into raw/Mars/ and import again" in message
     assert "nothing was written" in message and tree(raw) == before
 
