@@ -152,6 +152,23 @@ def test_a_small_body_in_a_wide_black_frame_gives_its_own_view(
     assert box is not None and at[0] - 2 <= box[0] < box[2] <= at[0] + side + 2
 
 
+@pytest.mark.parametrize("side", [72, 160])
+def test_a_small_body_on_a_faint_sky_inside_a_black_border_is_found(side: int) -> None:
+    # A stacked telescope picture: a faint noisy sky, black where the frames
+    # did not overlap, and the planet small in it, not on a black square.
+    rng = np.random.default_rng(side)
+    frame = np.clip(rng.normal(12, 3, (1800, 2400, 3)), 0, 255)
+    frame[:40], frame[-40:], frame[:, :40], frame[:, -40:] = 0, 0, 0, 0
+    own = np.asarray(body(radius=44).resize((side, side), Image.Resampling.LANCZOS))
+    frame[700 : 700 + side, 1500 : 1500 + side] = np.maximum(
+        frame[700 : 700 + side, 1500 : 1500 + side], own
+    )
+    wide = Image.fromarray(frame.astype(np.uint8))
+    box = body_box(wide)
+    assert box is not None and 1490 <= box[0] < box[2] <= 1510 + side
+    assert difference(view_of(wide), view_of(Image.fromarray(own))) < 12.0  # the sky's grain
+
+
 def test_a_flat_picture_is_only_resized() -> None:
     grey = Image.new("RGB", (40, 30), (90, 90, 90))
     viewed = canonical_view(grey, ViewParams(exposure=True), 16)

@@ -55,6 +55,14 @@ REFINE = 4
 THRESHOLD = 0.15
 # Below this spread of luminance (of 255), the picture is flat: no body to find.
 MIN_CONTRAST = 8.0
+# When more than this share of the picture passes for the body and its middle
+# half spans under MIN_CONTRAST, that majority is a faint sky (see `_find`); a
+# body stands out of it when the sky is under SKY of the way from the
+# background to the brightest value. A body shrunk on a coarse copy is
+# averaged with the sky, its brightest value dimmed: hence a quarter rather
+# than THRESHOLD.
+MOSTLY = 0.5
+SKY = 0.25
 # Exposure normalisation: this percentile of the view's luminance is brought to
 # EXPOSURE_LEVEL. The 95th of a 16 x 16 view is its thirteenth brightest pixel:
 # a few hot pixels do not move it.
@@ -205,13 +213,25 @@ def _find(luminance: Image.Image, factor: int) -> Box | None:
     values = _minimum3(np.asarray(small, dtype=np.uint8))
     counts = np.bincount(values.ravel(), minlength=256)
     low, high = percentiles(counts, [2.0, 99.5])
+    brightest = float(np.flatnonzero(counts)[-1])
     if high - low < MIN_CONTRAST:
         # A body under 0.5% of the picture leaves the 99.5th percentile on the
         # background: the brightest value the minimum kept is then its bright end.
-        high = float(np.flatnonzero(counts)[-1])
+        high = brightest
         if high - low < MIN_CONTRAST:
             return None
     body = values > low + THRESHOLD * (high - low)
+    if body.mean() > MOSTLY:
+        # Most of the picture passed for the body. If that majority is flat,
+        # it is a faint sky (a black border, as stacking leaves, set the
+        # background), not a body: the sky, the picture's median, is then the
+        # background and the brightest value the bright end, if that stands
+        # out; else no body stands out on this copy (a finer one is tried).
+        first, median, third = percentiles(counts, [25.0, 50.0, 75.0])
+        if third - first < MIN_CONTRAST:
+            if median - low >= SKY * (brightest - low):
+                return None
+            body = values > median + THRESHOLD * (brightest - median)
     left, right = percentiles(body.sum(axis=0), [0.5, 99.5])
     top, bottom = percentiles(body.sum(axis=1), [0.5, 99.5])
     # The minimum took one pixel off every edge of the body: give it back.
