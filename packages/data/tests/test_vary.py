@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from celestial_data import ImageFormat, ViewParams, to_array
-from celestial_data.vary import MIN_SIDE, copy_rng, reduced, vary
+from celestial_data.vary import CONTEXT, MIN_SIDE, copy_rng, reduced, vary
 from celestial_data.view import body_box
 
 SIDE = 96
@@ -98,3 +98,25 @@ def test_a_large_picture_is_reduced_before_its_copies_are_drawn(crop: bool) -> N
     assert reduced(picture.convert("RGBA"), view).mode == "RGB"
     # A model of larger images keeps more of the picture.
     assert reduced(large, ImageFormat(128, "rgb", ViewParams(crop=crop))).width > small.width
+
+
+def test_a_small_body_in_a_wide_frame_is_cut_out_before_its_copies_are_drawn() -> None:
+    # A telescope's 12-megapixel frame, the planet 200 pixels across in it:
+    # copies of the whole frame took seconds each, for what the view crops away.
+    view = ImageFormat(16, "rgb", ViewParams())
+    frame = Image.new("RGB", (4000, 3000))
+    frame.paste(body().resize((200, 200), Image.Resampling.BICUBIC), (2900, 300))
+    cut = reduced(frame, view)
+    box = body_box(frame.convert("L"))
+    assert box is not None
+    extent = max(box[2] - box[0], box[3] - box[1])
+    assert max(cut.size) <= CONTEXT * extent + 2
+    # The body is whole in it, and its copies show it as the frame's view does.
+    assert difference_of(to_array(cut, view), to_array(frame, view)) < 3
+    for k in range(4):
+        copy = to_array(vary(cut, copy_rng(0, "frame.jpg", k)), view)
+        assert difference_of(copy, to_array(frame, view)) < 40
+
+
+def difference_of(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(int) - b.astype(int)).mean())

@@ -25,6 +25,7 @@ answers.
 from __future__ import annotations
 
 import io
+import math
 import zlib
 from typing import TYPE_CHECKING
 
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BLUR",
+    "CONTEXT",
     "EXPOSURE_STOPS",
     "NOISE_SIGMA",
     "QUALITY",
@@ -69,20 +71,28 @@ QUALITY = (30, 95)
 #: at most this many times the model's side across (and at least `MIN_SIDE`).
 DETAIL = 4
 MIN_SIDE = 128
+#: A copy of a picture much larger than its body is drawn on the square of this
+#: many times the body's extent around it: a shift of `SHIFT` of its side and a
+#: shrink to `SCALE`'s smallest keep the body inside it.
+CONTEXT = 3.0
 
 
 def reduced(image: Image.Image, image_format: ImageFormat) -> Image.Image:
-    """``image`` reduced by a whole factor, as small as its copies can be drawn on.
+    """``image`` cut and reduced to what its copies need, as small as they can be drawn on.
 
-    What the canonical view keeps of the picture (the body's square with
-    ``view.crop``, else the whole picture) is brought down towards
-    ``max(MIN_SIDE, DETAIL * size)`` pixels across, never below: finer detail
-    would be averaged away when the view shrinks it to the model's ``size``.
-    So a copy of a 16-megapixel photo costs about what a copy of a
-    128-pixel picture does (drawn whole, it took 30 times as long as
-    preparing the photo), and its noise and blur are drawn at about the scale
-    the model sees. A picture already that small is returned as it is. The
-    mode is made ``RGB`` or ``L``, as `vary` makes it.
+    With ``view.crop``, a picture much larger than its body (a planet in a
+    telescope's wide frame) is first cut to the square of `CONTEXT` times the
+    body's extent around it: room for every shift and shrink `vary` draws,
+    and nothing of the frame the view would crop away. Then what the
+    canonical view keeps (the body's square, else the whole picture) is
+    brought down by a whole factor towards ``max(MIN_SIDE, DETAIL * size)``
+    pixels across, never below: finer detail would be averaged away when the
+    view shrinks it to the model's ``size``. So a copy of a 16-megapixel
+    photo costs about what a copy of a 128-pixel picture does (drawn whole,
+    it took 30 times as long as preparing the photo, and a few seconds for a
+    small body in a wide frame), and its noise and blur are drawn at about
+    the scale the model sees. A picture already that small is returned as it
+    is. The mode is made ``RGB`` or ``L``, as `vary` makes it.
     """
     if image.mode not in ("RGB", "L"):
         image = image.convert("RGB")
@@ -93,10 +103,28 @@ def reduced(image: Image.Image, image_format: ImageFormat) -> Image.Image:
     if image_format.view.crop:
         found = body_box(image if image.mode == "L" else image.convert("L"))
         if found is not None:
-            side = max(found[2] - found[0], found[3] - found[1])
-            kept = min(kept, side * (1 + 2 * image_format.view.margin))
+            extent = max(found[2] - found[0], found[3] - found[1])
+            kept = min(kept, extent * (1 + 2 * image_format.view.margin))
+            image = _around(image, found, extent * CONTEXT)
     factor = int(kept // smallest)
     return image.reduce(factor) if factor > 1 else image
+
+
+def _around(
+    image: Image.Image, found: tuple[float, float, float, float], side: float
+) -> Image.Image:
+    """The square of ``side`` centred on the box ``found``, within ``image``; all of it if larger."""
+    if side >= max(image.size):
+        return image
+    centre_x, centre_y, half = (found[0] + found[2]) / 2, (found[1] + found[3]) / 2, side / 2
+    return image.crop(
+        (
+            max(0, math.floor(centre_x - half)),
+            max(0, math.floor(centre_y - half)),
+            min(image.width, math.ceil(centre_x + half)),
+            min(image.height, math.ceil(centre_y + half)),
+        )
+    )
 
 
 def copy_rng(seed: int, file: str, copy: int) -> np.random.Generator:
