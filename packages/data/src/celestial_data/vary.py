@@ -113,7 +113,7 @@ def reduced(image: Image.Image, image_format: ImageFormat) -> Image.Image:
 def _around(
     image: Image.Image, found: tuple[float, float, float, float], side: float
 ) -> Image.Image:
-    """The square of ``side`` centred on the box ``found``, within ``image``; all of it if larger."""
+    """The square of ``side`` centred on the box ``found``, within ``image`` (all if larger)."""
     if side >= max(image.size):
         return image
     centre_x, centre_y, half = (found[0] + found[2]) / 2, (found[1] + found[3]) / 2, side / 2
