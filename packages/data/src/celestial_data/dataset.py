@@ -136,8 +136,7 @@ def scan(root: str | Path) -> RawDataset:
     beside the class folders and the files of an archiver's folder
     (`ARCHIVE_FOLDERS`) are ignored and listed in ``ignored``; hidden folders
     are skipped (those beside the class folders that hold images are listed in
-    ``hidden``).
-    Images in sub-folders of a class folder belong to that class.
+    ``hidden``). Images in sub-folders of a class folder belong to that class.
 
     Args:
         root: The dataset folder, laid out as ``root/<ClassName>/<image files>``.

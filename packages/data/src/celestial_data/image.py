@@ -10,9 +10,11 @@ they come as JPEG, PNG, WebP or TIFF; then the canonical view
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -161,13 +163,10 @@ def decode(
     """
     stream = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
-        opened = Image.open(stream)
+        with _as_corrupt():
+            opened = Image.open(stream)
     except Image.DecompressionBombError as error:
         raise bomb(error, max_pixels) from None
-    except (DataError, OSError):
-        raise
-    except Exception as error:  # Pillow's plugins raise SyntaxError, ValueError... on bad data
-        raise CorruptImage(error) from error
     with opened as image:
         if header is not None:
             header.update(
@@ -177,13 +176,24 @@ def decode(
             raise ImageTooLarge(image.width, image.height, max_pixels)
         if image.mode in WIDE_MODES:  # before decoding it
             raise UnsupportedPixels(image.mode)
-        try:
+        with _as_corrupt():
             image.load()
-        except (DataError, OSError):
-            raise
-        except Exception as error:
-            raise CorruptImage(error) from error
         return upright(image, in_place=True)
+
+
+@contextlib.contextmanager
+def _as_corrupt() -> Iterator[None]:
+    """Raise what Pillow's plugins raise on bad data (SyntaxError, ValueError...) as `CorruptImage`.
+
+    `OSError` (Pillow's own truncation error, `PIL.UnidentifiedImageError`),
+    Pillow's decompression-bomb refusal and this package's errors pass as they are.
+    """
+    try:
+        yield
+    except (DataError, OSError, Image.DecompressionBombError):
+        raise
+    except Exception as error:
+        raise CorruptImage(error) from error
 
 
 def upright(image: Image.Image, in_place: bool = False) -> Image.Image:

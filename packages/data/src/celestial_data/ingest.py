@@ -171,7 +171,6 @@ def _check_names(
         seen.add(label)
         problem = class_name_problem(label)
         where = f" ({candidate.origin})" if candidate.origin else ""
-        near = near_class(label, existing)
         if problem:
             problems.append(f"class name {label!r}{where} {problem}")
         elif label not in existing and label.casefold() in folded:
@@ -179,7 +178,7 @@ def _check_names(
                 f"class name {label!r}{where} differs from the existing class "
                 f"{folded[label.casefold()]!r} only in case"
             )
-        elif near is not None and label not in confirmed:
+        elif label not in confirmed and (near := near_class(label, existing)) is not None:
             problems.append(
                 f"class name {label!r}{where} is not a class yet and is close to the existing "
                 f"class {near!r}: a typo? Correct the label, or confirm {label!r} as a new class "

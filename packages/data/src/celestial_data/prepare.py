@@ -421,10 +421,9 @@ ENLARGED = 2
 
 def _size_warnings(infos: list[FileInfo], params: PrepareParams) -> list[str]:
     """A warning when ``image_size`` enlarges even the largest picture many times."""
-    sides = [max(info.width, info.height) for info in infos if info.width and info.height]
-    if not sides or params.image_size <= ENLARGED * max(sides):
+    largest = max((max(info.width, info.height) for info in infos), default=0)
+    if not largest or params.image_size <= ENLARGED * largest:
         return []
-    largest = max(sides)
     times = params.image_size / largest
     return [
         f"image_size {params.image_size} enlarges even the largest picture ({largest} pixels "

@@ -342,7 +342,7 @@ def _label_import(args: argparse.Namespace) -> int:
         print(
             f"Skipped {len(read.gone)} labelled task(s) whose image is no longer in "
             f"{args.review} (a server drops its oldest kept images past --review-max-mib): "
-            f"{listing(read.gone, limit=10)}."
+            f"{listing(read.gone)}."
         )
     if read.done:
         if args.dry_run:

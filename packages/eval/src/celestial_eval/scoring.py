@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from celestial_models import Classifier
 
 __all__ = [
+    "NONBODY_COUNT",
     "PICTURE_SIDE",
     "auroc",
     "check_probabilities",
@@ -147,8 +148,12 @@ def auroc(known: np.ndarray, unknown: np.ndarray) -> float:
 PICTURE_SIDE = 128
 
 
+#: Non-body pictures of each kind that `predict_and_score` measures.
+NONBODY_COUNT = 8
+
+
 def nonbody_images(
-    image_format: ImageFormat, count: int = 8, seed: int = 0
+    image_format: ImageFormat, count: int = NONBODY_COUNT, seed: int = 0
 ) -> dict[str, np.ndarray]:
     """Images that are not celestial bodies, ``count`` of each kind, always the same.
 
@@ -208,5 +213,5 @@ def nonbody_rejection(classifier: Classifier) -> dict[str, Any]:
             "The model has no unknown-image detector (ood.json) to measure. Retrain it with "
             "this version of celestial-models."
         )
-    count = sum(len(images) for images in nonbody_images(classifier.image_format).values())
+    count = NONBODY_COUNT * len(figures["nonbody"])
     return {"rate": figures["nonbody_rejected"], "images": count, "kinds": figures["nonbody"]}
