@@ -190,7 +190,12 @@ def test_records_the_template_and_the_answers_for_cruft(tmp_path: Path) -> None:
         "synthetic",
     )
     assert not {"_output_dir", "_repo_dir"} & set(answers)  # nothing machine-specific
-    assert "__folder" not in answers  # derived from the slug
+    # Recorded as cruft records them, so that its first update changes only the commit.
+    declared = json.loads((ROOT / "templates" / "project" / "cookiecutter.json").read_text())
+    assert list(answers) == [key for key in declared if key != "__prompts__"] + [
+        "_template",
+        "_commit",
+    ]
 
 
 # Refusals
@@ -236,6 +241,25 @@ def test_a_bad_number_is_refused(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert "error: image_size must be a whole number from 4 to 1024" in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("answer", "choices"),
+    [
+        ("architecture=resnet", "compact_cnn, simple_cnn"),
+        ("color_mode=RGB", "rgb, grayscale"),
+        ("data_source=s3", "folder, synthetic"),
+    ],
+)
+def test_a_bad_choice_is_refused_in_one_line(tmp_path: Path, answer: str, choices: str) -> None:
+    done = cookiecutter_cli(answer, "--output-dir", str(tmp_path), cwd=tmp_path)
+    key, _, value = answer.partition("=")
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"celestial-template: error: {key} must be one of {choices}. Received: {value!r}. "
+        f"Pass {key}=<choice>, e.g. {key}={choices.split(',')[0]}."
+    ]
     assert list(tmp_path.iterdir()) == []
 
 
@@ -314,10 +338,17 @@ def test_cruft_update_rolls_a_committed_template_change_into_a_project(tmp_path:
         "+A line the template gained."
         in run(str(BIN / "cruft"), "diff", "--checkout", "HEAD", cwd=project).stdout
     )
+    before = json.loads((project / ".cruft.json").read_text())
     run(str(BIN / "cruft"), "update", "--skip-apply-ask", cwd=project)
 
     assert (project / "README.md").read_text().endswith("A line the template gained.\n")
     assert check_projects.check(project, template) == []
+    # The record the template wrote is the one cruft writes: only the commit moved.
+    after = json.loads((project / ".cruft.json").read_text())
+    commit = run("git", "rev-parse", "HEAD", cwd=tmp_path).stdout.strip()
+    before["commit"] = before["context"]["cookiecutter"]["_commit"] = commit
+    assert list(after["context"]["cookiecutter"]) == list(before["context"]["cookiecutter"])
+    assert after == before
 
 
 @pytest.mark.slow
@@ -642,13 +673,15 @@ def test_an_experiment_with_a_misspelt_key_stops_with_the_projects_message(
     original = params.read_bytes()
     exp = [sys.executable, str(ROOT / "tools" / "exp.py"), str(project)]
 
+    from celestial_models.params import TrainParams
+
+    accepted = ", ".join(TrainParams.model_fields)  # a parameter added later is listed too
     for typo in ("train.epoch=3", "+train.epoch=3"):
         done = run(*exp, "-S", typo, cwd=workspace, check=False)
         assert done.returncode == 2
         assert done.stderr.splitlines() == [
             "celestial-exp: error: Unknown key 'epoch' in params train. Did you mean 'epochs'? "
-            "Accepted keys: architecture, seed, epochs, min_steps, batch_size, learning_rate, "
-            "lr_schedule, conv_size, dense_size, patience, augment."
+            f"Accepted keys: {accepted}."
         ]
         assert params.read_bytes() == original
 

@@ -18,8 +18,6 @@ from pathlib import Path
 ANSWERS = json.loads(r"""{{ cookiecutter | jsonify }}""")
 # Keys cookiecutter adds that describe one machine, not the project.
 MACHINE_KEYS = {"_output_dir", "_repo_dir", "_checkout", "_template", "_commit"}
-# Keys the template derives from the answers: recorded, they would outvote a later edit.
-DERIVED_KEYS = {"__folder"}
 
 
 def git(folder: Path, *args: str) -> str | None:
@@ -50,6 +48,19 @@ def template_folder(project: Path) -> Path | None:
     return next((c.resolve() for c in candidates if (c / "cookiecutter.json").is_file()), None)
 
 
+def answer_order(template: Path | None) -> list[str]:
+    """The answers' keys in the order of ``cookiecutter.json``, as cruft records them.
+
+    cookiecutter hands the hook its answers sorted; written so, the first
+    ``cruft update`` would rewrite every line of ``.cruft.json``.
+    """
+    declared: list[str] = []
+    if template is not None:
+        declared = list(json.loads((template / "cookiecutter.json").read_text()))
+    ordered = [key for key in declared if key in ANSWERS]
+    return ordered + sorted(key for key in ANSWERS if key not in ordered)
+
+
 def cruft_state(project: Path, template: Path | None) -> dict:
     """The content of ``.cruft.json`` for ``project``, as ``cruft create`` writes it."""
     top = git(template, "rev-parse", "--show-toplevel") if template else None
@@ -61,7 +72,7 @@ def cruft_state(project: Path, template: Path | None) -> dict:
         directory = Path(os.path.relpath(template, top)).as_posix()
     else:
         url, directory = (str(template) if template else None), None
-    context = {k: v for k, v in ANSWERS.items() if k not in MACHINE_KEYS | DERIVED_KEYS}
+    context = {k: ANSWERS[k] for k in answer_order(template) if k not in MACHINE_KEYS}
     context.update({"_template": url, "_commit": commit})
     return {
         "template": url,
