@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from celestial_models.backend import fast_initializers, keras
 from celestial_models.errors import ParamsError
-from celestial_models.params import NO_AUGMENT, AugmentParams
+from celestial_models.params import NO_AUGMENT, AugmentParams, TrainParams
 
 __all__ = ["ARCHITECTURES", "RandomTurn", "build_model", "compact_cnn", "simple_cnn"]
 
@@ -113,13 +113,7 @@ def classifier_head(x: keras.KerasTensor, num_classes: int) -> keras.KerasTensor
 
 
 def simple_cnn(
-    input_shape: tuple[int, int, int],
-    num_classes: int,
-    *,
-    conv_size: int,
-    dense_size: int,
-    augment: AugmentParams,
-    seed: int,
+    input_shape: tuple[int, int, int], num_classes: int, params: TrainParams
 ) -> keras.Model:
     """The tutorial's model: Conv2D, MaxPooling, Flatten, Dense, Dense.
 
@@ -127,22 +121,16 @@ def simple_cnn(
     pooling, a hidden dense layer of ``dense_size`` units) so that runs can be
     compared with the original; only the rescaling and the softmax are added.
     """
-    inputs, x = preprocessing(input_shape, augment, seed)
-    x = layers.Conv2D(conv_size, 3, activation="relu", name="conv")(x)
+    inputs, x = preprocessing(input_shape, params.augment, params.seed)
+    x = layers.Conv2D(params.conv_size, 3, activation="relu", name="conv")(x)
     x = layers.MaxPooling2D(3, name="pool")(x)
     x = layers.Flatten(name="flatten")(x)
-    x = layers.Dense(dense_size, activation="relu", name="dense")(x)
+    x = layers.Dense(params.dense_size, activation="relu", name="dense")(x)
     return keras.Model(inputs, classifier_head(x, num_classes), name="simple_cnn")
 
 
 def compact_cnn(
-    input_shape: tuple[int, int, int],
-    num_classes: int,
-    *,
-    conv_size: int,
-    dense_size: int,
-    augment: AugmentParams,
-    seed: int,
+    input_shape: tuple[int, int, int], num_classes: int, params: TrainParams
 ) -> keras.Model:
     """A small VGG-style network that learns in a few epochs on two CPU cores.
 
@@ -159,8 +147,8 @@ def compact_cnn(
     settle within the first epoch (the default 0.99 needs hundreds of steps,
     more than a short run has, and the model then fails at inference).
     """
-    inputs, x = preprocessing(input_shape, augment, seed)
-    size, filters, block = input_shape[0], conv_size, 1
+    inputs, x = preprocessing(input_shape, params.augment, params.seed)
+    size, filters, block = input_shape[0], params.conv_size, 1
     while True:
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{block}")(x)
         x = layers.BatchNormalization(momentum=0.9, name=f"bn{block}")(x)
@@ -170,52 +158,49 @@ def compact_cnn(
         x = layers.AveragePooling2D(2, name=f"pool{block}")(x)
         size, filters, block = size // 2, filters * 2, block + 1
     x = layers.GlobalAveragePooling2D(name="global_pool")(x)
-    if dense_size:
-        x = layers.Dense(dense_size, activation="relu", name="dense")(x)
+    if params.dense_size:
+        x = layers.Dense(params.dense_size, activation="relu", name="dense")(x)
     return keras.Model(inputs, classifier_head(x, num_classes), name="compact_cnn")
 
 
-ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {
+#: Each architecture builds its model from the image shape, the number of
+#: classes and the ``train`` params, reading the keys it uses itself: a new
+#: key an architecture uses is a field of `TrainParams` plus its use here.
+#: A new architecture is a function here, its entry below, and its name in
+#: `TrainParams.architecture` and the template's prompt (docs/pipeline.md,
+#: "Adding an architecture").
+ARCHITECTURES: dict[str, Callable[[tuple[int, int, int], int, TrainParams], keras.Model]] = {
     "compact_cnn": compact_cnn,
     "simple_cnn": simple_cnn,
 }
 
 
 def build_model(
-    architecture: str,
+    params: TrainParams,
     input_shape: tuple[int, int, int],
     num_classes: int,
     *,
-    conv_size: int,
-    dense_size: int,
-    augment: AugmentParams | None = None,
-    seed: int = 0,
+    augment: bool = True,
 ) -> keras.Model:
-    """Build the named architecture for images of ``input_shape``.
+    """Build ``params.architecture`` for images of ``input_shape``.
 
     Args:
-        architecture: A key of `ARCHITECTURES`.
+        params: The ``train`` params: the architecture, and what it reads
+            (``conv_size``, ``dense_size``, ``augment``, ``seed``...).
         input_shape: ``(size, size, channels)`` of the uint8 images.
         num_classes: Number of outputs (from the prepared dataset's classes).
-        conv_size: Filters of the first convolution.
-        dense_size: Units of the hidden dense layer.
-        augment: Training-only augmentations; none by default.
-        seed: Seed of the augmentation layers.
+        augment: Whether to include the training-only augmentations of
+            ``params.augment``; False builds the model as it is served.
 
     Raises:
         ParamsError: If the architecture is unknown.
     """
-    if architecture not in ARCHITECTURES:
+    if params.architecture not in ARCHITECTURES:
         raise ParamsError(
-            f"Unknown architecture {architecture!r} in params train.architecture. "
+            f"Unknown architecture {params.architecture!r} in params train.architecture. "
             f"Accepted: {', '.join(ARCHITECTURES)}."
         )
+    if not augment:
+        params = params.model_copy(update={"augment": NO_AUGMENT})
     with fast_initializers():
-        return ARCHITECTURES[architecture](
-            tuple(input_shape),
-            num_classes,
-            conv_size=conv_size,
-            dense_size=dense_size,
-            augment=augment or NO_AUGMENT,
-            seed=seed,
-        )
+        return ARCHITECTURES[params.architecture](tuple(input_shape), num_classes, params)

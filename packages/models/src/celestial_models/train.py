@@ -29,7 +29,7 @@ from celestial_models.errors import ParamsError, TrainingDataError, TrainingDive
 from celestial_models.live import LiveLogger
 from celestial_models.model_dir import FORMAT_VERSION, HISTORY_FILE, METADATA_FILE, MODEL_FILE
 from celestial_models.ood import OodParams
-from celestial_models.params import NO_AUGMENT, TrainParams
+from celestial_models.params import TrainParams
 from celestial_models.predictor import Predictor
 from celestial_models.reference import write_reference
 from celestial_models.saving import write_json, write_model
@@ -301,13 +301,7 @@ def inference_copy(model: keras.Model, params: TrainParams) -> keras.Model:
     and loads with ``keras.saving.load_model`` alone, no custom objects.
     """
     built = build_model(
-        params.architecture,
-        tuple(model.input_shape[1:]),
-        int(model.output_shape[-1]),
-        conv_size=params.conv_size,
-        dense_size=params.dense_size,
-        augment=NO_AUGMENT,
-        seed=params.seed,
+        params, tuple(model.input_shape[1:]), int(model.output_shape[-1]), augment=False
     )
     # Rebuilt from its config, each layer gets a dtype policy of its own: a built
     # model's layers share the global one, which Keras saves with its memory
@@ -353,15 +347,7 @@ class Trainer:
         input_shape, classes = shape
         keras.utils.set_random_seed(params.seed)
         with data_parallel(params.batch_size):
-            self.model = build_model(
-                params.architecture,
-                input_shape,
-                classes,
-                conv_size=params.conv_size,
-                dense_size=params.dense_size,
-                augment=params.augment,
-                seed=params.seed,
-            )
+            self.model = build_model(params, input_shape, classes)
             self._learning_rate = compile_model(self.model, params)
         # Copies (the compiled step donates the buffers it is given); the
         # variables include the augmentation layers' seed states.
