@@ -18,8 +18,8 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def group_processes(pgid: int) -> list[str]:
-    """The command lines of the live processes of a process group (Linux)."""
+def group_members(pgid: int) -> list[tuple[int, str]]:
+    """The pid and command line of each live process of a process group (Linux)."""
     found = []
     for entry in Path("/proc").iterdir():
         try:
@@ -29,8 +29,13 @@ def group_processes(pgid: int) -> list[str]:
             continue
         fields = stat.rsplit(")", 1)[1].split()
         if fields[0] != "Z" and int(fields[2]) == pgid:  # state, process group
-            found.append(cmdline)
+            found.append((int(entry.name), cmdline))
     return found
+
+
+def group_processes(pgid: int) -> list[str]:
+    """The command lines of the live processes of a process group (Linux)."""
+    return [command for _, command in group_members(pgid)]
 
 
 def port_open(port: int) -> bool:
@@ -124,6 +129,51 @@ def test_the_server_s_processes_stop_when_its_main_process_is_killed(
             time.sleep(0.2)
         assert not port_open(port), log.read_text()
         assert group_processes(pgid) == [], log.read_text()
+    finally:
+        if group_processes(pgid):
+            os.killpg(pgid, signal.SIGKILL)
+
+
+def test_ctrl_c_lets_the_requests_in_flight_be_answered(
+    trained_project: Path, reference, tmp_path
+) -> None:
+    # Ctrl+C in a terminal signals every process of the group at once. An
+    # inference worker leaves the stopping to the main process, which stops
+    # it once the HTTP processes have answered what they hold: shown here by
+    # a worker that got its SIGINT and still answers.
+    port = free_port()
+    serve = [sys.executable, "-m", "celestial_serve", str(trained_project), "--port", str(port)]
+    log = tmp_path / "serve.log"
+    server = started_in_a_group([*serve, "--workers", "2"], log)
+    pgid = server.pid
+    try:
+        deadline = time.monotonic() + 300
+        while not healthy(port):
+            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        workers = [pid for pid, command in group_members(pgid) if "spawn_main" in command]
+        assert len(workers) == 2, group_processes(pgid)
+        for pid in workers:
+            os.kill(pid, signal.SIGINT)
+        time.sleep(1)
+        image = next(iter(reference.values()))[0].read_bytes()
+        for _ in range(4):  # both workers
+            answer = requests.post(
+                f"http://127.0.0.1:{port}/predict",
+                data=image,
+                headers={"Content-Type": "image/jpeg"},
+                timeout=30,
+            )
+            assert answer.status_code == 200, (answer.text, log.read_text())
+
+        os.killpg(pgid, signal.SIGINT)  # Ctrl+C
+        server.wait(timeout=60)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (port_open(port) or group_processes(pgid)):
+            time.sleep(0.2)
+        assert not port_open(port), log.read_text()
+        assert group_processes(pgid) == [], log.read_text()
+        assert "Traceback" not in log.read_text(), log.read_text()
     finally:
         if group_processes(pgid):
             os.killpg(pgid, signal.SIGKILL)

@@ -15,7 +15,7 @@ import numpy as np
 from fastapi import Depends
 
 from celestial_serve.errors import ServeError
-from celestial_serve.lifetime import die_with_parent
+from celestial_serve.lifetime import die_with_parent, leave_ctrl_c_to_the_main_process
 from celestial_serve.metrics import WorkerMetrics
 from celestial_serve.project import ModelCard
 from celestial_serve.request import PredictionRequest, read_prediction_request
@@ -74,6 +74,7 @@ class ClassifierAPI(ls.LitAPI):
 
         if not die_with_parent():  # the server's main process: the worker stops with it
             raise ServeError("The server stopped before this inference worker started.")
+        leave_ctrl_c_to_the_main_process()
         synchronous_dispatch()  # a worker waits for every batch it predicts
         try:
             classifier = load_classifier(self.card.model_dir)

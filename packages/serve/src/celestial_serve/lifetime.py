@@ -8,7 +8,7 @@ import signal
 import sys
 from types import FrameType
 
-__all__ = ["die_with_parent", "stop_on_signals"]
+__all__ = ["die_with_parent", "leave_ctrl_c_to_the_main_process", "stop_on_signals"]
 
 #: prctl's option (linux/prctl.h): the signal a process gets when its parent dies.
 PR_SET_PDEATHSIG = 1
@@ -45,6 +45,18 @@ def stop_on_signals() -> None:
     # interpreters, ask for the same in `ClassifierAPI.setup`. Without it, this
     # process killed outright (SIGKILL, out of memory) left them serving.
     os.register_at_fork(after_in_child=_forked_child_dies_with_parent)
+
+
+def leave_ctrl_c_to_the_main_process() -> None:
+    """Have an inference worker ignore SIGINT: the server's main process stops it.
+
+    Ctrl+C in a terminal sends SIGINT to every process of the foreground
+    group. The main process then shuts down gracefully: its HTTP processes
+    answer the requests they hold, and only then are the inference workers
+    stopped (SIGTERM). A worker that died at the SIGINT itself would fail
+    every request in flight.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def die_with_parent() -> bool:
