@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -162,9 +163,20 @@ def test_model_and_metadata_from_different_trainings_are_refused(
         load_classifier(tmp_path / "model")
 
 
-def test_corrupt_model_file_is_refused(trained: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("cut", [7, 1000, -100])
+def test_a_cut_or_corrupt_model_file_is_named_so(trained: Path, tmp_path: Path, cut: int) -> None:
+    # Keras itself says "File not found" for a file that is there.
     shutil.copytree(trained / "model", tmp_path / "model")
-    (tmp_path / "model" / "model.keras").write_bytes(b"garbage")
+    model_file = tmp_path / "model" / "model.keras"
+    model_file.write_bytes(b"garbage" if cut == 7 else model_file.read_bytes()[:cut])
+    with pytest.raises(ModelDirError, match=r"not a whole \.keras file.*'dvc checkout dvc\.yaml'"):
+        load_classifier(tmp_path / "model")
+
+
+def test_a_zip_that_is_not_a_model_is_refused(trained: Path, tmp_path: Path) -> None:
+    shutil.copytree(trained / "model", tmp_path / "model")
+    with zipfile.ZipFile(tmp_path / "model" / "model.keras", "w") as archive:
+        archive.writestr("notes.txt", "not a model")
     with pytest.raises(ModelDirError, match="Cannot load"):
         load_classifier(tmp_path / "model")
 

@@ -334,10 +334,16 @@ def test_a_model_file_keras_cannot_read_is_a_clear_start_up_error(
     for name in ("metadata.json", "model.keras"):
         data = (trained_project / "model" / name).read_bytes()
         (broken / "model" / name).write_bytes(data[:100] if name == "model.keras" else data)
-    server = launch(broken, tmp_path / "broken.log")
+    # A short path: a socket's address is at most 108 bytes.
+    temporary = Path(tempfile.mkdtemp(prefix="tmp-", dir="/tmp"))
+    server = launch(broken, tmp_path / "broken.log", env={"TMPDIR": str(temporary)})
     assert server.process.wait(timeout=300) == 1
     assert server.stop(), "the failed server left processes behind"
     last = server.log_text().strip().splitlines()[-1]
     assert last.startswith("celestial-serve: error: The model in ")
     assert "could not be loaded" in last
+    assert "is not a whole .keras file (truncated or corrupt)" in server.log_text()
+    left = list(temporary.iterdir())
+    shutil.rmtree(temporary)
+    assert left == []  # the sockets' and the metrics' folders removed
     assert "dvc repro" in last

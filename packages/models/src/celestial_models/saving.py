@@ -56,6 +56,12 @@ def load_model(path: Path) -> keras.Model:
     Raises:
         ModelDirError: If Keras cannot read the file.
     """
+    if path.is_file() and not zipfile.is_zipfile(path):  # Keras would say "File not found"
+        raise ModelDirError(
+            f"{path} is not a whole .keras file (truncated or corrupt). Restore it from the "
+            "project folder with 'dvc checkout dvc.yaml' (or 'dvc pull dvc.yaml'), or rebuild it "
+            "with 'dvc repro -f'."
+        )
     try:
         with fast_initializers():  # the initial weights are overwritten at once
             return keras.saving.load_model(path, compile=False, safe_mode=True)

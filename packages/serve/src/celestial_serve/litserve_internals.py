@@ -180,11 +180,13 @@ class LeanServer(ls.LitServer):
         self._transport = self.channel
         return manager
 
-    def _perform_graceful_shutdown(self, *args: Any, **kwargs: Any) -> None:
+    def run(self, *args: Any, **kwargs: Any) -> None:
+        """`litserve.LitServer.run`, then the sockets' folder removed, however it ended."""
         try:
-            super()._perform_graceful_shutdown(*args, **kwargs)
+            super().run(*args, **kwargs)
         finally:
-            shutil.rmtree(self._sockets_dir, ignore_errors=True)
+            if folder := getattr(self, "_sockets_dir", None):  # made once the manager is
+                shutil.rmtree(folder, ignore_errors=True)
 
     def takes_fast_path(self, api: ls.LitAPI) -> bool:
         """Whether ``api`` wants no authentication (the fast path implements none)."""
