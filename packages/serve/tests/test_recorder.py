@@ -307,11 +307,53 @@ def test_a_bad_log_dir_is_one_start_up_error(trained_project, tmp_path, capsys, 
     assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
 
 
-def test_log_options_without_a_log_dir_are_one_error_not_ignored(tmp_path, capsys) -> None:
+def test_log_options_without_a_log_dir_are_one_usage_error_not_ignored(tmp_path, capsys) -> None:
     status = main([str(tmp_path), "--review-below", "0.9", "--log-max-mib", "1"])
     err = capsys.readouterr().err
-    assert status == 1
+    assert status == 2  # a usage error, as a bad value is
     assert err == (
         "celestial-serve: error: --log-max-mib, --review-below only apply to the prediction "
         "log: add --log-dir DIR to keep one, or leave them out.\n"
     )
+    assert main([str(tmp_path), "--log-max-mib", "1"]) == 2
+    assert capsys.readouterr().err == (
+        "celestial-serve: error: --log-max-mib only applies to the prediction log: add "
+        "--log-dir DIR to keep one, or leave it out.\n"
+    )
+
+
+def test_a_review_folder_that_refuses_images_is_said_once_and_again_when_it_takes_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = PredictionLog(LogOptions(tmp_path, review_below=0.99))
+    offer = log.review.offer
+    refusing = True
+
+    def read_only(*args):
+        if refusing:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return offer(*args)
+
+    monkeypatch.setattr(log.review, "offer", read_only)
+    uploads = [encoded(seed) for seed in range(6)]
+    for data, pixels in uploads[:4]:
+        log.add(answer_body([0.4, 0.3, 0.3]), data, pixels, "t", 0.001)
+        log.write_pending()
+    refusing = False
+    for data, pixels in uploads[4:]:
+        log.add(answer_body([0.4, 0.3, 0.3]), data, pixels, "t", 0.001)
+        log.write_pending()
+    log.close()
+
+    said = [(r.levelname, r.getMessage(), r.exc_info) for r in caplog.records]
+    assert said == [
+        (
+            "ERROR",
+            f"Cannot keep images for review in {tmp_path / 'review'} (Read-only file system): "
+            "the answers are logged, but their images are not kept until it can",
+            None,
+        ),
+        ("WARNING", f"Images for review are kept in {tmp_path / 'review'} again", None),
+    ]
+    assert len(records(tmp_path)) == 6  # every answer logged all along
+    assert len(list((tmp_path / "review").glob("*.json"))) == 2

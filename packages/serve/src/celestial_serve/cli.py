@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from celestial_data.command import run_command
-from celestial_serve.errors import ServeError
+from celestial_serve.errors import OptionsError, ServeError
 
 __all__ = ["build_parser", "main"]
 
@@ -204,9 +204,10 @@ def _serve(args: argparse.Namespace) -> int:
         log = LogOptions(folder=Path(args.log_dir), **fields)
     elif given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
-        raise ServeError(
-            f"{flags} only apply to the prediction log: add --log-dir DIR to keep one, or "
-            "leave them out."
+        verb, them = ("applies", "it") if len(given) == 1 else ("apply", "them")
+        raise OptionsError(
+            f"{flags} only {verb} to the prediction log: add --log-dir DIR to keep one, or "
+            f"leave {them} out."
         )
 
     options = ServerOptions(

@@ -160,6 +160,7 @@ class PredictionLog:
         self.held: deque[bytes] = deque()  # lines not yet written whole, oldest first
         self.held_bytes = 0
         self.failing = False
+        self.review_failing = False
         self.review = ReviewFolder(
             options.folder / REVIEW_DIR, options.review_below, options.review_max_bytes
         )
@@ -255,12 +256,30 @@ class PredictionLog:
             raise
         self._hold(lines)
         self._append()
+        self._offer(kept)
+        return len(answers)
+
+    def _offer(self, kept: list[tuple[Any, ...]]) -> None:
+        """Offer the review folder its images; a folder that refuses them is said once.
+
+        The log has every answer: only the review copies are lost meanwhile.
+        """
         try:
             for digest, unknown, confidence, line, upload in kept:
                 self.review.offer(digest, unknown, confidence, line, upload)
-        except OSError:  # the log has them: only the review copies are lost
-            logger.exception("Could not keep an image in %s", self.review.folder)
-        return len(answers)
+        except OSError as error:
+            if not self.review_failing:  # said once, not for every image
+                logger.error(
+                    "Cannot keep images for review in %s (%s): the answers are logged, but "
+                    "their images are not kept until it can",
+                    self.review.folder,
+                    error.strerror or error,
+                )
+                self.review_failing = True
+            return
+        if self.review_failing and kept:
+            logger.warning("Images for review are kept in %s again", self.review.folder)
+            self.review_failing = False
 
     def _lines(self, answers: list[_Answer]) -> tuple[list[str], list[tuple[Any, ...]]]:
         """The log lines of ``answers``, and what the review folder is offered."""
