@@ -261,4 +261,6 @@ def test_help_imports_neither_keras_nor_matplotlib() -> None:
 
 def test_missing_model_folder_is_a_clear_error(tmp_path: Path, capsys) -> None:
     assert evaluate(tmp_path / "model", tmp_path / "prepared", tmp_path / "out") == 1
-    assert f"Model folder {tmp_path / 'model'} not found" in one_error_line(capsys)
+    said = one_error_line(capsys)
+    assert f"Model folder {tmp_path / 'model'} not found" in said
+    assert "'dvc checkout dvc.yaml'" in said  # after a failed train stage

@@ -84,4 +84,4 @@ def test_a_missing_model_says_how_a_failed_repro_removed_it_and_how_to_restore_i
         read_metadata(folder)
     message = str(caught.value)
     assert "failed 'dvc repro' removes a stage's outputs before it runs" in message
-    assert "'dvc checkout model'" in message and "'dvc pull model'" in message
+    assert "'dvc checkout dvc.yaml'" in message and "'dvc pull dvc.yaml'" in message

@@ -369,7 +369,7 @@ def read_reference(model_dir: Path) -> tuple[str, list[PredictionRecord], Predic
         raise LogError(
             f"{path} is the reference of model {model[:12]}, but {model_dir / MODEL_FILE} is "
             "another model: the folder was changed by hand. Retrain it (dvc repro) or restore "
-            "it ('dvc checkout model')."
+            "it ('dvc checkout dvc.yaml')."
         )
     return model, reference.records, reference
 

@@ -25,6 +25,7 @@ from celestial_eval.metrics import DIGITS, classification_metrics, confusion_mat
 from celestial_eval.misclassified import write_misclassified_csv
 from celestial_eval.preview import draw_preview, select_preview
 from celestial_eval.scoring import predict_and_score
+from celestial_models.model_dir import RESTORE_HINT
 
 if TYPE_CHECKING:
     from celestial_models import Classifier
@@ -207,7 +208,7 @@ def check_model_dir(model_dir: Path) -> None:
     if not model_dir.is_dir():
         raise MissingInputError(
             f"Model folder {model_dir} not found. Run the project's train stage first "
-            "('celestial-models train PREPARED MODEL_DIR')."
+            "('celestial-models train PREPARED MODEL_DIR'). " + RESTORE_HINT
         )
     missing = [name for name in MODEL_FILES if not (model_dir / name).is_file()]
     if missing:

@@ -43,8 +43,9 @@ FORMAT_VERSION = 1
 RESTORE_HINT = (
     "A failed 'dvc repro' removes a stage's outputs before it runs, so a failed train "
     "stage leaves no model: fix what made it fail and rerun it, or restore the last "
-    "trained model from the project folder with 'dvc checkout model' (from the DVC "
-    "cache) or 'dvc pull model' (from the remote)."
+    "trained model, and every other output of the project's stages, from the project "
+    "folder with 'dvc checkout dvc.yaml' (from the DVC cache) or 'dvc pull dvc.yaml' (from "
+    "the remote)."
 )
 
 
