@@ -15,6 +15,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -23,7 +24,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import locals3  # tools/ is on pytest's pythonpath
+import dvcrepo  # tools/ is on pytest's pythonpath
+import locals3
 import pytest
 import transfer
 from dvcrepo import RemoteConfig
@@ -435,6 +437,53 @@ def test_server_stopped_mid_pull_leaves_no_object_dvc_would_trust_wrongly(
         shutil.rmtree(repo / "data" / "raw", ignore_errors=True)
 
     push_then_pull_on_a_new_server(repo, tmp_path / "second.log", workspace, clear)
+
+
+@pytest.mark.slow
+def test_a_server_frozen_mid_pull_is_given_up_in_seconds_not_minutes(
+    own_s3: S3, tmp_path: Path
+) -> None:
+    # A frozen server's kernel still accepts connections; only requests go unanswered.
+    repo = make_repo(tmp_path / "repo", own_s3, "frozen", per_class=100)
+    assert nox_transfer("push", "data/raw.dvc", cwd=repo).returncode == 0
+    remove_cache_and_workspace(repo)
+    pull = subprocess.Popen(
+        [sys.executable, str(ROOT / "tools" / "transfer.py"), "pull", "-j", "1", "data/raw.dvc"],
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    deadline = time.monotonic() + 120
+    while own_s3.log.read_text(errors="replace").count(f"GET /{BUCKET}/frozen/files/md5/") < 20:
+        assert time.monotonic() < deadline and pull.poll() is None, "no images pulled"
+        time.sleep(0.01)
+    os.killpg(own_s3.proc.pid, signal.SIGSTOP)
+    try:
+        # botocore alone waits 60 s for each of its retries of every file.
+        stdout, stderr = pull.communicate(timeout=90)
+    finally:
+        os.killpg(own_s3.proc.pid, signal.SIGCONT)
+
+    one_clear_line(
+        subprocess.CompletedProcess(pull.args, pull.returncode, stdout, stderr),
+        "'storage'",
+        "does not answer",
+    )
+    assert_cache_trustworthy(repo)
+    assert "data/raw" in dvc("status", cwd=repo).stdout  # DVC does not claim it completed
+
+
+def test_a_server_answers_only_when_it_serves_requests(s3: S3) -> None:
+    assert dvcrepo.answers(s3.endpoint, timeout=5)  # an error status is an answer too
+    with socket.socket() as listening:  # accepts connections, never reads them
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        assert not dvcrepo.answers(f"http://127.0.0.1:{port}", timeout=0.5)
+        assert not dvcrepo.answers(f"https://127.0.0.1:{port}", timeout=0.5)
+    assert not dvcrepo.answers(f"http://127.0.0.1:{port}", timeout=0.5)  # nothing listens
 
 
 @pytest.mark.slow

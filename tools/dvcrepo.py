@@ -19,8 +19,9 @@ with its own Python, before any session has installed anything.
 
 from __future__ import annotations
 
+import http.client
 import os
-import socket
+import ssl
 import subprocess
 import sys
 import urllib.parse
@@ -37,6 +38,7 @@ __all__ = [
     "DvcError",
     "Outcome",
     "RemoteConfig",
+    "answers",
     "endpoint_address",
     "last_error",
     "missing_credentials",
@@ -250,6 +252,33 @@ def endpoint_address(endpoint: str) -> tuple[str, int]:
     return url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
 
 
+def answers(endpoint: str, timeout: float) -> bool:
+    """Whether the server at ``endpoint`` answers an HTTP request within ``timeout`` seconds.
+
+    Any answer counts, an error status included: the question is whether the
+    server is serving at all. A TCP connection is not enough, as a frozen or
+    overloaded server's kernel still accepts them. The certificate is not
+    checked: nothing is sent but the request line.
+    """
+    host, port = endpoint_address(endpoint)
+    if urllib.parse.urlparse(endpoint).scheme == "https":
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        connection: http.client.HTTPConnection = http.client.HTTPSConnection(
+            host, port, timeout=timeout, context=context
+        )
+    else:
+        connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        connection.request("HEAD", "/")
+        connection.getresponse()
+        return True
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        connection.close()
+
+
 def missing_credentials(project_dir: Path, dvc: Sequence[str] = DVC) -> str | None:
     """Why an S3 remote certainly cannot be read here, or None when it may be.
 
@@ -267,7 +296,7 @@ def unreachable_remote(project_dir: Path, dvc: Sequence[str] = DVC) -> str | Non
     """Why a pull from the project's remote cannot work, or None when it may.
 
     Without credentials (see `missing_credentials`), or with a server of its
-    own (``endpointurl``) that does not accept a connection: DVC would retry
+    own (``endpointurl``) that does not answer a request: DVC would retry
     every file and end with "N files failed to download", naming no cause.
     """
     try:
@@ -275,16 +304,12 @@ def unreachable_remote(project_dir: Path, dvc: Sequence[str] = DVC) -> str | Non
     except DvcError:
         return None  # the pull that follows reports DVC's own error
     problem = _without_credentials(remote)
-    if problem is None and remote.endpoint:
-        try:
-            address = endpoint_address(remote.endpoint)
-            socket.create_connection(address, timeout=ENDPOINT_TIMEOUT_S).close()
-        except OSError:
-            problem = (
-                f"the server of the remote '{remote.name}' does not answer at "
-                f"{remote.endpoint} (start the local one with `uv run nox -s s3`, or fix the "
-                f"endpoint with `uv run dvc remote modify --local {remote.name} endpointurl URL`)"
-            )
+    if problem is None and remote.endpoint and not answers(remote.endpoint, ENDPOINT_TIMEOUT_S):
+        problem = (
+            f"the server of the remote '{remote.name}' does not answer at "
+            f"{remote.endpoint} (start the local one with `uv run nox -s s3`, or fix the "
+            f"endpoint with `uv run dvc remote modify --local {remote.name} endpointurl URL`)"
+        )
     return problem
 
 

@@ -19,14 +19,13 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from dvcrepo import DVC, DvcError, RemoteConfig, endpoint_address, remote_config
+from dvcrepo import DVC, DvcError, RemoteConfig, answers, remote_config
 
 __all__ = ["Watchdog", "explain", "main", "remote_in_use", "run"]
 
@@ -84,7 +83,8 @@ def explain(verb: str, errors: str, remote: RemoteConfig) -> str:
         )
     if re.search(
         r"Could not connect|Cannot connect to host|Connection refused|EndpointConnectionError"
-        r"|Connect timeout|ConnectTimeout|Name or service not known|Server disconnected",
+        r"|Connect timeout|ConnectTimeout|Name or service not known|Server disconnected"
+        r"|stopped answering",
         text,
     ):
         return (
@@ -125,37 +125,44 @@ def explain(verb: str, errors: str, remote: RemoteConfig) -> str:
 class Watchdog(threading.Thread):
     """Stops a transfer whose server stopped answering.
 
-    DVC retries every file on its own, so a server that dies part-way would
-    keep a large transfer busy for many minutes before it reports anything.
-    This thread opens a TCP connection to the endpoint every ``interval``
-    seconds; after ``limit`` failures in a row it interrupts DVC (as Ctrl-C
-    would), which stops cleanly and keeps its cache consistent.
+    DVC retries every file on its own, and botocore waits a minute for each
+    answer, so a server that dies or freezes part-way would keep a large
+    transfer busy for many minutes before it reports anything. This thread
+    sends the endpoint an HTTP request every ``interval`` seconds; after
+    ``limit`` requests in a row get no answer within ``timeout`` seconds, it
+    interrupts DVC (as Ctrl-C would), and kills it if it has not stopped
+    ``grace`` seconds later. Neither loses anything: DVC moves a downloaded
+    file into its cache only once whole, and S3 stores an object only once
+    whole.
     """
 
     def __init__(
-        self, proc: subprocess.Popen[str], endpoint: str, interval: float = 2.0, limit: int = 3
+        self,
+        proc: subprocess.Popen[str],
+        endpoint: str,
+        interval: float = 2.0,
+        timeout: float = 5.0,
+        limit: int = 3,
+        grace: float = 10.0,
     ) -> None:
         super().__init__(daemon=True)
-        self.address = endpoint_address(endpoint)
-        self.proc, self.interval, self.limit = proc, interval, limit
+        self.endpoint = endpoint
+        self.proc, self.interval, self.timeout = proc, interval, timeout
+        self.limit, self.grace = limit, grace
         self.done = threading.Event()
         self.fired = False
 
     def run(self) -> None:
-        """Probe the endpoint until the transfer ends or the server is gone."""
+        """Probe the endpoint until the transfer ends or the server stops answering."""
         failures = 0
         while not self.done.wait(self.interval):
-            try:
-                socket.create_connection(self.address, timeout=self.interval).close()
-                failures = 0
-            except OSError:
-                failures += 1
+            failures = 0 if answers(self.endpoint, self.timeout) else failures + 1
             if failures >= self.limit and self.proc.poll() is None:
                 self.fired = True
                 self.proc.send_signal(signal.SIGINT)
                 try:
-                    self.proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
+                    self.proc.wait(timeout=self.grace)
+                except subprocess.TimeoutExpired:  # its threads wait on the server
                     self.proc.kill()
                 return
 
@@ -204,7 +211,7 @@ def run(verb: str, args: Sequence[str], cwd: Path) -> int:
         watchdog.done.set()
         watchdog.join()
         if watchdog.fired:
-            reported.append(f"ERROR: Could not connect to {remote.endpoint}; stopped the transfer")
+            reported.append(f"ERROR: {remote.endpoint} stopped answering; stopped the transfer")
             status = status or 1
     if status != 0:
         print(explain(verb, "\n".join(reported), remote), file=sys.stderr)
