@@ -1,9 +1,16 @@
-"""`nox -s exp`'s override check (tools/exp.py), without running DVC."""
+"""`nox -s exp`'s checks before DVC runs (tools/exp.py): the overrides, the data."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import exp  # tools/ is on pytest's pythonpath
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 DOCUMENT = {"train": {"epochs": 8, "augment": {"flip": False}}}
 
@@ -72,3 +79,27 @@ def test_each_value_of_a_sweep_is_checked_and_the_sweep_passed_on_to_dvc() -> No
         exp.rewrite(["-S", "train.epochs=range(0,3)"], DOCUMENT)
     with pytest.raises(exp.OverrideError, match=r"train\.epochs: Input should be a valid integer"):
         exp.rewrite(["-S", "train.epochs=2,x"], DOCUMENT)
+
+
+@pytest.mark.slow
+def test_data_no_one_can_provide_is_said_in_one_line_before_dvc_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A fresh clone without access to the remote: the raw data is only a pointer.
+    dvc = str(Path(sys.executable).parent / "dvc")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([dvc, "init", "-q"], cwd=tmp_path, check=True)
+    project = tmp_path / "projects" / "planets-moons"
+    (project / "data").mkdir(parents=True)
+    for name in ("dvc.yaml", "dvc.lock", "params.yaml", "data/raw.dvc"):
+        shutil.copy(ROOT / "projects" / "planets-moons" / name, project / name)
+    params = (project / "params.yaml").read_bytes()
+
+    assert exp.main([str(project), "-S", "train.epochs=3"]) == 1
+
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("celestial-exp: error: no experiment can run: data/raw is neither ")
+    assert "run `uv run dvc pull` in projects/planets-moons with access to the remote" in err
+    assert (project / "params.yaml").read_bytes() == params
+    assert not (project / "data" / "raw").exists()

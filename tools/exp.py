@@ -9,11 +9,13 @@ that the file leaves out in the ``+`` form DVC needs, and gives
 ``params.yaml`` its bytes back when the experiment fails, with the outputs
 DVC removed before the failed stage that its cache cannot give back (those
 marked ``cache: false``: metrics, figures' CSVs), committed or not, as they
-were before the run.
+were before the run. Input data missing from the workspace is checked out
+from the DVC cache or pulled first, as ``nox -s repro`` does; when neither can
+provide it, one line says so and how to get it, and nothing runs.
 
 Usage: ``python tools/exp.py PROJECT_DIR [dvc exp run arguments]`` (what
-``nox -s exp -- PROJECT ...`` runs). Exit status 2 for a bad override, else
-that of ``dvc exp run``.
+``nox -s exp -- PROJECT ...`` runs). Exit status 2 for a bad override, 1 for
+missing data, else that of ``dvc exp run``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dvcrepo import skip_reason
 from params_reference import SECTIONS
 
 from celestial_data import ParamsError
@@ -164,6 +167,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
     dvc = Path(sys.executable).parent / "dvc"
+    # A fresh clone lacks the pulled data: DVC would stop on "missing data 'source'".
+    missing = skip_reason(project.resolve(), (str(dvc),))
+    if missing:
+        print(f"{PROG}: error: no experiment can run: {missing}.", file=sys.stderr)
+        return 1
     with tempfile.TemporaryDirectory(prefix="celestial-exp-") as kept:
         saved = save_uncached_outputs(project, Path(kept))
         done = subprocess.run([str(dvc), "exp", "run", *command], cwd=project)
