@@ -127,6 +127,39 @@ def test_a_stage_that_fails_fails_with_dvc_s_error_line(repo: Path) -> None:
     ), outcome.detail
 
 
+def test_a_param_missing_from_params_yaml_is_the_failure_s_reason(repo: Path) -> None:
+    # DVC says why only in a WARNING before its ERROR: the stage never ran.
+    folder = project(repo, "unset", COUNT)
+    (folder / "dvc.yaml").write_text(
+        (folder / "dvc.yaml")
+        .read_text()
+        .replace("    deps:", "    params: [train.epochs]\n    deps:")
+    )
+    (folder / "params.yaml").write_text("prepare:\n  seed: 1\n")
+    add_data(folder)
+    outcome = reproduce(repo, "unset", strict=False)
+    assert outcome.status == "failed"
+    assert outcome.detail == (
+        "ERROR: failed to reproduce 'projects/unset/dvc.yaml:count': Parameters "
+        "'train.epochs' are missing from 'projects/unset/params.yaml'."
+    )
+
+
+def test_a_dvc_lock_with_merge_conflicts_is_named_with_the_fix(repo: Path) -> None:
+    folder = project(repo, "merged", COUNT)
+    add_data(folder)
+    assert reproduce(repo, "merged", strict=False).status == "reproduced"
+    lock = folder / "dvc.lock"
+    text = lock.read_text()
+    lock.write_text(text.replace("    outs:", "<<<<<<< HEAD\n=======\n>>>>>>> other\n    outs:", 1))
+    outcome = reproduce(repo, "merged", strict=False)
+    assert outcome.status == "failed"
+    assert outcome.detail.startswith(
+        "'./projects/merged/dvc.lock' is invalid (possible merge conflicts): resolve the "
+    ), outcome.detail
+    assert "git checkout --theirs FILE" in outcome.detail
+
+
 def test_one_dvc_run_serves_every_project_and_a_failure_hides_none(repo: Path) -> None:
     names = ["alpha", "broken", "gamma", "missing"]
     for name in names:

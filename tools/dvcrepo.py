@@ -452,14 +452,35 @@ def _outcome(project: str, stage_prefix: str, lines: list[str], status: int) -> 
     own = [line for line in lines if stage_prefix in line]
     failures = [line for line in own if line.startswith("ERROR")]
     if failures:
-        said = _last_words(lines, failures[-1].split("'")[1])
+        # What the command printed last, else why DVC did not run it (a param
+        # missing from params.yaml is only a WARNING before the ERROR).
+        said = _last_words(lines, failures[-1].split("'")[1]) or next(
+            (w.removeprefix("WARNING: ") for w in reversed(own) if w.startswith("WARNING")), ""
+        )
         return Outcome(project, "failed", failures[-1] + (f": {said}" if said else ""))
     if status != 0 and not any(line.startswith("ERROR") and "dvc.yaml:" in line for line in lines):
-        return Outcome(project, "failed", last_error("\n".join(lines)))
+        return Outcome(project, "failed", _before_any_stage(lines))
     ran = ("Running stage", "is cached - skipping run")
     return Outcome(
         project, "reproduced" if any(m in line for line in own for m in ran) else "up to date"
     )
+
+
+def _before_any_stage(lines: list[str]) -> str:
+    """Why DVC stopped before running any stage: a file it cannot read, or its last error.
+
+    A file DVC cannot read is followed by the YAML parser's account of it,
+    line by line; the line that names the file is the one to report.
+    """
+    invalid = next((line.strip() for line in lines if "is invalid" in line), None)
+    if invalid is None:
+        return last_error("\n".join(lines))
+    if "merge conflicts" in invalid:
+        return (
+            f"{invalid.rstrip('.')}: resolve the conflict markers (<<<<<<<); in a dvc.lock, take either "
+            "side ('git checkout --theirs FILE') and rerun: the repro writes it again"
+        )
+    return invalid
 
 
 def _last_words(lines: list[str], stage: str) -> str:
