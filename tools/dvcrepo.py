@@ -477,8 +477,9 @@ def _before_any_stage(lines: list[str]) -> str:
         return last_error("\n".join(lines))
     if "merge conflicts" in invalid:
         return (
-            f"{invalid.rstrip('.')}: resolve the conflict markers (<<<<<<<); in a dvc.lock, take either "
-            "side ('git checkout --theirs FILE') and rerun: the repro writes it again"
+            f"{invalid.rstrip('.')}: resolve the conflict markers (<<<<<<<); in a dvc.lock, "
+            "take either side ('git checkout --theirs FILE') and rerun: the repro writes it "
+            "again"
         )
     return invalid
 

@@ -46,7 +46,8 @@ def test_card_describes_the_model_and_its_identity(tmp_path: Path) -> None:
 
 def test_no_trained_model_says_which_dvc_command_to_run(tmp_path: Path) -> None:
     project = fake_project(tmp_path, model=False)
-    with pytest.raises(ServeError, match=r"no trained model yet.*'dvc checkout dvc.yaml'") as caught:
+    said = r"no trained model yet.*'dvc checkout dvc\.yaml'"
+    with pytest.raises(ServeError, match=said) as caught:
         load_card(project)
     assert "dvc repro" in str(caught.value)
     assert "dvc pull" in str(caught.value)
