@@ -202,5 +202,6 @@ def build_model(
         )
     if not augment:
         params = params.model_copy(update={"augment": NO_AUGMENT})
+    height, width, channels = input_shape  # a list, when read from JSON
     with fast_initializers():
-        return ARCHITECTURES[params.architecture](tuple(input_shape), num_classes, params)
+        return ARCHITECTURES[params.architecture]((height, width, channels), num_classes, params)
