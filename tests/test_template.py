@@ -685,8 +685,15 @@ def test_an_experiment_with_a_misspelt_key_stops_with_the_projects_message(
         ]
         assert params.read_bytes() == original
 
-    # A valid key, but the experiment fails (the project has no images yet):
-    # DVC has written the value into params.yaml, and it is taken back.
+    # A valid key, but no images at all: said before DVC runs.
+    done = run(*exp, "-S", "train.epochs=3", cwd=workspace, check=False)
+    assert done.returncode == 1
+    assert "data/raw does not exist and no stage or .dvc file provides it" in done.stderr
+    assert params.read_bytes() == original
+
+    # An empty image folder: the experiment fails in prepare, after DVC has
+    # written the value into params.yaml, and it is taken back.
+    (project / "data" / "raw").mkdir(parents=True)
     done = run(*exp, "-S", "train.epochs=3", cwd=workspace, check=False)
     assert done.returncode != 0
     assert "is as it was" in done.stderr
