@@ -255,18 +255,37 @@ def one_clear_line(result: subprocess.CompletedProcess, *expected: str) -> str:
     return lines[0]
 
 
-def kill_when_logged(
+def start_transfer(verb: str, repo: Path) -> subprocess.Popen:
+    """``nox -s push/pull`` of the raw data, one file at a time, running in the background."""
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "tools" / "transfer.py"), verb, "-j", "1", "data/raw.dvc"],
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+
+
+def wait_until_logged(
     server: S3, request: str, transfer_proc: subprocess.Popen, times: int = 1
 ) -> None:
-    """Stop the server once its log shows ``request`` ``times`` times, while the transfer runs."""
+    """Return once the server's log shows ``request`` ``times`` times, while the transfer runs."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if server.log.read_text(errors="replace").count(request) >= times:
-            server.stop()
             return
         assert transfer_proc.poll() is None, "the transfer ended before the server could be stopped"
         time.sleep(0.01)
     pytest.fail(f"the server never logged {request!r}")
+
+
+def kill_when_logged(
+    server: S3, request: str, transfer_proc: subprocess.Popen, times: int = 1
+) -> None:
+    """Stop the server once its log shows ``request`` ``times`` times, while the transfer runs."""
+    wait_until_logged(server, request, transfer_proc, times)
+    server.stop()
 
 
 @pytest.mark.slow
@@ -369,14 +388,7 @@ def test_server_stopped_mid_push_loses_nothing_and_a_second_push_completes(
 ) -> None:
     repo = make_repo(tmp_path / "repo", own_s3, "midpush", per_class=100)
     workspace, cache = snapshot(repo, ("data/raw",)), cache_objects(repo)
-    push = subprocess.Popen(
-        [sys.executable, str(ROOT / "tools" / "transfer.py"), "push", "-j", "1", "data/raw.dvc"],
-        cwd=repo,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=ENV,
-    )
+    push = start_transfer("push", repo)
     kill_when_logged(own_s3, f"PUT /{BUCKET}/midpush/files/md5/", push)
     stdout, stderr = push.communicate(timeout=300)
 
@@ -406,14 +418,7 @@ def test_server_stopped_mid_pull_leaves_no_object_dvc_would_trust_wrongly(
     (repo / "notes.txt").write_text("work in progress\n")
     remove_cache_and_workspace(repo)
 
-    pull = subprocess.Popen(
-        [sys.executable, str(ROOT / "tools" / "transfer.py"), "pull", "-j", "1", "data/raw.dvc"],
-        cwd=repo,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=ENV,
-    )
+    pull = start_transfer("pull", repo)
     # Past the directory listing, some images in.
     kill_when_logged(own_s3, f"GET /{BUCKET}/midpull/files/md5/", pull, times=20)
     stdout, stderr = pull.communicate(timeout=300)
@@ -447,18 +452,8 @@ def test_a_server_frozen_mid_pull_is_given_up_in_seconds_not_minutes(
     repo = make_repo(tmp_path / "repo", own_s3, "frozen", per_class=100)
     assert nox_transfer("push", "data/raw.dvc", cwd=repo).returncode == 0
     remove_cache_and_workspace(repo)
-    pull = subprocess.Popen(
-        [sys.executable, str(ROOT / "tools" / "transfer.py"), "pull", "-j", "1", "data/raw.dvc"],
-        cwd=repo,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=ENV,
-    )
-    deadline = time.monotonic() + 120
-    while own_s3.log.read_text(errors="replace").count(f"GET /{BUCKET}/frozen/files/md5/") < 20:
-        assert time.monotonic() < deadline and pull.poll() is None, "no images pulled"
-        time.sleep(0.01)
+    pull = start_transfer("pull", repo)
+    wait_until_logged(own_s3, f"GET /{BUCKET}/frozen/files/md5/", pull, times=20)
     os.killpg(own_s3.proc.pid, signal.SIGSTOP)
     try:
         # botocore alone waits 60 s for each of its retries of every file.
