@@ -1,4 +1,5 @@
-"""Stopping a real server from outside: SIGTERM to ``nox -s serve``, a parent that dies."""
+"""Stopping a real server from outside: SIGTERM to ``nox -s serve``, a parent that dies, Ctrl+C,
+a worker killed."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -50,6 +52,16 @@ def healthy(port: int) -> bool:
         return False
 
 
+def wait_until_healthy(
+    port: int, process: subprocess.Popen, log: Path, seconds: float = 300
+) -> None:
+    """Wait for /health to answer 200 while ``process`` runs (its log, should it not)."""
+    deadline = time.monotonic() + seconds
+    while not healthy(port):
+        assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.5)
+
+
 def started_in_a_group(command: list[str], log: Path) -> subprocess.Popen:
     with open(log, "wb") as stream:
         return subprocess.Popen(
@@ -67,10 +79,8 @@ def ends_the_server_when_killed(starter: subprocess.Popen, port: int, log: Path,
     """Once ``starter``'s server is healthy, signal ``starter`` alone; check all of it ends."""
     pgid = starter.pid  # start_new_session: its own process group
     try:
-        deadline = time.monotonic() + 600  # the first nox run also makes its environment
-        while not healthy(port):
-            assert starter.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.5)
+        # The first nox run also makes its environment.
+        wait_until_healthy(port, starter, log, seconds=600)
         assert any("celestial" in c for c in group_processes(pgid) if "-m nox" not in c)
         starter.send_signal(signum)  # not to its group
         deadline = time.monotonic() + 20
@@ -117,10 +127,7 @@ def test_the_server_s_processes_stop_when_its_main_process_is_killed(
     server = started_in_a_group([*serve, "--api-servers", "2", "--workers", "2"], log)
     pgid = server.pid
     try:
-        deadline = time.monotonic() + 300
-        while not healthy(port):
-            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.5)
+        wait_until_healthy(port, server, log)
         assert len(group_processes(pgid)) >= 5  # main, 2 HTTP processes, 2 workers
         server.kill()
         server.wait(timeout=10)
@@ -147,10 +154,7 @@ def test_ctrl_c_lets_the_requests_in_flight_be_answered(
     server = started_in_a_group([*serve, "--workers", "2"], log)
     pgid = server.pid
     try:
-        deadline = time.monotonic() + 300
-        while not healthy(port):
-            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.5)
+        wait_until_healthy(port, server, log)
         workers = [pid for pid, command in group_members(pgid) if "spawn_main" in command]
         assert len(workers) == 2, group_processes(pgid)
         for pid in workers:
@@ -174,6 +178,57 @@ def test_ctrl_c_lets_the_requests_in_flight_be_answered(
         assert not port_open(port), log.read_text()
         assert group_processes(pgid) == [], log.read_text()
         assert "Traceback" not in log.read_text(), log.read_text()
+    finally:
+        if group_processes(pgid):
+            os.killpg(pgid, signal.SIGKILL)
+
+
+def test_a_worker_that_dies_fails_its_requests_at_once_and_stops_the_server(
+    trained_project: Path, reference, tmp_path
+) -> None:
+    # A worker killed while it holds requests (the kernel's out-of-memory
+    # killer sends SIGKILL): its requests are answered 503 at once, the other
+    # worker's as usual, and the server stops saying why, leaving nothing behind.
+    port = free_port()
+    serve = [sys.executable, "-m", "celestial_serve", str(trained_project), "--port", str(port)]
+    log = tmp_path / "serve.log"
+    server = started_in_a_group([*serve, "--workers", "2", "--api-servers", "1"], log)
+    pgid = server.pid
+    image = next(iter(reference.values()))[0].read_bytes()
+
+    def predict() -> requests.Response:
+        return requests.post(
+            f"http://127.0.0.1:{port}/predict",
+            data=image,
+            headers={"Content-Type": "image/jpeg"},
+            timeout=20,  # LitServe alone would hold them 30 s, then drop the connection
+        )
+
+    try:
+        wait_until_healthy(port, server, log)
+        workers = [pid for pid, command in group_members(pgid) if "spawn_main" in command]
+        assert len(workers) == 2, group_processes(pgid)
+        os.kill(workers[0], signal.SIGSTOP)  # it holds its requests
+        with ThreadPoolExecutor(6) as pool:
+            calls = [pool.submit(predict) for _ in range(6)]  # in turn to each worker
+            time.sleep(3)
+            os.kill(workers[0], signal.SIGKILL)
+            answers = [call.result() for call in calls]
+
+        assert sorted(a.status_code for a in answers) == [200, 200, 200, 503, 503, 503]
+        gone = [a.json() for a in answers if a.status_code == 503]
+        assert all("inference worker holding this request stopped" in g["detail"] for g in gone)
+        assert server.wait(timeout=60) == 1
+        last = log.read_text().strip().splitlines()[-1]
+        assert last.startswith(
+            "celestial-serve: error: An inference worker stopped (killed by SIGKILL, which the "
+            "kernel's out-of-memory killer sends), and the server with it. Start the server again"
+        ), log.read_text()
+        assert "Traceback" not in log.read_text(), log.read_text()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and group_processes(pgid):
+            time.sleep(0.2)
+        assert group_processes(pgid) == [], log.read_text()
     finally:
         if group_processes(pgid):
             os.killpg(pgid, signal.SIGKILL)

@@ -17,7 +17,7 @@ from queue import Empty
 import pytest
 
 from celestial_serve.errors import ServeError
-from celestial_serve.litserve_internals import SocketChannel
+from celestial_serve.litserve_internals import ERROR, WORKER_GONE, SocketChannel
 from celestial_serve.transport import frame, sockets_dir, unframe
 
 # A stand-in inference worker: doubles each request's payload and answers the
@@ -28,6 +28,14 @@ channel = pickle.loads(sys.stdin.buffer.read())
 while (item := channel.get(timeout=30))[1] is not None:
     server, uid, payload = item
     channel.send_many([(uid, 2 * payload)], server)
+"""
+
+
+HOLDER = """
+import pickle, sys
+channel = pickle.loads(sys.stdin.buffer.read())
+while True:
+    channel.get(timeout=None)
 """
 
 
@@ -105,6 +113,44 @@ def test_requests_are_shared_out_and_none_is_lost_or_repeated(folder: Path) -> N
             process.wait(timeout=30)
     assert sorted(got) == sorted((f"r{n}", 2 * n) for n in range(200))
     assert [process.returncode for process in workers] == [0, 0]  # both got a stop
+
+
+def test_a_worker_that_dies_has_its_requests_answered_and_gets_no_more(folder: Path) -> None:
+    shared = channel(folder, workers=2)
+    holder = subprocess.Popen(  # takes requests and never answers, until it is killed
+        [sys.executable, "-c", HOLDER],
+        stdin=subprocess.PIPE,
+        env={**os.environ, "LITSERVE_WORKER_ID": "0"},
+    )
+    holder.stdin.write(pickle.dumps(shared))
+    holder.stdin.close()
+    worker = start_worker(shared, 1)
+    server = copy(shared)
+
+    async def exchange() -> tuple[list, list, list]:
+        for n in range(4):  # in turn: r0 and r2 to the holder
+            server.put((0, f"r{n}", n))
+        answered = await receive(server, 0, 2)
+        holder.kill()
+        lost = await receive(server, 0, 2)
+        for n in range(4, 8):  # to the worker left
+            server.put((0, f"r{n}", n))
+        after = await receive(server, 0, 4)
+        server.put((0, None, None))
+        await asyncio.sleep(0.2)  # the event loop writes it
+        return answered, lost, after
+
+    try:
+        answered, lost, after = asyncio.run(exchange())
+    finally:
+        holder.kill()
+        worker.wait(timeout=30)
+    assert sorted(answered) == [("r1", 2), ("r3", 6)]
+    assert sorted(uid for uid, _ in lost) == ["r0", "r2"]
+    for _, (error, status, *_) in lost:
+        assert (error.status_code, status) == (503, ERROR)
+        assert error.detail == WORKER_GONE
+    assert sorted(after) == [(f"r{n}", 2 * n) for n in range(4, 8)]
 
 
 def test_an_empty_queue_raises_empty_after_the_timeout(folder: Path) -> None:

@@ -36,7 +36,16 @@ from celestial_serve.errors import ServeError
 from celestial_serve.request import PredictionRequest
 from celestial_serve.transport import HttpEnd, WorkerEnd, sockets_dir
 
-__all__ = ["NEEDED", "SUPPORTED", "GreedyBatchLoop", "LeanServer", "SocketChannel", "missing"]
+__all__ = [
+    "NEEDED",
+    "SUPPORTED",
+    "WORKER_GONE",
+    "GreedyBatchLoop",
+    "LeanServer",
+    "SocketChannel",
+    "missing",
+    "worker_gone",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +121,18 @@ from litserve.utils import (  # noqa: E402
 OK, ERROR = LitAPIStatus.OK, LitAPIStatus.ERROR
 
 
+#: What a request is answered when its inference worker went away before answering it.
+WORKER_GONE = (
+    "The inference worker holding this request stopped before answering it (it crashed or "
+    "was killed); the server stops with it. Retry on a running server."
+)
+
+
+def worker_gone(uid: str) -> tuple[str, tuple[Any, ...]]:
+    """The answer, as a worker sends it, to request ``uid`` whose worker went away: a 503."""
+    return uid, (HTTPException(503, WORKER_GONE), ERROR, LoopResponseType.REGULAR, None)
+
+
 class SocketChannel:
     """LitServe's request queue and answer transport in one, over `celestial_serve.transport`.
 
@@ -129,7 +150,7 @@ class SocketChannel:
     @functools.cached_property
     def http(self) -> HttpEnd:
         """This HTTP server's end."""
-        return HttpEnd(self.addresses)
+        return HttpEnd(self.addresses, lost=worker_gone)
 
     @functools.cached_property
     def worker(self) -> WorkerEnd:

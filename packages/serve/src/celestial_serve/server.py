@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -259,6 +260,14 @@ def run_server(card: ModelCard, options: ServerOptions) -> None:
             access_log=options.log_level.lower() in ("trace", "debug", "info"),
             **connection_limits(options),
         )
+    except (EOFError, ConnectionError):
+        # LitServe stops the server from another thread once a worker has died,
+        # closing under the main thread what it waits on.
+        raise ServeError(
+            f"An inference worker stopped ({worker_death(server)}), and the server with it. "
+            "Start the server again; under a supervisor, have it restart the server on "
+            "failure (see docs/serving.md)."
+        ) from None
     except RuntimeError as error:
         if "workers failed to start" not in str(error):
             raise
@@ -267,3 +276,18 @@ def run_server(card: ModelCard, options: ServerOptions) -> None:
             "logged above). Run 'dvc repro' in the project to rebuild it, or 'dvc pull' to "
             "fetch it again."
         ) from None
+
+
+def worker_death(server: Any) -> str:
+    """How the first inference worker of ``server`` that died on its own ended."""
+    for worker in getattr(server, "inference_workers", []):
+        code = worker.exitcode
+        if code is None or code in (0, -signal.SIGTERM):  # running, or stopped by the server
+            continue
+        if code > 0:
+            return f"exit status {code}; its error is logged above"
+        name = signal.Signals(-code).name
+        if name == "SIGKILL":
+            return "killed by SIGKILL, which the kernel's out-of-memory killer sends"
+        return f"killed by {name}"
+    return "it died"

@@ -3,14 +3,19 @@
 A Unix stream socket joins each HTTP server to each worker and carries
 length-prefixed pickles both ways: each worker listens on its own address,
 each HTTP server connects to all and hands requests out in turn, and a worker
-answers on the connection that brought the request. The HTTP side runs in its
-event loop (no thread), the worker side on a selector. LitServe plugs in
-through `celestial_serve.litserve_internals`.
+answers on the connection that brought the request. A request is a tuple
+``(server, id, ...)`` and an answer ``(id, ...)``: an HTTP server keeps the
+ids each worker holds, so that when a worker goes away (it crashed, or was
+killed) its requests get an answer at once, from ``lost(id)``, and the next
+requests go to the workers left. The HTTP side runs in its event loop (no
+thread), the worker side on a selector. LitServe plugs in through
+`celestial_serve.litserve_internals`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import pickle
 import selectors
 import shutil
@@ -18,6 +23,7 @@ import socket
 import tempfile
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from queue import Empty
 from typing import Any, cast
@@ -25,6 +31,8 @@ from typing import Any, cast
 from celestial_serve.errors import ServeError
 
 __all__ = ["HttpEnd", "WorkerEnd", "frame", "sockets_dir", "unframe"]
+
+logger = logging.getLogger(__name__)
 
 HEADER = 4  # bytes of the big-endian length before each pickle
 # A Unix socket address holds 107 bytes; the names added to the folder up to 17.
@@ -52,28 +60,37 @@ def unframe(buffer: bytearray) -> list[Any]:
 
 
 class _Link(asyncio.Protocol):
-    """One connection to a worker, queueing its answers."""
+    """One connection to a worker: its answers go to the HTTP server's end."""
 
-    def __init__(self, answers: asyncio.Queue) -> None:
-        self.answers = answers
+    def __init__(self, end: HttpEnd, worker: int) -> None:
+        self.end, self.worker = end, worker
         self.buffer = bytearray()
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
         for batch in unframe(self.buffer):
             for answer in batch:
-                self.answers.put_nowait(answer)
+                self.end.answered(self.worker, answer)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.answers.put_nowait(asyncio.CancelledError("A worker closed its connection"))
+        self.end.gone(self.worker)
 
 
 class HttpEnd:
-    """An HTTP server's side: connections to the workers at ``addresses``, opened at once."""
+    """An HTTP server's side: connections to the workers at ``addresses``, opened at once.
 
-    def __init__(self, addresses: list[str]) -> None:
-        self.links: list[asyncio.Transport] = []
-        self.pending: list[bytes] = []  # requests sent before the workers were reached
+    Args:
+        addresses: The workers' socket addresses.
+        lost: The answer to request ``id`` when its worker went away first.
+    """
+
+    def __init__(self, addresses: list[str], lost: Callable[[Any], Any]) -> None:
+        self.lost = lost
+        self.links: dict[int, asyncio.Transport] = {}  # the workers reached and still there
+        self.order: list[int] = []  # their numbers, to hand requests out in turn
+        self.held: dict[int, set[Any]] = {}  # the ids of the requests each one holds
+        self.pending: list[tuple[Any, bytes]] = []  # sent before the workers were reached
+        self.connected = False
         self.turn = 0
         self.answers: asyncio.Queue = asyncio.Queue()
         # Held here: the event loop holds its tasks only weakly.
@@ -81,50 +98,62 @@ class HttpEnd:
 
     def send(self, item: Any) -> None:
         """Send a request to the next worker, in turn (never blocks)."""
-        data = frame(item)
-        if self.links:
-            self._write(data)
+        if self.connected:
+            self._write(item[1], frame(item))
         else:
-            self.pending.append(data)
+            self.pending.append((item[1], frame(item)))
 
-    def _write(self, data: bytes) -> None:
-        self.links[self.turn % len(self.links)].write(data)
+    def _write(self, uid: Any, data: bytes) -> None:
+        if not self.links:  # every worker went away: the server is stopping
+            self.answers.put_nowait(self.lost(uid))
+            return
+        worker = self.order[self.turn % len(self.order)]
         self.turn += 1
+        self.links[worker].write(data)
+        self.held[worker].add(uid)
+
+    def answered(self, worker: int, answer: Any) -> None:
+        """Pass on an answer that came from ``worker``."""
+        self.held[worker].discard(answer[0])
+        self.answers.put_nowait(answer)
+
+    def gone(self, worker: int) -> None:
+        """``worker`` went away: answer what it held, and send it nothing more."""
+        if self.links.pop(worker, None) is not None:
+            self.order.remove(worker)
+        for uid in self.held.pop(worker, ()):
+            self.answers.put_nowait(self.lost(uid))
 
     async def connect(self, addresses: list[str]) -> None:
         """Connect to every worker, then send the requests that waited."""
         deadline = time.monotonic() + CONNECT_TIMEOUT
-        try:
-            self.links = [await self._reach(address, deadline) for address in addresses]
-        except OSError as error:
-            self.answers.put_nowait(error)  # raised by next_answer
-            return
-        for data in self.pending:
-            self._write(data)
+        for worker, address in enumerate(addresses):
+            try:
+                await self._reach(worker, address, deadline)
+            except OSError as error:  # the others may still answer
+                logger.error("Cannot reach the inference worker at %s: %s", address, error)
+        self.connected = True
+        for uid, data in self.pending:
+            self._write(uid, data)
         self.pending.clear()
 
-    async def _reach(self, address: str, deadline: float) -> asyncio.Transport:
+    async def _reach(self, worker: int, address: str, deadline: float) -> None:
         loop = asyncio.get_running_loop()
         while True:  # a worker listens once its model is loaded
             try:
-                link, _ = await loop.create_unix_connection(lambda: _Link(self.answers), address)
-                return link
+                self.held[worker] = set()
+                link, _ = await loop.create_unix_connection(lambda: _Link(self, worker), address)
+                self.links[worker] = link
+                self.order.append(worker)
+                return
             except (FileNotFoundError, ConnectionRefusedError):
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.005)
 
     async def next_answer(self) -> Any:
-        """The next answer, in arrival order.
-
-        Raises:
-            OSError: If the workers could not be reached.
-            asyncio.CancelledError: Once a worker went away.
-        """
-        answer = await self.answers.get()
-        if isinstance(answer, BaseException):
-            raise answer
-        return answer
+        """The next answer, in arrival order (a lost request's too)."""
+        return await self.answers.get()
 
 
 class WorkerEnd:
