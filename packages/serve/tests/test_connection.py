@@ -58,9 +58,9 @@ class Server:
     """One HTTP process's uvicorn state, with the protocol capped at ``cap`` connections."""
 
     def __init__(self, cap: int | None) -> None:
-        self.config = uvicorn.Config(
-            hello, http=header_deadline_protocol(10.0, cap), lifespan="off", log_level="error"
-        )
+        self.refused: list[str] = []
+        protocol = header_deadline_protocol(10.0, cap, self.refused.append)
+        self.config = uvicorn.Config(hello, http=protocol, lifespan="off", log_level="error")
         self.config.load()
         self.state = ServerState()
 
@@ -91,9 +91,11 @@ async def burst(server: Server, clients: int) -> list[tuple[Any, Transport]]:
 
 def test_a_burst_beyond_the_cap_is_served_up_to_the_cap_and_the_rest_refused() -> None:
     async def run() -> None:
-        connections = await burst(Server(cap=4), 10)
+        server = Server(cap=4)
+        connections = await burst(server, 10)
         assert [status(transport) for _, transport in connections] == [200] * 4 + [503] * 6
         assert [transport.closed for _, transport in connections] == [False] * 4 + [True] * 6
+        assert server.refused == ["/"] * 6  # counted, though the app never saw them
 
     asyncio.run(run())
 

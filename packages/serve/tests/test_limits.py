@@ -98,6 +98,8 @@ def test_beyond_the_connection_cap_requests_get_503_until_stalled_ones_are_dropp
     finally:
         for client in stalled:
             client.close()
+    metrics = requests.get(f"{strict.url}/metrics", timeout=10).text
+    assert 'celestial_requests_total{route="/health",status="503"} 1.0' in metrics.splitlines()
 
 
 def test_a_request_answered_before_its_body_came_leaves_the_connection_usable(strict) -> None:

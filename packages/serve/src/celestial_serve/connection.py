@@ -17,7 +17,8 @@ hold the slots until they close; a request on a connection beyond them is
 answered 503 (and the connection closed) unless a slot has freed by the time
 its headers are complete. So a burst is served up to the cap and only the
 rest is refused. A connection holds its slot while it waits for headers, so
-stalled connections count until their deadline drops them.
+stalled connections count until their deadline drops them. The app never sees
+a refused request: ``refused`` counts it in the metrics.
 
 It subclasses uvicorn's ``HttpToolsProtocol`` (what uvicorn runs with the
 ``httptools`` parser that ``uvicorn[standard]`` installs, as LitServe requires),
@@ -25,13 +26,14 @@ using its ``cycle`` (the request under way, replaced once the next one's
 headers are parsed), ``connection_made``, ``data_received``,
 ``on_headers_complete`` (which answers 503 once as many connections are
 open as ``limit_concurrency``: always at 0), ``on_response_complete``,
-``connection_lost``, ``server_state``, ``loop`` and ``transport``;
+``connection_lost``, ``server_state``, ``scope``, ``loop`` and ``transport``;
 ``tests/test_connection.py`` fails if an uvicorn release changes them.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, cast
 from weakref import WeakKeyDictionary
 
@@ -51,6 +53,8 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
     header_timeout = 10.0
     max_connections: int | None = None
+    #: Told the path of each request answered 503 for want of a slot (for the metrics).
+    refused: Callable[[str], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Take a slot if one is free, and start the first request's deadline."""
@@ -71,9 +75,12 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         """Run the request, or have uvicorn answer 503 if this connection holds no slot."""
-        if not self.take_slot():
+        held = self.take_slot()
+        if not held:
             self.limit_concurrency = 0  # uvicorn's 503, which closes the connection
-        super().on_headers_complete()
+        super().on_headers_complete()  # reads the path into the scope
+        if not held and self.refused is not None:  # the app never sees the request
+            self.refused(self.scope["path"])
 
     def data_received(self, data: bytes) -> None:
         """Parse ``data``; close the connection if headers run over `MAX_HEADER_BYTES`."""
@@ -125,7 +132,9 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
 
 def header_deadline_protocol(
-    seconds: float, max_connections: int | None = None
+    seconds: float,
+    max_connections: int | None = None,
+    refused: Callable[[str], None] | None = None,
 ) -> type[HeaderDeadlineProtocol]:
     """The HTTP protocol for uvicorn (its ``http`` option).
 
@@ -133,6 +142,11 @@ def header_deadline_protocol(
         seconds: The time a connection has to send each request's headers.
         max_connections: The connections each HTTP process serves at once
             (None: no cap). Leave uvicorn's ``limit_concurrency`` unset.
+        refused: Called with the path of each request refused for want of a slot.
     """
-    attributes = {"header_timeout": seconds, "max_connections": max_connections}
+    attributes = {
+        "header_timeout": seconds,
+        "max_connections": max_connections,
+        "refused": None if refused is None else staticmethod(refused),
+    }
     return type("HeaderDeadlineProtocol", (HeaderDeadlineProtocol,), attributes)

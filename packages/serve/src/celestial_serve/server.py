@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import shutil
 import signal
 import socket
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -126,7 +127,9 @@ def build_server(card: ModelCard, options: ServerOptions) -> ls.LitServer:
     if metrics is not None or log is not None:  # outermost: sees every request, 401s too
         app.add_middleware(Observer, metrics=metrics, log=log, path=api.api_path)
     app.state.routes = ROUTES
+    app.state.refused = None  # see connection_limits
     if metrics is not None:
+        app.state.refused = functools.partial(metrics.observe, status=503, seconds=None)
         add_metrics(app, registry)
         app.state.routes = f"{ROUTES}, GET {METRICS_ROUTE}"
     add_page(app)
@@ -197,11 +200,16 @@ def check_port(host: str, port: int) -> None:
             raise ServeError(f"Cannot listen on {host}:{port} ({error.strerror}).") from None
 
 
-def connection_limits(options: ServerOptions) -> dict[str, Any]:
-    """The options of uvicorn that bound what connections may hold in each HTTP process."""
+def connection_limits(
+    options: ServerOptions, refused: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """The options of uvicorn that bound what connections may hold in each HTTP process.
+
+    ``refused`` is told the path of each request refused for want of a slot.
+    """
     return {
         # Not uvicorn's limit_concurrency: see celestial_serve.connection.
-        "http": header_deadline_protocol(options.header_timeout, options.max_connections),
+        "http": header_deadline_protocol(options.header_timeout, options.max_connections, refused),
         "timeout_keep_alive": options.keep_alive_timeout,
     }
 
@@ -258,7 +266,7 @@ def run_server(card: ModelCard, options: ServerOptions) -> None:
             num_api_servers=options.api_servers,
             # Else uvicorn formats every request's log line, only to drop it.
             access_log=options.log_level.lower() in ("trace", "debug", "info"),
-            **connection_limits(options),
+            **connection_limits(options, server.app.state.refused),
         )
     except (EOFError, ConnectionError):
         # LitServe stops the server from another thread once a worker has died,
