@@ -62,6 +62,29 @@ def wait_until_healthy(
         time.sleep(0.5)
 
 
+def inference_workers(pgid: int) -> list[int]:
+    """The pids of the inference workers of the server whose process group is ``pgid``."""
+    return [pid for pid, command in group_members(pgid) if "spawn_main" in command]
+
+
+def post_image(port: int, image: bytes, timeout: float = 30) -> requests.Response:
+    return requests.post(
+        f"http://127.0.0.1:{port}/predict",
+        data=image,
+        headers={"Content-Type": "image/jpeg"},
+        timeout=timeout,
+    )
+
+
+def assert_all_gone(port: int, pgid: int, log: Path) -> None:
+    """Within 20 s, the port is closed and no process of the group is left."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and (port_open(port) or group_processes(pgid)):
+        time.sleep(0.2)
+    assert not port_open(port), log.read_text()
+    assert group_processes(pgid) == [], log.read_text()
+
+
 def started_in_a_group(command: list[str], log: Path) -> subprocess.Popen:
     with open(log, "wb") as stream:
         return subprocess.Popen(
@@ -131,11 +154,7 @@ def test_the_server_s_processes_stop_when_its_main_process_is_killed(
         assert len(group_processes(pgid)) >= 5  # main, 2 HTTP processes, 2 workers
         server.kill()
         server.wait(timeout=10)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and (port_open(port) or group_processes(pgid)):
-            time.sleep(0.2)
-        assert not port_open(port), log.read_text()
-        assert group_processes(pgid) == [], log.read_text()
+        assert_all_gone(port, pgid, log)
     finally:
         if group_processes(pgid):
             os.killpg(pgid, signal.SIGKILL)
@@ -155,28 +174,19 @@ def test_ctrl_c_lets_the_requests_in_flight_be_answered(
     pgid = server.pid
     try:
         wait_until_healthy(port, server, log)
-        workers = [pid for pid, command in group_members(pgid) if "spawn_main" in command]
+        workers = inference_workers(pgid)
         assert len(workers) == 2, group_processes(pgid)
         for pid in workers:
             os.kill(pid, signal.SIGINT)
         time.sleep(1)
         image = next(iter(reference.values()))[0].read_bytes()
         for _ in range(4):  # both workers
-            answer = requests.post(
-                f"http://127.0.0.1:{port}/predict",
-                data=image,
-                headers={"Content-Type": "image/jpeg"},
-                timeout=30,
-            )
+            answer = post_image(port, image)
             assert answer.status_code == 200, (answer.text, log.read_text())
 
         os.killpg(pgid, signal.SIGINT)  # Ctrl+C
         server.wait(timeout=60)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and (port_open(port) or group_processes(pgid)):
-            time.sleep(0.2)
-        assert not port_open(port), log.read_text()
-        assert group_processes(pgid) == [], log.read_text()
+        assert_all_gone(port, pgid, log)
         assert "Traceback" not in log.read_text(), log.read_text()
     finally:
         if group_processes(pgid):
@@ -196,21 +206,15 @@ def test_a_worker_that_dies_fails_its_requests_at_once_and_stops_the_server(
     pgid = server.pid
     image = next(iter(reference.values()))[0].read_bytes()
 
-    def predict() -> requests.Response:
-        return requests.post(
-            f"http://127.0.0.1:{port}/predict",
-            data=image,
-            headers={"Content-Type": "image/jpeg"},
-            timeout=20,  # LitServe alone would hold them 30 s, then drop the connection
-        )
-
     try:
         wait_until_healthy(port, server, log)
-        workers = [pid for pid, command in group_members(pgid) if "spawn_main" in command]
+        workers = inference_workers(pgid)
         assert len(workers) == 2, group_processes(pgid)
         os.kill(workers[0], signal.SIGSTOP)  # it holds its requests
         with ThreadPoolExecutor(6) as pool:
-            calls = [pool.submit(predict) for _ in range(6)]  # in turn to each worker
+            # In turn to each worker. (LitServe alone would hold the dead worker's
+            # 30 s, then drop the connections.)
+            calls = [pool.submit(post_image, port, image, 20) for _ in range(6)]
             time.sleep(3)
             os.kill(workers[0], signal.SIGKILL)
             answers = [call.result() for call in calls]
@@ -225,10 +229,7 @@ def test_a_worker_that_dies_fails_its_requests_at_once_and_stops_the_server(
             "kernel's out-of-memory killer sends), and the server with it. Start the server again"
         ), log.read_text()
         assert "Traceback" not in log.read_text(), log.read_text()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and group_processes(pgid):
-            time.sleep(0.2)
-        assert group_processes(pgid) == [], log.read_text()
+        assert_all_gone(port, pgid, log)
     finally:
         if group_processes(pgid):
             os.killpg(pgid, signal.SIGKILL)
