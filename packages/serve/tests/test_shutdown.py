@@ -119,6 +119,20 @@ def ends_the_server_when_killed(starter: subprocess.Popen, port: int, log: Path,
         starter.wait(timeout=30)
 
 
+def serve_in_a_group(
+    project: Path, tmp_path: Path, *options: str
+) -> tuple[subprocess.Popen, int, Path]:
+    """``celestial-serve PROJECT`` on a free port, in a process group of its own.
+
+    Returns:
+        The server's process, its port and its log.
+    """
+    port = free_port()
+    log = tmp_path / "serve.log"
+    serve = [sys.executable, "-m", "celestial_serve", str(project), "--port", str(port)]
+    return started_in_a_group([*serve, *options], log), port, log
+
+
 def test_sigterm_to_nox_ends_the_server_and_its_workers(trained_project: Path, tmp_path) -> None:
     port = free_port()
     nox = [sys.executable, "-m", "nox", "--noxfile", str(ROOT / "noxfile.py"), "-s", "serve"]
@@ -144,10 +158,8 @@ def test_the_server_s_processes_stop_when_its_main_process_is_killed(
 ) -> None:
     # SIGKILL leaves no time to stop anything: the HTTP processes and the
     # inference workers must stop by themselves, and free the port.
-    port = free_port()
-    serve = [sys.executable, "-m", "celestial_serve", str(trained_project), "--port", str(port)]
-    log = tmp_path / "serve.log"
-    server = started_in_a_group([*serve, "--api-servers", "2", "--workers", "2"], log)
+    options = ("--api-servers", "2", "--workers", "2")
+    server, port, log = serve_in_a_group(trained_project, tmp_path, *options)
     pgid = server.pid
     try:
         wait_until_healthy(port, server, log)
@@ -167,10 +179,7 @@ def test_ctrl_c_lets_the_requests_in_flight_be_answered(
     # inference worker leaves the stopping to the main process, which stops
     # it once the HTTP processes have answered what they hold: shown here by
     # a worker that got its SIGINT and still answers.
-    port = free_port()
-    serve = [sys.executable, "-m", "celestial_serve", str(trained_project), "--port", str(port)]
-    log = tmp_path / "serve.log"
-    server = started_in_a_group([*serve, "--workers", "2"], log)
+    server, port, log = serve_in_a_group(trained_project, tmp_path, "--workers", "2")
     pgid = server.pid
     try:
         wait_until_healthy(port, server, log)
@@ -199,10 +208,8 @@ def test_a_worker_that_dies_fails_its_requests_at_once_and_stops_the_server(
     # A worker killed while it holds requests (the kernel's out-of-memory
     # killer sends SIGKILL): its requests are answered 503 at once, the other
     # worker's as usual, and the server stops saying why, leaving nothing behind.
-    port = free_port()
-    serve = [sys.executable, "-m", "celestial_serve", str(trained_project), "--port", str(port)]
-    log = tmp_path / "serve.log"
-    server = started_in_a_group([*serve, "--workers", "2", "--api-servers", "1"], log)
+    options = ("--workers", "2", "--api-servers", "1")
+    server, port, log = serve_in_a_group(trained_project, tmp_path, *options)
     pgid = server.pid
     image = next(iter(reference.values()))[0].read_bytes()
 

@@ -56,7 +56,6 @@ NEEDED = (
     "litserve.loops:LitLoop.run",
     "litserve.server:LitServer._init_manager",
     "litserve.server:LitServer._inference_workers_config_for_api",
-    "litserve.server:LitServer._perform_graceful_shutdown",
     "litserve.server:RegularRequestHandler._handle_error_response",
     "litserve.server:no_auth",
     "litserve.utils:LitAPIStatus.ERROR",

@@ -139,9 +139,9 @@ class HttpEnd:
 
     async def _reach(self, worker: int, address: str, deadline: float) -> None:
         loop = asyncio.get_running_loop()
+        self.held[worker] = set()
         while True:  # a worker listens once its model is loaded
             try:
-                self.held[worker] = set()
                 link, _ = await loop.create_unix_connection(lambda: _Link(self, worker), address)
                 self.links[worker] = link
                 self.order.append(worker)
