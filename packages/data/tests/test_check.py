@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +14,7 @@ from PIL import Image
 
 from celestial_data import DatasetError
 from celestial_data.check import check_dataset, format_report
-from celestial_data.dataset import parallel_map, scan
+from celestial_data.dataset import can_fork, parallel_map, scan
 
 
 def test_classes_are_sorted_folder_names_and_files_sorted(make_raw) -> None:
@@ -304,6 +307,14 @@ def test_parallel_map_keeps_the_order_of_its_items() -> None:
     items = range(1_000)  # several chunks, each of several batches
     assert list(parallel_map(lambda x: x * x, items, workers=3)) == [x * x for x in items]
     assert list(parallel_map(lambda x: x * x, [], workers=2)) == []
+
+
+def test_parallel_map_keeps_to_threads_where_this_process_may_not_fork(monkeypatch) -> None:
+    # A process running JAX (a test, a notebook) has threads a fork would not copy.
+    monkeypatch.setitem(sys.modules, "jax", types.ModuleType("jax"))
+    assert not can_fork()
+    pids = parallel_map(lambda _: os.getpid(), range(40), workers=2, processes=True)
+    assert set(pids) == {os.getpid()}
 
 
 def disc_picture(background: int, side: int = 48, mode: str = "RGB") -> Image.Image:

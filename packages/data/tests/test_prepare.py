@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -357,6 +359,41 @@ def test_corrupt_images_can_be_skipped(raw: Path, tmp_path: Path, encode) -> Non
     for split in dataset.splits:  # skipping leaves the same arrays as deleting
         a = (out / f"{split}_images.npy").read_bytes()
         assert a == (tmp_path / "clean_out" / f"{split}_images.npy").read_bytes()
+
+
+def test_worker_processes_write_what_one_process_writes(raw: Path, tmp_path: Path, encode) -> None:
+    # Run where forking is safe (a fresh interpreter: no JAX, one thread), so
+    # the images are decoded and varied in two worker processes.
+    whole = encode(5, fmt="JPEG", size=64)
+    (raw / "Moon" / "cut.jpg").write_bytes(whole[: len(whole) // 2])
+    params = changed(on_corrupt="skip", varied=1, train_varied=2, test_varied=1)
+    pids = tmp_path / "pids"
+    script = f"""
+import os, sys
+import celestial_data.prepare as prepare
+from celestial_data.dataset import can_fork
+from celestial_data.prepare import PrepareParams, prepare_dataset
+assert can_fork()
+load = prepare._load
+def logged(*args, **kwargs):
+    with open({str(pids)!r}, "a") as log:
+        log.write(f"{{os.getpid()}}\\n")
+    return load(*args, **kwargs)
+prepare._load = logged
+prepare_dataset({str(raw)!r}, {str(tmp_path / "two")!r},
+                PrepareParams.parse({params.dump()!r}), workers=2)
+print(os.getpid())
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    workers = set(pids.read_text().split())
+    assert workers and done.stdout.strip() not in workers  # decoded in other processes
+    prepare_dataset(raw, tmp_path / "one", params, workers=1)
+    written = sorted(path.name for path in (tmp_path / "one").iterdir())
+    assert written == sorted(path.name for path in (tmp_path / "two").iterdir())
+    for name in written:  # the cut file skipped alike, every array and report the same
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    assert json.loads((tmp_path / "two" / "report.json").read_text())["skipped"] == ["Moon/cut.jpg"]
 
 
 def test_layout_errors_stop_before_writing(make_raw, tmp_path: Path) -> None:

@@ -9,9 +9,12 @@ with ``/`` separators, on every platform.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
+import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
 from itertools import islice
@@ -26,6 +29,7 @@ from celestial_data.image import decode, edge_brightness, pixel_digest
 __all__ = [
     "FileInfo",
     "RawDataset",
+    "can_fork",
     "default_workers",
     "image_extensions",
     "inspect_files",
@@ -233,31 +237,80 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def can_fork() -> bool:
+    """Whether this process may be forked safely: one thread, and no JAX runtime loaded.
+
+    A fork copies only the thread that calls it; a lock another thread held
+    (JAX's runtime keeps threads of its own) stays held for ever in the child.
+    """
+    return (
+        "fork" in multiprocessing.get_all_start_methods()
+        and threading.active_count() == 1
+        and "jax" not in sys.modules
+    )
+
+
+#: The function forked workers of `parallel_map` run, set before they are
+#: forked: it need not be picklable (a closure over a dataset will do).
+_forked: Callable[[Any], Any] | None = None
+
+
+def _run_forked(batch: list[Any]) -> list[Any]:
+    assert _forked is not None, "set before the workers are forked"
+    return [_forked(item) for item in batch]
+
+
 def parallel_map(
-    function: Callable[[T], R], items: Iterable[T], workers: int | None = None
+    function: Callable[[T], R],
+    items: Iterable[T],
+    workers: int | None = None,
+    *,
+    processes: bool = False,
 ) -> Iterator[R]:
-    """Yield ``function(item)`` for each item, in order, computed by worker threads.
+    """Yield ``function(item)`` for each item, in order, computed by workers.
 
     Pillow releases the GIL while it decodes and resizes, so threads use every
-    core without the cost of copying arrays between processes. Items are taken
-    a chunk at a time, so results never pile up in memory.
+    core on large pictures without copying arrays between processes. On small
+    ones (a 128-pixel render decodes in half a millisecond) Python's own work
+    between Pillow's calls holds the GIL most of the time, and two threads took
+    longer than one: with ``processes``, items and results travel to and from
+    forked worker processes instead, when this process may be forked
+    (`can_fork`), else threads are used. Results must then be picklable, and
+    what ``function`` changes in an item stays in the worker: return it.
+    Items are taken a chunk at a time, so results never pile up in memory.
     """
     workers = workers or default_workers()
     iterator = iter(items)
     if workers == 1:
         yield from map(function, iterator)
         return
+    if processes and can_fork():
+        global _forked
+        _forked = function
+        try:
+            context = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as executor:
+                yield from _chunked(executor, _run_forked, iterator)
+        finally:
+            _forked = None
+        return
 
     def run(batch: list[T]) -> list[R]:
         return [function(item) for item in batch]
 
+    with ThreadPoolExecutor(max_workers=workers) as executor:
+        yield from _chunked(executor, run, iterator)
+
+
+def _chunked(
+    executor: Executor, run: Callable[[list[T]], list[R]], iterator: Iterator[T]
+) -> Iterator[R]:
     # Each task is a small batch of items: a future per item would cost as
     # much as hashing a small file.
-    with ThreadPoolExecutor(max_workers=workers) as executor:
-        while chunk := list(islice(iterator, CHUNK)):
-            batches = [chunk[start : start + BATCH] for start in range(0, len(chunk), BATCH)]
-            for results in executor.map(run, batches):
-                yield from results
+    while chunk := list(islice(iterator, CHUNK)):
+        batches = [chunk[start : start + BATCH] for start in range(0, len(chunk), BATCH)]
+        for results in executor.map(run, batches):
+            yield from results
 
 
 def read_info(root: Path, file: str, label: int, pixels: bool = False) -> FileInfo:
@@ -326,6 +379,8 @@ def inspect_files(
     dataset: RawDataset,
     workers: int | None = None,
     pixels: bool = False,
+    *,
+    processes: bool = False,
 ) -> list[FileInfo]:
     """Hash (and optionally decode) every image of ``dataset``, in parallel.
 
@@ -334,6 +389,7 @@ def inspect_files(
         workers: Threads to use (default: one per core).
         pixels: Also decode each image, read its header and hash its pixels
             (``FileInfo.pixels``).
+        processes: Work in processes when it is safe (see `parallel_map`).
 
     Returns:
         One `FileInfo` per image, by class then file name.
@@ -342,5 +398,10 @@ def inspect_files(
         (file, label) for label, name in enumerate(dataset.classes) for file in dataset.files[name]
     ]
     return list(
-        parallel_map(lambda job: read_info(dataset.root, job[0], job[1], pixels), jobs, workers)
+        parallel_map(
+            lambda job: read_info(dataset.root, job[0], job[1], pixels),
+            jobs,
+            workers,
+            processes=processes,
+        )
     )

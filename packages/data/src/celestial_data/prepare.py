@@ -250,33 +250,33 @@ def _npy_header(shape: tuple[int, ...]) -> bytes:
 
 def _load(
     root: Path, info: FileInfo, image_format: ImageFormat, copies: tuple[int, int] | None = None
-) -> np.ndarray | None:
-    """The image as a uint8 array, or None (with ``info.error`` set) if unreadable.
+) -> tuple[np.ndarray | None, str]:
+    """The image as a uint8 array, or None and why if unreadable.
 
     With ``copies`` ``(count, seed)``: the ``count`` varied copies of the
-    picture (`celestial_data.vary`), stacked, instead of the image.
+    picture (`celestial_data.vary`), stacked, instead of the image. The
+    reason is returned, not only set on ``info``: a worker process's ``info``
+    is a copy.
     """
     data = read_bytes(root, info, digest=False)  # hashed in the first pass
     image = decode_into(info, data) if data else None
     if image is None:
-        return None
+        return None, info.error or ""
     try:
         if copies is None:
-            return to_array(image, image_format)
+            return to_array(image, image_format), ""
         count, seed = copies
         source = reduced(image, image_format)  # a large photo's copies cost a small one's
-        return np.stack(
-            [
-                to_array(
-                    vary(source, copy_rng(seed, info.file, k), image_format.view.exposure),
-                    image_format,
-                )
-                for k in range(count)
-            ]
-        )
+        varied = [
+            to_array(
+                vary(source, copy_rng(seed, info.file, k), image_format.view.exposure),
+                image_format,
+            )
+            for k in range(count)
+        ]
+        return np.stack(varied), ""
     except Exception as error:  # e.g. a mode Pillow cannot convert
-        info.error = describe_error(error)
-        return None
+        return None, describe_error(error)
 
 
 def _write_images(
@@ -300,10 +300,15 @@ def _write_images(
     with open(path, "wb") as stream:
         stream.write(_npy_header((rows, *shape)))
         results = parallel_map(
-            lambda info: _load(root, info, image_format, copies), entries, workers
+            lambda info: _load(root, info, image_format, copies),
+            entries,
+            workers,
+            processes=True,
         )
-        for result in results:
-            if result is not None:
+        for info, (result, error) in zip(entries, results, strict=True):
+            if result is None:
+                info.error = error
+            else:
                 stream.write(result.tobytes())
                 written += per_entry
     if written < rows:
@@ -358,7 +363,8 @@ def prepare_dataset(
         out: The output folder (created; earlier outputs in it are replaced
             once the new ones are all written).
         params: The ``prepare`` section (default: its defaults).
-        workers: Threads to decode with (default: one per core).
+        workers: Processes to decode with, or threads where this process may not
+            fork (see `parallel_map`); default: one per core.
 
     Returns:
         The prepared dataset, the check report and the counts per split.
@@ -376,7 +382,7 @@ def prepare_dataset(
             "read as images next time. Write the prepared dataset elsewhere."
         )
     dataset = scan(raw)
-    infos = inspect_files(dataset, workers=workers, pixels=True)
+    infos = inspect_files(dataset, workers=workers, pixels=True, processes=True)
     entries = _split_entries(infos, params)
     with _staging(out) as staging:
         for split, split_infos in entries.items():
