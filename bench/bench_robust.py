@@ -274,13 +274,16 @@ def held_out_figures(
     joined = np.concatenate(list(inputs.values()))
     ends = np.cumsum([len(batch) for batch in inputs.values()])
     per_class: dict[str, Any] = {}
-    for model in held_out_models(dataset, classes, train_params, ood_params, work_dir):
+    # One class a model, whatever the project's rejection.classes_per_model: the
+    # robustness figures are those of leave-one-class-out proper.
+    groups = [[name] for name in classes]
+    for model in held_out_models(dataset, groups, train_params, ood_params, work_dir):
         detector = model.detector
         scored = detector.scores(*model.trainer.scoring(joined), grey=colourless(joined))
         parts = np.split(scored, ends[:-1])
         scores = dict(zip(inputs, parts, strict=True))
-        unseen = labels == model.held_out
-        per_class[model.name] = {
+        unseen = labels == model.held_out[0]
+        per_class[model.names[0]] = {
             "val_accuracy": model.val_accuracy,
             "images": int(unseen.sum()),
             "changes": {

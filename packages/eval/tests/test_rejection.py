@@ -66,6 +66,10 @@ def test_nonbody_images_are_taken_in_the_models_view_as_uploads_are() -> None:
             "rejection.epochs: Input should be greater than or equal to 0",
         ),
         ("rejection:\n  clases: all\n", "clases"),
+        (
+            "rejection:\n  classes_per_model: 0\n",
+            "rejection.classes_per_model: Input should be greater than or equal to 1",
+        ),
     ],
 )
 def test_bad_rejection_params_are_named(tmp_path: Path, text: str, message: str) -> None:
@@ -150,6 +154,57 @@ def test_the_rejection_stage_holds_out_the_chosen_classes(project: Path, capsys)
     assert error.count("\n") == 1
 
 
+def test_classes_held_out_together_are_spread_so_neighbours_go_to_different_models() -> None:
+    from celestial_eval.leave_one_class_out import held_out_groups
+
+    names = ["Moon", "Moon2", "Saturn", "Sun", "Venus"]
+    assert held_out_groups(names, 1) == [[name] for name in names]
+    assert held_out_groups(names, 2) == [["Moon", "Sun"], ["Moon2", "Venus"], ["Saturn"]]
+    assert held_out_groups(names, 3) == [["Moon", "Saturn", "Venus"], ["Moon2", "Sun"]]
+    assert held_out_groups(names, 5) == [names]
+
+
+@pytest.mark.slow
+def test_classes_held_out_two_a_model_are_each_measured_against_what_their_model_knows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from celestial_models import TrainParams
+
+    colours = np.array([[220, 40, 40], [40, 220, 40], [40, 40, 220], [220, 220, 40]])
+    names = ["Red", "Green", "Blue", "Yellow"]
+    arrays = {}
+    for seed, (split, count) in enumerate((("train", 8), ("val", 4), ("test", 4))):
+        labels = np.repeat(np.arange(4), count)
+        noise = np.random.default_rng(seed).integers(-30, 30, size=(len(labels), 16, 16, 3))
+        images = np.clip(colours[labels][:, None, None, :] + noise, 0, 255).astype(np.uint8)
+        files = [f"{names[k]}/{split}{i}.png" for i, k in enumerate(labels)]
+        arrays[split] = (images, labels, files)
+    prepared = write_prepared(tmp_path / "prepared", names, "rgb", arrays)
+    params = TrainParams(epochs=2, min_steps=0, batch_size=8, conv_size=4)
+    figures = leave_one_class_out(prepared, params, classes_per_model=2, progress=True)
+    # Two models (Red with Blue, Green with Yellow held out), every class measured.
+    assert capsys.readouterr().err.startswith("Training 2 held-out models, each without 2 classes")
+    assert figures["classes_per_model"] == 2 and figures["held_out_classes"] == 4
+    assert list(figures["held_out"]) == names and "warnings" not in figures
+    for name in names:
+        # Every image of the class, from all three splits, is an unknown one.
+        assert figures["held_out"][name]["images"] == 16
+    assert figures["auroc"] > 0.9  # saturated colours: unlike each other to any embedding
+    # Three classes cannot lose two to a model: each model is trained without one.
+    three = write_prepared(
+        tmp_path / "three", names[:3], "rgb",
+        {split: (images[labels < 3], labels[labels < 3],
+                 [f for f, k in zip(files, labels, strict=True) if k < 3])
+         for split, (images, labels, files) in arrays.items()},
+    )  # fmt: skip
+    figures = leave_one_class_out(three, params, classes=["Blue"], classes_per_model=2)
+    assert figures["classes_per_model"] == 1
+    assert figures["warnings"] == [
+        "rejection.classes_per_model 2 would leave fewer than 2 of the 3 classes to train on; "
+        "each model was trained without 1."
+    ]
+
+
 @pytest.mark.slow
 def test_a_held_out_training_that_diverges_names_its_class(project: Path) -> None:
     from celestial_models import TrainParams
@@ -211,7 +266,7 @@ def test_held_out_detectors_fit_grey_statistics_only_for_data_with_grey_pictures
     monkeypatch.setattr(scoring, "fit_detector", recording)
     params = TrainParams(epochs=1, min_steps=0, batch_size=8, conv_size=4)
     colour = load_prepared(uneven_colours(tmp_path / "colour"))
-    held_out_figures(colour, ["Red"], params, OodParams(), "val")
+    held_out_figures(colour, [["Red"]], params, OodParams(), "val")
     # One grey picture among the val images: it is scored as grey, so the
     # held-out detectors need the grey statistics, as the project's has them.
     arrays = {
@@ -221,7 +276,7 @@ def test_held_out_detectors_fit_grey_statistics_only_for_data_with_grey_pictures
     }
     arrays["val"][0][0] = grey_copies(arrays["val"][0][:1])[0]
     greyish = write_prepared(tmp_path / "greyish", CLASSES, "rgb", arrays)
-    held_out_figures(greyish, ["Red"], params, OodParams(), "val")
+    held_out_figures(greyish, [["Red"]], params, OodParams(), "val")
     assert fitted == [False, True]
 
 
@@ -356,7 +411,7 @@ def test_a_held_out_class_leaves_every_split_but_its_varied_copies_are_never_unk
     tmp_path: Path,
 ) -> None:
     from celestial_data import TRAIN_VARIED, VARIED, ViewParams
-    from celestial_eval.leave_one_class_out import held_out_images, without_class
+    from celestial_eval.leave_one_class_out import held_out_images, without_classes
 
     arrays = {}
     splits = ("train", "val", "test", VARIED, TRAIN_VARIED)
@@ -366,7 +421,7 @@ def test_a_held_out_class_leaves_every_split_but_its_varied_copies_are_never_unk
         arrays[split] = (colour_images(labels, seed), labels, files)
     view = ViewParams(exposure=True)
     dataset = write_prepared(tmp_path / "prepared", CLASSES, "rgb", arrays, view=view)
-    subset = without_class(dataset, 2, tmp_path / "without-blue")
+    subset = without_classes(dataset, [2], tmp_path / "without-blue")
     # The classes, labels and view are kept; no Blue image is left, the copies included.
     assert subset.classes == dataset.classes and subset.image_format == dataset.image_format
     for split in splits:
