@@ -36,8 +36,8 @@ class RejectionParams(Params):
     classes: Literal["all"] | list[str] = Field(
         "all",
         min_length=1,
-        description="classes held out one at a time: `all`, or a list of class names; each "
-        "costs one training",
+        description="classes held out: `all`, or a list of class names; each costs one "
+        "training, or a share of one with `classes_per_model`",
     )
     epochs: int = Field(
         0,
