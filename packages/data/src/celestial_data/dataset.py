@@ -289,8 +289,8 @@ def parallel_map(
         _forked = function
         try:
             context = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as executor:
-                yield from _chunked(executor, _run_forked, iterator)
+            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as forked:
+                yield from _chunked(forked, _run_forked, iterator)
         finally:
             _forked = None
         return
@@ -298,8 +298,8 @@ def parallel_map(
     def run(batch: list[T]) -> list[R]:
         return [function(item) for item in batch]
 
-    with ThreadPoolExecutor(max_workers=workers) as executor:
-        yield from _chunked(executor, run, iterator)
+    with ThreadPoolExecutor(max_workers=workers) as threads:
+        yield from _chunked(threads, run, iterator)
 
 
 def _chunked(

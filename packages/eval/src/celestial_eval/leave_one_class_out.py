@@ -335,7 +335,7 @@ def may_use_accelerator() -> bool:
 def in_processes(
     function: Callable[..., dict[str, Any]],
     dataset: PreparedDataset,
-    shares: Sequence[Sequence[str]],
+    shares: Sequence[Sequence[Sequence[str]]],
     recipe: tuple[Any, ...],
 ) -> dict[str, Any]:
     """``function(dataset, share, *recipe)`` of every share, merged; the first share here.
