@@ -63,11 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
         "rejection",
         help="leave-one-class-out: how well unseen classes are answered 'unknown'",
         description="For each class of PREPARED (or those of params rejection.classes), "
-        "train a model without it, as MODEL_DIR was trained and calibrated (its recorded "
+        "train a model without it (or without it and others: params "
+        "rejection.classes_per_model), as MODEL_DIR was trained and calibrated (its recorded "
         "train and ood params), and measure how its images are "
         "told from the known classes' held-out images: AUROC of every unknown-image score "
         "and the share rejected at the calibrated threshold. Writes the averages and the "
-        "per-class figures to OUTPUT (JSON). One training per class: a separate stage.",
+        "per-class figures to OUTPUT (JSON). Trainings are long: a separate stage.",
     )
     _stage_arguments(rejection_cmd, "output", "OUTPUT", "rejection")
     rejection_cmd.set_defaults(run=_rejection)
