@@ -263,8 +263,7 @@ def leave_one_class_out(
     recipe = (train_params, ood_params, split, work_dir, progress)
     measured = in_processes(held_out_figures, dataset, shares, recipe)
     per_class = {name: measured[name] for name in chosen}
-    figures = summarize(per_class, ood_params, split, detail)
-    figures["classes_per_model"] = classes_per_model
+    figures = summarize(per_class, ood_params, split, detail, classes_per_model)
     return {**figures, "warnings": warnings} if warnings else figures
 
 
@@ -499,12 +498,14 @@ def summarize(
     ood_params: OodParams,
     split: str,
     detail: bool = False,
+    classes_per_model: int = 1,
 ) -> dict[str, Any]:
     """Averages over held-out classes: the chosen score first, then every score.
 
     ``held_out`` gives the chosen score's figures per class (named apart from
     ``metrics.json``'s per-class ``classes`` so that ``dvc metrics show``
-    keeps them apart); ``detail`` adds every score's, per class.
+    keeps them apart); ``detail`` adds every score's, per class;
+    ``classes_per_model`` is recorded beside the number of held-out classes.
     """
 
     def mean(method: str, key: str) -> float:
@@ -516,6 +517,7 @@ def summarize(
         "acceptance_target": ood_params.acceptance,
         "known_split": split,
         "held_out_classes": len(per_class),
+        "classes_per_model": classes_per_model,
         "auroc": mean(method, "auroc"),
         "rejected": mean(method, "rejected"),
         "accepted": mean(method, "accepted"),
