@@ -238,16 +238,13 @@ def default_workers() -> int:
 
 
 def can_fork() -> bool:
-    """Whether this process may be forked safely: one thread, and no JAX runtime loaded.
+    """Whether this process may be forked safely: Linux, one thread, no JAX runtime loaded.
 
     A fork copies only the thread that calls it; a lock another thread held
-    (JAX's runtime keeps threads of its own) stays held for ever in the child.
+    stays held for ever in the child. JAX's runtime keeps threads of its own,
+    which Python does not count; macOS system libraries may not survive a fork.
     """
-    return (
-        "fork" in multiprocessing.get_all_start_methods()
-        and threading.active_count() == 1
-        and "jax" not in sys.modules
-    )
+    return sys.platform == "linux" and threading.active_count() == 1 and "jax" not in sys.modules
 
 
 #: The function forked workers of `parallel_map` run, set before they are

@@ -25,8 +25,6 @@ import json
 import math
 import multiprocessing
 import os
-import sys
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -37,7 +35,7 @@ import numpy as np
 from PIL import Image
 from pydantic import Field
 
-from celestial_data.dataset import default_workers, listing, parallel_map
+from celestial_data.dataset import can_fork, default_workers, listing, parallel_map
 from celestial_data.errors import DatasetError, ParamsError
 from celestial_data.params import Params
 
@@ -720,7 +718,7 @@ def synthesize(
     build_surfaces(chosen)  # once, before the workers need them
     tasks = [(str(out), name, i, size, seed, variation) for name, i in jobs]
     workers = workers or default_workers()
-    if workers > 1 and len(tasks) >= 8 * workers and _can_fork():
+    if workers > 1 and len(tasks) >= 8 * workers and can_fork():
         # Rendering is many small NumPy steps that hold the GIL, so processes
         # beat threads; forked workers share the surfaces built above.
         chunk = max(1, min(32, len(tasks) // (4 * workers)))
@@ -772,15 +770,6 @@ def _earlier_renders(out: Path) -> dict[str, str]:
             "into an empty or new folder, or move those files out."
         )
     return renders
-
-
-def _can_fork() -> bool:
-    """Whether forking is safe here.
-
-    Only on Linux (macOS system libraries may not survive a fork), and only
-    with no other thread that could hold a lock across the fork.
-    """
-    return sys.platform == "linux" and threading.active_count() == 1
 
 
 def _make(task: tuple[str, str, int, int, int, float]) -> tuple[str, str]:
