@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -307,6 +308,29 @@ def test_parallel_map_keeps_the_order_of_its_items() -> None:
     items = range(1_000)  # several chunks, each of several batches
     assert list(parallel_map(lambda x: x * x, items, workers=3)) == [x * x for x in items]
     assert list(parallel_map(lambda x: x * x, [], workers=2)) == []
+
+
+def test_a_worker_process_that_is_killed_is_named_not_a_traceback() -> None:
+    # In a fresh interpreter, where the work goes to forked processes: one is
+    # killed mid-way, as the out-of-memory killer would.
+    script = """
+import os, signal
+from celestial_data import DatasetError
+from celestial_data.dataset import can_fork, parallel_map
+assert can_fork()
+def work(item):
+    if item == 300:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return item
+try:
+    list(parallel_map(work, range(1000), workers=2, processes=True))
+except DatasetError as error:
+    print(error)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("A worker process reading the images stopped without an error")
+    assert "out-of-memory killer" in done.stdout and "Free memory" in done.stdout
 
 
 def test_parallel_map_keeps_to_threads_where_this_process_may_not_fork(monkeypatch) -> None:

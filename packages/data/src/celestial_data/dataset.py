@@ -15,6 +15,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import cache
 from itertools import islice
@@ -275,6 +276,10 @@ def parallel_map(
     (`can_fork`), else threads are used. Results must then be picklable, and
     what ``function`` changes in an item stays in the worker: return it.
     Items are taken a chunk at a time, so results never pile up in memory.
+
+    Raises:
+        DatasetError: If a worker process died without an error of its own
+            (killed: most likely by the out-of-memory killer, on a huge picture).
     """
     workers = workers or default_workers()
     iterator = iter(items)
@@ -288,6 +293,12 @@ def parallel_map(
             context = multiprocessing.get_context("fork")
             with ProcessPoolExecutor(max_workers=workers, mp_context=context) as forked:
                 yield from _chunked(forked, _run_forked, iterator)
+        except BrokenProcessPool:
+            raise DatasetError(
+                "A worker process reading the images stopped without an error of its own: it "
+                "was killed, most likely by the system's out-of-memory killer on a very large "
+                "picture. Free memory, or shrink or remove the largest pictures, and run again."
+            ) from None
         finally:
             _forked = None
         return
