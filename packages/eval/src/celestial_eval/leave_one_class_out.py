@@ -127,37 +127,45 @@ def measure_held_out(
     scoring: Scoring,
     detector: OodDetector,
     known: np.ndarray,
-    unknown: np.ndarray,
+    unknowns: Mapping[str, np.ndarray],
     val: np.ndarray,
-) -> dict[str, Any]:
+) -> dict[str, dict[str, Any]]:
     """AUROC, rejection and acceptance of every score for one held-out model.
 
+    ``unknowns`` holds the images of each class the model was trained
+    without, measured one class at a time against the same ``known`` images.
     ``val`` holds what the detector was calibrated on (the ``val`` images and
     their varied copies, if any): each other score is calibrated on it alike.
+
+    Returns:
+        Per class of ``unknowns``, per score: its figures.
     """
     stats = (detector.centroids, detector.precision)
-    batches = {"known": known, "unknown": unknown, "val": val}
     # One call per set, as a loaded model's Classifier.outputs would make them.
-    outputs = {name: scoring(images) for name, images in batches.items()}
-    scores: dict[str, dict[str, Any]] = {}
-    for method in SCORES:
-        if method == detector.method:  # as the model answers: grey pictures scored as grey
-            known_s, unknown_s = (
-                detector.scores(*outputs[name], grey=colourless(batches[name]))
-                for name in ("known", "unknown")
-            )
-            threshold = detector.threshold
-        else:
-            known_s, unknown_s, val_s = (
-                compute_scores(method, *outputs[name], *stats) for name in batches
-            )
-            threshold = calibrate_threshold(val_s, detector.acceptance)
-        scores[method] = {
-            "auroc": round(auroc(known_s, unknown_s), DIGITS),
-            "rejected": round(float(np.mean(unknown_s > threshold)), DIGITS),
-            "accepted": round(float(np.mean(known_s <= threshold)), DIGITS),
-        }
-    return scores
+    known_out, val_out = scoring(known), scoring(val)
+    known_grey = colourless(known)
+    figures: dict[str, dict[str, Any]] = {}
+    for name, unknown in unknowns.items():
+        unknown_out = scoring(unknown)
+        scores: dict[str, dict[str, Any]] = {}
+        for method in SCORES:
+            if method == detector.method:  # as the model answers: grey pictures scored as grey
+                known_s = detector.scores(*known_out, grey=known_grey)
+                unknown_s = detector.scores(*unknown_out, grey=colourless(unknown))
+                threshold = detector.threshold
+            else:
+                known_s, unknown_s, val_s = (
+                    compute_scores(method, *outputs, *stats)
+                    for outputs in (known_out, unknown_out, val_out)
+                )
+                threshold = calibrate_threshold(val_s, detector.acceptance)
+            scores[method] = {
+                "auroc": round(auroc(known_s, unknown_s), DIGITS),
+                "rejected": round(float(np.mean(unknown_s > threshold)), DIGITS),
+                "accepted": round(float(np.mean(known_s <= threshold)), DIGITS),
+            }
+        figures[name] = scores
+    return figures
 
 
 def leave_one_class_out(
@@ -414,12 +422,15 @@ def held_out_figures(
         calibrated_on = [model.subset.images(s) for s in ("val", VARIED) if model.subset.has(s)]
         val = np.concatenate([np.asarray(images) for images in calibrated_on])
         known = np.asarray(model.subset.images(split))
-        for name, label in zip(model.names, model.held_out, strict=True):
-            unseen = held_out_images(dataset, label)
-            result = measure_held_out(model.trainer.scoring, model.detector, known, unseen, val)
+        unseen = {
+            name: held_out_images(dataset, label)
+            for name, label in zip(model.names, model.held_out, strict=True)
+        }
+        results = measure_held_out(model.trainer.scoring, model.detector, known, unseen, val)
+        for name, result in results.items():
             measured[name] = {
                 "val_accuracy": model.val_accuracy,
-                "images": len(unseen),
+                "images": len(unseen[name]),
                 "scores": result,
             }
             if progress:
