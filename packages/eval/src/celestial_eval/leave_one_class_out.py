@@ -143,28 +143,30 @@ def measure_held_out(
     stats = (detector.centroids, detector.precision)
     # One call per set, as a loaded model's Classifier.outputs would make them.
     known_out, val_out = scoring(known), scoring(val)
-    known_grey = colourless(known)
-    figures: dict[str, dict[str, Any]] = {}
-    for name, unknown in unknowns.items():
-        unknown_out = scoring(unknown)
-        scores: dict[str, dict[str, Any]] = {}
-        for method in SCORES:
-            if method == detector.method:  # as the model answers: grey pictures scored as grey
-                known_s = detector.scores(*known_out, grey=known_grey)
-                unknown_s = detector.scores(*unknown_out, grey=colourless(unknown))
-                threshold = detector.threshold
-            else:
-                known_s, unknown_s, val_s = (
-                    compute_scores(method, *outputs, *stats)
-                    for outputs in (known_out, unknown_out, val_out)
-                )
-                threshold = calibrate_threshold(val_s, detector.acceptance)
-            scores[method] = {
-                "auroc": round(auroc(known_s, unknown_s), DIGITS),
-                "rejected": round(float(np.mean(unknown_s > threshold)), DIGITS),
-                "accepted": round(float(np.mean(known_s <= threshold)), DIGITS),
+    unknown_out = {name: scoring(images) for name, images in unknowns.items()}
+    figures: dict[str, dict[str, Any]] = {name: {} for name in unknowns}
+    for method in SCORES:
+        if method == detector.method:  # as the model answers: grey pictures scored as grey
+            known_s = detector.scores(*known_out, grey=colourless(known))
+            unknown_s = {
+                name: detector.scores(*out, grey=colourless(unknowns[name]))
+                for name, out in unknown_out.items()
             }
-        figures[name] = scores
+            threshold = detector.threshold
+        else:
+            known_s = compute_scores(method, *known_out, *stats)
+            unknown_s = {
+                name: compute_scores(method, *out, *stats) for name, out in unknown_out.items()
+            }
+            val_s = compute_scores(method, *val_out, *stats)
+            threshold = calibrate_threshold(val_s, detector.acceptance)
+        accepted = round(float(np.mean(known_s <= threshold)), DIGITS)
+        for name, scores in unknown_s.items():
+            figures[name][method] = {
+                "auroc": round(auroc(known_s, scores), DIGITS),
+                "rejected": round(float(np.mean(scores > threshold)), DIGITS),
+                "accepted": accepted,
+            }
     return figures
 
 

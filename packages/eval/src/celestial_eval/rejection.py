@@ -3,8 +3,9 @@
 Reads the ``train`` and ``ood`` params a model directory records, runs
 `celestial_eval.leave_one_class_out.leave_one_class_out` with the
 ``rejection`` params (which classes, how many a model, how many epochs) and
-writes the figures as JSON, a DVC metrics file. The cheap measure of the evaluate stage (non-body
-images rejected, known images accepted) lives in `celestial_eval.scoring`.
+writes the figures as JSON, a DVC metrics file. The cheap measure of the
+evaluate stage (non-body images rejected, known images accepted) lives in
+`celestial_eval.scoring`.
 """
 
 from __future__ import annotations
