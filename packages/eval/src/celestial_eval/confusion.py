@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -30,8 +31,8 @@ def write_confusion_csv(
 
 
 def draw_confusion(
-    matrix: np.ndarray, classes: Sequence[str], path: str | Path, subtitle: str = ""
-) -> Path:
+    matrix: np.ndarray, classes: Sequence[str], path: str | Path | IO[bytes], subtitle: str = ""
+) -> None:
     """Draw ``matrix`` (rows actual, columns predicted) as an annotated heatmap PNG.
 
     Cells are shaded by the share of the row (so a rare class's mistakes are as
@@ -115,4 +116,4 @@ def draw_confusion(
             va="bottom",
             color=COLORS["muted"],
         )
-        return save_png(figure, path, tight=True)
+        save_png(figure, path, tight=True)

@@ -7,8 +7,10 @@ split (``metrics.json`` names the split used).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -19,6 +21,7 @@ from celestial_data import SPLITS, TEST_VARIED, VARIED, PreparedDataset, load_pr
 from celestial_data.command import counted, output_folder
 from celestial_data.params import Params
 from celestial_eval.confusion import draw_confusion, write_confusion_csv
+from celestial_eval.drawing import Drawer
 from celestial_eval.errors import EvalError, MismatchError, MissingInputError
 from celestial_eval.history import draw_history, read_history, write_history_csv
 from celestial_eval.metrics import DIGITS, classification_metrics, confusion_matrix
@@ -140,6 +143,8 @@ def write_evaluation(
     preview_images: int = EvaluateParams().preview_images,
     extra: Mapping[str, Any] | None = None,
     warnings: Sequence[str] = (),
+    drawer: Drawer | None = None,
+    drawn: Mapping[str, Future[bytes]] | None = None,
 ) -> dict[str, Any]:
     """Write every output of the evaluate stage from predictions already made.
 
@@ -155,6 +160,8 @@ def write_evaluation(
         preview_images: How many images preview.png shows.
         extra: More top-level entries for metrics.json (``dataset``, ``model``).
         warnings: Warnings found before measuring (kept first in the list).
+        drawer: Where the figures are drawn (default: a `Drawer` of its own).
+        drawn: Figures already drawn, by their key in `OUTPUTS` (``history_png``).
 
     Returns:
         The metrics written to metrics.json.
@@ -180,26 +187,32 @@ def write_evaluation(
     write_misclassified_csv(out / OUTPUTS["misclassified"], files, actual, probabilities, classes)
 
     name, n, wrong = SPLIT_NAMES.get(split, split), len(actual), int((predicted != actual).sum())
-    draw_confusion(
-        matrix,
-        classes,
-        out / OUTPUTS["confusion_png"],
-        f"{name} split · {counted(n, 'image')} · accuracy {metrics['accuracy']:.1%}",
-    )
-    draw_history(dict(history), out / OUTPUTS["history_png"])
     confidence = probabilities[np.arange(n), predicted]
     chosen = select_preview(actual, predicted, confidence, preview_images)
     order = "mistakes first · " if wrong and len(chosen) else ""
-    draw_preview(
-        np.asarray(images[chosen]),
-        actual[chosen],
-        predicted[chosen],
-        confidence[chosen],
-        classes,
-        out / OUTPUTS["preview_png"],
-        f"{name} split · {wrong} of {n} misclassified · {order}"
-        "each tile: actual class, then prediction and confidence",
-    )
+    with contextlib.ExitStack() as stack:
+        drawer = drawer or stack.enter_context(Drawer())
+        figures = dict(drawn or {})
+        if "history_png" not in figures:
+            figures["history_png"] = drawer.draw(draw_history, dict(history))
+        figures["confusion_png"] = drawer.draw(
+            draw_confusion,
+            matrix,
+            classes,
+            subtitle=f"{name} split · {counted(n, 'image')} · accuracy {metrics['accuracy']:.1%}",
+        )
+        figures["preview_png"] = drawer.draw(
+            draw_preview,
+            np.asarray(images[chosen]),
+            actual[chosen],
+            predicted[chosen],
+            confidence[chosen],
+            classes,
+            subtitle=f"{name} split · {wrong} of {n} misclassified · {order}"
+            "each tile: actual class, then prediction and confidence",
+        )
+        for key, figure in figures.items():
+            (out / OUTPUTS[key]).write_bytes(Drawer.result(figure))
     return metrics
 
 
@@ -246,61 +259,70 @@ def evaluate(
     dataset = load_prepared(prepared)
     split = choose_split(dataset, params.split)
     history = read_history(model_dir / "history.json")
+    with Drawer() as drawer:
+        # Drawn while Keras is imported and the model predicts (see `celestial_eval.drawing`).
+        drawn = {"history_png": drawer.draw(draw_history, history)}
+        # Keras comes with the model: imported here, so that importing this module stays light.
+        from celestial_models import load_classifier
 
-    # Keras comes with the model: imported here, so that importing this module stays light.
-    from celestial_models import load_classifier
-
-    classifier = load_classifier(model_dir)
-    columns = check_compatible(classifier, dataset)
-    images = dataset.images(split)
-    # Varied copies of the test pictures (prepare.test_varied): how the model holds up.
-    varied = dataset.images(TEST_VARIED) if split == "test" and dataset.has(TEST_VARIED) else None
-    # One pass gives the probabilities and how the model answers "unknown".
-    probabilities, unknown = predict_and_score(classifier, images, varied)
-    probabilities = probabilities[:, columns]
-    probabilities, varied_probabilities = probabilities[: len(images)], probabilities[len(images) :]
-    warnings = []
-    trained_on = classifier.metadata.get("data_hash")
-    if trained_on and trained_on != dataset.hash:
-        warnings.append(
-            f"The model was trained on prepared data {trained_on[:12]}, not on this data "
-            f"({dataset.hash[:12]}): the {split} images may include some it trained on."
+        classifier = load_classifier(model_dir)
+        columns = check_compatible(classifier, dataset)
+        images = dataset.images(split)
+        # Varied copies of the test pictures (prepare.test_varied): how the model holds up.
+        varied = (
+            dataset.images(TEST_VARIED) if split == "test" and dataset.has(TEST_VARIED) else None
         )
-    extra = {
-        "dataset": {
-            "images": sum(dataset.splits.get(split, 0) for split in SPLITS),
-            "classes": len(dataset.classes),
-        },
-        "model": model_summary(model_dir, classifier),
-    }
-    if varied is not None:
-        extra["varied"] = varied_figures(
-            varied_probabilities,
-            dataset.labels(TEST_VARIED),
-            None if unknown is None else unknown.pop("varied_accepted"),
+        # One pass gives the probabilities and how the model answers "unknown".
+        probabilities, unknown = predict_and_score(classifier, images, varied)
+        probabilities = probabilities[:, columns]
+        probabilities, varied_probabilities = (
+            probabilities[: len(images)],
+            probabilities[len(images) :],
         )
-    if unknown is not None:
-        extra["unknown"] = unknown
-        calibrated = dataset.splits.get("val", 0) + dataset.splits.get(VARIED, 0)
-        warnings += acceptance_warnings(unknown, split, calibrated)
-    else:
-        warnings.append(
-            "The model has no unknown-image calibration (ood.json): retrain it with this "
-            "version of celestial-models to measure how it rejects unknown images."
+        warnings = []
+        trained_on = classifier.metadata.get("data_hash")
+        if trained_on and trained_on != dataset.hash:
+            warnings.append(
+                f"The model was trained on prepared data {trained_on[:12]}, not on this data "
+                f"({dataset.hash[:12]}): the {split} images may include some it trained on."
+            )
+        extra = {
+            "dataset": {
+                "images": sum(dataset.splits.get(split, 0) for split in SPLITS),
+                "classes": len(dataset.classes),
+            },
+            "model": model_summary(model_dir, classifier),
+        }
+        if varied is not None:
+            extra["varied"] = varied_figures(
+                varied_probabilities,
+                dataset.labels(TEST_VARIED),
+                None if unknown is None else unknown.pop("varied_accepted"),
+            )
+        if unknown is not None:
+            extra["unknown"] = unknown
+            calibrated = dataset.splits.get("val", 0) + dataset.splits.get(VARIED, 0)
+            warnings += acceptance_warnings(unknown, split, calibrated)
+        else:
+            warnings.append(
+                "The model has no unknown-image calibration (ood.json): retrain it with this "
+                "version of celestial-models to measure how it rejects unknown images."
+            )
+        return write_evaluation(
+            out_dir,
+            classes=dataset.classes,
+            split=split,
+            probabilities=probabilities,
+            actual=dataset.labels(split),
+            files=dataset.files(split),
+            images=images,
+            history=history,
+            preview_images=params.preview_images,
+            extra=extra,
+            warnings=warnings,
+            drawer=drawer,
+            drawn=drawn,
         )
-    return write_evaluation(
-        out_dir,
-        classes=dataset.classes,
-        split=split,
-        probabilities=probabilities,
-        actual=dataset.labels(split),
-        files=dataset.files(split),
-        images=images,
-        history=history,
-        preview_images=params.preview_images,
-        extra=extra,
-        warnings=warnings,
-    )
 
 
 #: Known images accepted this far under the threshold's target are warned about.

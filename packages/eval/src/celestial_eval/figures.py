@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -68,7 +68,7 @@ def new_figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), dpi=DPI)
 
 
-def save_png(figure: Figure, path: str | Path, tight: bool = False) -> Path:
+def save_png(figure: Figure, path: str | Path | IO[bytes], tight: bool = False) -> None:
     """Write ``figure`` as a PNG with no metadata that changes between runs.
 
     PNGs carry no date, but matplotlib writes its version as ``Software``;
@@ -76,17 +76,15 @@ def save_png(figure: Figure, path: str | Path, tight: bool = False) -> Path:
 
     Args:
         figure: The figure to write.
-        path: Where to write it.
+        path: Where to write it: a file, or a binary stream.
         tight: Crop to the drawn content (costs a second rendering pass; for
             layouts whose label sizes are not known in advance).
     """
-    path = Path(path)
     figure.savefig(
-        path,
+        Path(path) if isinstance(path, str) else path,
         format="png",
         dpi=DPI,
         bbox_inches="tight" if tight else None,
         pad_inches=0.15,
         metadata={"Software": None},
     )
-    return path

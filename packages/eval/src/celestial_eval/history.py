@@ -6,6 +6,7 @@ import csv
 import json
 import math
 from pathlib import Path
+from typing import IO
 
 from celestial_eval.errors import EvalError, MissingInputError
 from celestial_eval.figures import COLORS, new_figure, save_png, style
@@ -76,7 +77,7 @@ def _best_epoch(values: list[float | None]) -> int | None:
     return min(known)[1] if known else None
 
 
-def draw_history(history: dict[str, list[float | None]], path: str | Path) -> Path:
+def draw_history(history: dict[str, list[float | None]], path: str | Path | IO[bytes]) -> None:
     """Draw loss and accuracy per epoch, train beside validation, as a PNG.
 
     The epoch with the lowest validation loss is marked on both panels.
@@ -138,4 +139,4 @@ def draw_history(history: dict[str, list[float | None]], path: str | Path) -> Pa
             handles, labels, loc="upper right", ncol=len(labels), bbox_to_anchor=(0.99, 1.0)
         )
         figure.subplots_adjust(left=0.07, right=0.98, bottom=0.15, top=0.8, wspace=0.22)
-        return save_png(figure, path)
+        save_png(figure, path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -46,9 +47,9 @@ def draw_preview(
     predicted: np.ndarray,
     confidence: np.ndarray,
     classes: Sequence[str],
-    path: str | Path,
+    path: str | Path | IO[bytes],
     subtitle: str = "",
-) -> Path:
+) -> None:
     """Draw the given images in a grid, each with its true class and prediction.
 
     A red frame and a cross mark a mistake; a green tick a correct prediction.
@@ -131,4 +132,4 @@ def draw_preview(
         # Set last: each imshow sets the limits to its own tile.
         axes.set_xlim(0, width)
         axes.set_ylim(height, 0)
-        return save_png(figure, path)
+        save_png(figure, path)
