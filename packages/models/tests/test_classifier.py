@@ -24,6 +24,14 @@ def classifier(trained: Path) -> Classifier:
     return load_classifier(trained / "model")
 
 
+def without_program(model_dir: Path) -> None:
+    """Make ``model_dir`` a folder written before training exported its program."""
+    (model_dir / "inference.jax").unlink()
+    metadata = json.loads((model_dir / "metadata.json").read_text())
+    del metadata["program"]
+    (model_dir / "metadata.json").write_text(json.dumps(metadata))
+
+
 def test_describes_its_inputs(classifier: Classifier, trained: Path) -> None:
     assert classifier.classes == ("Mars", "Moon", "Neptune")
     assert (classifier.image_size, classifier.color_mode) == (16, "rgb")
@@ -159,6 +167,9 @@ def test_model_and_metadata_from_different_trainings_are_refused(
     metadata = json.loads(metadata_path.read_text())
     metadata["classes"].append("Pluto")
     metadata_path.write_text(json.dumps(metadata))
+    with pytest.raises(ModelDirError, match=r"rows of \d+ values.*says .* and 4 classes.*retrain"):
+        load_classifier(tmp_path / "model")
+    without_program(tmp_path / "model")  # a folder from before the program: Keras says it
     with pytest.raises(ModelDirError, match=r"gives 3 classes.*says .* and 4 classes.*retrain"):
         load_classifier(tmp_path / "model")
 
@@ -169,6 +180,9 @@ def test_a_cut_or_corrupt_model_file_is_named_so(trained: Path, tmp_path: Path, 
     shutil.copytree(trained / "model", tmp_path / "model")
     model_file = tmp_path / "model" / "model.keras"
     model_file.write_bytes(b"garbage" if cut == 7 else model_file.read_bytes()[:cut])
+    with pytest.raises(ModelDirError, match=r"not the model inference\.jax was exported from.*cut"):
+        load_classifier(tmp_path / "model")
+    without_program(tmp_path / "model")  # a folder from before the program: Keras reads it
     with pytest.raises(ModelDirError, match=r"not a whole \.keras file.*'dvc checkout dvc\.yaml'"):
         load_classifier(tmp_path / "model")
 
@@ -177,6 +191,7 @@ def test_a_zip_that_is_not_a_model_is_refused(trained: Path, tmp_path: Path) -> 
     shutil.copytree(trained / "model", tmp_path / "model")
     with zipfile.ZipFile(tmp_path / "model" / "model.keras", "w") as archive:
         archive.writestr("notes.txt", "not a model")
+    without_program(tmp_path / "model")
     with pytest.raises(ModelDirError, match="Cannot load"):
         load_classifier(tmp_path / "model")
 

@@ -208,8 +208,8 @@ def test_the_threshold_is_also_calibrated_on_the_varied_copies_when_prepared(
     arrays[VARIED] = (np.concatenate([copies, val]), np.tile(labels, 2), files * 2)
     with_copies = write_prepared(tmp_path / "prepared", list(dataset.classes), "rgb", arrays)
     classifier = load_classifier(trained / "model")
-    detector = calibrate(classifier.model, with_copies).detector
-    plain = calibrate(classifier.model, dataset).detector
+    detector = calibrate(classifier.scoring, with_copies).detector
+    plain = calibrate(classifier.scoring, dataset).detector
     clean = detector.scores(*classifier.outputs(val))
     varied = detector.scores(*classifier.outputs(with_copies.images(VARIED)))
     every = np.concatenate([clean, varied])

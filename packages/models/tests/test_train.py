@@ -160,7 +160,7 @@ def test_training_fits_on_the_varied_copies_of_the_training_pictures_too(
     # The unknown-image statistics are those of everything the model was fitted on.
     model = load_model(tmp_path / "model" / "model.keras")
     detector = calibrate(model, load_prepared(tmp_path / "copied")).detector
-    features = Scoring(model)(np.concatenate([images, arrays[TRAIN_VARIED][0]])).features
+    features = Scoring.of_model(model)(np.concatenate([images, arrays[TRAIN_VARIED][0]])).features
     both = np.concatenate([labels, labels])
     for label in range(len(plain.classes)):
         np.testing.assert_allclose(

@@ -326,12 +326,12 @@ def test_a_second_server_on_the_same_port_says_the_port_is_taken(
     assert f"error: Port {server.port} on 127.0.0.1 is already in use" in second.log_text()
 
 
-def test_a_model_file_keras_cannot_read_is_a_clear_start_up_error(
+def test_a_cut_model_file_is_a_clear_start_up_error(
     trained_project: Path, tmp_path: Path, launch
 ) -> None:
     broken = tmp_path / "broken-bodies"
     (broken / "model").mkdir(parents=True)
-    for name in ("metadata.json", "model.keras"):
+    for name in ("metadata.json", "model.keras", "inference.jax"):
         data = (trained_project / "model" / name).read_bytes()
         (broken / "model" / name).write_bytes(data[:100] if name == "model.keras" else data)
     # A short path: a socket's address is at most 108 bytes.
@@ -342,7 +342,9 @@ def test_a_model_file_keras_cannot_read_is_a_clear_start_up_error(
     last = server.log_text().strip().splitlines()[-1]
     assert last.startswith("celestial-serve: error: The model in ")
     assert "could not be loaded" in last
-    assert "is not a whole .keras file (truncated or corrupt)" in server.log_text()
+    logged = server.log_text()  # the worker's error, above the summary
+    assert "model.keras is not the model inference.jax was exported from" in logged
+    assert "changed or cut" in logged and "dvc checkout dvc.yaml" in logged
     left = list(temporary.iterdir())
     shutil.rmtree(temporary)
     assert left == []  # the sockets' and the metrics' folders removed

@@ -26,9 +26,9 @@ from celestial_models.errors import (
 
 if TYPE_CHECKING:
     from celestial_models.architectures import build_model
-    from celestial_models.backend import synchronous_dispatch
     from celestial_models.classifier import Classifier, load_classifier
     from celestial_models.params import TrainParams
+    from celestial_models.runtime import synchronous_dispatch
     from celestial_models.train import train_model
 
 __all__ = [
@@ -48,14 +48,14 @@ __all__ = [
 
 __version__ = importlib.metadata.version("celestial-models")
 
-# Public names that need Keras, and the module that defines each.
+# Public names that need JAX (most of them Keras too), and the module that defines each.
 _LAZY = {
     "Classifier": "celestial_models.classifier",
     "load_classifier": "celestial_models.classifier",
     "TrainParams": "celestial_models.params",
     "train_model": "celestial_models.train",
     "build_model": "celestial_models.architectures",
-    "synchronous_dispatch": "celestial_models.backend",
+    "synchronous_dispatch": "celestial_models.runtime",
 }
 
 

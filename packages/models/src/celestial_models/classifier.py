@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -18,13 +18,14 @@ from celestial_data import (
     upright,
 )
 from celestial_data.image import WithImageFormat
-from celestial_models.backend import keras
 from celestial_models.errors import ModelDirError, ModelError
-from celestial_models.model_dir import MODEL_FILE, file_sha256, read_metadata
+from celestial_models.model_dir import MODEL_FILE, PROGRAM_FILE, file_sha256, read_metadata
 from celestial_models.ood import OodDetector
-from celestial_models.predictor import Predictor
-from celestial_models.saving import load_model
+from celestial_models.program import Program
 from celestial_models.scoring import Outputs, Scoring
+
+if TYPE_CHECKING:
+    from celestial_models.backend import keras
 
 __all__ = ["Classifier", "load_classifier"]
 
@@ -39,20 +40,22 @@ class Classifier(WithImageFormat):
 
     def __init__(
         self,
-        model: keras.Model,
+        scoring: Scoring,
         metadata: dict[str, Any],
         model_hash: str,
         detector: OodDetector | None = None,
+        model: keras.Model | None = None,
     ):
+        #: Embeddings, logits and probabilities of a batch (`celestial_models.scoring.Scoring`).
+        self.scoring = scoring
+        #: The Keras model, when loaded through Keras (None when run from its program).
         self.model = model
         #: The unknown-image score and threshold (None for a model without one).
         self.detector = detector
-        self._scoring: Scoring | None = None
         self.metadata = metadata
         self.model_hash = model_hash
         self.classes: tuple[str, ...] = tuple(metadata["classes"])
         self.image_format = metadata_format(metadata)
-        self._predictor = Predictor(model)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities for a batch of images.
@@ -73,7 +76,7 @@ class Classifier(WithImageFormat):
         images = self._check(images)
         if self._grey_rows(images).any():  # answered as `predict_with_score` answers them
             return self.predict_with_score(images)[0]
-        return self._predictor(images)
+        return self.scoring(images).probabilities
 
     def outputs(self, images: np.ndarray) -> Outputs:
         """Embeddings, logits and probabilities of a batch in one pass.
@@ -85,9 +88,7 @@ class Classifier(WithImageFormat):
         Raises:
             ModelError: If the batch has the wrong dtype or shape.
         """
-        if self._scoring is None:  # built on first use: serving without scores never pays it
-            self._scoring = Scoring(self.model)
-        return self._scoring(self._check(images))
+        return self.scoring(self._check(images))
 
     def predict_with_score(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Class probabilities and the unknown-image score of each image, in one pass.
@@ -212,6 +213,10 @@ def metadata_format(metadata: dict[str, Any]) -> ImageFormat:
 def load_classifier(model_dir: str | Path) -> Classifier:
     """Load a model directory written by ``celestial-models train``.
 
+    The model runs from its exported program (``inference.jax``, see
+    `celestial_models.program`), without Keras; a directory written before
+    training exported one is loaded through Keras.
+
     Args:
         model_dir: Folder holding ``model.keras`` and ``metadata.json``.
 
@@ -220,19 +225,55 @@ def load_classifier(model_dir: str | Path) -> Classifier:
 
     Raises:
         ModelDirError: If the directory is missing, incomplete or from an
-            incompatible version.
+            incompatible version, or its files come from different trainings.
     """
     model_dir = Path(model_dir)
     metadata = read_metadata(model_dir)
-    model = load_model(model_dir / MODEL_FILE)
-    expected = (None, *metadata_format(metadata).shape)
-    if tuple(model.input_shape) != expected or model.output_shape[-1] != len(metadata["classes"]):
+    model_hash = file_sha256(model_dir / MODEL_FILE)
+    expected = metadata_format(metadata).shape
+    classes = len(metadata["classes"])
+    exported = metadata.get("program")
+    model = None
+    if exported is not None:
+        program = _load_program(model_dir, exported, model_hash)
+        width = int(exported.get("embedding", 0)) + 2 * classes
+        if program.input_shape != expected or program.width != width:
+            raise ModelDirError(
+                f"{model_dir}: {PROGRAM_FILE} takes images of shape {program.input_shape} and "
+                f"gives rows of {program.width} values, but metadata.json says {expected} and "
+                f"{classes} classes ({width} values). The files come from different trainings: "
+                "retrain the model (dvc repro -f)."
+            )
+        scoring = Scoring.of_program(program, classes)
+    else:
+        from celestial_models.saving import load_model
+
+        model = load_model(model_dir / MODEL_FILE)
+        if tuple(model.input_shape) != (None, *expected) or model.output_shape[-1] != classes:
+            raise ModelDirError(
+                f"{model_dir}: model.keras takes {model.input_shape} and gives "
+                f"{model.output_shape[-1]} classes, but metadata.json says {(None, *expected)} "
+                f"and {classes} classes. The files come from different trainings: retrain the "
+                "model (dvc repro -f)."
+            )
+        scoring = Scoring.of_model(model)
+    return Classifier(scoring, metadata, model_hash, OodDetector.load(model_dir), model)
+
+
+def _load_program(model_dir: Path, exported: dict[str, Any], model_hash: str) -> Program:
+    """The program ``metadata.json`` names, checked to be ``model.keras``'s own."""
+    path = model_dir / str(exported.get("file", PROGRAM_FILE))
+    if not path.is_file():
         raise ModelDirError(
-            f"{model_dir}: model.keras takes {model.input_shape} and gives "
-            f"{model.output_shape[-1]} classes, but metadata.json says {expected} and "
-            f"{len(metadata['classes'])} classes. The files come from different trainings: "
-            "retrain the model (dvc repro -f)."
+            f"Model directory {model_dir} is incomplete: {path.name} is missing. Restore it "
+            "from the project folder with 'dvc checkout dvc.yaml' (or 'dvc pull dvc.yaml'), "
+            "or rebuild it with 'dvc repro -f'."
         )
-    return Classifier(
-        model, metadata, file_sha256(model_dir / MODEL_FILE), OodDetector.load(model_dir)
-    )
+    if exported.get("model_sha256") != model_hash:
+        raise ModelDirError(
+            f"{model_dir / MODEL_FILE} is not the model {path.name} was exported from (their "
+            "SHA-256 differ): it was changed or cut, or comes from another training. Restore "
+            "the model folder from the project folder with 'dvc checkout dvc.yaml' (or 'dvc "
+            "pull dvc.yaml'), or rebuild it with 'dvc repro -f'."
+        )
+    return Program.load(path)

@@ -1,7 +1,9 @@
 """What a model directory holds, and how to read its description without Keras.
 
 A model directory, as ``celestial-models train`` writes it, holds
-``model.keras`` (the network and its weights), ``metadata.json`` (classes,
+``model.keras`` (the network and its weights), ``inference.jax`` (its
+inference pass exported, run without Keras: `celestial_models.program`),
+``metadata.json`` (classes,
 input format, training parameters, format version), ``history.json``, the
 unknown-image detector (``ood.json``, ``ood_centroids.npy``,
 ``ood_precision.npy``: `celestial_models.ood`) and ``reference.jsonl``, the
@@ -27,12 +29,14 @@ __all__ = [
     "HISTORY_FILE",
     "METADATA_FILE",
     "MODEL_FILE",
+    "PROGRAM_FILE",
     "RESTORE_HINT",
     "file_sha256",
     "read_metadata",
 ]
 
 MODEL_FILE = "model.keras"
+PROGRAM_FILE = "inference.jax"
 METADATA_FILE = "metadata.json"
 HISTORY_FILE = "history.json"
 # Version of the model directory layout and metadata keys; bumped on any change

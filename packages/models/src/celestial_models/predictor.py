@@ -6,11 +6,9 @@ import jax
 import numpy as np
 
 from celestial_models.backend import keras
+from celestial_models.program import in_chunks
 
-__all__ = ["MAX_CHUNK", "Predictor"]
-
-# Largest batch one compiled call takes; bigger inputs are cut into chunks.
-MAX_CHUNK = 512
+__all__ = ["Predictor"]
 
 
 class Predictor:
@@ -18,12 +16,11 @@ class Predictor:
 
     Keras's ``model.predict`` compiles a new function for every batch size it
     meets and sets up a data pipeline on every call. This calls the model
-    statelessly under ``jax.jit`` on batches padded to a power of two (at most
-    `MAX_CHUNK`), so a whole evaluation compiles once and a server compiles at
-    most a handful of times whatever the request sizes. It reads the model's
-    current weights on every call, so it also follows a model being trained
-    (the list of its variables is gathered once: walking the layers for it
-    costs more than predicting a small batch).
+    statelessly under ``jax.jit`` on batches padded to a power of two
+    (`celestial_models.program.in_chunks`), so a whole evaluation compiles
+    once. It reads the model's current weights on every call, so it follows a
+    model being trained (the list of its variables is gathered once: walking
+    the layers for it costs more than predicting a small batch).
 
     Args:
         model: A Keras model that maps uint8 images to probabilities.
@@ -44,8 +41,6 @@ class Predictor:
 
         ``images`` may be memory-mapped: it is read one chunk at a time.
         """
-        count = len(images)
-        chunk = min(MAX_CHUNK, 1 << max(count - 1, 0).bit_length())
         if self._variables is None:
             self._variables = (
                 list(self.model.trainable_variables),
@@ -53,13 +48,8 @@ class Predictor:
             )
         trainable = [v.value for v in self._variables[0]]
         non_trainable = [v.value for v in self._variables[1]]
-        outputs = []
-        for start in range(0, count, chunk):
-            batch = np.asarray(images[start : start + chunk])
-            padded = np.zeros((chunk, *batch.shape[1:]), dtype=batch.dtype)
-            padded[: len(batch)] = batch
-            probabilities = self._forward(trainable, non_trainable, padded)
-            outputs.append(np.asarray(probabilities, dtype=np.float32)[: len(batch)])
-        if not outputs:
-            return np.zeros((0, self.model.output_shape[-1]), dtype=np.float32)
-        return np.concatenate(outputs)
+        return in_chunks(
+            images,
+            lambda batch: self._forward(trainable, non_trainable, batch),
+            self.model.output_shape[-1],
+        )

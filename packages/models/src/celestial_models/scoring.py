@@ -9,13 +9,13 @@ with every prediction at no extra pass.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from celestial_data import VARIED, PreparedDataset, grey_copies
-from celestial_models.backend import keras
 from celestial_models.errors import ModelError
 from celestial_models.ood import (
     GreyStatistics,
@@ -25,7 +25,10 @@ from celestial_models.ood import (
     class_statistics,
     compute_scores,
 )
-from celestial_models.predictor import Predictor
+from celestial_models.program import Program
+
+if TYPE_CHECKING:
+    from celestial_models.backend import keras
 
 __all__ = [
     "Calibration",
@@ -34,6 +37,7 @@ __all__ = [
     "calibrate",
     "fit_detector",
     "grey_statistics",
+    "joined_model",
     "outputs_of",
 ]
 
@@ -53,35 +57,66 @@ class Outputs(NamedTuple):
     """``(N, K)`` class probabilities, as `Classifier.predict` returns them."""
 
 
-class Scoring:
-    """Run a classifier and keep its embedding and logits along with its output.
+def joined_model(model: keras.Model) -> keras.Model:
+    """A view of ``model`` whose one output is its embedding, logits and probabilities side by side.
 
-    Args:
-        model: A model built by `celestial_models.build_model` (it has a layer
-            named ``logits``).
+    The same layers and weights as ``model``, not a copy.
 
     Raises:
         ModelError: If the model has no ``logits`` layer.
     """
+    from celestial_models.backend import keras
 
-    def __init__(self, model: keras.Model):
-        try:
-            head = model.get_layer(LOGITS_LAYER)
-        except ValueError as error:
-            raise ModelError(
-                f"Model {model.name!r} has no layer named {LOGITS_LAYER!r}, so its embedding "
-                "cannot be scored. Train it with celestial-models (build_model)."
-            ) from error
-        features, logits = head.input, head.output
-        self.dims = int(features.shape[-1])
-        self.classes = int(logits.shape[-1])
-        joined = keras.layers.Concatenate(name="scoring_outputs")([features, logits, model.output])
-        # The same layers (and weights) as ``model``: a view, not a copy.
-        self._predictor = Predictor(keras.Model(model.inputs, joined, name="scoring"))
+    try:
+        head = model.get_layer(LOGITS_LAYER)
+    except ValueError as error:
+        raise ModelError(
+            f"Model {model.name!r} has no layer named {LOGITS_LAYER!r}, so its embedding "
+            "cannot be scored. Train it with celestial-models (build_model)."
+        ) from error
+    joined = keras.layers.Concatenate(name="scoring_outputs")(
+        [head.input, head.output, model.output]
+    )
+    return keras.Model(model.inputs, joined, name="scoring")
+
+
+class Scoring:
+    """Run a classifier and keep its embedding and logits along with its output.
+
+    Made from a Keras model (`of_model`: it follows the model's weights as
+    they train) or from its exported program (`of_program`: no Keras needed).
+
+    Args:
+        run: Joined outputs ``(N, dims + 2 * classes)`` of uint8 images.
+        classes: The number of classes.
+        width: The length of ``run``'s rows.
+    """
+
+    def __init__(self, run: Callable[[np.ndarray], np.ndarray], classes: int, width: int):
+        self._run = run
+        self.classes = classes
+        self.dims = width - 2 * classes
+
+    @classmethod
+    def of_model(cls, model: keras.Model) -> Scoring:
+        """The scoring of a model built by `celestial_models.build_model` (it has ``logits``).
+
+        Raises:
+            ModelError: If the model has no ``logits`` layer.
+        """
+        from celestial_models.predictor import Predictor
+
+        joined = joined_model(model)
+        return cls(Predictor(joined), int(model.output_shape[-1]), int(joined.output_shape[-1]))
+
+    @classmethod
+    def of_program(cls, program: Program, classes: int) -> Scoring:
+        """The scoring of a model's exported program (`celestial_models.program`)."""
+        return cls(program, classes, program.width)
 
     def __call__(self, images: np.ndarray) -> Outputs:
         """Outputs for uint8 images ``(N, S, S, C)`` (memory-mapped is fine)."""
-        joined = self._predictor(images)
+        joined = self._run(images)
         d, k = self.dims, self.classes
         return Outputs(joined[:, :d], joined[:, d : d + k], joined[:, d + k :])
 
@@ -144,7 +179,7 @@ def calibrate(
         (the model's reference reuses them: see `celestial_models.reference`).
     """
     params = params or OodParams()
-    scoring = model if isinstance(model, Scoring) else Scoring(model)
+    scoring = model if isinstance(model, Scoring) else Scoring.of_model(model)
     fitted = dataset.fitted_splits
     batches = [*(dataset.images(split) for split in fitted), dataset.images("val")]
     if dataset.has(VARIED):

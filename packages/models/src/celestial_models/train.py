@@ -27,13 +27,21 @@ from celestial_models.backend import fast_initializers, keras
 from celestial_models.batches import TrainingBatches
 from celestial_models.errors import ParamsError, TrainingDataError, TrainingDivergedError
 from celestial_models.live import LiveLogger
-from celestial_models.model_dir import FORMAT_VERSION, HISTORY_FILE, METADATA_FILE, MODEL_FILE
+from celestial_models.model_dir import (
+    FORMAT_VERSION,
+    HISTORY_FILE,
+    METADATA_FILE,
+    MODEL_FILE,
+    PROGRAM_FILE,
+    file_sha256,
+)
 from celestial_models.ood import OodParams
 from celestial_models.params import TrainParams
 from celestial_models.predictor import Predictor
+from celestial_models.program import Program, export_program
 from celestial_models.reference import write_reference
 from celestial_models.saving import write_json, write_model
-from celestial_models.scoring import Scoring, calibrate
+from celestial_models.scoring import Scoring, calibrate, joined_model
 
 __all__ = ["HISTORY_KEYS", "Trainer", "TrainingShape", "best_epoch", "train_model"]
 
@@ -367,7 +375,7 @@ class Trainer:
     def scoring(self) -> Scoring:
         """Embeddings, logits and probabilities of the model's current weights."""
         if self._scoring is None:
-            self._scoring = Scoring(self.model)
+            self._scoring = Scoring.of_model(self.model)
         return self._scoring
 
     def fit(
@@ -508,10 +516,23 @@ def train_model(
         "val_accuracy": best["val_accuracy"],
     }
     model_dir.mkdir(parents=True, exist_ok=True)  # only now: a failed run leaves none
-    calibration = calibrate(trainer.scoring, dataset, ood)
+    served = inference_copy(trainer.model, params)
+    write_model(served, model_dir / MODEL_FILE)
+    # The program every later answer comes from: the threshold is calibrated on it.
+    exported = export_program(joined_model(served))
+    program = Program(exported, PROGRAM_FILE)
+    (model_dir / PROGRAM_FILE).write_bytes(exported)
+    metadata["parameters"] = served.count_params()
+    metadata["program"] = {
+        "file": PROGRAM_FILE,
+        "model_sha256": file_sha256(model_dir / MODEL_FILE),
+        "embedding": program.width - 2 * len(dataset.classes),
+        "platforms": list(program.platforms),
+        "jax_version": jax.__version__,
+    }
+    calibration = calibrate(Scoring.of_program(program, len(dataset.classes)), dataset, ood)
     calibration.detector.save(model_dir)
     metadata["ood"] = calibration.detector.summary()
-    write_model(inference_copy(trainer.model, params), model_dir / MODEL_FILE)
     write_reference(
         model_dir,
         dataset,

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from celestial_models.backend import CACHE_ENV, CACHE_MAX_BYTES, compilation_cache_dir
+from celestial_models.runtime import CACHE_ENV, CACHE_MAX_BYTES, compilation_cache_dir
 
 COMPILE = (
-    "import celestial_models.backend, jax, jax.numpy as jnp\n"
+    "import celestial_models.runtime, jax, jax.numpy as jnp\n"
     "print(jax.config.jax_compilation_cache_dir)\n"
     "print(jax.jit(lambda x: x * 2 + 1)(jnp.ones(3)).sum())\n"
     "print(jax.config.jax_compilation_cache_max_size)\n"

@@ -1,0 +1,117 @@
+"""The exported inference program: what it answers, what loads it, how it fails."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from celestial_data import load_prepared
+from celestial_models import ModelDirError, load_classifier
+from celestial_models.program import Program, export_program
+from celestial_models.saving import load_model
+from celestial_models.scoring import Scoring, joined_model
+
+
+def test_the_program_answers_as_the_keras_model_does(trained: Path) -> None:
+    images = np.asarray(load_prepared(trained / "prepared").images("val"))
+    program = Program.load(trained / "model" / "inference.jax")
+    from_program = Scoring.of_program(program, 3)(images)
+    from_keras = Scoring.of_model(load_model(trained / "model" / "model.keras"))(images)
+    for ours, theirs in zip(from_program, from_keras, strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+    assert (from_program.probabilities.argmax(1) == from_keras.probabilities.argmax(1)).all()
+
+
+def test_the_model_folder_records_the_program_it_holds(trained: Path) -> None:
+    metadata = json.loads((trained / "model" / "metadata.json").read_text())
+    program = Program.load(trained / "model" / "inference.jax")
+    assert metadata["program"]["file"] == "inference.jax"
+    assert metadata["program"]["embedding"] + 2 * 3 == program.width
+    assert {"cpu", "cuda"} <= set(metadata["program"]["platforms"])  # runs beyond this CPU
+    assert metadata["parameters"] == load_model(trained / "model" / "model.keras").count_params()
+
+
+def test_exporting_the_same_weights_gives_the_same_bytes(trained: Path) -> None:
+    # Exported here, from another call stack than training's: no code location is kept.
+    model = joined_model(load_model(trained / "model" / "model.keras"))
+    exported = export_program(model)
+    assert exported == (trained / "model" / "inference.jax").read_bytes()
+    assert b".py" not in exported and str(Path.cwd()).encode() not in exported
+
+
+def test_a_classifier_loads_and_answers_without_keras(trained: Path) -> None:
+    code = (
+        "import sys, numpy as np\n"
+        "from celestial_data import load_prepared\n"
+        "from celestial_models import load_classifier\n"
+        "classifier = load_classifier(sys.argv[1])\n"
+        "images = load_prepared(sys.argv[2]).images('val')\n"
+        "probabilities, scores = classifier.predict_with_score(images)\n"
+        "np.save(sys.argv[3], probabilities)\n"
+        "print(sorted(name for name in sys.modules if name.split('.')[0] == 'keras'))\n"
+    )
+    out = trained / "no-keras.npy"
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(trained / "model"), str(trained / "prepared"), out],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    classifier = load_classifier(trained / "model")
+    expected = classifier.predict(load_prepared(trained / "prepared").images("val"))
+    np.testing.assert_array_equal(np.load(out), expected)
+
+
+def test_a_folder_without_a_program_is_run_through_keras(trained: Path, tmp_path: Path) -> None:
+    shutil.copytree(trained / "model", tmp_path / "model")
+    (tmp_path / "model" / "inference.jax").unlink()
+    metadata = json.loads((tmp_path / "model" / "metadata.json").read_text())
+    del metadata["program"]
+    (tmp_path / "model" / "metadata.json").write_text(json.dumps(metadata))
+    old, new = load_classifier(tmp_path / "model"), load_classifier(trained / "model")
+    assert old.model is not None and new.model is None
+    images = np.asarray(load_prepared(trained / "prepared").images("val"))
+    np.testing.assert_allclose(old.predict(images), new.predict(images), rtol=1e-5, atol=1e-6)
+
+
+def test_a_missing_program_is_named_with_the_fix(trained: Path, tmp_path: Path) -> None:
+    shutil.copytree(trained / "model", tmp_path / "model")
+    (tmp_path / "model" / "inference.jax").unlink()
+    with pytest.raises(ModelDirError, match=r"incomplete: inference\.jax is missing.*dvc checkout"):
+        load_classifier(tmp_path / "model")
+
+
+@pytest.mark.parametrize("cut", [0, 100, -100])
+def test_a_cut_program_is_named_with_the_fix(trained: Path, tmp_path: Path, cut: int) -> None:
+    shutil.copytree(trained / "model", tmp_path / "model")
+    program = tmp_path / "model" / "inference.jax"
+    program.write_bytes(program.read_bytes()[:cut] if cut else b"not a program")
+    with pytest.raises(ModelDirError, match=r"not a whole exported program.*dvc checkout"):
+        load_classifier(tmp_path / "model")
+
+
+def test_a_program_of_another_model_file_is_refused(trained: Path, tmp_path: Path) -> None:
+    shutil.copytree(trained / "model", tmp_path / "model")
+    metadata_path = tmp_path / "model" / "metadata.json"
+    metadata = json.loads(metadata_path.read_text())
+    metadata["program"]["model_sha256"] = "0" * 64
+    metadata_path.write_text(json.dumps(metadata))
+    with pytest.raises(ModelDirError, match=r"model\.keras is not the model inference\.jax"):
+        load_classifier(tmp_path / "model")
+
+
+def test_a_program_for_other_machines_is_refused(
+    trained: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import jax
+
+    monkeypatch.setattr(jax, "default_backend", lambda: "metal")
+    with pytest.raises(ModelDirError, match=r"for cpu, cuda.*not for this machine's metal"):
+        load_classifier(trained / "model")
