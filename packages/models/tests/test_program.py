@@ -110,8 +110,8 @@ def test_a_program_of_another_model_file_is_refused(trained: Path, tmp_path: Pat
 def test_a_program_for_other_machines_is_refused(
     trained: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import jax
+    from jax import export
 
-    monkeypatch.setattr(jax, "default_backend", lambda: "metal")
+    monkeypatch.setattr(export, "default_export_platform", lambda: "metal")
     with pytest.raises(ModelDirError, match=r"for cpu, cuda.*not for this machine's metal"):
         load_classifier(trained / "model")

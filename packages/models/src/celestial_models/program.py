@@ -110,7 +110,7 @@ class Program:
                 "the model folder from the project folder with 'dvc checkout dvc.yaml' (or "
                 "'dvc pull dvc.yaml'), or rebuild it with 'dvc repro -f'."
             ) from None
-        here = jax.default_backend()
+        here = export.default_export_platform()  # cuda or rocm, not JAX's "gpu"
         if here not in self._exported.platforms:
             raise ModelDirError(
                 f"{source} was exported for {', '.join(self._exported.platforms)}, not for this "
