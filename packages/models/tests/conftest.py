@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -84,3 +85,16 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_discs(root / "prepared", train=12, val=6, seed=1)
     train_model(root / "prepared", root / "model", TrainParams(**FAST), live_dir=root / "live")
     return root
+
+
+def _without_program(model_dir: Path) -> None:
+    (model_dir / "inference.jax").unlink()
+    metadata = json.loads((model_dir / "metadata.json").read_text())
+    del metadata["program"]
+    (model_dir / "metadata.json").write_text(json.dumps(metadata))
+
+
+@pytest.fixture
+def without_program() -> Callable[[Path], None]:
+    """Make a model folder one written before training exported its program."""
+    return _without_program

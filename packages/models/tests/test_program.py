@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -69,12 +70,11 @@ def test_a_classifier_loads_and_answers_without_keras(trained: Path) -> None:
     np.testing.assert_array_equal(np.load(out), expected)
 
 
-def test_a_folder_without_a_program_is_run_through_keras(trained: Path, tmp_path: Path) -> None:
+def test_a_folder_without_a_program_is_run_through_keras(
+    trained: Path, tmp_path: Path, without_program: Callable[[Path], None]
+) -> None:
     shutil.copytree(trained / "model", tmp_path / "model")
-    (tmp_path / "model" / "inference.jax").unlink()
-    metadata = json.loads((tmp_path / "model" / "metadata.json").read_text())
-    del metadata["program"]
-    (tmp_path / "model" / "metadata.json").write_text(json.dumps(metadata))
+    without_program(tmp_path / "model")
     old, new = load_classifier(tmp_path / "model"), load_classifier(trained / "model")
     assert old.model is not None and new.model is None
     images = np.asarray(load_prepared(trained / "prepared").images("val"))
@@ -88,12 +88,21 @@ def test_a_missing_program_is_named_with_the_fix(trained: Path, tmp_path: Path) 
         load_classifier(tmp_path / "model")
 
 
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("inference.jax", r"not a whole exported program"),
+        ("model.keras", r"model\.keras is not the model inference\.jax was exported from.*cut"),
+    ],
+)
 @pytest.mark.parametrize("cut", [0, 100, -100])
-def test_a_cut_program_is_named_with_the_fix(trained: Path, tmp_path: Path, cut: int) -> None:
+def test_a_cut_file_is_named_with_the_fix(
+    trained: Path, tmp_path: Path, name: str, says: str, cut: int
+) -> None:
     shutil.copytree(trained / "model", tmp_path / "model")
-    program = tmp_path / "model" / "inference.jax"
-    program.write_bytes(program.read_bytes()[:cut] if cut else b"not a program")
-    with pytest.raises(ModelDirError, match=r"not a whole exported program.*dvc checkout"):
+    path = tmp_path / "model" / name
+    path.write_bytes(path.read_bytes()[:cut] if cut else b"not a model")
+    with pytest.raises(ModelDirError, match=says + r".*dvc checkout dvc\.yaml"):
         load_classifier(tmp_path / "model")
 
 
