@@ -104,11 +104,13 @@ class Program:
     def __init__(self, data: bytes, source: str = "the program"):
         try:
             self._exported = export.deserialize(bytearray(data))
+            ((aval,), (out,)) = self._exported.in_avals, self._exported.out_avals
         except Exception as error:  # flatbuffers' own errors on cut or foreign bytes
             raise ModelDirError(
-                f"{source} is not a whole exported program ({type(error).__name__}). Restore "
-                "the model folder from the project folder with 'dvc checkout dvc.yaml' (or "
-                "'dvc pull dvc.yaml'), or rebuild it with 'dvc repro -f'."
+                f"{source} is not a whole exported program that JAX {jax.__version__} reads "
+                f"({type(error).__name__}): cut, corrupt, or not written by celestial-models. "
+                "Restore the model folder from the project folder with 'dvc checkout dvc.yaml' "
+                "(or 'dvc pull dvc.yaml'), or rebuild it with 'dvc repro -f'."
             ) from None
         here = export.default_export_platform()  # cuda or rocm, not JAX's "gpu"
         if here not in self._exported.platforms:
@@ -116,8 +118,6 @@ class Program:
                 f"{source} was exported for {', '.join(self._exported.platforms)}, not for this "
                 f"machine's {here}. Retrain the model here (dvc repro -f)."
             )
-        (aval,) = self._exported.in_avals
-        (out,) = self._exported.out_avals
         #: The image shape it takes, ``(size, size, channels)``.
         self.input_shape: tuple[int, ...] = tuple(int(side) for side in aval.shape[1:])
         #: The length of each output row.
