@@ -124,3 +124,13 @@ def test_a_program_for_other_machines_is_refused(
     monkeypatch.setattr(export, "default_export_platform", lambda: "metal")
     with pytest.raises(ModelDirError, match=r"for cpu, cuda.*not for this machine's metal"):
         load_classifier(trained / "model")
+
+
+def test_a_hand_edited_program_entry_is_named(trained: Path, tmp_path: Path) -> None:
+    shutil.copytree(trained / "model", tmp_path / "model")
+    metadata_path = tmp_path / "model" / "metadata.json"
+    metadata = json.loads(metadata_path.read_text())
+    metadata["program"] = "inference.jax"
+    metadata_path.write_text(json.dumps(metadata))
+    with pytest.raises(ModelDirError, match=r"'program' is 'inference.jax', not the description"):
+        load_classifier(tmp_path / "model")

@@ -234,6 +234,12 @@ def load_classifier(model_dir: str | Path) -> Classifier:
     classes = len(metadata["classes"])
     exported = metadata.get("program")
     model = None
+    if exported is not None and not isinstance(exported, dict):
+        raise ModelDirError(
+            f"{model_dir}: metadata.json's 'program' is {exported!r}, not the description "
+            "training writes. Restore the model folder with 'dvc checkout dvc.yaml', or "
+            "retrain the model (dvc repro -f)."
+        )
     if exported is not None:
         program = _load_program(model_dir, exported, model_hash)
         width = int(exported.get("embedding", 0)) + 2 * classes
@@ -262,7 +268,7 @@ def load_classifier(model_dir: str | Path) -> Classifier:
 
 def _load_program(model_dir: Path, exported: dict[str, Any], model_hash: str) -> Program:
     """The program ``metadata.json`` names, checked to be ``model.keras``'s own."""
-    path = model_dir / str(exported.get("file", PROGRAM_FILE))
+    path = model_dir / PROGRAM_FILE
     if not path.is_file():
         raise ModelDirError(
             f"Model directory {model_dir} is incomplete: {path.name} is missing. Restore it "
