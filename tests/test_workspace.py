@@ -69,6 +69,7 @@ def test_nox_lists_every_session_with_a_description() -> None:
 # Dependencies a package needs at run time without importing them by name.
 RUNTIME_ONLY = {
     "celestial-serve": {"python-multipart"},  # LitServe parses uploads with it
+    "celestial-models": {"flatbuffers"},  # jax.export serializes programs with it
 }
 
 
