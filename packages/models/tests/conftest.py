@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -87,11 +88,22 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def _edit_metadata(model_dir: Path, change: Callable[[dict[str, Any]], object]) -> None:
+    path = model_dir / "metadata.json"
+    metadata = json.loads(path.read_text())
+    change(metadata)
+    path.write_text(json.dumps(metadata))
+
+
+@pytest.fixture
+def edit_metadata() -> Callable[[Path, Callable[[dict[str, Any]], object]], None]:
+    """Change a model folder's metadata.json in place: ``edit(model_dir, change)``."""
+    return _edit_metadata
+
+
 def _without_program(model_dir: Path) -> None:
     (model_dir / "inference.jax").unlink()
-    metadata = json.loads((model_dir / "metadata.json").read_text())
-    del metadata["program"]
-    (model_dir / "metadata.json").write_text(json.dumps(metadata))
+    _edit_metadata(model_dir, lambda metadata: metadata.pop("program"))
 
 
 @pytest.fixture

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
+import re
 import shutil
 import subprocess
 import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,6 +19,8 @@ from PIL import Image
 
 from celestial_data import ImageFormat, decode, load_prepared, to_array
 from celestial_models import Classifier, ModelDirError, ModelError, load_classifier
+
+EditMetadata = Callable[[Path, Callable[[dict[str, Any]], object]], None]
 
 
 @pytest.fixture(scope="module")
@@ -135,31 +138,47 @@ def test_missing_model_directory_says_how_to_make_one(tmp_path: Path) -> None:
         load_classifier(tmp_path / "nowhere")
 
 
-def test_incomplete_model_directory_is_refused(trained: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["model.keras", "inference.jax"])
+def test_incomplete_model_directory_is_refused(trained: Path, tmp_path: Path, name: str) -> None:
     shutil.copytree(trained / "model", tmp_path / "model")
-    (tmp_path / "model" / "model.keras").unlink()
-    with pytest.raises(ModelDirError, match=r"model\.keras is missing"):
+    (tmp_path / "model" / name).unlink()
+    with pytest.raises(ModelDirError, match=rf"incomplete: {re.escape(name)} is missing.*dvc"):
         load_classifier(tmp_path / "model")
 
 
-def test_model_directory_of_another_version_is_refused(trained: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (lambda m: m.update(format_version=99), r"format version 99.*reads version 1.*Retrain"),
+        (
+            lambda m: m["program"].update(model_sha256="0"),
+            r"model\.keras is not the model inference\.jax was exported from",
+        ),
+        (lambda m: m.update(program="inference.jax"), r"'program' is 'inference.jax', not the"),
+    ],
+    ids=["another version", "another model.keras", "hand-edited program"],
+)
+def test_metadata_that_does_not_describe_the_folder_is_refused(
+    trained: Path,
+    tmp_path: Path,
+    edit_metadata: EditMetadata,
+    change: Callable[[dict[str, Any]], object],
+    says: str,
+) -> None:
     shutil.copytree(trained / "model", tmp_path / "model")
-    metadata_path = tmp_path / "model" / "metadata.json"
-    metadata = json.loads(metadata_path.read_text())
-    metadata["format_version"] = 99
-    metadata_path.write_text(json.dumps(metadata))
-    with pytest.raises(ModelDirError, match=r"format version 99.*reads version 1.*Retrain"):
+    edit_metadata(tmp_path / "model", change)
+    with pytest.raises(ModelDirError, match=says):
         load_classifier(tmp_path / "model")
 
 
 def test_model_and_metadata_from_different_trainings_are_refused(
-    trained: Path, tmp_path: Path, without_program: Callable[[Path], None]
+    trained: Path,
+    tmp_path: Path,
+    edit_metadata: EditMetadata,
+    without_program: Callable[[Path], None],
 ) -> None:
     shutil.copytree(trained / "model", tmp_path / "model")
-    metadata_path = tmp_path / "model" / "metadata.json"
-    metadata = json.loads(metadata_path.read_text())
-    metadata["classes"].append("Pluto")
-    metadata_path.write_text(json.dumps(metadata))
+    edit_metadata(tmp_path / "model", lambda metadata: metadata["classes"].append("Pluto"))
     with pytest.raises(ModelDirError, match=r"rows of \d+ values.*says .* and 4 classes.*retrain"):
         load_classifier(tmp_path / "model")
     without_program(tmp_path / "model")  # a folder from before the program: Keras says it
