@@ -367,9 +367,8 @@ def model_summary(model_dir: Path, classifier: Classifier) -> dict[str, int]:
     """Size of the saved model in bytes, and its number of weights where known."""
     summary = {"size_bytes": (model_dir / "model.keras").stat().st_size}
     parameters = classifier.metadata.get("parameters")
-    model = getattr(classifier, "model", None)
-    if parameters is None and model is not None and hasattr(model, "count_params"):
-        parameters = model.count_params()  # a model folder from before the count was kept
+    if parameters is None and classifier.model is not None:
+        parameters = classifier.model.count_params()  # a folder from before the count was kept
     if parameters is not None:
         summary["parameters"] = int(parameters)
     return summary

@@ -81,7 +81,7 @@ def save_png(figure: Figure, path: str | Path | IO[bytes], tight: bool = False) 
             layouts whose label sizes are not known in advance).
     """
     figure.savefig(
-        Path(path) if isinstance(path, str) else path,
+        path,
         format="png",
         dpi=DPI,
         bbox_inches="tight" if tight else None,

@@ -19,7 +19,13 @@ from celestial_data import (
 )
 from celestial_data.image import WithImageFormat
 from celestial_models.errors import ModelDirError, ModelError
-from celestial_models.model_dir import MODEL_FILE, PROGRAM_FILE, file_sha256, read_metadata
+from celestial_models.model_dir import (
+    MODEL_FILE,
+    PROGRAM_FILE,
+    REBUILD_HINT,
+    file_sha256,
+    read_metadata,
+)
 from celestial_models.ood import OodDetector
 from celestial_models.program import Program
 from celestial_models.scoring import Outputs, Scoring
@@ -234,14 +240,14 @@ def load_classifier(model_dir: str | Path) -> Classifier:
     classes = len(metadata["classes"])
     exported = metadata.get("program")
     model = None
-    if exported is not None and not isinstance(exported, dict):
-        raise ModelDirError(
-            f"{model_dir}: metadata.json's 'program' is {exported!r}, not the description "
-            "training writes. Restore the model folder with 'dvc checkout dvc.yaml', or "
-            "retrain the model (dvc repro -f)."
-        )
-    if exported is not None:
-        program = _load_program(model_dir, exported, model_hash)
+    if exported is not None:  # read_metadata checked it, and that its file is there
+        if exported.get("model_sha256") != model_hash:
+            raise ModelDirError(
+                f"{model_dir / MODEL_FILE} is not the model {PROGRAM_FILE} was exported from "
+                "(their SHA-256 differ): it was changed or cut, or comes from another "
+                "training. " + REBUILD_HINT
+            )
+        program = Program.load(model_dir / PROGRAM_FILE)
         width = int(exported.get("embedding", 0)) + 2 * classes
         if program.input_shape != expected or program.width != width:
             raise ModelDirError(
@@ -264,22 +270,3 @@ def load_classifier(model_dir: str | Path) -> Classifier:
             )
         scoring = Scoring.of_model(model)
     return Classifier(scoring, metadata, model_hash, OodDetector.load(model_dir), model)
-
-
-def _load_program(model_dir: Path, exported: dict[str, Any], model_hash: str) -> Program:
-    """The program ``metadata.json`` names, checked to be ``model.keras``'s own."""
-    path = model_dir / PROGRAM_FILE
-    if not path.is_file():
-        raise ModelDirError(
-            f"Model directory {model_dir} is incomplete: {path.name} is missing. Restore it "
-            "from the project folder with 'dvc checkout dvc.yaml' (or 'dvc pull dvc.yaml'), "
-            "or rebuild it with 'dvc repro -f'."
-        )
-    if exported.get("model_sha256") != model_hash:
-        raise ModelDirError(
-            f"{model_dir / MODEL_FILE} is not the model {path.name} was exported from (their "
-            "SHA-256 differ): it was changed or cut, or comes from another training. Restore "
-            "the model folder from the project folder with 'dvc checkout dvc.yaml' (or 'dvc "
-            "pull dvc.yaml'), or rebuild it with 'dvc repro -f'."
-        )
-    return Program.load(path)

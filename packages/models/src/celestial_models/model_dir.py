@@ -30,6 +30,7 @@ __all__ = [
     "METADATA_FILE",
     "MODEL_FILE",
     "PROGRAM_FILE",
+    "REBUILD_HINT",
     "RESTORE_HINT",
     "file_sha256",
     "read_metadata",
@@ -53,6 +54,20 @@ RESTORE_HINT = (
 )
 
 
+#: What to do about a model folder's file that is cut, corrupt or from another training.
+REBUILD_HINT = (
+    "Restore the model folder from the project folder with 'dvc checkout dvc.yaml' (or 'dvc "
+    "pull dvc.yaml'), or rebuild it with 'dvc repro -f'."
+)
+
+
+def _incomplete(model_dir: Path, name: str) -> ModelDirError:
+    return ModelDirError(
+        f"Model directory {model_dir} is incomplete: {name} is missing. "
+        "Retrain with 'celestial-models train' (dvc repro). " + RESTORE_HINT
+    )
+
+
 def file_sha256(path: Path) -> str:
     """SHA-256 hex digest of a file's bytes."""
     with open(path, "rb") as stream:
@@ -65,7 +80,8 @@ def read_metadata(model_dir: Path) -> dict[str, Any]:
     Returns:
         The metadata, with ``classes`` (a non-empty list of names),
         ``image_size`` (a positive integer), ``color_mode`` (one of
-        `celestial_data.COLOR_MODES`) and ``view`` (if present) checked.
+        `celestial_data.COLOR_MODES`), ``view`` and ``program`` (if present)
+        checked, and the program's file present when it names one.
 
     Raises:
         ModelDirError: If the directory, its model or its metadata is missing,
@@ -79,10 +95,7 @@ def read_metadata(model_dir: Path) -> dict[str, Any]:
         )
     for name in (MODEL_FILE, METADATA_FILE):
         if not (model_dir / name).is_file():
-            raise ModelDirError(
-                f"Model directory {model_dir} is incomplete: {name} is missing. "
-                "Retrain with 'celestial-models train' (dvc repro). " + RESTORE_HINT
-            )
+            raise _incomplete(model_dir, name)
     path = model_dir / METADATA_FILE
     try:
         metadata = json.loads(path.read_text())
@@ -120,4 +133,12 @@ def read_metadata(model_dir: Path) -> dict[str, Any]:
             f"{path} has an invalid view ({str(error).splitlines()[0]}: "
             f"{metadata.get('view')!r:.200}). Retrain the model."
         ) from None
+    program = metadata.get("program")
+    if program is not None and not isinstance(program, dict):
+        raise ModelDirError(
+            f"{path}'s 'program' is {program!r:.200}, not the description training writes. "
+            + REBUILD_HINT
+        )
+    if program is not None and not (model_dir / PROGRAM_FILE).is_file():
+        raise _incomplete(model_dir, PROGRAM_FILE)
     return metadata

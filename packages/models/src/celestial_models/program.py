@@ -24,6 +24,7 @@ from jax import export
 
 import celestial_models.runtime  # noqa: F401  # compiled programs kept on disk
 from celestial_models.errors import ModelDirError
+from celestial_models.model_dir import REBUILD_HINT
 
 if TYPE_CHECKING:
     from celestial_models.backend import keras
@@ -109,8 +110,7 @@ class Program:
             raise ModelDirError(
                 f"{source} is not a whole exported program that JAX {jax.__version__} reads "
                 f"({type(error).__name__}): cut, corrupt, or not written by celestial-models. "
-                "Restore the model folder from the project folder with 'dvc checkout dvc.yaml' "
-                "(or 'dvc pull dvc.yaml'), or rebuild it with 'dvc repro -f'."
+                + REBUILD_HINT
             ) from None
         here = export.default_export_platform()  # cuda or rocm, not JAX's "gpu"
         if here not in self._exported.platforms:

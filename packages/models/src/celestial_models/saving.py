@@ -16,7 +16,7 @@ from typing import Any
 
 from celestial_models.backend import fast_initializers, keras
 from celestial_models.errors import ModelDirError
-from celestial_models.model_dir import MODEL_FILE
+from celestial_models.model_dir import MODEL_FILE, REBUILD_HINT
 
 __all__ = ["load_model", "write_json", "write_model"]
 
@@ -58,9 +58,7 @@ def load_model(path: Path) -> keras.Model:
     """
     if path.is_file() and not zipfile.is_zipfile(path):  # Keras would say "File not found"
         raise ModelDirError(
-            f"{path} is not a whole .keras file (truncated or corrupt). Restore it from the "
-            "project folder with 'dvc checkout dvc.yaml' (or 'dvc pull dvc.yaml'), or rebuild it "
-            "with 'dvc repro -f'."
+            f"{path} is not a whole .keras file (truncated or corrupt). " + REBUILD_HINT
         )
     try:
         with fast_initializers():  # the initial weights are overwritten at once
