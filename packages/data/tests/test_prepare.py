@@ -290,6 +290,39 @@ def test_varied_copies_are_exposed_otherwise_only_for_a_view_that_normalises_exp
         assert asked and set(asked) == {exposure}
 
 
+def test_a_copy_is_the_same_whichever_pass_draws_it(raw: Path, tmp_path: Path) -> None:
+    # Equal counts: every copy is drawn with the picture's one decoding. Unequal:
+    # the training copies past the first are drawn in a second pass.
+    even = changed(varied=1, train_varied=1, test_varied=1)
+    uneven = changed(varied=1, train_varied=3, test_varied=2)
+    one = prepare_dataset(raw, tmp_path / "one", even, workers=2).dataset
+    three = prepare_dataset(raw, tmp_path / "three", uneven, workers=2).dataset
+    for split, count in (("varied", 1), ("train_varied", 3), ("test_varied", 2)):
+        copies = np.asarray(three.images(split)).reshape(-1, count, 8, 8, 3)
+        np.testing.assert_array_equal(copies[:, 0], one.images(split))
+        assert three.files(split)[::count] == one.files(split)
+    assert not np.array_equal(copies[:, 0], copies[:, 1])
+
+
+def test_a_picture_changed_between_the_passes_is_an_error(
+    raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import celestial_data.prepare as prepare_module
+
+    read_image = prepare_module.read_image
+
+    def read_then_change(root: Path, file: str, label: int):
+        read = read_image(root, file, label)
+        Image.new("RGB", (16, 16), (200, 10, 10)).save(root / file)  # read: change it
+        return read
+
+    monkeypatch.setattr(prepare_module, "read_image", read_then_change)
+    out = tmp_path / "out"
+    with pytest.raises(DatasetError, match=r"raw/\w+/\S+ was read a moment ago.*Run prepare again"):
+        prepare_dataset(raw, out, changed(varied=1, train_varied=2, test_fraction=0), workers=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
+
+
 def cut_jpeg(raw: Path, encode) -> None:
     whole = encode(5, fmt="JPEG", size=64)
     (raw / "Moon" / "cut.jpg").write_bytes(whole[: len(whole) // 2])
@@ -374,12 +407,12 @@ import celestial_data.prepare as prepare
 from celestial_data.dataset import can_fork
 from celestial_data.prepare import PrepareParams, prepare_dataset
 assert can_fork()
-load = prepare._load
+load = prepare._arrays
 def logged(*args, **kwargs):
     with open({str(pids)!r}, "a") as log:
         log.write(f"{{os.getpid()}}\\n")
     return load(*args, **kwargs)
-prepare._load = logged
+prepare._arrays = logged
 prepare_dataset({str(raw)!r}, {str(tmp_path / "two")!r},
                 PrepareParams.parse({params.dump()!r}), workers=2)
 print(os.getpid())

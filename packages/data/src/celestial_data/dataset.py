@@ -37,6 +37,7 @@ __all__ = [
     "is_image_name",
     "listing",
     "parallel_map",
+    "read_image",
     "scan",
 ]
 
@@ -328,17 +329,27 @@ def read_info(root: Path, file: str, label: int, pixels: bool = False) -> FileIn
     only finds empty ones. The pixels' hash (``info.pixels``) finds the same
     picture in other containers.
     """
+    if pixels:
+        return read_image(root, file, label)[0]
+    info = FileInfo(file=file, label=label)
+    read_bytes(root, info)
+    return info
+
+
+def read_image(root: Path, file: str, label: int) -> tuple[FileInfo, Image.Image | None]:
+    """`read_info` with ``pixels``, and the decoded picture (None where ``error`` is set)."""
     info = FileInfo(file=file, label=label)
     data = read_bytes(root, info)
-    if data and pixels:
-        image = decode_into(info, data)
-        if image is not None:
-            try:
-                info.pixels = pixel_digest(image)
-                info.edge = edge_brightness(image)
-            except Exception as error:  # e.g. a mode Pillow cannot convert
-                info.error = describe_error(error)
-    return info
+    image = decode_into(info, data) if data else None
+    if image is None:
+        return info, None
+    try:
+        info.pixels = pixel_digest(image)
+        info.edge = edge_brightness(image)
+    except Exception as error:  # e.g. a mode Pillow cannot convert
+        info.error = describe_error(error)
+        return info, None
+    return info, image
 
 
 def read_bytes(root: Path, info: FileInfo, digest: bool = True) -> bytes:

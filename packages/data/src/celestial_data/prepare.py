@@ -1,13 +1,19 @@
 """Prepare a raw dataset folder: check it, split it and write the prepared format.
 
-`prepare_dataset` works in two passes over the files, so memory stays flat
-however many images there are:
+`prepare_dataset` decodes each picture once, and memory stays flat however
+many images there are:
 
-1. read and hash every file, and hash its decoded pixels (the file's hash
-   decides its split, unless other files hold the same pixels: then the
-   group's smallest file hash does, so the group stays in one split);
-2. for each split in turn, decode and resize its images on every core and
-   append them to ``<split>_images.npy`` in order.
+1. on every core, read and hash every file, decode it, hash its pixels, and
+   draw its array and its varied copies (`celestial_data.vary`) into a
+   scratch file, in file order (the file's hash decides its split, unless
+   other files hold the same pixels: then the group's smallest file hash
+   does, so the group stays in one split);
+2. for each split in turn, copy its rows from the scratch file to
+   ``<split>_images.npy``, in order.
+
+Where the splits ask for different numbers of copies, the first pass draws
+the fewest any split asks for, and a second one the rest of the splits that
+ask for more (copy ``k`` of a file is the same whichever pass draws it).
 
 The outputs (see `celestial_data.prepared`) plus ``report.json`` and
 ``preview.png`` are byte-identical when inputs and params are, so DVC sees an
@@ -28,13 +34,14 @@ import os
 import shutil
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import IO, Any, Literal, Self
 
 import numpy as np
+from PIL import Image
 from pydantic import Field, model_validator
 
 from celestial_data.check import CheckReport, OnCorrupt, build_report
@@ -43,9 +50,9 @@ from celestial_data.dataset import (
     RawDataset,
     decode_into,
     describe_error,
-    inspect_files,
     parallel_map,
     read_bytes,
+    read_image,
     scan,
 )
 from celestial_data.errors import DatasetError
@@ -173,6 +180,8 @@ class PrepareParams(Params):
 
 REPORT_FILE = "report.json"
 PREVIEW_FILE = "preview.png"
+#: The staging folder's file of every picture's array and first copies, in file order.
+SCRATCH = ".arrays"
 
 
 @dataclass(frozen=True)
@@ -248,85 +257,115 @@ def _npy_header(shape: tuple[int, ...]) -> bytes:
     return stream.getvalue()
 
 
-def _load(
-    root: Path, info: FileInfo, image_format: ImageFormat, copies: tuple[int, int] | None = None
-) -> tuple[np.ndarray | None, str]:
-    """The image as a uint8 array, or None and why if unreadable.
-
-    With ``copies`` ``(count, seed)``: the ``count`` varied copies of the
-    picture (`celestial_data.vary`), stacked, instead of the image. The
-    reason is returned, not only set on ``info``: a worker process's ``info``
-    is a copy.
-    """
-    data = read_bytes(root, info, digest=False)  # hashed in the first pass
-    image = decode_into(info, data) if data else None
-    if image is None:
-        return None, info.error or ""
-    try:
-        if copies is None:
-            return to_array(image, image_format), ""
-        count, seed = copies
-        source = reduced(image, image_format)  # a large photo's copies cost a small one's
-        varied = [
-            to_array(
-                vary(source, copy_rng(seed, info.file, k), image_format.view.exposure),
-                image_format,
-            )
-            for k in range(count)
-        ]
-        return np.stack(varied), ""
-    except Exception as error:  # e.g. a mode Pillow cannot convert
-        return None, describe_error(error)
-
-
-def _write_images(
-    path: Path,
-    root: Path,
-    entries: list[FileInfo],
+def _arrays(
+    info: FileInfo,
+    image: Image.Image | None,
     image_format: ImageFormat,
-    workers: int | None,
-    copies: tuple[int, int] | None = None,
-) -> None:
-    """Decode ``entries`` in parallel and append them to a ``.npy`` file, in order.
+    clean: bool,
+    copies: range,
+    seed: int,
+) -> bytes:
+    """The picture's array (with ``clean``) and its varied copies ``copies``, as bytes.
 
-    Each entry gets its header read; entries that fail to decode get their
-    ``error`` set and are left out. With ``copies`` ``(count, seed)``, each
-    entry's ``count`` varied copies are written instead (see `_load`).
+    Copy ``k`` of a file is drawn from its own generator (`copy_rng`), so it
+    is the same whichever pass draws it. ``b""`` where the picture is unusable:
+    ``info.error`` says why.
     """
-    shape = image_format.shape
-    per_entry = copies[0] if copies else 1
-    rows = len(entries) * per_entry
-    written = 0
+    if image is None:
+        return b""
+    try:
+        arrays = [to_array(image, image_format)] if clean else []
+        if copies:
+            source = reduced(image, image_format)  # a large photo's copies cost a small one's
+            exposure = image_format.view.exposure
+            arrays += [
+                to_array(vary(source, copy_rng(seed, info.file, k), exposure), image_format)
+                for k in copies
+            ]
+    except Exception as error:  # e.g. a mode Pillow cannot convert
+        info.error = describe_error(error)
+        return b""
+    return b"".join(array.tobytes() for array in arrays)
+
+
+def _read(
+    root: Path, job: tuple[str, int], image_format: ImageFormat, copies: range, seed: int
+) -> tuple[FileInfo, bytes]:
+    """Read, hash and decode one file; its array and first varied copies as bytes."""
+    info, image = read_image(root, *job)
+    return info, _arrays(info, image, image_format, True, copies, seed)
+
+
+def _reread(
+    root: Path, info: FileInfo, image_format: ImageFormat, copies: range, seed: int
+) -> tuple[str, bytes]:
+    """The further varied copies of a file read before: its error, or their bytes."""
+    again = FileInfo(file=info.file, label=info.label)
+    data = read_bytes(root, again)
+    image = decode_into(again, data) if data else None
+    if not again.error and again.sha256 != info.sha256:
+        again.error = "changed while prepare read it"
+    return again.error, _arrays(again, image, image_format, False, copies, seed)
+
+
+def _write_rows(path: Path, shape: tuple[int, ...], rows: Iterable[bytes]) -> None:
+    """Write a ``.npy`` file of ``shape`` from its rows' bytes, in order."""
     with open(path, "wb") as stream:
-        stream.write(_npy_header((rows, *shape)))
-        results = parallel_map(
-            lambda info: _load(root, info, image_format, copies),
-            entries,
-            workers,
-            processes=True,
-        )
-        for info, (result, error) in zip(entries, results, strict=True):
-            if result is None:
-                info.error = error
-            else:
-                stream.write(result.tobytes())
-                written += per_entry
-    if written < rows:
-        _rewrite_count(path, (written, *shape), len(_npy_header((rows, *shape))))
+        stream.write(_npy_header(shape))
+        for row in rows:
+            stream.write(row)
 
 
-def _rewrite_count(path: Path, shape: tuple[int, ...], offset: int) -> None:
-    """Give a ``.npy`` file fewer rows than its header first said, copying in chunks."""
-    temporary = path.with_name(f".{path.name}.partial")
-    with open(path, "rb") as source, open(temporary, "wb") as target:
-        target.write(_npy_header(shape))
-        source.seek(offset)
-        remaining = int(np.prod(shape))
-        while remaining:
-            chunk = source.read(min(remaining, 1 << 22))
-            target.write(chunk)
-            remaining -= len(chunk)
-    os.replace(temporary, path)
+class _Scratch:
+    """Each picture's array and first copies, one row a picture, read back a part at a time.
+
+    Read with plain reads, not a memory map: a map's pages count as the
+    process's memory, which would grow with the dataset.
+    """
+
+    def __init__(self, path: Path, item: int, items: int) -> None:
+        self.path, self.item, self.row = path, item, item * items
+        self.rows: dict[str, int] = {}  # file -> row
+
+    def add(self, stream: IO[bytes], file: str, data: bytes) -> None:
+        self.rows[file] = len(self.rows)
+        stream.write(data)
+
+    def parts(self, infos: list[FileInfo], start: int, stop: int) -> Iterator[bytes]:
+        """Items ``start`` to ``stop`` of each file's row, in the order of ``infos``."""
+        with open(self.path, "rb") as stream:
+            for info in infos:
+                stream.seek(self.rows[info.file] * self.row + start * self.item)
+                yield stream.read((stop - start) * self.item)
+
+
+def _has_split(split: str, params: PrepareParams) -> bool:
+    return split != "test" or params.test_fraction > 0
+
+
+def _with_more_copies(
+    scratch: _Scratch,
+    infos: list[FileInfo],
+    copies: range,
+    dataset: RawDataset,
+    params: PrepareParams,
+    workers: int | None,
+) -> Iterator[bytes]:
+    """Each picture's copies: the first pass's, then ``copies``, drawn in a second pass."""
+    more = parallel_map(
+        lambda info: _reread(dataset.root, info, params.image_format, copies, params.seed),
+        infos,
+        workers,
+        processes=True,
+    )
+    drawn = scratch.parts(infos, 1, 1 + copies.start)
+    for info, before, (error, data) in zip(infos, drawn, more, strict=True):
+        if error:
+            raise DatasetError(
+                f"{dataset.root / info.file} was read a moment ago and now is not usable "
+                f"({error}): was it changed while prepare ran? Run prepare again."
+            )
+        yield before + data
 
 
 def _split_entries(infos: list[FileInfo], params: PrepareParams) -> dict[str, list[FileInfo]]:
@@ -382,38 +421,54 @@ def prepare_dataset(
             "read as images next time. Write the prepared dataset elsewhere."
         )
     dataset = scan(raw)
-    infos = inspect_files(dataset, workers=workers, pixels=True, processes=True)
-    entries = _split_entries(infos, params)
+    image_format = params.image_format
+    shape = image_format.shape
+    # Copies of every split: drawn in the first pass, with the picture decoded once.
+    wanted = {
+        VARIED: ("val", params.varied),
+        TRAIN_VARIED: ("train", params.train_varied),
+        TEST_VARIED: ("test", params.test_varied),
+    }
+    first = min(count for source, count in wanted.values() if _has_split(source, params))
+    jobs = [
+        (file, label) for label, name in enumerate(dataset.classes) for file in dataset.files[name]
+    ]
     with _staging(out) as staging:
-        for split, split_infos in entries.items():
-            path = staging / f"{split}_images.npy"
-            _write_images(path, dataset.root, split_infos, params.image_format, workers)
-            entries[split] = [info for info in split_infos if not info.error]
-            labels = np.array([info.label for info in entries[split]], dtype=np.int32)
-            np.save(staging / f"{split}_labels.npy", labels)
-        copied: dict[str, list[FileInfo]] = {}
-        for split, (source, count) in {
-            VARIED: ("val", params.varied),
-            TRAIN_VARIED: ("train", params.train_varied),
-            TEST_VARIED: ("test", params.test_varied),
-        }.items():
-            # Each source picture's copies, in the order of its split.
-            copied[split] = [info for info in entries.get(source, []) for _ in range(count)]
-            if copied[split]:
-                path = staging / f"{split}_images.npy"
-                _write_images(
-                    path,
-                    dataset.root,
-                    entries[source],
-                    params.image_format,
-                    workers,
-                    (count, params.seed),
-                )
-                labels = np.array([info.label for info in copied[split]], dtype=np.int32)
-                np.save(staging / f"{split}_labels.npy", labels)
+        scratch = _Scratch(staging / SCRATCH, int(np.prod(shape)), 1 + first)
+        infos: list[FileInfo] = []
+        with open(scratch.path, "wb") as stream:
+            for info, data in parallel_map(
+                lambda job: _read(dataset.root, job, image_format, range(first), params.seed),
+                jobs,
+                workers,
+                processes=True,
+            ):
+                infos.append(info)
+                if data:
+                    scratch.add(stream, info.file, data)
         report = build_report(dataset, infos, params.on_corrupt, params.view)
         if not report.ok:
             raise DatasetError(" ".join(report.errors))
+        entries = _split_entries(infos, params)
+        for split, split_infos in entries.items():
+            rows = scratch.parts(split_infos, 0, 1)
+            _write_rows(staging / f"{split}_images.npy", (len(split_infos), *shape), rows)
+            labels = np.array([info.label for info in split_infos], dtype=np.int32)
+            np.save(staging / f"{split}_labels.npy", labels)
+        copied: dict[str, list[FileInfo]] = {}
+        for split, (source, count) in wanted.items():
+            # Each source picture's copies, in the order of its split.
+            copied[split] = [info for info in entries.get(source, []) for _ in range(count)]
+            if not copied[split]:
+                continue
+            rows = scratch.parts(entries[source], 1, 1 + count)
+            if count > first:
+                more = range(first, count)
+                rows = _with_more_copies(scratch, entries[source], more, dataset, params, workers)
+            _write_rows(staging / f"{split}_images.npy", (len(copied[split]), *shape), rows)
+            labels = np.array([info.label for info in copied[split]], dtype=np.int32)
+            np.save(staging / f"{split}_labels.npy", labels)
+        scratch.path.unlink()
         counts = _finish(staging, dataset, params, entries, copied, report)
         _publish(staging, out)
     return PrepareResult(dataset=load_prepared(out), report=report, split_counts=counts)
