@@ -135,3 +135,26 @@ def test_preview_shows_mistakes_first_most_confident_leading(case) -> None:
 
     # mistakes: 2 (0.7), 5 (0.55), 6 (0.95), 7 (0.65); then right ones class by class
     assert chosen.tolist() == [6, 2, 7, 5, 0, 3]
+
+
+def test_the_history_figure_marks_the_epoch_whose_weights_were_kept(tmp_path: Path) -> None:
+    from celestial_eval.evaluate import kept_epoch
+    from celestial_eval.history import marked_epoch
+
+    # The lowest validation loss is the first epoch's, but early stopping
+    # watched only the second half and kept the fourth: that one is marked.
+    history = {
+        "loss": [1.0, 0.8, 0.6, 0.5],
+        "accuracy": [0.5, 0.6, 0.7, 0.8],
+        "val_loss": [0.1, 0.9, 0.7, 0.6],
+        "val_accuracy": [0.9, 0.5, 0.6, 0.7],
+    }
+    (tmp_path / "metadata.json").write_text(json.dumps({"best_epoch": 4}))
+    assert kept_epoch(tmp_path) == 4
+    assert marked_epoch(history, kept_epoch(tmp_path)) == (3, "kept weights (epoch 4)")
+    # A model folder that does not say (older, or hand-edited): the lowest validation loss.
+    for metadata in ("{}", '{"best_epoch": "4"}', "not json"):
+        (tmp_path / "metadata.json").write_text(metadata)
+        assert kept_epoch(tmp_path) is None
+        assert marked_epoch(history, None) == (0, "lowest val loss (epoch 1)")
+    assert marked_epoch(history, 9) == (0, "lowest val loss (epoch 1)")  # not an epoch run

@@ -76,8 +76,12 @@ def test_history_and_metadata_describe_the_run(trained: Path, fast: dict) -> Non
         set(record) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy"}
         for record in history
     )
-    best = min(history, key=lambda record: record["val_loss"])
+    # Under the cosine schedule early stopping watches the second half: the
+    # lowest validation loss there is the epoch whose weights were kept.
+    watched = history[metadata["params"]["epochs"] // 2 :]
+    best = min(watched, key=lambda record: record["val_loss"])
     assert metadata["best_epoch"] == best["epoch"]
+    assert metadata["val_loss"] == best["val_loss"]
     assert metadata["epochs_run"] == len(history)
     assert metadata["params"] == TrainParams(**fast).dump()
     assert metadata["image_size"] == 16 and metadata["color_mode"] == "rgb"
@@ -96,6 +100,38 @@ def test_the_best_epoch_is_the_saved_model(trained: Path) -> None:
         classifier.predict(dataset.images("val")).argmax(axis=1) == dataset.labels("val")
     )
     assert accuracy == classifier.metadata["val_accuracy"]
+
+
+def test_an_unwatched_epoch_is_never_reported_as_the_kept_one(
+    make_prepared: Callable, tmp_path: Path, fast: dict
+) -> None:
+    # Early stopping watches the second half of a cosine schedule. An epoch of
+    # the first half with the lowest validation loss of all (forced here, after
+    # early stopping has read the loss) is not the one kept, so the metadata
+    # must name the kept epoch, whose figures the saved model gives.
+    from celestial_models.backend import keras
+
+    class LowestFirst(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            if epoch == 0 and logs is not None:
+                logs["val_loss"] = 0.0
+
+    dataset = make_prepared()
+    params = TrainParams(**{**fast, "epochs": 4})
+    metadata = train_model(dataset, tmp_path / "model", params, callbacks=[LowestFirst()])
+    history = json.loads((tmp_path / "model" / "history.json").read_text())
+    assert history[0]["val_loss"] == 0.0  # the lowest of the history...
+    assert metadata["best_epoch"] in (3, 4)  # ...but not watched, so not kept
+    kept = history[metadata["best_epoch"] - 1]
+    assert (metadata["val_loss"], metadata["val_accuracy"]) == (
+        kept["val_loss"],
+        kept["val_accuracy"],
+    )
+    classifier = load_classifier(tmp_path / "model")
+    accuracy = np.mean(
+        classifier.predict(dataset.images("val")).argmax(axis=1) == dataset.labels("val")
+    )
+    assert accuracy == metadata["val_accuracy"]
 
 
 def test_dvclive_logs_one_step_per_epoch(trained: Path) -> None:

@@ -231,6 +231,15 @@ def check_model_dir(model_dir: Path) -> None:
         )
 
 
+def kept_epoch(model_dir: Path) -> int | None:
+    """The epoch whose weights the model kept, from its metadata (None if it does not say)."""
+    try:
+        epoch = json.loads((model_dir / "metadata.json").read_text()).get("best_epoch")
+    except (OSError, ValueError, AttributeError):  # named when the model is loaded
+        return None
+    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
+
+
 def evaluate(
     model_dir: str | Path,
     prepared: str | Path,
@@ -261,7 +270,7 @@ def evaluate(
     history = read_history(model_dir / "history.json")
     with Drawer() as drawer:
         # Drawn while Keras is imported and the model predicts (see `celestial_eval.drawing`).
-        drawn = {"history_png": drawer.draw(draw_history, history)}
+        drawn = {"history_png": drawer.draw(draw_history, history, kept=kept_epoch(model_dir))}
         # Keras comes with the model: imported here, so that importing this module stays light.
         from celestial_models import load_classifier
 

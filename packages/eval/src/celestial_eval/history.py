@@ -11,7 +11,13 @@ from typing import IO
 from celestial_eval.errors import EvalError, MissingInputError
 from celestial_eval.figures import COLORS, new_figure, save_png, style
 
-__all__ = ["HISTORY_COLUMNS", "draw_history", "read_history", "write_history_csv"]
+__all__ = [
+    "HISTORY_COLUMNS",
+    "draw_history",
+    "marked_epoch",
+    "read_history",
+    "write_history_csv",
+]
 
 HISTORY_COLUMNS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
@@ -77,15 +83,32 @@ def _best_epoch(values: list[float | None]) -> int | None:
     return min(known)[1] if known else None
 
 
-def draw_history(history: dict[str, list[float | None]], path: str | Path | IO[bytes]) -> None:
+def marked_epoch(
+    history: dict[str, list[float | None]], kept: int | None = None
+) -> tuple[int | None, str]:
+    """The index of the epoch `draw_history` marks, and its legend (None: no epoch)."""
+    if kept is not None and 1 <= kept <= len(history["loss"]):
+        return kept - 1, f"kept weights (epoch {kept})"
+    best = _best_epoch(history["val_loss"])
+    return best, "" if best is None else f"lowest val loss (epoch {best + 1})"
+
+
+def draw_history(
+    history: dict[str, list[float | None]],
+    path: str | Path | IO[bytes],
+    kept: int | None = None,
+) -> None:
     """Draw loss and accuracy per epoch, train beside validation, as a PNG.
 
-    The epoch with the lowest validation loss is marked on both panels.
+    The epoch whose weights the model kept (``kept``, counted from 1: the
+    ``best_epoch`` of the model's metadata) is marked on both panels; without
+    it, the epoch of lowest validation loss. They differ where early stopping
+    watched only some epochs (under a cosine schedule, the second half).
     """
     from matplotlib.ticker import MaxNLocator  # matplotlib only where a figure is drawn
 
     epochs = list(range(1, len(history["loss"]) + 1))
-    best = _best_epoch(history["val_loss"])
+    best, marked = marked_epoch(history, kept)
     with style():
         figure = new_figure(9.0, 3.6)
         for index, (metric, title) in enumerate((("loss", "Loss"), ("accuracy", "Accuracy"))):
@@ -109,7 +132,7 @@ def draw_history(history: dict[str, list[float | None]], path: str | Path | IO[b
                     color=COLORS["muted"],
                     linestyle=":",
                     linewidth=1.2,
-                    label=f"lowest val loss (epoch {best + 1})",
+                    label=marked,
                 )
                 value = history[f"val_{metric}"][best]
                 if value is not None:

@@ -481,7 +481,7 @@ def held_out_models(
     """
     # Keras comes with training: imported here, not with the module.
     from celestial_models.scoring import fit_detector
-    from celestial_models.train import Trainer, best_epoch, open_training_data
+    from celestial_models.train import Trainer, open_training_data
 
     trainer: Trainer | None = None
     with tempfile.TemporaryDirectory(dir=work_dir) as scratch:
@@ -491,7 +491,7 @@ def held_out_models(
             subset = open_training_data(without_classes(dataset, held_out, folder))
             trainer = trainer or Trainer(train_params, Trainer.shape_of(subset))
             try:
-                history = trainer.fit(subset)
+                trainer.fit(subset)
             except TrainingDivergedError as error:
                 raise EvalError(
                     f"The held-out model without {'class' if len(group) == 1 else 'classes'} "
@@ -504,7 +504,7 @@ def held_out_models(
                 trainer=trainer,
                 subset=subset,
                 detector=fit_detector(trainer.scoring, subset, ood_params, grey=grey),
-                val_accuracy=round(float(best_epoch(history)["val_accuracy"]), DIGITS),
+                val_accuracy=round(float(trainer.kept["val_accuracy"]), DIGITS),
             )
 
 

@@ -43,7 +43,7 @@ from celestial_models.reference import write_reference
 from celestial_models.saving import write_json, write_model
 from celestial_models.scoring import Scoring, calibrate, joined_model
 
-__all__ = ["HISTORY_KEYS", "Trainer", "TrainingShape", "best_epoch", "train_model"]
+__all__ = ["HISTORY_KEYS", "Trainer", "TrainingShape", "train_model"]
 
 #: What a `Trainer` is built for: the image shape and the number of classes.
 TrainingShape = tuple[tuple[int, int, int], int]
@@ -365,6 +365,8 @@ class Trainer:
         ]
         self._predictor = Predictor(self.model)
         self._scoring: Scoring | None = None
+        self.kept: dict[str, float] = {}
+        """The record of the epoch whose weights the model holds after `fit`."""
 
     @staticmethod
     def shape_of(dataset: PreparedDataset) -> TrainingShape:
@@ -390,6 +392,7 @@ class Trainer:
 
         Returns:
             The history: one record per epoch run (``epoch`` and `HISTORY_KEYS`).
+            `kept` is then the record of the epoch whose weights the model holds.
 
         Raises:
             TrainingDataError: If ``dataset`` is not of the trainer's shape.
@@ -413,15 +416,16 @@ class Trainer:
         epochs = params.epochs_for(len(batches))
         self._learning_rate.set(params.learning_rate, epochs * len(batches))
         guard = DivergenceGuard(len(dataset.classes), len(batches))
+        stopping = keras.callbacks.EarlyStopping(
+            monitor="val_loss",
+            patience=params.patience,
+            restore_best_weights=True,
+            start_from_epoch=epochs // 2 if params.lr_schedule == "cosine" else 0,
+        )
         epoch_callbacks: list[keras.callbacks.Callback] = [
             guard,
             ValidationMetrics(dataset.images("val"), dataset.labels("val"), self._predictor),
-            keras.callbacks.EarlyStopping(
-                monitor="val_loss",
-                patience=params.patience,
-                restore_best_weights=True,
-                start_from_epoch=epochs // 2 if params.lr_schedule == "cosine" else 0,
-            ),
+            stopping,
             *callbacks,
         ]
         if live_dir is not None:
@@ -442,15 +446,16 @@ class Trainer:
             )
         if guard.diverged:
             raise guard.error(params)
-        return [
+        history = [
             {"epoch": epoch + 1, **{key: float(fit.history[key][epoch]) for key in HISTORY_KEYS}}
             for epoch in range(len(fit.history["loss"]))
         ]
-
-
-def best_epoch(history: Sequence[dict[str, float]]) -> dict[str, float]:
-    """The epoch of lowest validation loss: the one whose weights are kept."""
-    return min(history, key=lambda record: record["val_loss"])
+        # The weights early stopping restored: those of the lowest validation
+        # loss among the epochs it watched (under `cosine`, the second half),
+        # not of the lowest overall; the last epoch's if it watched none.
+        watched = stopping.best_weights is not None
+        self.kept = history[stopping.best_epoch if watched else -1]
+        return history
 
 
 def train_model(
@@ -498,7 +503,7 @@ def train_model(
         history = trainer.fit(dataset, live_dir, callbacks=callbacks, verbose=verbose)
     except TrainingDivergedError as error:
         raise TrainingDivergedError(f"{error} No model was written.") from None
-    best = best_epoch(history)
+    best = trainer.kept
     metadata = {
         "format_version": FORMAT_VERSION,
         "celestial_models_version": __version__,
