@@ -46,7 +46,7 @@ ENV = {
 KNOWN = ["Earth", "Jupiter", "Mars", "Saturn"]
 NEW = "Pluto"
 PARAMS = {
-    "train": {"batch_size": 16, "epochs": 12},
+    "train": {"batch_size": 16, "epochs": 12, "min_steps": 200},
     "rejection": {"classes": ["Mars"], "epochs": 1},
 }
 

@@ -451,7 +451,7 @@ def test_planets_moons_prepares_exactly_what_its_dvc_lock_records(tmp_path: Path
 
 TINY = {
     "synth": {"per_class": 6, "size": 16},
-    "train": {"batch_size": 16, "conv_size": 4},
+    "train": {"batch_size": 16, "conv_size": 4, "min_steps": 200},
     "rejection": {"classes": ["Moon"], "epochs": 1},
 }
 

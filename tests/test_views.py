@@ -39,7 +39,7 @@ ENV = {
 }
 TINY = {
     "synth": {"per_class": 6, "size": 16},
-    "train": {"batch_size": 16, "conv_size": 4},
+    "train": {"batch_size": 16, "conv_size": 4, "min_steps": 200},
     "rejection": {"classes": ["Moon"], "epochs": 1},
 }
 # An S3 remote with an endpoint where nothing listens: any fetch fails at once.

@@ -92,11 +92,11 @@ class TrainParams(Params):
         "stopping may end sooner)",
     )
     min_steps: int = Field(
-        200,
+        500,
         ge=0,
         description="fewest training steps (batches): a small training split trains for more "
         "epochs than `epochs`, so that the weights and the batch-normalisation statistics "
-        "settle (167 images in batches of 32 make 6 steps an epoch: 34 epochs); `0` trains "
+        "settle (167 images in batches of 32 make 6 steps an epoch: 84 epochs); `0` trains "
         "`epochs` exactly",
     )
     batch_size: int = Field(32, ge=1, description="images per training step")
