@@ -339,8 +339,9 @@ class _Scratch:
                 yield stream.read((stop - start) * self.item)
 
 
-def _has_split(split: str, params: PrepareParams) -> bool:
-    return split != "test" or params.test_fraction > 0
+def _split_names(params: PrepareParams) -> list[str]:
+    """The splits ``params`` make: train and val, and test unless its fraction is 0."""
+    return ["train", "val"] + (["test"] if params.test_fraction > 0 else [])
 
 
 def _with_more_copies(
@@ -369,13 +370,7 @@ def _with_more_copies(
 
 
 def _split_entries(infos: list[FileInfo], params: PrepareParams) -> dict[str, list[FileInfo]]:
-    wanted = ["train"]
-    wanted += [
-        s
-        for s, share in (("val", params.val_fraction), ("test", params.test_fraction))
-        if share > 0
-    ]
-    entries: dict[str, list[FileInfo]] = {split: [] for split in wanted}
+    entries: dict[str, list[FileInfo]] = {split: [] for split in _split_names(params)}
     good = [info for info in infos if not info.error]
     digests = split_digests((info.sha256, info.pixels) for info in good)
     fractions = (params.val_fraction, params.test_fraction)
@@ -429,7 +424,8 @@ def prepare_dataset(
         TRAIN_VARIED: ("train", params.train_varied),
         TEST_VARIED: ("test", params.test_varied),
     }
-    first = min(count for source, count in wanted.values() if _has_split(source, params))
+    made = _split_names(params)
+    first = min(count for source, count in wanted.values() if source in made)
     jobs = [
         (file, label) for label, name in enumerate(dataset.classes) for file in dataset.files[name]
     ]
