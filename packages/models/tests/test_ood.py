@@ -139,6 +139,58 @@ def test_class_statistics_are_class_means_and_a_symmetric_precision() -> None:
     assert np.all(np.linalg.eigvalsh(precision) > 0)
 
 
+def test_per_class_statistics_blend_each_class_with_the_shared_covariance() -> None:
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(36, 3)) * [1.0, 2.0, 0.5]
+    labels = np.repeat([0, 2], 18)  # class 1 has no images
+    centroids, shared = class_statistics(features, labels, 3)
+    _, precisions = class_statistics(features, labels, 3, per_class=True)
+    assert precisions.shape == (3, 3, 3)
+    shared_covariance = np.linalg.inv(shared)
+    for k in (0, 2):
+        centred = features[labels == k] - centroids[k]
+        expected = (centred.T @ centred + 3 * shared_covariance) / (18 + 3)
+        np.testing.assert_allclose(np.linalg.inv(precisions[k]), expected, rtol=1e-9)
+        np.testing.assert_array_equal(precisions[k], precisions[k].T)
+    np.testing.assert_allclose(precisions[1], shared, rtol=1e-9)  # no images: the shared one
+
+
+def test_a_picture_off_a_narrow_class_is_farther_with_the_class_s_own_covariance() -> None:
+    # Class 0 spreads along x only, class 1 along y only: shared, both axes look
+    # alike, so a step across class 0's narrow axis counts no more than one along it.
+    rng = np.random.default_rng(2)
+    spread = rng.normal(size=400)
+    narrow = rng.normal(size=400) * 0.05
+    features = np.concatenate(
+        [np.stack([spread[:200], narrow[:200]], 1), np.stack([narrow[200:] + 20, spread[200:]], 1)]
+    )
+    labels = np.repeat([0, 1], 200)
+    along, across = np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])
+    for per_class in (False, True):
+        centroids, precision = class_statistics(features, labels, 2, per_class=per_class)
+        far_along, far_across = (
+            class_distances(x, centroids, precision)[0, 0] for x in (along, across)
+        )
+        if per_class:
+            assert far_across > 50 * far_along
+        else:
+            assert far_across == pytest.approx(far_along, rel=0.3)
+
+
+def test_a_grey_precision_shared_by_all_classes_still_loads_and_scores(tmp_path: Path) -> None:
+    # Model folders written before each class had its own grey covariance.
+    centroids = np.array([[0.0, 0.0], [4.0, 0.0]])
+    grey = GreyStatistics(centroids, np.eye(2), threshold=3.0, val_acceptance=1.0)
+    OodDetector("mahalanobis", 2.0, 0.95, 0.95, centroids, np.eye(2), grey=grey).save(tmp_path)
+    loaded = OodDetector.load(tmp_path)
+    assert loaded is not None and loaded.grey is not None
+    assert loaded.grey.precision.shape == (2, 2)
+    features = np.array([[1.0, 0.0], [4.0, 2.0]])
+    unused = np.zeros((2, 2))  # logits and probabilities: the distance reads neither
+    scores = loaded.scores(features, unused, unused, grey=np.array([True, True]))
+    np.testing.assert_allclose(scores, np.array([1.0, 4.0]) - 3.0 + 2.0)
+
+
 @pytest.mark.parametrize(
     ("params", "message"),
     [
@@ -222,6 +274,40 @@ def test_the_threshold_is_also_calibrated_on_the_varied_copies_when_prepared(
     detector.save(tmp_path / "model")
     assert json.loads((tmp_path / "model" / OOD_FILE).read_text())["varied_images"] == 2 * len(val)
     assert OodDetector.load(tmp_path / "model").varied_images == 2 * len(val)
+
+
+def test_grey_statistics_are_fitted_and_calibrated_on_grey_copies_of_the_varied_copies_too(
+    trained: Path, tmp_path: Path
+) -> None:
+    from celestial_data import TRAIN_VARIED, VARIED, grey_copies, load_prepared, write_prepared
+    from celestial_models import load_classifier
+    from celestial_models.scoring import calibrate
+
+    dataset = load_prepared(trained / "prepared")
+    arrays = {
+        split: (np.asarray(dataset.images(split)), dataset.labels(split), dataset.files(split))
+        for split in ("train", "val")
+    }
+    for split, source in ((TRAIN_VARIED, "train"), (VARIED, "val")):
+        images, labels, files = arrays[source]
+        arrays[split] = (np.rot90(images, 1, axes=(1, 2)) // 2, labels, files)  # turned, darker
+    with_copies = write_prepared(tmp_path / "prepared", list(dataset.classes), "rgb", arrays)
+    classifier = load_classifier(trained / "model")
+    grey = calibrate(classifier.scoring, with_copies).detector.grey
+    plain = calibrate(classifier.scoring, dataset).detector.grey
+    assert grey is not None and plain is not None
+    # Centroids of the grey training images and their grey copies together.
+    fitted = np.concatenate([arrays["train"][0], arrays[TRAIN_VARIED][0]])
+    features = classifier.outputs(grey_copies(fitted)).features
+    labels = np.concatenate([arrays["train"][1], arrays[TRAIN_VARIED][1]])
+    for k in range(len(dataset.classes)):
+        np.testing.assert_allclose(grey.centroids[k], features[labels == k].mean(axis=0), rtol=1e-5)
+    # The least threshold that accepts 95% of the grey val images and their copies.
+    calibrated = np.concatenate([arrays["val"][0], arrays[VARIED][0]])
+    outputs = classifier.outputs(grey_copies(calibrated))
+    scores = compute_scores("mahalanobis", *outputs, grey.centroids, grey.precision)
+    assert np.mean(scores <= grey.threshold) >= 0.95 > np.mean(scores < grey.threshold)
+    assert not np.array_equal(grey.centroids, plain.centroids)
 
 
 def test_grey_pictures_of_known_classes_are_accepted_as_the_colour_ones_are(
