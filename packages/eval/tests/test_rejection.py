@@ -15,7 +15,7 @@ import pytest
 from celestial_data import SPLITS, ImageFormat, ParamsError, ViewParams, write_prepared
 from celestial_eval.cli import main
 from celestial_eval.errors import EvalError
-from celestial_eval.leave_one_class_out import leave_one_class_out
+from celestial_eval.leave_one_class_out import WEAK_AUROC, leave_one_class_out, weak_rejection
 from celestial_eval.rejection import RejectionParams, rejection_stage
 from celestial_eval.scoring import auroc, nonbody_images
 
@@ -203,6 +203,16 @@ def test_classes_held_out_two_a_model_are_each_measured_against_what_their_model
         "rejection.classes_per_model 2 would leave fewer than 2 of the 3 classes to train on; "
         "each model was trained without 1."
     ]
+
+
+def test_figures_that_let_unseen_classes_through_warn_and_name_the_weakest() -> None:
+    held_out = {"Circle": {"auroc": 0.61}, "Square": {"auroc": 0.42}, "Star": {"auroc": 0.73}}
+    weak = {"auroc": 0.586667, "rejected": 0.21, "held_out": held_out}
+    (warning,) = weak_rejection(weak)
+    assert "mean leave-one-class-out AUROC 0.59" in warning
+    assert "weakest Square, 0.42" in warning and "21% of their images rejected" in warning
+    assert "as one of its own instead of unknown" in warning
+    assert weak_rejection({**weak, "auroc": WEAK_AUROC}) == []
 
 
 @pytest.mark.slow

@@ -72,12 +72,14 @@ if TYPE_CHECKING:
     from celestial_models.train import Trainer
 
 __all__ = [
+    "WEAK_AUROC",
     "HeldOutModel",
     "held_out_figures",
     "held_out_groups",
     "held_out_models",
     "leave_one_class_out",
     "shortened",
+    "weak_rejection",
     "without_classes",
 ]
 
@@ -276,7 +278,34 @@ def leave_one_class_out(
     measured = in_processes(held_out_figures, dataset, shares, recipe)
     per_class = {name: measured[name] for name in chosen}
     figures = summarize(per_class, ood_params, split, detail, classes_per_model)
+    warnings.extend(weak_rejection(figures))
     return {**figures, "warnings": warnings} if warnings else figures
+
+
+#: Below this mean AUROC, the figures warn that unseen classes get through.
+WEAK_AUROC = 0.9
+
+
+def weak_rejection(figures: Mapping[str, Any]) -> list[str]:
+    """A warning when unseen classes are told from known ones poorly (`WEAK_AUROC`), else none.
+
+    The stage's figures are the one place a project learns whether its
+    model's ``unknown`` answer keeps pictures of other classes out: with
+    few images a class, or classes alike, it may not, and the model is
+    served all the same.
+    """
+    auroc = figures["auroc"]
+    if auroc >= WEAK_AUROC:
+        return []
+    name, weakest = min(figures["held_out"].items(), key=lambda item: item[1]["auroc"])
+    return [
+        f"Unseen classes are told from known ones poorly: mean leave-one-class-out AUROC "
+        f"{auroc:.2f} (1 is perfect, 0.5 chance; weakest {name}, {weakest['auroc']:.2f}), and "
+        f"{figures['rejected']:.0%} of their images rejected. Served, the model will answer many "
+        "pictures of classes it was never trained on as one of its own instead of unknown. More "
+        "images per class, or a model that tells the classes apart better, raise it; "
+        "held_out gives each class's figures."
+    ]
 
 
 def held_out_groups(classes: Sequence[str], per_model: int) -> list[list[str]]:
