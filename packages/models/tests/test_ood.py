@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from celestial_data import ParamsError
+from celestial_data import ParamsError, PreparedDataset
 from celestial_models import ModelError
 from celestial_models.ood import (
     CENTROIDS_FILE,
@@ -242,6 +242,14 @@ def test_training_saves_the_detector_with_the_model(trained: Path) -> None:
     assert accepted >= 0.95
 
 
+def train_and_val(dataset: PreparedDataset) -> dict[str, tuple[np.ndarray, np.ndarray, list[str]]]:
+    """The ``train`` and ``val`` splits of a prepared dataset, as `write_prepared` takes them."""
+    return {
+        split: (np.asarray(dataset.images(split)), dataset.labels(split), dataset.files(split))
+        for split in ("train", "val")
+    }
+
+
 def test_the_threshold_is_also_calibrated_on_the_varied_copies_when_prepared(
     trained: Path, tmp_path: Path
 ) -> None:
@@ -250,10 +258,7 @@ def test_the_threshold_is_also_calibrated_on_the_varied_copies_when_prepared(
     from celestial_models.scoring import calibrate
 
     dataset = load_prepared(trained / "prepared")
-    arrays = {
-        split: (np.asarray(dataset.images(split)), dataset.labels(split), dataset.files(split))
-        for split in ("train", "val")
-    }
+    arrays = train_and_val(dataset)
     val, labels, files = arrays["val"]
     # Copies far from their class: turned and darkened.
     copies = np.rot90(val, 1, axes=(1, 2)) // 3
@@ -284,10 +289,7 @@ def test_grey_statistics_are_fitted_and_calibrated_on_grey_copies_of_the_varied_
     from celestial_models.scoring import calibrate
 
     dataset = load_prepared(trained / "prepared")
-    arrays = {
-        split: (np.asarray(dataset.images(split)), dataset.labels(split), dataset.files(split))
-        for split in ("train", "val")
-    }
+    arrays = train_and_val(dataset)
     for split, source in ((TRAIN_VARIED, "train"), (VARIED, "val")):
         images, labels, files = arrays[source]
         arrays[split] = (np.rot90(images, 1, axes=(1, 2)) // 2, labels, files)  # turned, darker
