@@ -312,6 +312,23 @@ def test_grey_statistics_are_fitted_and_calibrated_on_grey_copies_of_the_varied_
     assert not np.array_equal(grey.centroids, plain.centroids)
 
 
+def test_grey_statistics_beyond_the_limit_keep_the_shared_covariance(
+    trained: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from celestial_data import load_prepared
+    from celestial_models import load_classifier, ood
+    from celestial_models.scoring import calibrate
+
+    dataset = load_prepared(trained / "prepared")
+    scoring = load_classifier(trained / "model").scoring
+    classes, dims = len(dataset.classes), scoring.dims
+    assert ood.class_covariances_fit(classes, dims)
+    assert calibrate(scoring, dataset).detector.grey.precision.shape == (classes, dims, dims)
+    monkeypatch.setattr(ood, "CLASS_COVARIANCES_LIMIT", classes * dims * dims - 1)
+    assert not ood.class_covariances_fit(classes, dims)
+    assert calibrate(scoring, dataset).detector.grey.precision.shape == (dims, dims)
+
+
 def test_grey_pictures_of_known_classes_are_accepted_as_the_colour_ones_are(
     trained: Path,
 ) -> None:

@@ -41,6 +41,7 @@ from celestial_models.errors import ModelDirError
 
 __all__ = [
     "CENTROIDS_FILE",
+    "CLASS_COVARIANCES_LIMIT",
     "GREY_CENTROIDS_FILE",
     "GREY_PRECISION_FILE",
     "OOD_FILE",
@@ -50,7 +51,9 @@ __all__ = [
     "GreyStatistics",
     "OodDetector",
     "OodParams",
+    "blended_covariance",
     "calibrate_threshold",
+    "class_covariances_fit",
     "class_distances",
     "class_statistics",
     "compute_scores",
@@ -94,6 +97,18 @@ GREY_PRECISION_FILE = "ood_grey_precision.npy"
 # Ridge added to the shared covariance, relative to its mean variance: keeps it
 # invertible when features are fewer than dimensions or some are always zero.
 RIDGE = 1e-3
+
+#: The most numbers a covariance per class may take (classes x dimensions x
+#: dimensions: 16 MiB of float64): beyond it, grey pictures keep the shared
+#: covariance too. Each class's adds D x D numbers to the model folder and as
+#: many products to each grey picture's score; 100 classes of a 256-wide
+#: embedding would take 50 MiB and seconds to score a few thousand pictures.
+CLASS_COVARIANCES_LIMIT = 2**21
+
+
+def class_covariances_fit(classes: int, dims: int) -> bool:
+    """Whether a covariance per class stays within `CLASS_COVARIANCES_LIMIT`."""
+    return classes * dims * dims <= CLASS_COVARIANCES_LIMIT
 
 
 def class_statistics(
@@ -317,7 +332,8 @@ class GreyStatistics:
     (`probabilities`).
 
     Each class has its own covariance (`blended_covariance`), where the
-    colour statistics share one. Without colour, the smooth bodies' grey
+    colour statistics share one (and the grey ones too beyond
+    `CLASS_COVARIANCES_LIMIT`). Without colour, the smooth bodies' grey
     discs differ less by where their embeddings lie than by how they
     spread; measured on the reference data (three training seeds), unseen
     bodies in grey were told from known ones at a mean leave-one-class-out
@@ -330,7 +346,7 @@ class GreyStatistics:
     """``(K, D)`` class centroids of the grey training embeddings."""
     precision: np.ndarray
     """``(K, D, D)`` precision of each class's covariance (``(D, D)``, shared,
-    in model folders written before)."""
+    beyond `CLASS_COVARIANCES_LIMIT` and in model folders written before)."""
     threshold: float
     """Grey scores above it are unknown (before the shift)."""
     val_acceptance: float

@@ -22,6 +22,7 @@ from celestial_models.ood import (
     OodDetector,
     OodParams,
     calibrate_threshold,
+    class_covariances_fit,
     class_statistics,
     compute_scores,
 )
@@ -239,7 +240,8 @@ def _fit(
     The statistics come from `PreparedDataset.fitted_splits`; the threshold
     accepts ``params.acceptance`` of the ``val`` and ``varied`` scores
     together. ``grey``: of grey copies of those images, with a covariance
-    per class (`celestial_models.ood.class_statistics`).
+    per class (`celestial_models.ood.class_statistics`) within
+    `celestial_models.ood.CLASS_COVARIANCES_LIMIT`.
     """
     fitted = dataset.fitted_splits
     splits = [*fitted, "val", *([VARIED] if dataset.has(VARIED) else [])]
@@ -250,8 +252,10 @@ def _fit(
     )
     val, *varied = outputs[len(fitted) :]
     features = np.concatenate([part.features for part in outputs[: len(fitted)]])
+    classes = len(dataset.classes)
+    per_class = grey and class_covariances_fit(classes, features.shape[1])
     centroids, precision = class_statistics(
-        features, dataset.fitted_labels(), len(dataset.classes), per_class=grey
+        features, dataset.fitted_labels(), classes, per_class=per_class
     )
     scores = [compute_scores(params.score, *part, centroids, precision) for part in (val, *varied)]
     threshold = calibrate_threshold(np.concatenate(scores), params.acceptance)
