@@ -288,14 +288,17 @@ def _distances(
     """
     f = np.asarray(features, dtype=np.float64)
     if precision.ndim == 3:  # one precision per class: a class at a time
-        distances = np.empty((len(f), len(mu)))
+        quadratic = np.empty((len(f), len(mu)))
+        cross = np.empty_like(quadratic)
         for k, (centre, own) in enumerate(zip(mu, precision, strict=True)):
-            offset = f - centre
-            distances[:, k] = (np.einsum("nd,de->ne", offset, own) * offset).sum(axis=1)
-        return distances
-    projected = np.einsum("nd,de->ne", f, precision)
-    cross = np.einsum("ne,ke->nk", projected, mu)
-    return (projected * f).sum(axis=1, keepdims=True) - 2.0 * cross + mu_terms
+            projected = np.einsum("nd,de->ne", f, own)
+            quadratic[:, k] = (projected * f).sum(axis=1)
+            cross[:, k] = np.einsum("ne,e->n", projected, centre)
+    else:
+        projected = np.einsum("nd,de->ne", f, precision)
+        quadratic = (projected * f).sum(axis=1, keepdims=True)
+        cross = np.einsum("ne,ke->nk", projected, mu)
+    return quadratic - 2.0 * cross + mu_terms
 
 
 def calibrate_threshold(scores: np.ndarray, acceptance: float) -> float:
@@ -356,7 +359,7 @@ class GreyStatistics:
         """Class probabilities of grey pictures from their embeddings: float64 ``(N, K)``.
 
         A softmax of minus half the squared Mahalanobis distances to the
-        class centroids (each with its class's covariance, equal priors). On grey pictures it
+        class centroids (with `precision`, equal priors). On grey pictures it
         reads the reference project's test images at 1.00, where the model's
         own head, trained mostly on colour, reads them at 0.95.
         """

@@ -192,7 +192,7 @@ def calibrate(
         method=params.score,
         threshold=colour.threshold,
         acceptance=params.acceptance,
-        val_acceptance=float(np.mean(colour.val_scores <= colour.threshold)),
+        val_acceptance=colour.val_acceptance,
         centroids=colour.centroids,
         precision=colour.precision,
         varied_images=colour.varied_images,
@@ -219,7 +219,7 @@ def grey_statistics(
         centroids=grey.centroids,
         precision=grey.precision,
         threshold=grey.threshold,
-        val_acceptance=float(np.mean(grey.val_scores <= grey.threshold)),
+        val_acceptance=grey.val_acceptance,
     )
 
 
@@ -230,6 +230,11 @@ class _Statistics(NamedTuple):
     val_scores: np.ndarray
     threshold: float
     varied_images: int
+
+    @property
+    def val_acceptance(self) -> float:
+        """The share of the ``val`` images the threshold accepts."""
+        return float(np.mean(self.val_scores <= self.threshold))
 
 
 def _fit(
