@@ -12,10 +12,10 @@ A model may hold out several classes at once (``classes_per_model``): each
 of them is then measured against the classes that model was trained on, as
 if held out alone, and the trainings are that many times fewer. On the
 reference data, two classes a model gave a mean AUROC of 0.9986 against
-0.9990 one at a time, in half the training (packages/eval/README.md, "How
-the held-out models are trained, and what it costs"); five gave 0.994, one
-class falling to 0.94: the fewer classes a model knows, the less its figures
-say of the project's model.
+0.9990 one at a time, in half the training, and three (the reference's) as
+two did (packages/eval/README.md, "How the held-out models are trained, and
+what it costs"); five gave 0.994, one class falling to 0.94: the fewer
+classes a model knows, the less its figures say of the project's model.
 
 The held-out models share one built and compiled model
 (`celestial_models.train.Trainer`), which starts each training from the state
