@@ -3,7 +3,8 @@
 On the reference images (1,500 JPEGs of 128 x 128, 10 classes), prepared and
 trained with projects/planets-moons/params.yaml, every test image is decoded,
 changed (darker, brighter, grey, shrunk, shifted, rotated, blurred, noisy,
-saved as a JPEG of quality 20, upscaled), encoded as a PNG (unless the change
+saved as a JPEG of quality 20, upscaled; and grey, turned and shifted at
+once), encoded as a PNG (unless the change
 is the encoding) and turned into the model's input by ``Classifier.prepare``,
 as an upload is. Per change:
 
@@ -151,6 +152,11 @@ CHANGES: dict[str, Change] = {
     "noise sigma 15": lambda image, rng: png(noise(image, 15.0, rng)),
     "jpeg q20": lambda image, rng: encode(image, "JPEG", quality=20),
     "upscale x4": lambda image, rng: png(upscale(image, 4)),
+    # Two changes at once: the grey pictures' statistics are calibrated on grey
+    # copies of varied ones, and this is how far that holds.
+    "grey, turned, shift 10%": lambda image, rng: png(
+        grayscale(rotate(shift(image, 0.1, rng), rng))
+    ),
 }
 
 #: Lossless containers of the same pixels; the original JPEG bytes go beside them.

@@ -142,6 +142,14 @@ def test_every_change_gives_an_image_of_the_expected_format() -> None:
     assert np.array_equal(pixels(decoded(robust.CHANGES["none"](image, rng()))), pixels(image))
 
 
+def test_the_combined_change_is_grey_and_moved() -> None:
+    image = disc()
+    combined = pixels(decoded(robust.CHANGES["grey, turned, shift 10%"](image, rng())))
+    assert np.array_equal(combined[..., 0], combined[..., 1])
+    assert np.array_equal(combined[..., 0], combined[..., 2])
+    assert not np.array_equal(combined, pixels(robust.grayscale(image)))
+
+
 def test_random_changes_repeat_per_file() -> None:
     image = disc()
     noisy = robust.CHANGES["noise sigma 15"]
